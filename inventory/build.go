@@ -1,0 +1,496 @@
+package inventory
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agext/levenshtein"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+	"golang.org/x/mod/semver"
+)
+
+// build turns the decoded schema into an Inventory, checking each field on its
+// own. Checks that need the whole host list live in validateTopology.
+func (l *loader) build(raw *fileSchema) (*Inventory, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	inv := &Inventory{}
+
+	if len(raw.Clusters) == 0 {
+		return nil, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Missing cluster block",
+			Detail:   "An inventory needs one cluster \"NAME\" { kubernetes_version = \"1.37.2\" } block.",
+		}}
+	}
+	diags = append(diags, onlyOne("cluster", len(raw.Clusters), func(i int) hcl.Range { return raw.Clusters[i].DefRange })...)
+	diags = append(diags, onlyOne("ssh", len(raw.SSH), func(i int) hcl.Range { return raw.SSH[i].DefRange })...)
+	diags = append(diags, onlyOne("etcd", len(raw.Etcd), func(i int) hcl.Range { return raw.Etcd[i].DefRange })...)
+	diags = append(diags, onlyOne("infra", len(raw.Infra), func(i int) hcl.Range { return raw.Infra[i].DefRange })...)
+
+	diags = append(diags, l.buildCluster(raw.Clusters[0], &inv.Cluster)...)
+
+	inv.SSH = SSHConfig{
+		User:           DefaultSSHUser,
+		Port:           DefaultSSHPort,
+		KnownHosts:     l.path(DefaultKnownHosts),
+		HostKeyPolicy:  HostKeyPolicyStrict,
+		ConnectTimeout: DefaultConnectTimeout,
+	}
+	if len(raw.SSH) > 0 {
+		diags = append(diags, l.mergeSSH(&inv.SSH, raw.SSH[0])...)
+	}
+
+	inv.Etcd = Etcd{Version: DefaultEtcdVersion, DataDir: DefaultEtcdDataDir}
+	if len(raw.Etcd) > 0 {
+		diags = append(diags, buildEtcd(raw.Etcd[0], &inv.Etcd)...)
+	}
+
+	inv.Infra = InfraDefaults{
+		Labels: map[string]string{InfraRoleLabel: ""},
+		Taints: []Taint{{Key: InfraRoleLabel, Effect: "NoSchedule"}},
+	}
+	if len(raw.Infra) > 0 {
+		diags = append(diags, buildInfra(raw.Infra[0], &inv.Infra)...)
+	}
+
+	inv.Hosts = make([]*Host, 0, len(raw.Hosts))
+	for _, hb := range raw.Hosts {
+		h, d := l.buildHost(hb, inv.SSH)
+		diags = append(diags, d...)
+		inv.Hosts = append(inv.Hosts, h)
+	}
+	return inv, diags
+}
+
+func onlyOne(block string, n int, at func(int) hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for i := 1; i < n; i++ {
+		diags = append(diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  fmt.Sprintf("Duplicate %s block", block),
+			Detail:   fmt.Sprintf("An inventory takes one %s block; the first is at %s. Merge the two.", block, shortRange(at(0))),
+			Subject:  at(i).Ptr(),
+		})
+	}
+	return diags
+}
+
+func errorAt(r hcl.Range, summary, format string, args ...any) *hcl.Diagnostic {
+	return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: fmt.Sprintf(format, args...), Subject: r.Ptr()}
+}
+
+func warningAt(r hcl.Range, summary, format string, args ...any) *hcl.Diagnostic {
+	return &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: summary, Detail: fmt.Sprintf(format, args...), Subject: r.Ptr()}
+}
+
+// dns1123Label is a Kubernetes node or cluster name component.
+var dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+func (l *loader) buildCluster(cb *clusterBlock, c *Cluster) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	c.Name = cb.Name
+	c.DefRange = cb.DefRange
+	if !dns1123Subdomain.MatchString(cb.Name) || len(cb.Name) > 63 {
+		diags = append(diags, errorAt(cb.LabelRange, "Invalid cluster name",
+			"Cluster name %q must be lower case letters, digits, '-' and '.', start and end with a letter or digit, at most 63 characters: it names the state directory and the etcd cluster token.", cb.Name))
+	}
+
+	if cb.KubernetesVersion == nil {
+		diags = append(diags, errorAt(cb.DefRange, "Missing kubernetes_version",
+			"The cluster block needs kubernetes_version, for example kubernetes_version = \"1.37.2\"."))
+	} else {
+		v, err := parseVersion(*cb.KubernetesVersion)
+		if err != nil {
+			diags = append(diags, errorAt(cb.KubernetesVersionRange, "Invalid kubernetes_version", "%v.", err))
+		} else if semver.Major("v"+v) != "v1" {
+			diags = append(diags, errorAt(cb.KubernetesVersionRange, "Invalid kubernetes_version", "kubeadm serves Kubernetes 1.x; %q is not a 1.x release.", v))
+		} else {
+			c.KubernetesVersion = v
+		}
+	}
+
+	if cb.ControlPlaneEndpoint != nil {
+		ep, err := parseEndpoint(*cb.ControlPlaneEndpoint)
+		if err != nil {
+			diags = append(diags, errorAt(cb.ControlPlaneEndpointRange, "Invalid control_plane_endpoint", "%v.", err))
+		}
+		c.ControlPlaneEndpoint = ep
+	}
+
+	c.PodSubnet, diags = parseSubnet(diags, "pod_subnet", cb.PodSubnet, DefaultPodSubnet, cb.PodSubnetRange)
+	c.ServiceSubnet, diags = parseSubnet(diags, "service_subnet", cb.ServiceSubnet, DefaultServiceSubnet, cb.ServiceSubnetRange)
+	if c.ServiceSubnet.IsValid() && c.ServiceSubnet.Addr().Is4() && c.ServiceSubnet.Bits() < 12 {
+		diags = append(diags, errorAt(cb.ServiceSubnetRange, "service_subnet too large",
+			"The API server allows at most 20 bits of service addresses; %s has %d. Use a /12 or smaller, such as %s.",
+			c.ServiceSubnet, 32-c.ServiceSubnet.Bits(), DefaultServiceSubnet))
+	}
+	if c.PodSubnet.IsValid() && c.ServiceSubnet.IsValid() && c.PodSubnet.Overlaps(c.ServiceSubnet) {
+		r := cb.ServiceSubnetRange
+		if cb.ServiceSubnet == nil {
+			r = cb.PodSubnetRange
+		}
+		if r.Filename == "" {
+			r = cb.DefRange
+		}
+		diags = append(diags, errorAt(r, "Overlapping subnets",
+			"pod_subnet %s and service_subnet %s overlap: pods and services would receive the same addresses. Choose subnets that do not overlap.", c.PodSubnet, c.ServiceSubnet))
+	}
+
+	c.DNSDomain = DefaultDNSDomain
+	if cb.DNSDomain != nil {
+		c.DNSDomain = *cb.DNSDomain
+		if !dns1123Subdomain.MatchString(c.DNSDomain) {
+			diags = append(diags, errorAt(cb.DNSDomainRange, "Invalid dns_domain", "%q is not a valid DNS domain.", c.DNSDomain))
+		}
+	}
+	if cb.TemplatesDir != nil {
+		c.TemplatesDir = l.path(*cb.TemplatesDir)
+	}
+	c.StateDir = l.path(filepath.Join(".kprov", c.Name))
+	if cb.StateDir != nil {
+		c.StateDir = l.path(*cb.StateDir)
+	}
+	return diags
+}
+
+// parseVersion accepts 1.37.2 or v1.37.2 and returns it without the v.
+func parseVersion(s string) (string, error) {
+	v := strings.TrimPrefix(s, "v")
+	if !semver.IsValid("v"+v) || strings.Count(v, ".") < 2 {
+		return "", fmt.Errorf("%q is not a MAJOR.MINOR.PATCH version such as \"1.37.2\"", s)
+	}
+	return v, nil
+}
+
+// parseEndpoint accepts host or host:port and returns host:port (6443 by default).
+func parseEndpoint(s string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		if strings.Contains(err.Error(), "missing port") {
+			host, port = strings.Trim(s, "[]"), strconv.Itoa(DefaultAPIServerPort)
+		} else {
+			return "", fmt.Errorf("%q is not host:port (e.g. \"api.example.internal:6443\"): %v", s, err)
+		}
+	}
+	if host == "" {
+		return "", fmt.Errorf("%q has no host", s)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return "", fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, port)
+	}
+	if _, err := netip.ParseAddr(host); err != nil && !dns1123Subdomain.MatchString(strings.ToLower(host)) {
+		return "", fmt.Errorf("%q: %q is neither an IP address nor a DNS name", s, host)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+func parseSubnet(diags hcl.Diagnostics, field string, val *string, def string, r hcl.Range) (netip.Prefix, hcl.Diagnostics) {
+	s := def
+	if val != nil {
+		s = *val
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, append(diags, errorAt(r, "Invalid "+field, "%q is not a CIDR such as %q: %v.", s, def, err))
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, append(diags, errorAt(r, "Invalid "+field, "%q has host bits set; did you mean %q?", s, p.Masked().String()))
+	}
+	return p, diags
+}
+
+func (l *loader) mergeSSH(dst *SSHConfig, sb *sshBlock) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if sb.User != nil {
+		if *sb.User == "" || strings.ContainsAny(*sb.User, " @:") {
+			diags = append(diags, errorAt(sb.UserRange, "Invalid ssh user", "%q is not a user name.", *sb.User))
+		}
+		dst.User = *sb.User
+	}
+	if sb.Port != nil {
+		if *sb.Port < 1 || *sb.Port > 65535 {
+			diags = append(diags, errorAt(sb.PortRange, "Invalid ssh port", "Port %d is not from 1 to 65535.", *sb.Port))
+		}
+		dst.Port = *sb.Port
+	}
+	if sb.IdentityFile != nil {
+		dst.IdentityFile = l.path(*sb.IdentityFile)
+	}
+	if sb.KnownHosts != nil {
+		dst.KnownHosts = l.path(*sb.KnownHosts)
+	}
+	if sb.HostKeyPolicy != nil {
+		switch p := *sb.HostKeyPolicy; p {
+		case HostKeyPolicyStrict, HostKeyPolicyAcceptNew:
+			dst.HostKeyPolicy = p
+		default:
+			diags = append(diags, errorAt(sb.HostKeyPolicyRange, "Invalid host_key_policy",
+				"%q is not a host key policy; use \"strict\" (refuse unknown hosts) or \"accept-new\" (record unknown hosts, refuse changed keys).%s",
+				p, suggestion(p, []string{HostKeyPolicyStrict, HostKeyPolicyAcceptNew})))
+		}
+	}
+	if sb.ConnectTimeout != nil {
+		d, err := time.ParseDuration(*sb.ConnectTimeout)
+		if err != nil || d <= 0 {
+			diags = append(diags, errorAt(sb.ConnectTimeoutRange, "Invalid connect_timeout", "%q is not a positive duration such as \"10s\".", *sb.ConnectTimeout))
+		} else {
+			dst.ConnectTimeout = d
+		}
+	}
+	if sb.Bastion != cty.NilVal && !sb.Bastion.IsNull() {
+		chain, err := bastionChain(sb.Bastion)
+		if err != nil {
+			diags = append(diags, errorAt(sb.BastionRange, "Invalid bastion", "%v.", err))
+		} else {
+			dst.Bastions = chain
+		}
+	}
+	return diags
+}
+
+// bastionChain accepts one jump host or a list of them, outermost first.
+func bastionChain(v cty.Value) ([]string, error) {
+	var items []cty.Value
+	switch {
+	case v.Type() == cty.String:
+		items = []cty.Value{v}
+	case v.Type().IsTupleType() || v.Type().IsListType():
+		items = v.AsValueSlice()
+	default:
+		return nil, fmt.Errorf("bastion is a string \"user@host:port\" or a list of them, not %s", v.Type().FriendlyName())
+	}
+	out := make([]string, 0, len(items))
+	for _, it := range items {
+		if it.IsNull() || !it.IsKnown() || it.Type() != cty.String {
+			return nil, fmt.Errorf("each bastion is a string \"user@host:port\"")
+		}
+		s := it.AsString()
+		if err := checkJumpHost(s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func checkJumpHost(s string) error {
+	hostport := s
+	if at := strings.LastIndex(s, "@"); at >= 0 {
+		if at == 0 {
+			return fmt.Errorf("bastion %q has an empty user", s)
+		}
+		hostport = s[at+1:]
+	}
+	if _, _, err := net.SplitHostPort(hostport); err != nil && !strings.Contains(err.Error(), "missing port") {
+		return fmt.Errorf("bastion %q is not [user@]host[:port]: %v", s, err)
+	}
+	if strings.TrimSpace(hostport) == "" {
+		return fmt.Errorf("bastion %q has no host", s)
+	}
+	return nil
+}
+
+func buildEtcd(eb *etcdBlock, e *Etcd) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if eb.Version != nil {
+		v, err := parseVersion(*eb.Version)
+		if err != nil {
+			diags = append(diags, errorAt(eb.VersionRange, "Invalid etcd version", "%v.", err))
+		} else if semver.Compare("v"+v, "v3.5.0") < 0 {
+			diags = append(diags, errorAt(eb.VersionRange, "Unsupported etcd version", "etcd %s has no learner promotion that kprov relies on for safe membership changes; use 3.5 or newer.", v))
+		}
+		e.Version = v
+	}
+	if eb.DataDir != nil {
+		if !filepath.IsAbs(*eb.DataDir) || filepath.Clean(*eb.DataDir) == "/" {
+			diags = append(diags, errorAt(eb.DataDirRange, "Invalid etcd data_dir", "%q must be an absolute path other than /, such as %q.", *eb.DataDir, DefaultEtcdDataDir))
+		}
+		e.DataDir = filepath.Clean(*eb.DataDir)
+	}
+	return diags
+}
+
+func buildInfra(ib *infraBlock, d *InfraDefaults) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if ib.Labels != nil {
+		diags = append(diags, checkLabels(*ib.Labels, ib.LabelsRange)...)
+		d.Labels = *ib.Labels
+	}
+	if ib.Taints != nil {
+		ts, td := parseTaints(*ib.Taints, ib.TaintsRange)
+		diags = append(diags, td...)
+		d.Taints = ts
+	}
+	return diags
+}
+
+func (l *loader) buildHost(hb *hostBlock, defaults SSHConfig) (*Host, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	h := &Host{
+		Name:             hb.Name,
+		Address:          strings.TrimSpace(hb.Address),
+		HostKey:          "",
+		KubeletExtraArgs: hb.KubeletExtraArgs,
+		SSH:              defaults,
+		DefRange:         hb.DefRange,
+		AddressRange:     hb.AddressRange,
+		RolesRange:       hb.RolesRange,
+	}
+	if !dns1123Subdomain.MatchString(hb.Name) || len(hb.Name) > 253 {
+		diags = append(diags, errorAt(hb.LabelRange, "Invalid host name",
+			"Host name %q becomes the Kubernetes node name: lower case letters, digits, '-' and '.', starting and ending with a letter or digit.", hb.Name))
+	}
+	if h.Address == "" {
+		diags = append(diags, errorAt(hb.AddressRange, "Invalid address", "Host %q has an empty address.", hb.Name))
+	} else if a, err := netip.ParseAddr(h.Address); err == nil {
+		h.Address = a.String()
+	} else if !dns1123Subdomain.MatchString(strings.ToLower(h.Address)) {
+		diags = append(diags, errorAt(hb.AddressRange, "Invalid address", "Host %q: %q is neither an IP address nor a DNS name.", hb.Name, h.Address))
+	}
+
+	if len(hb.Roles) == 0 {
+		diags = append(diags, errorAt(hb.RolesRange, "No roles", "Host %q has no roles; give it one or more of %s.", hb.Name, roleList()))
+	}
+	for _, r := range hb.Roles {
+		role := Role(r)
+		if !slices.Contains(AllRoles, role) {
+			names := make([]string, len(AllRoles))
+			for i, ar := range AllRoles {
+				names[i] = string(ar)
+			}
+			diags = append(diags, errorAt(hb.RolesRange, "Unknown role",
+				"Host %q has role %q; the roles are %s.%s", hb.Name, r, roleList(), suggestion(r, names)))
+			continue
+		}
+		if h.Has(role) {
+			diags = append(diags, warningAt(hb.RolesRange, "Repeated role", "Host %q lists role %q twice.", hb.Name, r))
+			continue
+		}
+		h.Roles = append(h.Roles, role)
+	}
+	slices.SortFunc(h.Roles, func(a, b Role) int { return slices.Index(AllRoles, a) - slices.Index(AllRoles, b) })
+
+	diags = append(diags, checkLabels(hb.Labels, hb.LabelsRange)...)
+	h.Labels = hb.Labels
+	ts, td := parseTaints(hb.Taints, hb.TaintsRange)
+	diags = append(diags, td...)
+	h.Taints = ts
+
+	if hb.HostKey != nil {
+		k := strings.TrimSpace(*hb.HostKey)
+		if f := strings.Fields(k); len(f) < 2 || !strings.HasPrefix(f[0], "ssh-") && !strings.HasPrefix(f[0], "ecdsa-") {
+			diags = append(diags, errorAt(hb.HostKeyRange, "Invalid host_key",
+				"host_key takes a public key as it appears in known_hosts, such as \"ssh-ed25519 AAAAC3...\"; get it with ssh-keyscan or from /etc/ssh/ssh_host_ed25519_key.pub on the host."))
+		}
+		h.HostKey = k
+	}
+	for i, sb := range hb.SSH {
+		if i > 0 {
+			diags = append(diags, errorAt(sb.DefRange, "Duplicate ssh block", "Host %q has more than one ssh block; merge them.", hb.Name))
+			continue
+		}
+		diags = append(diags, l.mergeSSH(&h.SSH, sb)...)
+	}
+	return h, diags
+}
+
+func roleList() string {
+	parts := make([]string, len(AllRoles))
+	for i, r := range AllRoles {
+		parts[i] = string(r)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Label keys are an optional DNS prefix and a name; values are up to 63 characters.
+var (
+	labelName  = regexp.MustCompile(`^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$`)
+	labelValue = regexp.MustCompile(`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`)
+)
+
+func validLabelKey(k string) bool {
+	prefix, name, hasPrefix := strings.Cut(k, "/")
+	if !hasPrefix {
+		name, prefix = prefix, ""
+	} else if prefix == "" || len(prefix) > 253 || !dns1123Subdomain.MatchString(prefix) {
+		return false
+	}
+	return len(name) <= 63 && labelName.MatchString(name)
+}
+
+func checkLabels(labels map[string]string, r hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for _, k := range keys(labels) {
+		if !validLabelKey(k) {
+			diags = append(diags, errorAt(r, "Invalid label", "Label key %q is not a Kubernetes label key ([prefix/]name, name up to 63 letters, digits, '-', '_', '.').", k))
+		}
+		if v := labels[k]; len(v) > 63 || !labelValue.MatchString(v) {
+			diags = append(diags, errorAt(r, "Invalid label", "Label %q has value %q: values are up to 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit.", k, v))
+		}
+	}
+	return diags
+}
+
+var taintEffects = []string{"NoSchedule", "PreferNoSchedule", "NoExecute"}
+
+// parseTaints reads taints written as kubectl takes them: key[=value]:Effect.
+func parseTaints(in []string, r hcl.Range) ([]Taint, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	out := make([]Taint, 0, len(in))
+	for _, s := range in {
+		kv, effect, ok := strings.Cut(s, ":")
+		if !ok {
+			diags = append(diags, errorAt(r, "Invalid taint", "Taint %q has no effect; write key=value:Effect, e.g. \"dedicated=ops:NoSchedule\".", s))
+			continue
+		}
+		if !slices.Contains(taintEffects, effect) {
+			diags = append(diags, errorAt(r, "Invalid taint", "Taint %q has effect %q; the effects are %s.%s", s, effect, strings.Join(taintEffects, ", "), suggestion(effect, taintEffects)))
+			continue
+		}
+		key, value, _ := strings.Cut(kv, "=")
+		if !validLabelKey(key) || len(value) > 63 || !labelValue.MatchString(value) {
+			diags = append(diags, errorAt(r, "Invalid taint", "Taint %q: key and value follow the rules of label keys and values.", s))
+			continue
+		}
+		t := Taint{Key: key, Value: value, Effect: effect}
+		if slices.Contains(out, t) {
+			continue
+		}
+		out = append(out, t)
+	}
+	return out, diags
+}
+
+// path resolves a path from the inventory: ~ is the home directory, and a
+// relative path is relative to the inventory's directory, not the caller's.
+func (l *loader) path(p string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		p = filepath.Join(l.opts.HomeDir, strings.TrimPrefix(p, "~"))
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(l.dir, p)
+	}
+	return filepath.Clean(p)
+}
+
+// suggestion returns ` Did you mean "x"?` for the nearest candidate, or "".
+func suggestion(given string, candidates []string) string {
+	best, bestDist := "", 3
+	for _, c := range candidates {
+		if d := levenshtein.Distance(given, c, nil); d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" Did you mean %q?", best)
+}

@@ -1,0 +1,156 @@
+// Package inventory reads a kprov inventory (HCL), resolves its variables,
+// locals and dynamic blocks, and judges the topology it describes. It never
+// touches the network: everything here is a pure function of the files and
+// the variables given.
+package inventory
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Role is what a host does in the cluster.
+type Role string
+
+// The roles a host can carry.
+const (
+	RoleMaster  Role = "master"  // kubeadm control plane (API server, scheduler, controller manager)
+	RoleEtcd    Role = "etcd"    // etcd member: stacked on masters, or a separate cluster
+	RoleInfra   Role = "infra"   // cluster services: registry, ingress routing, logging, metrics
+	RoleCompute Role = "compute" // application workloads
+)
+
+// AllRoles lists the valid roles in their canonical order.
+var AllRoles = []Role{RoleMaster, RoleEtcd, RoleInfra, RoleCompute}
+
+// Defaults applied when the inventory leaves a field out.
+const (
+	DefaultPodSubnet       = "10.244.0.0/16"
+	DefaultServiceSubnet   = "10.96.0.0/12"
+	DefaultDNSDomain       = "cluster.local"
+	DefaultEtcdVersion     = "3.6.16"
+	DefaultEtcdDataDir     = "/var/lib/etcd"
+	DefaultSSHUser         = "root"
+	DefaultSSHPort         = 22
+	DefaultKnownHosts      = "~/.ssh/known_hosts"
+	DefaultConnectTimeout  = 10 * time.Second
+	DefaultAPIServerPort   = 6443
+	InfraRoleLabel         = "node-role.kubernetes.io/infra"
+	ControlPlaneTaintKey   = "node-role.kubernetes.io/control-plane"
+	HostKeyPolicyStrict    = "strict"
+	HostKeyPolicyAcceptNew = "accept-new"
+)
+
+// Inventory is a loaded, validated inventory.
+type Inventory struct {
+	Path     string // the file it was read from, as given
+	Dir      string // the directory relative paths are resolved against
+	Cluster  Cluster
+	SSH      SSHConfig // defaults from the top-level ssh block
+	Etcd     Etcd
+	Infra    InfraDefaults
+	Hosts    []*Host // in file order, dynamic hosts where their block stands
+	Topology Topology
+
+	// Files holds the parsed sources, for rendering diagnostics with snippets.
+	Files map[string]*hcl.File
+}
+
+// Cluster is the cluster block.
+type Cluster struct {
+	Name                 string
+	KubernetesVersion    string // MAJOR.MINOR.PATCH without a leading v
+	ControlPlaneEndpoint string // host:port; empty on a single-master cluster without one
+	PodSubnet            netip.Prefix
+	ServiceSubnet        netip.Prefix
+	DNSDomain            string
+	TemplatesDir         string // absolute, or empty for the built-in templates
+	StateDir             string // absolute; default .kprov/<cluster> beside the inventory
+	DefRange             hcl.Range
+}
+
+// SSHConfig is how kprov reaches a host: the top-level ssh block merged with the host's own.
+type SSHConfig struct {
+	User           string
+	Port           int
+	IdentityFile   string   // absolute, ~ expanded; empty to rely on the agent and ~/.ssh/config
+	KnownHosts     string   // absolute, ~ expanded
+	HostKeyPolicy  string   // strict | accept-new
+	Bastions       []string // jump chain, outermost first, each [user@]host[:port]
+	ConnectTimeout time.Duration
+}
+
+// Etcd is the etcd block.
+type Etcd struct {
+	Version string
+	DataDir string
+}
+
+// InfraDefaults are the label and taints every infra host gets unless it overrides them.
+type InfraDefaults struct {
+	Labels map[string]string
+	Taints []Taint
+}
+
+// Taint is a Kubernetes node taint.
+type Taint struct {
+	Key    string `json:"key"`
+	Value  string `json:"value,omitempty"`
+	Effect string `json:"effect"`
+}
+
+// String renders the taint the way kubectl taint takes it: key=value:Effect.
+func (t Taint) String() string {
+	if t.Value == "" {
+		return t.Key + ":" + t.Effect
+	}
+	return t.Key + "=" + t.Value + ":" + t.Effect
+}
+
+// Host is one machine and what it does.
+type Host struct {
+	Name    string
+	Address string
+	Roles   []Role // deduplicated, in canonical order
+	// Labels and Taints are the node's final labels and taints: infra defaults,
+	// the user's own, and the control-plane taint decision, all applied.
+	Labels           map[string]string
+	Taints           []Taint
+	HostKey          string // pinned public key in authorized_keys format, or empty
+	KubeletExtraArgs map[string]string
+	SSH              SSHConfig
+
+	DefRange     hcl.Range
+	AddressRange hcl.Range
+	RolesRange   hcl.Range
+}
+
+// Has reports whether the host carries role r.
+func (h *Host) Has(r Role) bool { return slices.Contains(h.Roles, r) }
+
+// IsNode reports whether the host runs a kubelet (every role but a dedicated etcd host does).
+func (h *Host) IsNode() bool { return h.Has(RoleMaster) || h.Has(RoleInfra) || h.Has(RoleCompute) }
+
+// Host returns the host with the given name, or nil.
+func (inv *Inventory) Host(name string) *Host {
+	for _, h := range inv.Hosts {
+		if h.Name == name {
+			return h
+		}
+	}
+	return nil
+}
+
+// HostsWith returns the hosts carrying role r, in inventory order.
+func (inv *Inventory) HostsWith(r Role) []*Host {
+	var out []*Host
+	for _, h := range inv.Hosts {
+		if h.Has(r) {
+			out = append(out, h)
+		}
+	}
+	return out
+}

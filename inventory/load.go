@@ -1,0 +1,355 @@
+package inventory
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/ext/dynblock"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+)
+
+// EnvVarPrefix prefixes environment variables that set inventory variables:
+// KPROV_VAR_ssh_user=admin sets var.ssh_user.
+const EnvVarPrefix = "KPROV_VAR_"
+
+// Options are the inputs to Load besides the file itself.
+type Options struct {
+	// Vars are values given with -var NAME=VALUE; they win over the environment.
+	Vars map[string]string
+	// LookupEnv reads the environment for env() and KPROV_VAR_*; nil means os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+	// Environ lists the environment as NAME=VALUE, to find KPROV_VAR_*; nil means os.Environ.
+	Environ func() []string
+	// HomeDir expands ~ in paths; empty means the current user's home.
+	HomeDir string
+}
+
+// Load reads, decodes and validates the inventory at path. The inventory is
+// nil only when the file cannot be read; when the diagnostics hold errors it
+// carries at least Path and Files, so the caller can render them with snippets.
+func Load(path string, opts Options) (*Inventory, hcl.Diagnostics) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Cannot read inventory",
+			Detail:   fmt.Sprintf("%v. Create one with `kprov init`, or name another file with -f.", err),
+		}}
+	}
+	return Parse(src, path, opts)
+}
+
+// Parse is Load over bytes already read; filename is used in diagnostics and
+// to resolve relative paths. A name ending in .json is read as HCL's JSON syntax.
+func Parse(src []byte, filename string, opts Options) (*Inventory, hcl.Diagnostics) {
+	opts = opts.withDefaults()
+	parser := hclparse.NewParser()
+	var file *hcl.File
+	var diags hcl.Diagnostics
+	if strings.HasSuffix(filename, ".json") {
+		file, diags = parser.ParseJSON(src, filename)
+	} else {
+		file, diags = parser.ParseHCL(src, filename)
+	}
+	dir, err := filepath.Abs(filepath.Dir(filename))
+	if err != nil {
+		dir = filepath.Dir(filename)
+	}
+	partial := &Inventory{Path: filename, Dir: dir, Files: parser.Files()}
+	if diags.HasErrors() {
+		return partial, diags
+	}
+	l := &loader{opts: opts, dir: dir}
+
+	ctx, moreDiags := l.evalContext(file.Body)
+	diags = append(diags, moreDiags...)
+	if moreDiags.HasErrors() {
+		return partial, diags
+	}
+
+	var raw fileSchema
+	body := dynblock.Expand(file.Body, ctx)
+	moreDiags = gohcl.DecodeBody(body, ctx, &raw)
+	diags = append(diags, moreDiags...)
+	if moreDiags.HasErrors() {
+		return partial, diags
+	}
+
+	inv, moreDiags := l.build(&raw)
+	diags = append(diags, moreDiags...)
+	if inv == nil {
+		return partial, diags
+	}
+	inv.Path, inv.Dir, inv.Files = partial.Path, partial.Dir, partial.Files
+	diags = append(diags, validateTopology(inv)...)
+	return inv, diags
+}
+
+func (o Options) withDefaults() Options {
+	if o.LookupEnv == nil {
+		o.LookupEnv = os.LookupEnv
+	}
+	if o.Environ == nil {
+		o.Environ = os.Environ
+	}
+	if o.HomeDir == "" {
+		o.HomeDir, _ = os.UserHomeDir()
+	}
+	return o
+}
+
+type loader struct {
+	opts Options
+	dir  string
+}
+
+// firstPass is the part of the schema read before anything else, because every
+// other expression may refer to var.* and local.*.
+var firstPass = &hcl.BodySchema{
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: "variable", LabelNames: []string{"name"}},
+		{Type: "locals"},
+	},
+}
+
+// evalContext evaluates variables (defaults, environment, -var) and locals, and
+// returns the context every other expression is evaluated in.
+func (l *loader) evalContext(body hcl.Body) (*hcl.EvalContext, hcl.Diagnostics) {
+	content, _, diags := body.PartialContent(firstPass)
+	funcs := functions(l.dir, l.opts.LookupEnv)
+	base := &hcl.EvalContext{Functions: funcs}
+
+	vars := map[string]cty.Value{}
+	declared := map[string]hcl.Range{}
+	var locals []*hcl.Attribute
+	for _, block := range content.Blocks {
+		switch block.Type {
+		case "variable":
+			var v variableBlock
+			d := gohcl.DecodeBody(block.Body, base, &v)
+			v.Name = block.Labels[0]
+			v.DefRange = block.DefRange
+			diags = append(diags, d...)
+			if d.HasErrors() {
+				continue
+			}
+			if prev, dup := declared[v.Name]; dup {
+				diags = append(diags, &hcl.Diagnostic{
+					Severity: hcl.DiagError,
+					Summary:  "Duplicate variable",
+					Detail:   fmt.Sprintf("Variable %q is already declared at %s. Remove one of the two.", v.Name, shortRange(prev)),
+					Subject:  block.LabelRanges[0].Ptr(),
+				})
+				continue
+			}
+			if !hclsyntax.ValidIdentifier(v.Name) {
+				diags = append(diags, &hcl.Diagnostic{
+					Severity: hcl.DiagError,
+					Summary:  "Invalid variable name",
+					Detail:   "A variable name must start with a letter and contain only letters, digits, underscores and dashes.",
+					Subject:  block.LabelRanges[0].Ptr(),
+				})
+				continue
+			}
+			declared[v.Name] = block.DefRange
+			val := cty.NullVal(cty.DynamicPseudoType)
+			if v.Default != nil {
+				dv, d := v.Default.Expr.Value(base)
+				diags = append(diags, d...)
+				val = dv
+			}
+			vars[v.Name] = val
+		case "locals":
+			attrs, d := block.Body.JustAttributes()
+			diags = append(diags, d...)
+			for _, a := range attrs {
+				locals = append(locals, a)
+			}
+		}
+	}
+
+	diags = append(diags, l.overrideVars(vars, declared)...)
+	for name, v := range vars {
+		if v.IsNull() {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Variable has no value",
+				Detail:   fmt.Sprintf("Variable %q has no default. Give it one, or set it with -var %s=VALUE or %s%s=VALUE.", name, name, EnvVarPrefix, name),
+				Subject:  declared[name].Ptr(),
+			})
+		}
+	}
+	ctx := &hcl.EvalContext{
+		Variables: map[string]cty.Value{"var": cty.ObjectVal(vars)},
+		Functions: funcs,
+	}
+	localVals, d := evalLocals(ctx, locals)
+	diags = append(diags, d...)
+	ctx.Variables["local"] = cty.ObjectVal(localVals)
+	return ctx, diags
+}
+
+// overrideVars applies KPROV_VAR_* and then -var on top of the defaults.
+func (l *loader) overrideVars(vars map[string]cty.Value, declared map[string]hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	set := func(name, raw, source string) {
+		if _, ok := declared[name]; !ok {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Undeclared variable",
+				Detail:   fmt.Sprintf("%s sets variable %q, but the inventory declares no such variable. Declare it with variable %q { default = ... }.%s", source, name, name, suggestion(name, keys(declared))),
+			})
+			return
+		}
+		v, err := parseVarValue(raw, vars[name])
+		if err != nil {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Invalid variable value",
+				Detail:   fmt.Sprintf("%s sets variable %q: %v.", source, name, err),
+				Subject:  declared[name].Ptr(),
+			})
+			return
+		}
+		vars[name] = v
+	}
+	env := l.opts.Environ()
+	sort.Strings(env)
+	for _, kv := range env {
+		name, val, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, EnvVarPrefix) {
+			continue
+		}
+		name = strings.TrimPrefix(name, EnvVarPrefix)
+		// The environment may hold variables meant for other inventories;
+		// only a -var for an unknown name is a mistake worth stopping for.
+		if _, ok := declared[name]; ok {
+			set(name, val, EnvVarPrefix+name)
+		}
+	}
+	for _, name := range keys(l.opts.Vars) {
+		set(name, l.opts.Vars[name], "-var "+name)
+	}
+	return diags
+}
+
+// parseVarValue turns a command-line value into the type of the variable's
+// default: a string stays a string; anything else is read as an HCL expression
+// (so -var masters=5 is a number and -var 'zones=["a","b"]' a list).
+func parseVarValue(raw string, def cty.Value) (cty.Value, error) {
+	if def.IsNull() || def.Type() == cty.String {
+		return cty.StringVal(raw), nil
+	}
+	expr, diags := hclsyntax.ParseExpression([]byte(raw), "-var", hcl.InitialPos)
+	if diags.HasErrors() {
+		return cty.NilVal, fmt.Errorf("%q is not a valid value: %s", raw, diags[0].Summary)
+	}
+	v, diags := expr.Value(nil)
+	if diags.HasErrors() {
+		return cty.NilVal, fmt.Errorf("%q: %s", raw, diags[0].Detail)
+	}
+	cv, err := convert.Convert(v, def.Type())
+	if err != nil {
+		return cty.NilVal, fmt.Errorf("%q does not fit the default's type %s: %v", raw, def.Type().FriendlyName(), err)
+	}
+	return cv, nil
+}
+
+// evalLocals evaluates locals in dependency order: a local may use other
+// locals, in any order of declaration, as long as there is no cycle.
+func evalLocals(ctx *hcl.EvalContext, attrs []*hcl.Attribute) (map[string]cty.Value, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	vals := map[string]cty.Value{}
+	pending := map[string]*hcl.Attribute{}
+	for _, a := range attrs {
+		if prev, dup := pending[a.Name]; dup {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Duplicate local value",
+				Detail:   fmt.Sprintf("Local %q is already defined at %s.", a.Name, shortRange(prev.Range)),
+				Subject:  a.NameRange.Ptr(),
+			})
+			continue
+		}
+		pending[a.Name] = a
+	}
+	for len(pending) > 0 {
+		progress := false
+		for _, name := range keys(pending) {
+			a := pending[name]
+			if !localDepsReady(a, vals, pending) {
+				continue
+			}
+			child := ctx.NewChild()
+			child.Variables = map[string]cty.Value{"local": cty.ObjectVal(vals)}
+			v, d := a.Expr.Value(child)
+			diags = append(diags, d...)
+			if d.HasErrors() {
+				v = cty.DynamicVal
+			}
+			vals[name] = v
+			delete(pending, name)
+			progress = true
+		}
+		if !progress {
+			names := keys(pending)
+			a := pending[names[0]]
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Cycle in local values",
+				Detail:   fmt.Sprintf("These locals refer to each other in a cycle: %s. Break the cycle.", strings.Join(names, ", ")),
+				Subject:  a.Range.Ptr(),
+			})
+			for _, n := range names {
+				vals[n] = cty.DynamicVal
+			}
+			break
+		}
+	}
+	return vals, diags
+}
+
+// localDepsReady reports whether every local.* the attribute uses is evaluated.
+// A reference to a local that does not exist counts as ready, so evaluation
+// reports it with HCL's own "unsupported attribute" diagnostic and suggestion.
+func localDepsReady(a *hcl.Attribute, done map[string]cty.Value, pending map[string]*hcl.Attribute) bool {
+	for _, tr := range a.Expr.Variables() {
+		if tr.RootName() != "local" || len(tr) < 2 {
+			continue
+		}
+		step, ok := tr[1].(hcl.TraverseAttr)
+		if !ok {
+			continue
+		}
+		if _, isDone := done[step.Name]; isDone {
+			continue
+		}
+		if _, isPending := pending[step.Name]; isPending && step.Name != a.Name {
+			return false
+		}
+	}
+	return true
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// shortRange renders a range as file:line,col for messages that point at a second place.
+func shortRange(r hcl.Range) string {
+	return fmt.Sprintf("%s:%d,%d", r.Filename, r.Start.Line, r.Start.Column)
+}

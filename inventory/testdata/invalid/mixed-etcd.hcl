@@ -1,0 +1,24 @@
+cluster "bad" {
+  kubernetes_version     = "1.37.2"
+  control_plane_endpoint = "api.bad.internal:6443"
+}
+
+host "cp-1" {
+  address = "192.0.2.11"
+  roles   = ["master", "etcd"]
+}
+
+host "etcd-1" {
+  address = "192.0.2.21"
+  roles   = ["etcd"]
+}
+
+host "etcd-2" {
+  address = "192.0.2.22"
+  roles   = ["etcd"]
+}
+
+host "worker-1" {
+  address = "192.0.2.100"
+  roles   = ["compute"]
+}

@@ -1,0 +1,24 @@
+cluster "lab" {
+  kubernetes_version     = "1.37.2"
+  control_plane_endpoint = "192.0.2.11:6443"
+}
+
+host "cp-1" {
+  address = "192.0.2.11"
+  roles   = ["master"]
+}
+
+host "cp-2" {
+  address = "192.0.2.12"
+  roles   = ["master"]
+}
+
+host "cp-3" {
+  address = "192.0.2.13"
+  roles   = ["master"]
+}
+
+host "worker-1" {
+  address = "192.0.2.21"
+  roles   = ["compute"]
+}

@@ -1,0 +1,34 @@
+cluster "tight" {
+  kubernetes_version     = "1.37.2"
+  control_plane_endpoint = "api.tight.internal:6443"
+}
+
+host "cp-1" {
+  address = "192.0.2.11"
+  roles   = ["master"]
+}
+
+host "cp-2" {
+  address = "192.0.2.12"
+  roles   = ["master"]
+}
+
+host "cp-3" {
+  address = "192.0.2.13"
+  roles   = ["master"]
+}
+
+host "etcd-1" {
+  address = "192.0.2.21"
+  roles   = ["etcd", "compute"]
+}
+
+host "etcd-2" {
+  address = "192.0.2.22"
+  roles   = ["etcd"]
+}
+
+host "etcd-3" {
+  address = "192.0.2.23"
+  roles   = ["etcd"]
+}
