@@ -50,6 +50,7 @@ type globalOptions struct {
 
 	stdout io.Writer
 	stderr io.Writer
+	log    *log.Logger // set before any command runs, from --log-level and --log-format
 }
 
 // logger builds the charmbracelet logger the libraries receive as a parameter.
@@ -95,6 +96,15 @@ SSH in an order that keeps etcd and control-plane quorum at every step.`,
 	pf.StringArrayVar(&g.vars, "var", nil, "set an inventory variable (NAME=VALUE); repeatable")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text, json, logfmt")
+	// Check the logging flags before any command runs, so a typo fails at once.
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		l, err := g.logger()
+		if err != nil {
+			return err
+		}
+		g.log = l
+		return nil
+	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitCodeError{code: exitUsage, err: err}
 	})
@@ -108,6 +118,23 @@ SSH in an order that keeps etcd and control-plane quorum at every step.`,
 // commands lists the constructors of the subcommands; each command file appends its own in init.
 var commands []func(*globalOptions) *cobra.Command
 
+// terraformStyleFlags accepts -var NAME=VALUE with one dash, as Terraform users
+// type it; pflag would otherwise read it as the shorthands -v -a -r.
+func terraformStyleFlags(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a == "--" {
+			copy(out[i:], args[i:])
+			break
+		}
+		if a == "-var" || strings.HasPrefix(a, "-var=") {
+			a = "-" + a
+		}
+		out[i] = a
+	}
+	return out
+}
+
 // Main runs kprov with os.Args and returns the process exit code.
 func Main() int {
 	return run(os.Args[1:], os.Stdout, os.Stderr)
@@ -115,7 +142,7 @@ func Main() int {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd(stdout, stderr)
-	root.SetArgs(args)
+	root.SetArgs(terraformStyleFlags(args))
 	err := root.Execute()
 	if err == nil {
 		return exitOK

@@ -1,0 +1,54 @@
+# kprov inventory (ha-stacked topology), written by `kprov init`.
+# Check it with `kprov validate`; see README.md for every field.
+
+# Variables can be set with -var NAME=VALUE or the environment (KPROV_VAR_NAME).
+variable "ssh_user" {
+  default = "root"
+}
+
+locals {
+  # Documentation addresses (192.0.2.0/24): replace them with your machines'.
+  network = "192.0.2.0/24"
+}
+
+cluster "example" {
+  kubernetes_version = "1.37.2"
+  # A load balancer, virtual IP or DNS name in front of every master.
+  control_plane_endpoint = "api.example.internal:6443"
+  pod_subnet     = "10.244.0.0/16"
+  service_subnet = "10.96.0.0/12"
+}
+
+ssh {
+  user            = var.ssh_user
+  port            = 22
+  known_hosts     = "~/.ssh/known_hosts"
+  host_key_policy = "strict" # refuse hosts whose key is not in known_hosts
+  # identity_file = "~/.ssh/id_ed25519"   # default: the SSH agent and ~/.ssh/config
+  # bastion       = "ops@jump.example.internal:22"
+}
+
+etcd {
+  version  = "3.6.16"
+  data_dir = "/var/lib/etcd"
+}
+
+# Masters run the control plane and, stacked, one etcd member each (an odd number).
+dynamic "host" {
+  for_each = range(1, 3 + 1)
+  labels   = [format("master-%d", host.value)]
+  content {
+    address = cidrhost(local.network, 10 + host.value)
+    roles   = ["master", "etcd"]
+  }
+}
+
+# Compute hosts run application workloads.
+dynamic "host" {
+  for_each = range(1, 2 + 1)
+  labels   = [format("compute-%d", host.value)]
+  content {
+    address = cidrhost(local.network, 100 + host.value)
+    roles   = ["compute"]
+  }
+}
