@@ -15,7 +15,9 @@ const redacted = "[redacted]"
 // encoding/text, log/slog and charmbracelet/log, which use these interfaces)
 // yields "[redacted]"; only Reveal returns the value, so each place that
 // really needs it (a file written to a host, a kubeadm configuration) is
-// visible in review as a call to Reveal.
+// visible in review as a call to Reveal. One path is out of reach of any
+// method: encoding/json writes map keys of a string kind verbatim, so a
+// Secret must never be a map key.
 type Secret string
 
 // Reveal returns the secret's value; call it only where the value is written to its destination.
