@@ -127,10 +127,12 @@ func (c Change) String() string { return c.Path + ": " + c.Reason }
 // directory is incomplete (run Ensure first) or unsafe. Unlike Ensure it
 // returns every etcd member found, whether or not the inventory still has it.
 func Load(dir string) (*State, error) {
-	if err := checkDir(dir); err != nil {
+	l := &loader{dir: dir}
+	if err := checkDir(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, l.missing("")
+	} else if err != nil {
 		return nil, err
 	}
-	l := &loader{dir: dir}
 	s := &State{Dir: dir}
 	var err error
 	for _, ca := range []struct {
@@ -147,7 +149,9 @@ func Load(dir string) (*State, error) {
 	if s.ServiceAccount == nil {
 		return nil, l.missing(saKeyFile)
 	}
-	if s.Secrets, err = readSecrets(dir); err != nil {
+	if s.Secrets, err = readSecrets(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, l.missing(secretsFile)
+	} else if err != nil {
 		return nil, err
 	}
 	if s.EtcdHealthcheckClient, err = loadPair(dir, "pki/etcd/healthcheck-client"); err != nil {
@@ -294,9 +298,9 @@ func loadPair(dir, base string) (*Pair, error) {
 	case !haveCert && !haveKey:
 		return nil, nil
 	case !haveKey:
-		return nil, &pairError{path: certPath, err: fmt.Errorf("%w: %s does not exist", errIncomplete, keyPath)}
+		return nil, &pairError{path: certPath, err: fmt.Errorf("%s does not exist", keyPath)}
 	case !haveCert:
-		return nil, &pairError{path: keyPath, err: fmt.Errorf("%w: %s does not exist", errIncomplete, certPath)}
+		return nil, &pairError{path: keyPath, err: fmt.Errorf("%s does not exist", certPath)}
 	}
 	certPEM, err := readFile(certPath, false)
 	if err != nil {
@@ -320,10 +324,8 @@ func loadPair(dir, base string) (*Pair, error) {
 	return &Pair{Cert: cert, CertPEM: certPEM, key: key, keyPEM: keyPEM}, nil
 }
 
-var (
-	errIncomplete = errors.New("half of a pair")
-	errMismatch   = errors.New("key does not match")
-)
+// errMismatch is a private key that is not the certificate's.
+var errMismatch = errors.New("key does not match")
 
 // pairError is a certificate or key that is missing its other half, does
 // not parse, or does not match: a leaf with one is reissued, a CA with one is fatal.
@@ -343,7 +345,7 @@ func (l *loader) loadCA(base string, now time.Time) (*Pair, error) {
 	p, err := loadPair(l.dir, base)
 	var pe *pairError
 	if errors.As(err, &pe) {
-		return nil, fmt.Errorf("%w (%w): restore both %s.crt and %s.key from your backup of the state directory or from /etc/kubernetes/pki on a master; move them away only to start a new cluster",
+		return nil, fmt.Errorf("%w: %w: restore both %s.crt and %s.key from your backup of the state directory or from /etc/kubernetes/pki on a master; move them away only to start a new cluster",
 			err, ErrCAUnusable, base, base)
 	}
 	if err != nil || p == nil {
