@@ -662,3 +662,27 @@ func TestDiscoveryHash(t *testing.T) {
 		t.Errorf("State.DiscoveryHash = %q", h)
 	}
 }
+
+func TestExpiredCAIsAnError(t *testing.T) {
+	dir := stateCopy(t)
+	_, _, err := Ensure(dir, externalRequest, testNow.Add(CAValidity+time.Hour))
+	if !errors.Is(err, ErrCAUnusable) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("Ensure after the CA expired: %v", err)
+	}
+}
+
+func TestFirstRunReportsEveryFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	_, changes, err := Ensure(dir, Request{EtcdMembers: externalRequest.EtcdMembers[:1]}, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"pki/apiserver-etcd-client.crt", "pki/ca.crt", "pki/etcd/ca.crt", "pki/etcd/healthcheck-client.crt",
+		"pki/etcd/members/etcd-1/peer.crt", "pki/etcd/members/etcd-1/server.crt",
+		"pki/front-proxy-ca.crt", "pki/sa.key", "pki/sa.pub", "secrets.json",
+	}
+	if got := changePaths(changes); !slices.Equal(got, want) {
+		t.Errorf("changes %v, want %v", got, want)
+	}
+}
