@@ -1,0 +1,501 @@
+// Package roles decides what each role needs and in which order it is safe
+// to do it. Everything here is pure: it reads the inventory and the facts and
+// returns plan stages; it never talks to a host.
+package roles
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+
+	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision"
+)
+
+// EtcdMember is one member as the live cluster reports it, joined with what
+// kprov saw on the member's host.
+type EtcdMember struct {
+	ID            uint64 `json:"id"`
+	Name          string `json:"name"`
+	PeerURL       string `json:"peer_url"`
+	Learner       bool   `json:"learner"`
+	Leader        bool   `json:"leader"`
+	Healthy       bool   `json:"healthy"`        // answers on its client URL and follows the leader
+	Running       bool   `json:"running"`        // its service is active on its host
+	HostReachable bool   `json:"host_reachable"` // kprov could reach the member's host over SSH
+	ConfigSHA256  string `json:"config_sha256"`  // of the member's config file on its host
+	// ConfigCoreSHA256 is the hash of the config with the bootstrap-only
+	// settings (initial-cluster*) normalized away; "" when unknown.
+	ConfigCoreSHA256 string `json:"config_core_sha256"`
+}
+
+// EtcdTarget is a member the inventory wants.
+type EtcdTarget struct {
+	Name    string // the host name, which is also the member name
+	PeerURL string // https://ADDRESS:2380
+}
+
+// ConfigFile is a rendered file a step uploads.
+type ConfigFile struct {
+	Path    string
+	Mode    fs.FileMode
+	Content []byte
+	Secret  bool
+}
+
+// EtcdInput is what PlanEtcd needs: the live membership (empty for a new
+// cluster), the wanted members in inventory order, and how to render a
+// member's configuration for a given initial cluster and state.
+type EtcdInput struct {
+	Live    []EtcdMember
+	Want    []EtcdTarget
+	DataDir string
+	Service string
+	Config  func(member EtcdTarget, initialCluster []EtcdTarget, state string) ConfigFile
+	// Normalize strips the settings etcd reads only when it bootstraps its data
+	// directory (initial-cluster, initial-cluster-state), so a change to them
+	// alone is written without a restart. Nil compares whole files.
+	Normalize func([]byte) []byte
+}
+
+// Initial cluster states, as etcd's initial-cluster-state takes them.
+const (
+	StateNew      = "new"
+	StateExisting = "existing"
+)
+
+// RefusalError is a plan that cannot be made safely: it names the member,
+// what was observed and what a person can do.
+type RefusalError struct {
+	Member   string
+	Observed string
+	Action   string
+}
+
+func (e *RefusalError) Error() string {
+	return fmt.Sprintf("etcd member %s: %s; %s", e.Member, e.Observed, e.Action)
+}
+
+// planState is the membership as the plan will have left it after the
+// stages emitted so far; the planner orders steps by replaying them on it.
+type planState struct {
+	members []*planMember
+}
+
+type planMember struct {
+	EtcdMember
+	added bool // its configuration is rewritten in finalize (added by this plan, or only bootstrap settings differ)
+}
+
+func (s *planState) voters() []*planMember {
+	var out []*planMember
+	for _, m := range s.members {
+		if !m.Learner {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (s *planState) healthyVoters() int {
+	n := 0
+	for _, m := range s.voters() {
+		if m.Healthy {
+			n++
+		}
+	}
+	return n
+}
+
+func names(ms []*planMember) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Name
+	}
+	return out
+}
+
+func quorumNote(voting int) string {
+	return fmt.Sprintf("%d voting, quorum %d, tolerates %d", voting, inventory.Quorum(voting), inventory.FaultTolerance(voting))
+}
+
+// PlanEtcd orders the etcd membership changes from the live cluster to the
+// wanted one so that the healthy voting members form a majority after every
+// step and at most one member is ever in transition:
+//
+//   - a new cluster starts with its first member alone; every other member
+//     joins as a learner, one at a time, and is promoted once caught up;
+//   - stopped members start together, so a cold start never waits one by one
+//     for a quorum that cannot form;
+//   - dead members leaving the cluster are removed before anything is added;
+//   - healthy members leaving are removed one at a time after the members
+//     replacing them are voting, with leadership moved away first;
+//   - configuration changes restart one member at a time, the leader last.
+func PlanEtcd(in EtcdInput) ([]provision.Stage, []string, error) {
+	if len(in.Want) == 0 && len(in.Live) == 0 {
+		return nil, nil, nil
+	}
+	want := map[string]EtcdTarget{}
+	for _, t := range in.Want {
+		want[t.PeerURL] = t
+	}
+	st := &planState{}
+	seen := map[string]bool{}
+	for _, m := range in.Live {
+		if seen[m.PeerURL] {
+			return nil, nil, &RefusalError{Member: m.Name, Observed: fmt.Sprintf("two members share peer URL %s", m.PeerURL),
+				Action: "remove the stale one with etcdctl member remove before running kprov again"}
+		}
+		seen[m.PeerURL] = true
+		st.members = append(st.members, &planMember{EtcdMember: m})
+	}
+
+	p := &etcdPlanner{in: in, st: st, want: want}
+	if len(st.members) == 0 {
+		p.bootstrap()
+	} else if err := p.recover(); err != nil {
+		return nil, nil, err
+	}
+	if err := p.changeMembership(); err != nil {
+		return nil, nil, err
+	}
+	p.rollConfig()
+	p.finalize()
+	return p.stages, p.notes, nil
+}
+
+type etcdPlanner struct {
+	in     EtcdInput
+	st     *planState
+	want   map[string]EtcdTarget
+	stages []provision.Stage
+	notes  []string
+}
+
+func (p *etcdPlanner) finalConfig(t EtcdTarget) ConfigFile {
+	return p.in.Config(t, p.in.Want, StateExisting)
+}
+
+func (p *etcdPlanner) upload(host string, f ConfigFile, reason string) provision.Step {
+	sum := sha256.Sum256(f.Content)
+	return provision.Step{Op: provision.OpUploadFile, Host: host, Path: f.Path, Mode: f.Mode, Content: f.Content,
+		SHA256: hex.EncodeToString(sum[:]), Secret: f.Secret, Reason: reason}
+}
+
+func (p *etcdPlanner) waitHealthy(host string, voters []string, reason string) provision.Step {
+	return provision.Step{Op: provision.OpWaitEtcdHealthy, Host: host, Voters: slices.Clone(voters), Reason: reason}
+}
+
+func targetsOf(ms []*planMember) []EtcdTarget {
+	out := make([]EtcdTarget, len(ms))
+	for i, m := range ms {
+		out[i] = EtcdTarget{Name: m.Name, PeerURL: m.PeerURL}
+	}
+	return out
+}
+
+// bootstrap starts the first wanted member alone as a new cluster.
+func (p *etcdPlanner) bootstrap() {
+	first := p.in.Want[0]
+	cfg := p.in.Config(first, []EtcdTarget{first}, StateNew)
+	p.stages = append(p.stages, provision.Stage{
+		Name: "etcd/bootstrap/" + first.Name, Parallel: 1, Quorum: quorumNote(1),
+		Steps: []provision.Step{
+			p.upload(first.Name, cfg, "the first member starts alone as a new cluster; the others join it as learners one at a time"),
+			{Op: provision.OpStartService, Host: first.Name, Service: p.in.Service, Reason: "start the first member"},
+			p.waitHealthy(first.Name, []string{first.Name}, "the new cluster must have elected its leader before anything joins it"),
+		},
+	})
+	p.st.members = append(p.st.members, &planMember{EtcdMember: EtcdMember{Name: first.Name, PeerURL: first.PeerURL,
+		Healthy: true, Running: true, HostReachable: true, Leader: true}, added: true})
+}
+
+// recover brings the live cluster to a state where membership can change:
+// stopped members started together, a learner left by an interrupted run
+// finished or removed, and the quorum precondition checked.
+func (p *etcdPlanner) recover() error {
+	var stopped []*planMember
+	for _, m := range p.st.members {
+		// A learner is started by its own add procedure, after its configuration is written.
+		if _, wanted := p.want[m.PeerURL]; !m.Running && m.HostReachable && wanted && !m.Learner {
+			stopped = append(stopped, m)
+		}
+	}
+	if len(stopped) > 0 {
+		stage := provision.Stage{Name: "etcd/start-stopped", Parallel: len(stopped)}
+		allStopped := true
+		for _, m := range p.st.voters() {
+			if m.Running {
+				allStopped = false
+			}
+		}
+		reason := "start the stopped member so it rejoins the cluster"
+		if allStopped {
+			// A cold start: no member can win an election alone, so members
+			// started one at a time would each wait for a quorum that never forms.
+			reason = "cold start: every member is stopped, so they start together to form a quorum"
+		}
+		for _, m := range stopped {
+			stage.Steps = append(stage.Steps, provision.Step{Op: provision.OpStartService, Host: m.Name, Service: p.in.Service, Reason: reason})
+			m.Running = true
+			m.Healthy = true
+		}
+		var expect []string
+		for _, m := range p.st.voters() {
+			if m.Healthy {
+				expect = append(expect, m.Name)
+			}
+		}
+		stage.Steps = append(stage.Steps, p.waitHealthy(stopped[0].Name, expect, "the started members must rejoin before any membership change"))
+		p.stages = append(p.stages, stage)
+	}
+
+	var learners []*planMember
+	for _, m := range p.st.members {
+		if m.Learner {
+			learners = append(learners, m)
+		}
+	}
+	if len(learners) > 1 {
+		return &RefusalError{Member: strings.Join(names(learners), ", "), Observed: "more than one learner in the cluster",
+			Action: "etcd allows one learner at a time; remove the extra learners with etcdctl member remove"}
+	}
+
+	voters := p.st.voters()
+	healthy := p.st.healthyVoters()
+	if healthy < inventory.Quorum(len(voters)) {
+		return &RefusalError{Member: strings.Join(unhealthyNames(voters), ", "),
+			Observed: fmt.Sprintf("only %d of %d voting members are healthy, below the quorum of %d", healthy, len(voters), inventory.Quorum(len(voters))),
+			Action:   "the cluster cannot commit a membership change without quorum: bring the members back (check their hosts and `journalctl -u etcd`), or restore from a snapshot"}
+	}
+	for _, m := range voters {
+		if _, wanted := p.want[m.PeerURL]; wanted && !m.Healthy {
+			observed := "is unhealthy"
+			if !m.HostReachable {
+				observed = "is unhealthy and its host is unreachable"
+			}
+			return &RefusalError{Member: m.Name, Observed: observed + " but stays in the inventory",
+				Action: "bring it back (check the host and `journalctl -u etcd`), or replace it: remove the host from the inventory (kprov then removes the dead member before adding its replacement)"}
+		}
+	}
+
+	if len(learners) == 1 {
+		l := learners[0]
+		if t, wanted := p.want[l.PeerURL]; wanted {
+			p.promote(l, t, "a learner left by an interrupted run is finished before anything else changes")
+		} else {
+			p.remove(l, "a learner left by an interrupted run is not in the inventory")
+		}
+	}
+	return nil
+}
+
+func unhealthyNames(ms []*planMember) []string {
+	var out []string
+	for _, m := range ms {
+		if !m.Healthy {
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
+// changeMembership removes dead members, then adds and removes one member at
+// a time, keeping the voting count at or above the target while replacing.
+func (p *etcdPlanner) changeMembership() error {
+	liveURLs := map[string]bool{}
+	var dead, leaving []*planMember
+	for _, m := range p.st.members {
+		liveURLs[m.PeerURL] = true
+		if _, wanted := p.want[m.PeerURL]; wanted {
+			continue
+		}
+		if m.Healthy {
+			leaving = append(leaving, m)
+		} else {
+			dead = append(dead, m)
+		}
+	}
+	var adds []EtcdTarget
+	for _, t := range p.in.Want {
+		if !liveURLs[t.PeerURL] {
+			adds = append(adds, t)
+		}
+	}
+	// The leader leaves last, so leadership moves at most once.
+	slices.SortStableFunc(leaving, func(a, b *planMember) int { return boolCmp(a.Leader, b.Leader) })
+
+	if len(p.st.voters()) == 1 && len(leaving) == 1 && len(p.in.Want) == 1 {
+		return &RefusalError{Member: leaving[0].Name, Observed: "it is the only member and the inventory replaces it with another single member",
+			Action: "going 1→2→1 loses quorum if either member fails midway; grow to three members first, then remove the old one in a later run"}
+	}
+
+	// A dead member still counts toward the quorum size, so it goes first:
+	// removing it lowers the quorum before anything is added.
+	for _, m := range dead {
+		p.remove(m, "the member is unhealthy and no longer in the inventory; it is removed before its replacement is added")
+	}
+	for len(adds) > 0 || len(leaving) > 0 {
+		if len(adds) > 0 {
+			t := adds[0]
+			adds = adds[1:]
+			p.addLearner(t)
+		}
+		for len(leaving) > 0 && (len(adds) == 0 || len(p.st.voters()) > len(p.in.Want)) {
+			m := leaving[0]
+			leaving = leaving[1:]
+			p.remove(m, "the member is no longer in the inventory")
+		}
+	}
+	return nil
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	default:
+		return -1
+	}
+}
+
+// addLearner adds one member as a learner, starts it and promotes it. A
+// learner does not count toward quorum, so a member that fails to start
+// never costs the cluster its quorum.
+func (p *etcdPlanner) addLearner(t EtcdTarget) {
+	m := &planMember{EtcdMember: EtcdMember{Name: t.Name, PeerURL: t.PeerURL, Learner: true, HostReachable: true}, added: true}
+	voters := p.st.voters()
+	stage := provision.Stage{Name: "etcd/add/" + t.Name, Parallel: 1, Quorum: quorumNote(len(voters))}
+	stage.Steps = append(stage.Steps,
+		p.waitHealthy(t.Name, names(voters), "every voting member must be healthy before a membership change"),
+		provision.Step{Op: provision.OpEtcdAddLearner, Host: t.Name, Member: t.Name, PeerURL: t.PeerURL,
+			Reason: "join as a learner: it receives the log but does not vote until promoted"},
+	)
+	p.stages = append(p.stages, stage)
+	p.st.members = append(p.st.members, m)
+	p.promote(m, t, "")
+}
+
+// promote writes a learner's configuration, starts it, waits for it to catch
+// up and promotes it, appending to the current stage when one is open for it.
+func (p *etcdPlanner) promote(m *planMember, t EtcdTarget, why string) {
+	voters := p.st.voters()
+	initial := append(targetsOf(voters), t)
+	if len(p.stages) == 0 || p.stages[len(p.stages)-1].Name != "etcd/add/"+t.Name {
+		p.stages = append(p.stages, provision.Stage{Name: "etcd/add/" + t.Name, Parallel: 1, Quorum: quorumNote(len(voters))})
+	}
+	stage := &p.stages[len(p.stages)-1]
+	startReason := "start the learner against the existing cluster"
+	if why != "" {
+		startReason = why
+	}
+	stage.Steps = append(stage.Steps,
+		p.upload(t.Name, p.in.Config(t, initial, StateExisting), "initial-cluster-state existing with the current members and itself: it joins, never forms a cluster of its own"),
+		provision.Step{Op: provision.OpStartService, Host: t.Name, Service: p.in.Service, Reason: startReason},
+		provision.Step{Op: provision.OpWaitCaughtUp, Host: t.Name, Member: t.Name, Reason: "promotion is refused until the learner holds most of the leader's log"},
+		provision.Step{Op: provision.OpEtcdPromote, Host: t.Name, Member: t.Name, MemberID: m.ID, Reason: "make the caught-up learner a voting member"},
+	)
+	m.Learner, m.Running, m.Healthy, m.added = false, true, true, true
+	stage.Steps = append(stage.Steps, p.waitHealthy(t.Name, names(p.st.voters()), "every voting member, the new one included, must be healthy before the next change"))
+}
+
+// remove takes one member out: leadership moved away, member removed, and only
+// then its service stopped and its data wiped, so a removal that fails leaves
+// a working member behind.
+func (p *etcdPlanner) remove(m *planMember, reason string) {
+	voters := p.st.voters()
+	var expect []string
+	for _, v := range voters {
+		if v.Healthy && v != m {
+			expect = append(expect, v.Name)
+		}
+	}
+	stage := provision.Stage{Name: "etcd/remove/" + m.Name, Parallel: 1, Quorum: quorumNote(len(voters))}
+	stage.Steps = append(stage.Steps, p.waitHealthy(m.Name, expect, "every remaining member must be healthy before a member is removed"))
+	if !m.Learner && m.Healthy {
+		stage.Steps = append(stage.Steps, provision.Step{Op: provision.OpEtcdMoveLeader, Host: m.Name, Member: m.Name,
+			Reason: "if this member leads, leadership moves to a healthy member first so the cluster never waits out an election"})
+	}
+	stage.Steps = append(stage.Steps, provision.Step{Op: provision.OpEtcdRemove, Host: m.Name, Member: m.Name, MemberID: m.ID, PeerURL: m.PeerURL, Reason: reason})
+	if m.HostReachable {
+		stage.Steps = append(stage.Steps,
+			provision.Step{Op: provision.OpStopService, Host: m.Name, Service: p.in.Service, Reason: "stop the removed member, only now that it is out of the member list"},
+			provision.Step{Op: provision.OpWipeDataDir, Host: m.Name, Path: p.in.DataDir, Reason: "a removed member's data must not let it rejoin with its old identity"},
+		)
+	}
+	p.stages = append(p.stages, stage)
+	p.st.members = slices.DeleteFunc(p.st.members, func(x *planMember) bool { return x == m })
+}
+
+// rollConfig restarts members whose configuration changed, one at a time
+// with every member healthy, the leader last.
+func (p *etcdPlanner) rollConfig() {
+	var changed []*planMember
+	for _, m := range p.st.members {
+		t, wanted := p.want[m.PeerURL]
+		if !wanted || m.added {
+			continue
+		}
+		final := p.finalConfig(t).Content
+		switch {
+		case sha(final) == m.ConfigSHA256:
+		case sha(p.normalize(final)) == m.ConfigCoreSHA256:
+			// Only bootstrap settings differ: rewrite in finalize, no restart.
+			m.added = true
+		default:
+			changed = append(changed, m)
+		}
+	}
+	slices.SortStableFunc(changed, func(a, b *planMember) int { return boolCmp(a.Leader, b.Leader) })
+	for _, m := range changed {
+		t := p.want[m.PeerURL]
+		voters := p.st.voters()
+		p.stages = append(p.stages, provision.Stage{
+			Name: "etcd/restart/" + m.Name, Parallel: 1, Quorum: quorumNote(len(voters)),
+			Steps: []provision.Step{
+				p.waitHealthy(m.Name, names(voters), "a member restarts only while every other member is healthy"),
+				{Op: provision.OpEtcdMoveLeader, Host: m.Name, Member: m.Name, Reason: "if this member leads, leadership moves away before it restarts"},
+				p.upload(m.Name, p.finalConfig(t), "the member's configuration changed"),
+				{Op: provision.OpRestartService, Host: m.Name, Service: p.in.Service, Reason: "etcd reads its configuration at start"},
+				p.waitHealthy(m.Name, names(voters), "the restarted member must be back before the next one restarts"),
+			},
+		})
+		m.ConfigSHA256 = sha(p.finalConfig(t).Content)
+	}
+}
+
+// finalize rewrites the configuration of members this plan added to
+// initial-cluster-state existing with the full member list. A member left with
+// "new" and only itself would silently start a second one-member cluster the
+// day its data directory is lost. No restart: etcd ignores these settings once
+// its data directory exists.
+func (p *etcdPlanner) finalize() {
+	stage := provision.Stage{Name: "etcd/finalize-config", Parallel: len(p.st.members)}
+	for _, m := range p.st.members {
+		if !m.added {
+			continue
+		}
+		stage.Steps = append(stage.Steps, p.upload(m.Name, p.finalConfig(p.want[m.PeerURL]),
+			"record the full member list with initial-cluster-state existing, for the day the data directory is lost"))
+	}
+	if len(stage.Steps) > 0 {
+		p.stages = append(p.stages, stage)
+	}
+}
+
+func (p *etcdPlanner) normalize(b []byte) []byte {
+	if p.in.Normalize == nil {
+		return b
+	}
+	return p.in.Normalize(b)
+}
+
+func sha(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
