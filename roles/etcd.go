@@ -15,22 +15,8 @@ import (
 	"github.com/kprov/kprov/provision"
 )
 
-// EtcdMember is one member as the live cluster reports it, joined with what
-// kprov saw on the member's host.
-type EtcdMember struct {
-	ID            uint64 `json:"id"`
-	Name          string `json:"name"`
-	PeerURL       string `json:"peer_url"`
-	Learner       bool   `json:"learner"`
-	Leader        bool   `json:"leader"`
-	Healthy       bool   `json:"healthy"`        // answers on its client URL and follows the leader
-	Running       bool   `json:"running"`        // its service is active on its host
-	HostReachable bool   `json:"host_reachable"` // kprov could reach the member's host over SSH
-	ConfigSHA256  string `json:"config_sha256"`  // of the member's config file on its host
-	// ConfigCoreSHA256 is the hash of the config with the bootstrap-only
-	// settings (initial-cluster*) normalized away; "" when unknown.
-	ConfigCoreSHA256 string `json:"config_core_sha256"`
-}
+// EtcdMember is the live member as facts report it (see provision.EtcdMember).
+type EtcdMember = provision.EtcdMember
 
 // EtcdTarget is a member the inventory wants.
 type EtcdTarget struct {

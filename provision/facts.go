@@ -1,0 +1,68 @@
+package provision
+
+// EtcdMember is one etcd member as the live cluster reports it, joined with
+// what kprov saw on the member's host.
+type EtcdMember struct {
+	ID            uint64 `json:"id"`
+	Name          string `json:"name"`
+	PeerURL       string `json:"peer_url"`
+	Learner       bool   `json:"learner"`
+	Leader        bool   `json:"leader"`
+	Healthy       bool   `json:"healthy"`        // answers on its client URL and follows the leader
+	Running       bool   `json:"running"`        // its service is active on its host
+	HostReachable bool   `json:"host_reachable"` // kprov could reach the member's host over SSH
+	ConfigSHA256  string `json:"config_sha256"`  // of the member's config file on its host
+	// ConfigCoreSHA256 is the hash of the config with the bootstrap-only
+	// settings (initial-cluster*) normalized away; "" when unknown.
+	ConfigCoreSHA256 string `json:"config_core_sha256"`
+}
+
+// Facts is what kprov saw on the hosts, read-only, before planning. The plan
+// is a pure function of the inventory, the rendered files and these facts.
+type Facts struct {
+	// Offline facts describe fresh hosts nobody connected to (kprov plan --offline).
+	Offline bool                  `json:"offline"`
+	Hosts   map[string]*HostFacts `json:"hosts"`
+	// Etcd is the live member list of the external etcd cluster, read through a
+	// tunnel to a member's client port; empty for a cluster not formed yet.
+	Etcd []EtcdMember `json:"etcd,omitempty"`
+	// Nodes are the Kubernetes nodes the API server reports, by name.
+	Nodes map[string]*NodeFacts `json:"nodes,omitempty"`
+	// KubeconfigFetched is true when the state directory holds the admin kubeconfig.
+	KubeconfigFetched bool `json:"kubeconfig_fetched"`
+}
+
+// HostFacts is what one host looks like.
+type HostFacts struct {
+	Reachable bool   `json:"reachable"`
+	Error     string `json:"error,omitempty"` // why it was unreachable
+	Hostname  string `json:"hostname,omitempty"`
+	OS        string `json:"os,omitempty"` // ID and VERSION_ID from /etc/os-release
+	Arch      string `json:"arch,omitempty"`
+	SwapOn    bool   `json:"swap_on"`
+	// Files maps each path kprov manages to the SHA-256 of its content; absent means missing.
+	Files map[string]string `json:"files,omitempty"`
+	// Services maps a systemd unit to its ActiveState.
+	Services map[string]string `json:"services,omitempty"`
+	// Versions of the binaries kprov installs (etcd, kubeadm, kubelet, kubectl).
+	Versions map[string]string `json:"versions,omitempty"`
+	// Joined is true when the kubelet has joined a cluster (/etc/kubernetes/kubelet.conf exists).
+	Joined bool `json:"joined"`
+	// ControlPlane is true when the host runs a kubeadm control plane (its API server manifest exists).
+	ControlPlane bool `json:"control_plane"`
+}
+
+// NodeFacts is a Kubernetes node's labels and taints as the API server reports them.
+type NodeFacts struct {
+	Labels map[string]string `json:"labels"`
+	Taints []string          `json:"taints"`
+}
+
+// FreshFacts are the facts of hosts nobody has touched: what --offline plans against.
+func FreshFacts(hosts []string) *Facts {
+	f := &Facts{Offline: true, Hosts: map[string]*HostFacts{}}
+	for _, h := range hosts {
+		f.Hosts[h] = &HostFacts{Reachable: true}
+	}
+	return f
+}
