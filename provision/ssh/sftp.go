@@ -116,8 +116,7 @@ type remoteStat struct {
 // stat hashes the file on the host so an unchanged file costs one command,
 // not a transfer.
 func (c *Client) stat(ctx context.Context, p string) (remoteStat, error) {
-	q := shellQuote(p)
-	cmd := "if [ -e " + q + " ]; then stat -c '%a %U:%G' " + q + " && sha256sum < " + q + "; else echo absent; fi"
+	cmd := statCommand(p)
 	res, err := c.run(ctx, c.wrap(cmd), cmd, Command{}, redactor{})
 	if err != nil {
 		return remoteStat{}, fmt.Errorf("checksum %s: %w", p, err)
@@ -134,6 +133,17 @@ func (c *Client) stat(ctx context.Context, p string) (remoteStat, error) {
 		return remoteStat{}, fmt.Errorf("checksum %s: mode %q: %w", p, f[0], err)
 	}
 	return remoteStat{exists: true, sum: f[2], mode: os.FileMode(mode), owner: f[1]}, nil
+}
+
+// statCommand prints "absent", or the mode, owner and SHA-256 of p.
+func statCommand(p string) string {
+	q := shellQuote(p)
+	return "if [ -e " + q + " ]; then stat -c '%a %U:%G' " + q + " && sha256sum < " + q + "; else echo absent; fi"
+}
+
+// chownCommand gives tmp its final owner before it is renamed into place.
+func chownCommand(owner, tmp string) string {
+	return "chown -- " + shellQuote(owner) + " " + shellQuote(tmp)
 }
 
 // matches reports whether the remote file already is what spec describes.
@@ -203,7 +213,7 @@ func (c *Client) upload(ctx context.Context, spec FileSpec) (bool, error) {
 		return false, err
 	}
 	if err == nil && spec.Owner != "" {
-		chown := "chown -- " + shellQuote(spec.Owner) + " " + shellQuote(tmp)
+		chown := chownCommand(spec.Owner, tmp)
 		_, err = c.run(ctx, c.wrap(chown), chown, Command{}, redactor{})
 	}
 	if err == nil {
