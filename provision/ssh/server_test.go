@@ -365,19 +365,17 @@ func serveSFTP(ch ssh.Channel) handler {
 func newSigner(t testing.TB) ssh.Signer {
 	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return mustSigner(t, priv, err)
 }
 
 func newECDSASigner(t testing.TB) ssh.Signer {
 	t.Helper()
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return mustSigner(t, priv, err)
+}
+
+func mustSigner(t testing.TB, priv any, err error) ssh.Signer {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,4 +447,3 @@ func (s *fakeServer) hostConfig(name string, id clientIdentity, khFile string) C
 		ConnectTimeout: 5 * time.Second, KeepAlive: -1,
 	}
 }
-

@@ -337,4 +337,3 @@ func (c *Client) Download(ctx context.Context, p string, w io.Writer) error {
 	}
 	return nil
 }
-
