@@ -261,7 +261,7 @@ func (s *fakeServer) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 				return
 			}
 			started = true
-			s.runHandler(ch, h, signals)
+			s.runHandler(ch, h, signals, false)
 		case r.Type == "subsystem" && !started:
 			var sub struct{ Name string }
 			ssh.Unmarshal(r.Payload, &sub)
@@ -270,7 +270,7 @@ func (s *fakeServer) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 				return
 			}
 			started = true
-			s.runHandler(ch, serveSFTP(ch), signals)
+			s.runHandler(ch, serveSFTP(ch), signals, true)
 		default:
 			// Agent forwarding, pty, env, x11: refused, and recorded so a
 			// test can assert the client never asked.
@@ -297,7 +297,7 @@ func (s *fakeServer) lookup(cmd string) handler {
 	return nil
 }
 
-func (s *fakeServer) runHandler(ch ssh.Channel, h handler, signals <-chan string) {
+func (s *fakeServer) runHandler(ch ssh.Channel, h handler, signals <-chan string, sftpSession bool) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -351,13 +351,35 @@ func shell(line string) handler {
 // serveSFTP runs pkg/sftp's server on the channel (real files).
 func serveSFTP(ch ssh.Channel) handler {
 	return func(io.Reader, io.Writer, io.Writer, <-chan string) int {
-		srv, err := sftp.NewServer(ch)
+		lc := &lockedChannel{Channel: ch}
+		srv, err := sftp.NewServer(lc)
 		if err != nil {
 			return 1
 		}
 		srv.Serve()
+		lc.Close()
 		return 0
 	}
+}
+
+// lockedChannel serialises writes with Close: pkg/sftp's server may still be
+// flushing a response when Serve returns, and x/crypto's channel does not
+// allow Write concurrently with CloseWrite or Close.
+type lockedChannel struct {
+	ssh.Channel
+	mu sync.Mutex
+}
+
+func (c *lockedChannel) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Channel.Write(p)
+}
+
+func (c *lockedChannel) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Channel.Close()
 }
 
 // --- keys and files ---

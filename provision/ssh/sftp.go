@@ -146,6 +146,11 @@ func chownCommand(owner, tmp string) string {
 	return "chown -- " + shellQuote(owner) + " " + shellQuote(tmp)
 }
 
+// syncCommand flushes one file to disk (coreutils sync with a file argument).
+func syncCommand(file string) string {
+	return "sync -- " + shellQuote(file)
+}
+
 // matches reports whether the remote file already is what spec describes.
 func (st remoteStat) matches(sum string, spec FileSpec) bool {
 	if !st.exists || st.sum != sum || st.mode != spec.mode() {
@@ -250,7 +255,16 @@ func (c *Client) writeTemp(ctx context.Context, s *sftpSession, tmp string, spec
 		if _, err := f.ReadFromWithConcurrency(io.TeeReader(ctxReader{ctx, spec.Content}, h), 0); err != nil {
 			return fmt.Errorf("write %s: %w", tmp, err)
 		}
-		if err := f.Sync(); err != nil {
+		// Without fsync a crash after the rename can leave an empty file
+		// under the target's name. Servers without the fsync@openssh.com
+		// extension get a sync(1) of the file instead.
+		err := f.Sync()
+		var status *sftp.StatusError
+		if errors.As(err, &status) && status.FxCode() == sftp.ErrSSHFxOpUnsupported {
+			cmd := syncCommand(tmp)
+			_, err = c.run(ctx, c.wrap(cmd), cmd, Command{}, redactor{})
+		}
+		if err != nil {
 			return fmt.Errorf("fsync %s: %w", tmp, err)
 		}
 		return nil
