@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -91,6 +92,9 @@ func (c Config) withDefaults() Config {
 	if c.RetryBackoff <= 0 {
 		c.RetryBackoff = DefaultRetryBackoff
 	}
+	// Copy before filling in: the caller's slice must not be modified, or a
+	// later Config sharing it would silently inherit these defaults.
+	c.Bastions = slices.Clone(c.Bastions)
 	for i := range c.Bastions {
 		b := c.Bastions[i]
 		// A hop inherits how patient and how trusting to be from its target

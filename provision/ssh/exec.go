@@ -181,7 +181,9 @@ func (c *Client) run(ctx context.Context, line, shown string, cmd Command, red r
 		_ = sess.Close()
 		select {
 		case <-waited:
-		case <-time.After(5 * time.Second):
+		case <-time.After(2 * time.Second):
+			// sshd keeps the channel open while the command lives; stop
+			// waiting rather than hang the caller.
 		}
 		err = ctx.Err()
 		if errors.Is(err, context.DeadlineExceeded) {
