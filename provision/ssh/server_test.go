@@ -34,7 +34,7 @@ type handler func(stdin io.Reader, stdout, stderr io.Writer, signals <-chan stri
 // fakeServer is an in-process SSH server on 127.0.0.1:0. It runs only the
 // commands a test told it to expect; anything else fails the test.
 type fakeServer struct {
-	t         *testing.T
+	t         testing.TB
 	ln        net.Listener
 	addr      string
 	port      int
@@ -59,7 +59,7 @@ type fakeServer struct {
 	wg       sync.WaitGroup
 }
 
-func newFakeServer(t *testing.T, clientKey ssh.PublicKey, hostKeys ...ssh.Signer) *fakeServer {
+func newFakeServer(t testing.TB, clientKey ssh.PublicKey, hostKeys ...ssh.Signer) *fakeServer {
 	t.Helper()
 	if len(hostKeys) == 0 {
 		hostKeys = []ssh.Signer{newSigner(t)}
