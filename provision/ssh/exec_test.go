@@ -1,0 +1,427 @@
+package ssh
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+)
+
+// trusted starts a fake server for id and returns a pool and config that
+// trust it.
+func trusted(t *testing.T, id clientIdentity) (*fakeServer, *Pool, *logBuffer, Config) {
+	t.Helper()
+	s := newFakeServer(t, id.pub).start()
+	p, logs := newPool(t, Options{})
+	return s, p, logs, s.hostConfig("cp-1", id, knownHosts(t, s.knownLine(s.hostKeys[0].PublicKey())))
+}
+
+func TestOneConnectionPerHost(t *testing.T) {
+	id := newIdentity(t)
+	s, p, _, cfg := trusted(t, id)
+	s.expect("hostname", script("cp-1\n", "", 0))
+	c := connectOK(t, p, cfg)
+	for range 5 {
+		res, err := c.Run(ctxT(t), Command{Cmd: "hostname"})
+		if err != nil || string(res.Stdout) != "cp-1\n" {
+			t.Fatalf("run = %q, %v", res.Stdout, err)
+		}
+	}
+	if again := connectOK(t, p, cfg); again != c {
+		t.Error("second Connect returned a new client")
+	}
+	if n := s.conns.Load(); n != 1 {
+		t.Errorf("%d TCP connections for one host, want 1", n)
+	}
+}
+
+func TestExitStatusAndBoundedOutput(t *testing.T) {
+	id := newIdentity(t)
+	s, p, _, cfg := trusted(t, id)
+	s.expect("false", script("", "it broke\n", 3))
+	s.expect("yes", script(strings.Repeat("y\n", 50000), "", 0))
+	c := connectOK(t, p, cfg)
+
+	_, err := c.Run(ctxT(t), Command{Cmd: "false"})
+	var exit *ExitError
+	if !errors.As(err, &exit) || exit.Status != 3 || !strings.Contains(err.Error(), "it broke") {
+		t.Fatalf("err = %#v, want ExitError status 3 with stderr", err)
+	}
+	res, err := c.Run(ctxT(t), Command{Cmd: "yes", MaxOutput: 1000})
+	if err != nil || len(res.Stdout) != 1000 || !res.Truncated {
+		t.Fatalf("len(stdout) = %d, truncated = %v, err = %v; want 1000, true", len(res.Stdout), res.Truncated, err)
+	}
+}
+
+func TestCommandTimeout(t *testing.T) {
+	id := newIdentity(t)
+	s, p, _, cfg := trusted(t, id)
+	s.expect("sleep 30", shell("sleep 30"))
+	cfg.CommandTimeout = 200 * time.Millisecond
+	c := connectOK(t, p, cfg)
+	start := time.Now()
+	_, err := c.Run(ctxT(t), Command{Cmd: "sleep 30"})
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("timeout took %s", d)
+	}
+}
+
+// Cancelling the context must stop the remote command, not just stop
+// waiting for it: the server must see a signal and the process must end.
+func TestCancelKillsRemoteCommand(t *testing.T) {
+	id := newIdentity(t)
+	s, p, _, cfg := trusted(t, id)
+	marker := filepath.Join(t.TempDir(), "finished")
+	line := "sleep 2 && touch " + marker
+	killed := make(chan struct{})
+	s.expect(line, func(in io.Reader, o, e io.Writer, sig <-chan string) int {
+		status := shell(line)(in, o, e, sig)
+		close(killed)
+		return status
+	})
+	c := connectOK(t, p, cfg)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	time.AfterFunc(200*time.Millisecond, cancel)
+	_, err := c.Run(ctx, Command{Cmd: line})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	select {
+	case <-killed:
+	case <-time.After(1500 * time.Millisecond):
+		t.Fatal("remote command kept running after cancellation")
+	}
+	if !slices.Contains(s.sessionRequests(), "signal") {
+		t.Error("no signal request sent")
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("remote command ran to completion")
+	}
+}
+
+func TestRedaction(t *testing.T) {
+	id := newIdentity(t)
+	s, p, logs, cfg := trusted(t, id)
+	const token = "abcdef.0123456789abcdef"
+	line := "kubeadm join --token " + token
+	s.expect(line, script("", "bad token "+token+"\n", 1))
+	var gotStdin []byte
+	s.expect("cat > /etc/secret", func(in io.Reader, _, _ io.Writer, _ <-chan string) int {
+		gotStdin, _ = io.ReadAll(in)
+		return 5
+	})
+	c := connectOK(t, p, cfg)
+
+	_, err := c.Run(ctxT(t), Command{Cmd: line, Secrets: []string{token}})
+	if err == nil || strings.Contains(err.Error(), token) || !strings.Contains(err.Error(), Redacted) {
+		t.Errorf("error leaks or lacks redaction: %v", err)
+	}
+	var exit *ExitError
+	if !errors.As(err, &exit) {
+		t.Errorf("redaction lost the error type: %T", err)
+	}
+	_, err = c.Run(ctxT(t), Command{Cmd: "cat > /etc/secret", Stdin: strings.NewReader(token), Secrets: []string{token}})
+	if string(gotStdin) != token || err == nil || strings.Contains(err.Error(), token) {
+		t.Errorf("stdin = %q, err = %v", gotStdin, err)
+	}
+	for _, cmd := range s.commands() {
+		if strings.Contains(cmd, token) && cmd != line {
+			t.Errorf("secret sent on a command line it was not part of: %q", cmd)
+		}
+	}
+	if strings.Contains(logs.String(), token) {
+		t.Errorf("log leaks the secret:\n%s", logs)
+	}
+	if !strings.Contains(logs.String(), "kubeadm join --token "+Redacted) {
+		t.Errorf("log lacks the redacted command:\n%s", logs)
+	}
+}
+
+func TestSudo(t *testing.T) {
+	id := newIdentity(t)
+	t.Run("works", func(t *testing.T) {
+		s, p, _, cfg := trusted(t, id)
+		cfg.User = "deploy"
+		s.expect("sudo -n true", script("", "", 0))
+		s.expect(`sudo -n -- sh -c 'echo '\''hi'\'''`, script("hi\n", "", 0))
+		c := connectOK(t, p, cfg)
+		if res, err := c.Run(ctxT(t), Command{Cmd: "echo 'hi'"}); err != nil || string(res.Stdout) != "hi\n" {
+			t.Fatalf("run = %q, %v", res.Stdout, err)
+		}
+		if cmds := s.commands(); len(cmds) != 2 {
+			t.Errorf("commands = %q, want one probe and one command", cmds)
+		}
+	})
+	t.Run("needs password", func(t *testing.T) {
+		s, p, _, cfg := trusted(t, id)
+		cfg.User = "deploy"
+		s.expect("sudo -n true", script("", "sudo: a password is required\n", 1))
+		_, err := p.Connect(ctxT(t), cfg)
+		if !errors.Is(err, ErrSudo) || !strings.Contains(err.Error(), "deploy ALL=(ALL) NOPASSWD: ALL") || !strings.Contains(err.Error(), "visudo") {
+			t.Fatalf("err = %v, want ErrSudo with the sudoers fix", err)
+		}
+	})
+	t.Run("root needs no sudo", func(t *testing.T) {
+		s, p, _, cfg := trusted(t, id)
+		s.expect("id -u", script("0\n", "", 0))
+		c := connectOK(t, p, cfg)
+		if _, err := c.Run(ctxT(t), Command{Cmd: "id -u"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestConnectTimeout(t *testing.T) {
+	id := newIdentity(t)
+	s := newFakeServer(t, id.pub)
+	s.stall = true
+	s.start()
+	p, _ := newPool(t, Options{})
+	cfg := s.hostConfig("cp-1", id, knownHosts(t, "# none"))
+	cfg.ConnectTimeout = 200 * time.Millisecond
+	start := time.Now()
+	_, err := p.Connect(ctxT(t), cfg)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("connect took %s with a 200ms timeout", d)
+	}
+}
+
+// A host that is still booting rejects our key until authorized_keys is in
+// place; bounded retries with backoff get through, too few attempts fail
+// with ErrAuthFailed.
+func TestRetryAuthWhileBooting(t *testing.T) {
+	id := newIdentity(t)
+	for _, tc := range []struct {
+		attempts int
+		ok       bool
+	}{{3, true}, {2, false}} {
+		s, p, _, cfg := trusted(t, id)
+		s.rejectN = 2
+		cfg.Attempts = tc.attempts
+		cfg.RetryBackoff = 10 * time.Millisecond
+		_, err := p.Connect(ctxT(t), cfg)
+		if tc.ok && err != nil {
+			t.Errorf("attempts %d: %v", tc.attempts, err)
+		}
+		if !tc.ok && !errors.Is(err, ErrAuthFailed) {
+			t.Errorf("attempts %d: err = %v, want ErrAuthFailed", tc.attempts, err)
+		}
+		if n := s.conns.Load(); int(n) != min(tc.attempts, 3) {
+			t.Errorf("attempts %d: %d connections", tc.attempts, n)
+		}
+	}
+}
+
+func TestKeepAlive(t *testing.T) {
+	id := newIdentity(t)
+	s, p, _, cfg := trusted(t, id)
+	s.expect("true", script("", "", 0))
+	cfg.KeepAlive = 30 * time.Millisecond
+	c := connectOK(t, p, cfg)
+	time.Sleep(150 * time.Millisecond)
+	if s.keepalives.Load() == 0 {
+		t.Fatal("no keepalives sent")
+	}
+	// The host goes silent: the connection must be declared dead.
+	s.ignoreGlobal.Store(true)
+	done := make(chan struct{})
+	go func() { c.conn.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("silent host not detected")
+	}
+	if _, err := c.Run(ctxT(t), Command{Cmd: "true"}); err == nil {
+		t.Error("run on a dead connection succeeded")
+	}
+}
+
+func TestAuthMethods(t *testing.T) {
+	t.Run("agent, never forwarded", func(t *testing.T) {
+		id := newIdentity(t)
+		s := newFakeServer(t, id.pub).start()
+		s.expect("true", script("", "", 0))
+		keyring := agent.NewKeyring()
+		if err := keyring.Add(agent.AddedKey{PrivateKey: id.priv}); err != nil {
+			t.Fatal(err)
+		}
+		sock := serveAgent(t, keyring)
+		p, _ := newPool(t, Options{AgentSocket: sock})
+		cfg := s.hostConfig("cp-1", clientIdentity{}, knownHosts(t, s.knownLine(s.hostKeys[0].PublicKey())))
+		cfg.IdentityFiles = nil
+		c := connectOK(t, p, cfg)
+		if _, err := c.Run(ctxT(t), Command{Cmd: "true"}); err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(s.sessionRequests(), "auth-agent-req@openssh.com") {
+			t.Error("client requested agent forwarding")
+		}
+	})
+	t.Run("key types", func(t *testing.T) {
+		rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ecKey, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, priv := range map[string]any{"rsa": rsaKey, "ecdsa": ecKey} {
+			signer := mustSigner(t, priv, nil)
+			id := clientIdentity{file: writeKey(t, t.TempDir(), priv, ""), pub: signer.PublicKey()}
+			_, p, _, cfg := trusted(t, id)
+			if _, err := p.Connect(ctxT(t), cfg); err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		}
+	})
+	t.Run("encrypted key", func(t *testing.T) {
+		base := newIdentity(t)
+		file := writeKey(t, t.TempDir(), base.priv, "hunter2")
+		id := clientIdentity{file: file, pub: base.pub}
+		s := newFakeServer(t, id.pub).start()
+		cfg := s.hostConfig("cp-1", id, knownHosts(t, s.knownLine(s.hostKeys[0].PublicKey())))
+
+		p, _ := newPool(t, Options{})
+		_, err := p.Connect(ctxT(t), cfg)
+		if !errors.Is(err, ErrKeyFile) || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "encrypted") {
+			t.Fatalf("err = %v, want ErrKeyFile naming %s", err, file)
+		}
+		asked := 0
+		p2, _ := newPool(t, Options{Passphrase: func(f string) ([]byte, error) { asked++; return []byte("hunter2"), nil }})
+		connectOK(t, p2, cfg)
+		cfg.Host = "cp-2"
+		connectOK(t, p2, cfg)
+		if asked != 1 {
+			t.Errorf("passphrase asked %d times, want once per run", asked)
+		}
+	})
+	t.Run("certificate", func(t *testing.T) {
+		userCA := newSigner(t)
+		id := newIdentity(t)
+		cert := &ssh.Certificate{Key: id.pub, CertType: ssh.UserCert, KeyId: "kprov", ValidPrincipals: []string{"root"},
+			ValidBefore: ssh.CertTimeInfinity}
+		if err := cert.SignCert(rand.Reader, userCA); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(id.file+"-cert.pub", ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s := newFakeServer(t, nil) // only the CA is trusted, not the bare key
+		s.userCA = userCA.PublicKey()
+		s.start()
+		p, _ := newPool(t, Options{})
+		connectOK(t, p, s.hostConfig("cp-1", id, knownHosts(t, s.knownLine(s.hostKeys[0].PublicKey()))))
+	})
+}
+
+func serveAgent(t *testing.T, kr agent.Agent) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); agent.ServeAgent(kr, c) }()
+		}
+	}()
+	return sock
+}
+
+func TestBastionChain(t *testing.T) {
+	id := newIdentity(t)
+	b1 := newFakeServer(t, id.pub).start()
+	b2 := newFakeServer(t, id.pub).start()
+	target := newFakeServer(t, id.pub).start()
+	target.expect("hostname", script("cp-1\n", "", 0))
+	lines := []string{b1.knownLine(b1.hostKeys[0].PublicKey()), b2.knownLine(b2.hostKeys[0].PublicKey()), target.knownLine(target.hostKeys[0].PublicKey())}
+	hop := func(s *fakeServer) Config {
+		return Config{Host: "bastion", Address: "127.0.0.1", Port: s.port, User: "jump"}
+	}
+	t.Run("ok", func(t *testing.T) {
+		p, _ := newPool(t, Options{})
+		cfg := target.hostConfig("cp-1", id, knownHosts(t, lines...))
+		cfg.Bastions = []Config{hop(b1), hop(b2)}
+		c := connectOK(t, p, cfg)
+		if res, err := c.Run(ctxT(t), Command{Cmd: "hostname"}); err != nil || string(res.Stdout) != "cp-1\n" {
+			t.Fatalf("run = %q, %v", res.Stdout, err)
+		}
+		// Through the chain: b1 forwarded to b2, b2 forwarded to the target.
+		if b1.forwards != 1 || b2.forwards != 1 {
+			t.Errorf("forwards b1=%d b2=%d, want 1 each", b1.forwards, b2.forwards)
+		}
+		// A second host behind the same chain reuses the bastion connections.
+		cfg2 := cfg
+		cfg2.Host = "cp-2"
+		connectOK(t, p, cfg2)
+		if b1.conns.Load() != 1 || b2.conns.Load() != 1 {
+			t.Errorf("bastion connections b1=%d b2=%d, want 1 each", b1.conns.Load(), b2.conns.Load())
+		}
+	})
+	t.Run("bastion host key checked", func(t *testing.T) {
+		p, _ := newPool(t, Options{})
+		bad := slices.Clone(lines)
+		bad[1] = b2.knownLine(newSigner(t).PublicKey())
+		cfg := target.hostConfig("cp-1", id, knownHosts(t, bad...))
+		cfg.Bastions = []Config{hop(b1), hop(b2)}
+		_, err := p.Connect(ctxT(t), cfg)
+		if !errors.Is(err, ErrHostKeyMismatch) || !strings.Contains(err.Error(), "bastion") {
+			t.Fatalf("err = %v, want a bastion host key mismatch", err)
+		}
+	})
+}
+
+func TestForwarding(t *testing.T) {
+	id := newIdentity(t)
+	_, p, _, cfg := trusted(t, id)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(c, c)
+			c.Close()
+		}
+	}()
+	c := connectOK(t, p, cfg)
+	conn, err := c.Dial(ctxT(t), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "ping")
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(conn, buf); err != nil || !bytes.Equal(buf, []byte("ping")) {
+		t.Fatalf("echo = %q, %v", buf, err)
+	}
+}
