@@ -47,15 +47,7 @@ func testConfig(t EtcdTarget, initial []EtcdTarget, state string) ConfigFile {
 		"name: %s\ninitial-cluster: %s\ninitial-cluster-state: %s\n", t.Name, strings.Join(ns, ","), state))}
 }
 
-func testNormalize(b []byte) []byte {
-	var keep []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(l, "initial-cluster") {
-			keep = append(keep, l)
-		}
-	}
-	return []byte(strings.Join(keep, "\n"))
-}
+func testNormalize(b []byte) []byte { return NormalizeEtcdConfig(b) }
 
 // addExisting creates a live member that was formed earlier, running with the final config.
 func (c *simCluster) addExisting(name string, want []EtcdTarget) {
