@@ -15,9 +15,6 @@ import (
 	"github.com/kprov/kprov/provision"
 )
 
-// EtcdMember is the live member as facts report it (see provision.EtcdMember).
-type EtcdMember = provision.EtcdMember
-
 // EtcdTarget is a member the inventory wants.
 type EtcdTarget struct {
 	Name    string // the host name, which is also the member name
@@ -36,7 +33,7 @@ type ConfigFile struct {
 // cluster), the wanted members in inventory order, and how to render a
 // member's configuration for a given initial cluster and state.
 type EtcdInput struct {
-	Live    []EtcdMember
+	Live    []provision.EtcdMember
 	Want    []EtcdTarget
 	DataDir string
 	Service string
@@ -72,7 +69,7 @@ type planState struct {
 }
 
 type planMember struct {
-	EtcdMember
+	provision.EtcdMember
 	added bool // its configuration is rewritten in finalize (added by this plan, or only bootstrap settings differ)
 }
 
@@ -195,7 +192,7 @@ func (p *etcdPlanner) bootstrap() {
 			p.waitHealthy(first.Name, []string{first.Name}, "the new cluster must have elected its leader before anything joins it"),
 		},
 	})
-	p.st.members = append(p.st.members, &planMember{EtcdMember: EtcdMember{Name: first.Name, PeerURL: first.PeerURL,
+	p.st.members = append(p.st.members, &planMember{EtcdMember: provision.EtcdMember{Name: first.Name, PeerURL: first.PeerURL,
 		Healthy: true, Running: true, HostReachable: true, Leader: true}, added: true})
 }
 
@@ -354,7 +351,7 @@ func boolCmp(a, b bool) int {
 // learner does not count toward quorum, so a member that fails to start
 // never costs the cluster its quorum.
 func (p *etcdPlanner) addLearner(t EtcdTarget) {
-	m := &planMember{EtcdMember: EtcdMember{Name: t.Name, PeerURL: t.PeerURL, Learner: true, HostReachable: true}, added: true}
+	m := &planMember{EtcdMember: provision.EtcdMember{Name: t.Name, PeerURL: t.PeerURL, Learner: true, HostReachable: true}, added: true}
 	voters := p.st.voters()
 	stage := provision.Stage{Name: "etcd/add/" + t.Name, Parallel: 1, Quorum: quorumNote(len(voters))}
 	stage.Steps = append(stage.Steps,

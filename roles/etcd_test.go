@@ -36,7 +36,7 @@ func newSim() *simCluster {
 	return &simCluster{nextID: 100, running: map[string]bool{}, dead: map[string]bool{}, config: map[string]string{}, hasData: map[string]bool{}}
 }
 
-func peerURL(name string) string { return "https://" + name + ":2380" }
+func simPeerURL(name string) string { return "https://" + name + ":2380" }
 
 func testConfig(t EtcdTarget, initial []EtcdTarget, state string) ConfigFile {
 	var ns []string
@@ -52,10 +52,10 @@ func testNormalize(b []byte) []byte { return NormalizeEtcdConfig(b) }
 // addExisting creates a live member that was formed earlier, running with the final config.
 func (c *simCluster) addExisting(name string, want []EtcdTarget) {
 	c.nextID++
-	c.members = append(c.members, &simMember{id: c.nextID, name: name, peerURL: peerURL(name)})
+	c.members = append(c.members, &simMember{id: c.nextID, name: name, peerURL: simPeerURL(name)})
 	c.running[name] = true
 	c.hasData[name] = true
-	c.config[name] = string(testConfig(EtcdTarget{name, peerURL(name)}, want, StateExisting).Content)
+	c.config[name] = string(testConfig(EtcdTarget{name, simPeerURL(name)}, want, StateExisting).Content)
 }
 
 func (c *simCluster) member(name string) *simMember {
@@ -105,7 +105,7 @@ func (c *simCluster) ensureLeader() {
 }
 
 // facts reports the cluster as kprov's fact gathering would see it.
-func (c *simCluster) facts() []EtcdMember {
+func (c *simCluster) facts() []provision.EtcdMember {
 	c.ensureLeader()
 	anyUp := false
 	for _, m := range c.members {
@@ -116,10 +116,10 @@ func (c *simCluster) facts() []EtcdMember {
 	if !anyUp && len(c.members) > 0 {
 		// With every member down, the member list comes from the hosts' data directories.
 	}
-	var out []EtcdMember
+	var out []provision.EtcdMember
 	for _, m := range c.members {
 		cfg := c.config[m.name]
-		out = append(out, EtcdMember{ID: m.id, Name: m.name, PeerURL: m.peerURL, Learner: m.learner, Leader: m.leader,
+		out = append(out, provision.EtcdMember{ID: m.id, Name: m.name, PeerURL: m.peerURL, Learner: m.learner, Leader: m.leader,
 			Healthy: c.healthy(m) && (c.hasQuorum() || m.learner), Running: c.running[m.name] && !c.dead[m.name], HostReachable: !c.dead[m.name],
 			ConfigSHA256: sha([]byte(cfg)), ConfigCoreSHA256: sha(testNormalize([]byte(cfg)))})
 	}
@@ -155,7 +155,7 @@ func (c *simCluster) apply(s provision.Step) error {
 				return fmt.Errorf("%s started with state new beside an existing cluster: a second cluster ID", host)
 			}
 			c.nextID++
-			c.members = append(c.members, &simMember{id: c.nextID, name: host, peerURL: peerURL(host), leader: true})
+			c.members = append(c.members, &simMember{id: c.nextID, name: host, peerURL: simPeerURL(host), leader: true})
 			c.running[host] = true
 			c.hasData[host] = true
 			return nil
@@ -341,7 +341,7 @@ func stageNames(stages []provision.Stage) []string {
 func targets(names ...string) []EtcdTarget {
 	var out []EtcdTarget
 	for _, n := range names {
-		out = append(out, EtcdTarget{Name: n, PeerURL: peerURL(n)})
+		out = append(out, EtcdTarget{Name: n, PeerURL: simPeerURL(n)})
 	}
 	return out
 }
@@ -454,7 +454,7 @@ func TestEtcdRollingConfigChange(t *testing.T) {
 	for _, n := range seq("e", 1, 3) {
 		c2.addExisting(n, targets(seq("e", 1, 3)...))
 	}
-	c2.config["e1"] = string(testConfig(EtcdTarget{"e1", peerURL("e1")}, targets("e1"), StateNew).Content)
+	c2.config["e1"] = string(testConfig(EtcdTarget{"e1", simPeerURL("e1")}, targets("e1"), StateNew).Content)
 	stages, err = planFor(c2, targets(seq("e", 1, 3)...))
 	if err != nil {
 		t.Fatal(err)
