@@ -243,7 +243,7 @@ func parseMountsUnder(r interface{ Read([]byte) (int, error) }, dir string) ([]s
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	slices.SortStableFunc(out, func(a, b string) int { return len(b) - len(a) })
 	return out, sc.Err()
 }
 

@@ -315,7 +315,7 @@ func (l *Lab) ensureRunning(ctx context.Context, opts Options) error {
 	booted := 0
 	for i := range l.state.Machines {
 		m := &l.state.Machines[i]
-		if isNspawnFor(m.PID, m.Merged) {
+		if l.healthy(ctx, m) {
 			continue
 		}
 		booted++
@@ -343,6 +343,21 @@ func (l *Lab) ensureRunning(ctx context.Context, opts Options) error {
 	waitCtx, cancel := context.WithTimeout(ctx, opts.BootTimeout)
 	defer cancel()
 	return l.waitAll(waitCtx)
+}
+
+// healthy reports whether a machine from an earlier run is still fine: its
+// systemd-nspawn is alive and it answers SSH. A process that is alive but
+// silent (its container was killed, it hangs, it is cut off) does not count:
+// up reboots it from its disk.
+func (l *Lab) healthy(ctx context.Context, m *MachineState) bool {
+	if !isNspawnFor(m.PID, m.Merged) {
+		return false
+	}
+	if l.Reachable(ctx, m.Name, 5*time.Second) {
+		return true
+	}
+	l.logger.Warn("machine runs but does not answer SSH; rebooting it", "machine", m.Name)
+	return false
 }
 
 // waitAll waits for every running machine's sshd, in parallel.
@@ -544,3 +559,6 @@ func (l *Lab) teardown(ctx context.Context, m *MachineState) error {
 	// The veth pair usually dies with the namespace; remove the host end if a crash left it.
 	return deleteLink(ctx, l.run, m.HostVeth)
 }
+
+// Bridge is the host bridge the lab's machines hang off.
+func (l *Lab) Bridge() string { return l.state.Bridge }
