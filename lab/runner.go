@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 )
@@ -36,7 +37,17 @@ func (e *CommandError) Unwrap() error { return e.Err }
 
 // Run runs name with args; a failure carries the command line and its trimmed stderr.
 func (execRunner) Run(ctx context.Context, name string, args ...string) ([]byte, error) {
+	return runCommand(ctx, "", nil, name, args...)
+}
+
+// runCommand runs name with args in dir (the current directory if empty)
+// with extra environment variables added to this process's.
+func runCommand(ctx context.Context, dir string, env []string, name string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
