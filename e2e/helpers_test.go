@@ -73,6 +73,18 @@ func TestUpLabAPI(t *testing.T) {
 	if err := l.Start(ctx, "node-2", time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	if err := l.Pause(ctx, "node-2"); err != nil {
+		t.Fatal(err)
+	}
+	if l.Reachable(ctx, "node-2", 2*time.Second) {
+		t.Error("node-2 answers SSH while paused")
+	}
+	if err := l.Resume(ctx, "node-2"); err != nil {
+		t.Fatal(err)
+	}
+	if !l.Reachable(ctx, "node-2", 10*time.Second) {
+		t.Error("node-2 does not answer after resume")
+	}
 	if err := l.Cut(ctx, "node-1"); err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,7 @@ func (l *Lab) Stop(ctx context.Context, name string, grace time.Duration) error 
 		if err := l.teardown(ctx, m); err != nil {
 			return err
 		}
-		m.Stopped, m.Cut, m.Netem = true, false, ""
+		m.Stopped, m.Cut, m.Netem, m.Paused = true, false, "", false
 		l.logger.Info("machine stopped", "machine", name)
 		return nil
 	})
@@ -113,6 +113,37 @@ func (l *Lab) setLink(ctx context.Context, name string, cut bool) error {
 		}
 		m.Cut = cut
 		l.logger.Info("machine link "+state, "machine", name)
+		return nil
+	})
+}
+
+// Pause freezes every process of the machine with SIGSTOP, as a machine that
+// hangs: its kernel still answers TCP handshakes, but nothing replies.
+func (l *Lab) Pause(ctx context.Context, name string) error {
+	return l.signalMachine(ctx, name, syscall.SIGSTOP, true)
+}
+
+// Resume continues a paused machine with SIGCONT.
+func (l *Lab) Resume(ctx context.Context, name string) error {
+	return l.signalMachine(ctx, name, syscall.SIGCONT, false)
+}
+
+func (l *Lab) signalMachine(ctx context.Context, name string, sig syscall.Signal, paused bool) error {
+	return l.withMachine(name, func(m *MachineState) error {
+		pids, err := netnsPIDs(ctx, l.run, m.Netns)
+		if err != nil {
+			return err
+		}
+		if len(pids) == 0 {
+			return errors.New("not running")
+		}
+		for _, p := range pids {
+			if err := syscall.Kill(p, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+				return fmt.Errorf("signal %d: %w", p, err)
+			}
+		}
+		m.Paused = paused
+		l.logger.Info("machine "+map[bool]string{true: "paused", false: "resumed"}[paused], "machine", name)
 		return nil
 	})
 }
@@ -226,9 +257,10 @@ type MachineStatus struct {
 	// State is running, stopped (by `lab stop`) or down (its processes died).
 	State string
 	// SSH reports whether sshd answered with the pinned host key.
-	SSH   bool
-	Cut   bool
-	Netem string
+	SSH    bool
+	Cut    bool
+	Paused bool
+	Netem  string
 }
 
 // Status checks every machine: its process, and whether it answers SSH.
@@ -238,7 +270,7 @@ func (l *Lab) Status(ctx context.Context) []MachineStatus {
 	for i, m := range l.state.Machines {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			st := MachineStatus{Name: m.Name, Address: m.Address.String(), Roles: m.Roles, Cut: m.Cut, Netem: m.Netem}
+			st := MachineStatus{Name: m.Name, Address: m.Address.String(), Roles: m.Roles, Cut: m.Cut, Paused: m.Paused, Netem: m.Netem}
 			switch {
 			case isNspawnFor(m.PID, m.Merged):
 				st.State = "running"

@@ -28,7 +28,7 @@ type Options struct {
 	CacheDir string
 	// Machines lists the machines; empty means TopologyMachines("single").
 	Machines []MachineSpec
-	// Topology is recorded in the state for status; informational.
+	// Topology names the layout in the state file; informational.
 	Topology string
 	// Subnet is the lab's /24 inside 198.18.0.0/15; zero picks the first free one.
 	Subnet netip.Prefix
@@ -157,7 +157,7 @@ func (l *Lab) IdentityPath() string { return filepath.Join(l.state.Dir, Identity
 
 func (l *Lab) machineDir(name string) string { return filepath.Join(l.state.Dir, "machines", name) }
 
-// lock serialises operations on one lab across processes.
+// lockLab serialises operations on one lab across processes.
 func lockLab(dir string) (func(), error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lab directory: %w", err)
@@ -491,7 +491,7 @@ func (l *Lab) plugNetwork(ctx context.Context, m *MachineState) error {
 			return fmt.Errorf("network: %w", err)
 		}
 	}
-	m.Cut, m.Netem = false, ""
+	m.Cut, m.Netem, m.Paused = false, "", false
 	return nil
 }
 

@@ -19,7 +19,7 @@ import (
 // Suite is the Debian release lab machines run.
 const Suite = "bookworm"
 
-// BasePackages is what every lab machine has besides Debian's minbase:
+// basePackages is what every lab machine has besides Debian's minbase:
 // systemd as init, sshd for kprov, and the tools kprov's steps call.
 var basePackages = []string{"openssh-server", "systemd", "systemd-sysv", "iproute2", "sudo", "procps", "ca-certificates"}
 

@@ -46,6 +46,7 @@ type MachineState struct {
 	// Stopped records a deliberate `lab stop`, so status can tell it from a crash.
 	Stopped bool   `json:"stopped,omitempty"`
 	Cut     bool   `json:"cut,omitempty"`
+	Paused  bool   `json:"paused,omitempty"`
 	Netem   string `json:"netem,omitempty"`
 	HostKey string `json:"host_key"`
 }

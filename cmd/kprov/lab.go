@@ -76,6 +76,12 @@ iproute2 (scripts/setup-lab-deps installs them on Debian).`,
 		newLabLinkCmd(g, o, "cut", "Disconnect a machine from the lab network (it keeps running)"),
 		newLabLinkCmd(g, o, "restore", "Reconnect a machine that was cut off"),
 		newLabNetemCmd(g, o),
+		machineCmd(g, o, "pause", "Freeze every process of a machine (SIGSTOP), as a hung host", func(ctx context.Context, l *lab.Lab, m string) error {
+			return l.Pause(ctx, m)
+		}),
+		machineCmd(g, o, "resume", "Continue a paused machine (SIGCONT)", func(ctx context.Context, l *lab.Lab, m string) error {
+			return l.Resume(ctx, m)
+		}),
 		newLabArtifactsCmd(g),
 	)
 	return cmd
@@ -177,6 +183,9 @@ func printStatus(g *globalOptions, l *lab.Lab, machines []lab.MachineStatus) {
 		var faults []string
 		if m.Cut {
 			faults = append(faults, "cut")
+		}
+		if m.Paused {
+			faults = append(faults, "paused")
 		}
 		if m.Netem != "" {
 			faults = append(faults, m.Netem)
