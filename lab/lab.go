@@ -426,7 +426,9 @@ func (l *Lab) personalize(m *MachineState) error {
 		return fmt.Errorf("read lab key: %w", err)
 	}
 	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-	for _, o := range l.state.Machines {
+	// By index, reading only fields fixed at creation: other machines boot concurrently and update their own PIDs.
+	for i := range l.state.Machines {
+		o := &l.state.Machines[i]
 		hosts += fmt.Sprintf("%s\t%s\n", o.Address, o.Name)
 	}
 	files := []struct {
