@@ -1,0 +1,107 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/charmbracelet/log"
+
+	"github.com/kprov/kprov/lab"
+)
+
+// UpLab brings up a lab with the given machines for one test, with its own
+// name and directory, and tears it down when the test ends. It is the entry
+// point for end-to-end tests of other features:
+//
+//	specs, _ := lab.TopologyMachines("ha-stacked")
+//	l := UpLab(t, specs)
+//	// l.InventoryPath(), l.Dial(ctx, "master-1"), l.Stop(ctx, "master-2", 0), ...
+func UpLab(t *testing.T, specs []lab.MachineSpec) *lab.Lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("lab machines need root (and scripts/setup-lab-deps)")
+	}
+	suffix := make([]byte, 3)
+	rand.Read(suffix)
+	logger := log.NewWithOptions(os.Stderr, log.Options{Prefix: t.Name()})
+	opts := lab.Options{
+		Name:     "e2e-" + hex.EncodeToString(suffix),
+		Dir:      filepath.Join(t.TempDir(), "lab"),
+		CacheDir: os.Getenv("KPROV_LAB_CACHE"),
+		Machines: specs,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	t.Cleanup(func() {
+		if err := lab.Down(context.Background(), opts.Name, opts.Dir, logger); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	l, err := lab.Up(ctx, opts, logger)
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	return l
+}
+
+// TestUpLabAPI checks the library path other e2e tests use: a two-machine lab
+// from lab.Up, fault controls called directly, and Down through t.Cleanup.
+func TestUpLabAPI(t *testing.T) {
+	specs, err := lab.CountMachines(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := UpLab(t, specs)
+	ctx := context.Background()
+	out, err := l.Output(ctx, "node-2", "hostname")
+	if err != nil || string(out) != "node-2\n" {
+		t.Fatalf("node-2 hostname: %q, %v", out, err)
+	}
+	if err := l.Stop(ctx, "node-2", 0); err != nil {
+		t.Fatal(err)
+	}
+	if l.Reachable(ctx, "node-2", 2*time.Second) {
+		t.Error("node-2 answers after a hard stop")
+	}
+	if err := l.Start(ctx, "node-2", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Pause(ctx, "node-2"); err != nil {
+		t.Fatal(err)
+	}
+	if l.Reachable(ctx, "node-2", 2*time.Second) {
+		t.Error("node-2 answers SSH while paused")
+	}
+	if err := l.Resume(ctx, "node-2"); err != nil {
+		t.Fatal(err)
+	}
+	if !l.Reachable(ctx, "node-2", 10*time.Second) {
+		t.Error("node-2 does not answer after resume")
+	}
+	if err := l.Cut(ctx, "node-1"); err != nil {
+		t.Fatal(err)
+	}
+	if l.Reachable(ctx, "node-1", 2*time.Second) {
+		t.Error("node-1 answers while cut")
+	}
+	if err := l.Restore(ctx, "node-1"); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := l.WaitSSH(wctx, "node-1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range l.Status(ctx) {
+		if st.State != "running" || !st.SSH || st.Cut {
+			t.Errorf("%s: %+v after restore", st.Name, st)
+		}
+	}
+}

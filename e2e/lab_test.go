@@ -1,0 +1,338 @@
+//go:build e2e
+
+// Package e2e runs kprov against lab machines: real systemd, real sshd.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/charmbracelet/log"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/kprov/kprov/lab"
+)
+
+// kprovBin is the kprov binary built once for the whole run.
+var kprovBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kprov-e2e-bin")
+	if err != nil {
+		panic(err)
+	}
+	kprovBin = filepath.Join(dir, "kprov")
+	build := exec.Command("go", "build", "-o", kprovBin, "github.com/kprov/kprov/cmd/kprov")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		panic("build kprov: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// kprov runs the kprov binary and fails the test if it fails.
+func kprov(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := kprovErr(t, args...)
+	if err != nil {
+		t.Fatalf("kprov %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func kprovErr(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(kprovBin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// testLab is one lab for a test, with its own name and directory, always torn down.
+type testLab struct {
+	name, dir string
+}
+
+func newTestLab(t *testing.T) *testLab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the lab e2e tests need root (and scripts/setup-lab-deps)")
+	}
+	suffix := make([]byte, 3)
+	rand.Read(suffix)
+	tl := &testLab{name: "e2e-" + hex.EncodeToString(suffix), dir: filepath.Join(t.TempDir(), "lab")}
+	t.Cleanup(func() {
+		if out, err := kprovErr(t, tl.flags("lab", "down")...); err != nil {
+			t.Errorf("lab down: %v\n%s", err, out)
+		}
+	})
+	return tl
+}
+
+// flags appends the lab's --name and --dir (and a cache override from KPROV_LAB_CACHE) to args.
+func (tl *testLab) flags(args ...string) []string {
+	return append(args, "--name", tl.name, "--dir", tl.dir)
+}
+
+func (tl *testLab) up(t *testing.T, extra ...string) *lab.Lab {
+	t.Helper()
+	args := tl.flags("lab", "up")
+	if c := os.Getenv("KPROV_LAB_CACHE"); c != "" {
+		args = append(args, "--cache", c)
+	}
+	kprov(t, append(args, extra...)...)
+	l, err := lab.Open(tl.dir, log.New(os.Stderr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// sshProbe connects to a machine with strict host key checking and returns
+// the host key it presented and its hostname.
+func sshProbe(ctx context.Context, l *lab.Lab, m lab.MachineState, timeout time.Duration) (ssh.PublicKey, string, error) {
+	signerPEM, err := os.ReadFile(l.IdentityPath())
+	if err != nil {
+		return nil, "", err
+	}
+	signer, err := ssh.ParsePrivateKey(signerPEM)
+	if err != nil {
+		return nil, "", err
+	}
+	check, err := knownhosts.New(l.KnownHostsPath())
+	if err != nil {
+		return nil, "", err
+	}
+	var presented ssh.PublicKey
+	cfg := &ssh.ClientConfig{
+		User: "root",
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: func(host string, remote net.Addr, key ssh.PublicKey) error {
+			presented = key
+			return check(host, remote, key)
+		},
+		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
+		Timeout:           timeout,
+	}
+	addr := net.JoinHostPort(m.Address.String(), "22")
+	conn, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, "", err
+	}
+	conn.SetDeadline(time.Now().Add(timeout))
+	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	if err != nil {
+		conn.Close()
+		return presented, "", err
+	}
+	client := ssh.NewClient(c, chans, reqs)
+	defer client.Close()
+	sess, err := client.NewSession()
+	if err != nil {
+		return presented, "", err
+	}
+	defer sess.Close()
+	out, err := sess.Output("hostname")
+	return presented, strings.TrimSpace(string(out)), err
+}
+
+// waitAnswers polls until the machine answers SSH, or fails the test after a minute.
+func waitAnswers(t *testing.T, l *lab.Lab, m lab.MachineState) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := l.WaitSSH(ctx, m.Name); err != nil {
+		t.Fatalf("%s does not answer: %v", m.Name, err)
+	}
+}
+
+// assertSilent checks that a machine does not answer SSH within a few seconds.
+func assertSilent(t *testing.T, l *lab.Lab, m lab.MachineState) {
+	t.Helper()
+	if _, host, err := sshProbe(context.Background(), l, m, 3*time.Second); err == nil {
+		t.Fatalf("%s still answers SSH (as %q)", m.Name, host)
+	}
+}
+
+func TestLab(t *testing.T) {
+	tl := newTestLab(t)
+	start := time.Now()
+	l := tl.up(t, "--machines", "3")
+	t.Logf("3-machine lab up in %s", time.Since(start).Round(time.Millisecond))
+	machines := l.Machines()
+	if len(machines) != 3 {
+		t.Fatalf("lab has %d machines, want 3", len(machines))
+	}
+
+	t.Run("each machine answers with its own host key and hostname", func(t *testing.T) {
+		seen := map[string]string{}
+		for _, m := range machines {
+			key, host, err := sshProbe(context.Background(), l, m, 10*time.Second)
+			if err != nil {
+				t.Fatalf("%s: %v", m.Name, err)
+			}
+			if host != m.Name {
+				t.Errorf("%s answers with hostname %q", m.Name, host)
+			}
+			fp := ssh.FingerprintSHA256(key)
+			if other, dup := seen[fp]; dup {
+				t.Errorf("%s and %s share host key %s", m.Name, other, fp)
+			}
+			seen[fp] = m.Name
+		}
+	})
+
+	t.Run("a second up reports the running lab", func(t *testing.T) {
+		before := l.Machines()
+		start := time.Now()
+		again := tl.up(t, "--machines", "3")
+		if took := time.Since(start); took > 15*time.Second {
+			t.Errorf("second up took %s", took)
+		}
+		for i, m := range again.Machines() {
+			if m.PID != before[i].PID || m.HostKey != before[i].HostKey {
+				t.Errorf("%s was rebooted or rekeyed by the second up", m.Name)
+			}
+		}
+		out := kprov(t, tl.flags("lab", "status")...)
+		if strings.Count(out, "running  yes") != 3 {
+			t.Errorf("status does not show three running machines:\n%s", out)
+		}
+	})
+
+	t.Run("a stopped machine stops answering and comes back when started", func(t *testing.T) {
+		m := machines[1]
+		kprov(t, tl.flags("lab", "stop", m.Name)...)
+		assertSilent(t, l, m)
+		waitAnswers(t, l, machines[0])
+		kprov(t, tl.flags("lab", "start", m.Name)...)
+		key, host, err := sshProbe(context.Background(), l, m, 10*time.Second)
+		if err != nil || host != m.Name {
+			t.Fatalf("%s after start: host %q, %v", m.Name, host, err)
+		}
+		if got := string(ssh.MarshalAuthorizedKey(key)); !strings.HasPrefix(m.HostKey, strings.TrimSpace(got)) {
+			t.Errorf("%s came back with another host key", m.Name)
+		}
+	})
+
+	t.Run("a cut machine is unreachable until restored", func(t *testing.T) {
+		m := machines[2]
+		kprov(t, tl.flags("lab", "cut", m.Name)...)
+		assertSilent(t, l, m)
+		waitAnswers(t, l, machines[0])
+		kprov(t, tl.flags("lab", "restore", m.Name)...)
+		waitAnswers(t, l, m)
+	})
+
+	t.Run("netem delays a machine's traffic", func(t *testing.T) {
+		m := machines[0]
+		out, err := kprovErr(t, tl.flags("lab", "netem", m.Name, "--delay", "100ms")...)
+		if err != nil {
+			if strings.Contains(out, "no netem qdisc") {
+				t.Skip("this kernel has no sch_netem: " + strings.TrimSpace(out))
+			}
+			t.Fatalf("netem: %v\n%s", err, out)
+		}
+		start := time.Now()
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(m.Address.String(), "22"), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+		if rtt := time.Since(start); rtt < 150*time.Millisecond {
+			t.Errorf("TCP connect took %s with 100ms delay each way", rtt)
+		}
+		kprov(t, tl.flags("lab", "netem", m.Name, "--clear")...)
+		waitAnswers(t, l, m)
+	})
+
+	t.Run("up recovers after the previous run was killed", func(t *testing.T) {
+		// kill -9 every nspawn and container process, as a crashed host or a killed test run leaves them.
+		current, err := lab.Open(tl.dir, log.New(os.Stderr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range current.Machines() {
+			if m.PID > 0 {
+				syscall.Kill(m.PID, syscall.SIGKILL)
+			}
+			out, _ := exec.Command("ip", "netns", "pids", m.Netns).Output()
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		assertSilent(t, l, machines[0])
+		again := tl.up(t, "--machines", "3")
+		for _, m := range again.Machines() {
+			key, host, err := sshProbe(context.Background(), again, m, 10*time.Second)
+			if err != nil || host != m.Name {
+				t.Fatalf("%s after recovery: host %q, %v", m.Name, host, err)
+			}
+			if !strings.HasPrefix(m.HostKey, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))) {
+				t.Errorf("%s recovered with another host key", m.Name)
+			}
+		}
+	})
+
+	t.Run("down leaves nothing behind", func(t *testing.T) {
+		l, _ = lab.Open(tl.dir, log.New(os.Stderr))
+		kprov(t, tl.flags("lab", "down")...)
+		assertNothingLeft(t, tl, l)
+		// A second down of a lab that is gone is fine too.
+		kprov(t, tl.flags("lab", "down")...)
+	})
+}
+
+// assertNothingLeft checks the host for anything of the lab: namespaces,
+// links, mounts, live processes, the directory.
+func assertNothingLeft(t *testing.T, tl *testLab, l *lab.Lab) {
+	t.Helper()
+	for _, m := range l.Machines() {
+		if _, err := os.Stat(filepath.Join("/run/netns", m.Netns)); err == nil {
+			t.Errorf("namespace %s left behind", m.Netns)
+		}
+		if _, err := os.Stat(filepath.Join("/sys/class/net", m.HostVeth)); err == nil {
+			t.Errorf("link %s left behind", m.HostVeth)
+		}
+	}
+	if _, err := os.Stat(filepath.Join("/sys/class/net", l.Bridge())); err == nil {
+		t.Errorf("bridge %s left behind", l.Bridge())
+	}
+	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mountinfo), tl.dir) {
+		t.Errorf("mounts under %s left behind", tl.dir)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		cmdline, _ := os.ReadFile(p)
+		if !bytes.Contains(cmdline, []byte(tl.dir)) {
+			continue
+		}
+		// A zombie is already dead; only a reaping PID 1 can clear it.
+		stat, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "stat"))
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+			continue
+		}
+		t.Errorf("process %s left behind: %s", filepath.Base(filepath.Dir(p)), bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+	}
+	if _, err := os.Stat(tl.dir); err == nil {
+		t.Errorf("lab directory %s left behind", tl.dir)
+	}
+}

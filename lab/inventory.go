@@ -1,0 +1,75 @@
+package lab
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Default versions written into a lab's inventory.
+const (
+	DefaultKubernetesVersion = "1.37.2"
+	DefaultEtcdVersion       = "3.6.16"
+)
+
+// File names inside a lab directory.
+const (
+	InventoryFile  = "lab.kprov.hcl"
+	KnownHostsFile = "known_hosts"
+	IdentityFile   = "id_ed25519"
+)
+
+// InventoryParams is what the rendered inventory needs besides the machines.
+type InventoryParams struct {
+	KubernetesVersion string
+	EtcdVersion       string
+	IdentityPath      string
+	KnownHostsPath    string
+}
+
+// RenderInventory writes the lab as a kprov inventory: one host block per
+// machine, strict host key checking against the lab's known_hosts, and the
+// first master's address as the control-plane endpoint (the lab has no load
+// balancer; the endpoint is required as soon as there is more than one master).
+func RenderInventory(s *State, p InventoryParams) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Written by `kprov lab up` for lab %q; `kprov lab down` removes it.\n\n", s.Name)
+	fmt.Fprintf(&b, "cluster %s {\n", strconv.Quote(s.Name))
+	fmt.Fprintf(&b, "  kubernetes_version     = %s\n", strconv.Quote(p.KubernetesVersion))
+	for _, m := range s.Machines {
+		if slices.Contains(m.Roles, RoleMaster) {
+			fmt.Fprintf(&b, "  control_plane_endpoint = %s\n", strconv.Quote(m.Address.String()+":6443"))
+			break
+		}
+	}
+	b.WriteString("}\n\n")
+	b.WriteString("ssh {\n")
+	fmt.Fprintf(&b, "  user            = %s\n", strconv.Quote("root"))
+	fmt.Fprintf(&b, "  identity_file   = %s\n", strconv.Quote(p.IdentityPath))
+	fmt.Fprintf(&b, "  known_hosts     = %s\n", strconv.Quote(p.KnownHostsPath))
+	fmt.Fprintf(&b, "  host_key_policy = %s\n", strconv.Quote("strict"))
+	b.WriteString("}\n\n")
+	fmt.Fprintf(&b, "etcd {\n  version = %s\n}\n", strconv.Quote(p.EtcdVersion))
+	for _, m := range s.Machines {
+		roles := make([]string, len(m.Roles))
+		for i, r := range m.Roles {
+			roles[i] = strconv.Quote(r)
+		}
+		fmt.Fprintf(&b, "\nhost %s {\n", strconv.Quote(m.Name))
+		fmt.Fprintf(&b, "  address = %s\n", strconv.Quote(m.Address.String()))
+		fmt.Fprintf(&b, "  roles   = [%s]\n", strings.Join(roles, ", "))
+		b.WriteString("}\n")
+	}
+	return b.Bytes()
+}
+
+// RenderKnownHosts pins each machine's address to its own host key.
+func RenderKnownHosts(s *State) []byte {
+	var b bytes.Buffer
+	for _, m := range s.Machines {
+		fmt.Fprintf(&b, "%s %s\n", m.Address, strings.TrimSpace(m.HostKey))
+	}
+	return b.Bytes()
+}
