@@ -26,7 +26,7 @@ import (
 func UpLab(t *testing.T, specs []lab.MachineSpec) *lab.Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Fatal("lab machines need root (and scripts/setup-lab-deps)")
+		t.Fatal("lab machines need root (and scripts/setup)")
 	}
 	suffix := make([]byte, 3)
 	rand.Read(suffix)

@@ -71,7 +71,7 @@ type testLab struct {
 func newTestLab(t *testing.T) *testLab {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Fatal("the lab e2e tests need root (and scripts/setup-lab-deps)")
+		t.Fatal("the lab e2e tests need root (and scripts/setup)")
 	}
 	suffix := make([]byte, 3)
 	rand.Read(suffix)
@@ -99,6 +99,10 @@ func (tl *testLab) up(t *testing.T, extra ...string) *lab.Lab {
 	l, err := lab.Open(tl.dir, log.New(os.Stderr))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The inventory the lab writes is one kprov accepts as it is.
+	if out := kprov(t, "validate", "-f", l.InventoryPath()); !strings.Contains(out, "topology: ") {
+		t.Fatalf("kprov validate of the lab inventory printed no topology:\n%s", out)
 	}
 	return l
 }

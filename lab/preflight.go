@@ -24,7 +24,7 @@ func Preflight() error {
 	var errs []error
 	for _, t := range []tool{{"systemd-nspawn", "systemd-container"}, {"ip", "iproute2"}, {"tc", "iproute2"}} {
 		if _, err := exec.LookPath(t.binary); err != nil {
-			errs = append(errs, fmt.Errorf("%s not found: install the Debian package %s (scripts/setup-lab-deps)", t.binary, t.pkg))
+			errs = append(errs, fmt.Errorf("%s not found: install the Debian package %s (scripts/setup)", t.binary, t.pkg))
 		}
 	}
 	if !kernelHasOverlay() {

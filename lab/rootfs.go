@@ -64,7 +64,7 @@ func ensureRootfs(ctx context.Context, run Runner, cacheDir, mirror string, logg
 		return final, nil
 	}
 	if _, err := exec.LookPath("debootstrap"); err != nil {
-		return "", errors.New("debootstrap not found: install the Debian package debootstrap (scripts/setup-lab-deps)")
+		return "", errors.New("debootstrap not found: install the Debian package debootstrap (scripts/setup)")
 	}
 	if mirror == "" {
 		if mirror, err = MirrorFromApt("/", Suite); err != nil {

@@ -61,7 +61,7 @@ func newLabCmd(g *globalOptions) *cobra.Command {
 		Long: `kprov lab boots local machines with real systemd and sshd, each with its own
 address, hostname and host key, and writes an inventory (lab.kprov.hcl) and a
 known_hosts file for them. It needs root, systemd-nspawn, debootstrap and
-iproute2 (scripts/setup-lab-deps installs them on Debian).`,
+iproute2 (scripts/setup installs them on Debian).`,
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&o.name, "name", "lab", "lab name")
