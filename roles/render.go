@@ -154,6 +154,12 @@ type NodeSpec struct {
 	Name          string
 	Kubeadm       KubeadmAction
 	KubeadmConfig string // the file kubeadm reads: KubeadmInitPath or KubeadmJoinPath
+	// KubeadmArgs is the kubeadm command line, e.g. init --config FILE
+	// --upload-certs. The init uploads the control-plane certificates
+	// (encrypted with the certificate key) because every control-plane
+	// JoinConfiguration names the key, and kubeadm join then downloads them;
+	// there is no configuration field for it, only the flag.
+	KubeadmArgs []string
 	// Labels are the node's final labels. They are not in the kubeadm
 	// configuration: the NodeRestriction admission plugin forbids a kubelet
 	// to set node-role.kubernetes.io/* labels on its own node, so the apply
@@ -398,13 +404,16 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 		switch {
 		case h.Name == r.initMaster:
 			node.Kubeadm, node.KubeadmConfig = KubeadmInit, KubeadmInitPath
+			node.KubeadmArgs = []string{"init", "--config", KubeadmInitPath, "--upload-certs"}
 			renders = append(renders, templateFile{templates.KubeadmInit, KubeadmInitPath, nil})
 		case h.Has(inventory.RoleMaster):
 			node.Kubeadm, node.KubeadmConfig = KubeadmJoinControlPlane, KubeadmJoinPath
+			node.KubeadmArgs = []string{"join", "--config", KubeadmJoinPath}
 			data.Kubeadm.ControlPlane = true
 			renders = append(renders, templateFile{templates.KubeadmJoin, KubeadmJoinPath, nil})
 		default:
 			node.Kubeadm, node.KubeadmConfig = KubeadmJoin, KubeadmJoinPath
+			node.KubeadmArgs = []string{"join", "--config", KubeadmJoinPath}
 			renders = append(renders, templateFile{templates.KubeadmJoin, KubeadmJoinPath, nil})
 		}
 		hf.Node = node

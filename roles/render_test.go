@@ -180,7 +180,7 @@ func goldenArchive(r *Rendering, st *pki.State) []byte {
 	for _, h := range r.Hosts {
 		fmt.Fprintf(&comment, "\nhost %s (%s) roles %v\n", h.Name, h.Address, h.Roles)
 		if n := h.Node; n != nil {
-			fmt.Fprintf(&comment, "  node: kubeadm %s --config %s\n", n.Kubeadm, n.KubeadmConfig)
+			fmt.Fprintf(&comment, "  node: %s: kubeadm %s\n", n.Kubeadm, strings.Join(n.KubeadmArgs, " "))
 			for _, k := range slices.Sorted(maps.Keys(n.Labels)) {
 				fmt.Fprintf(&comment, "  label %s=%s\n", k, n.Labels[k])
 			}

@@ -39,6 +39,11 @@ func CacheDir() (string, error) {
 // and resolves only through a replace directive in its own repository.
 var staging = regexp.MustCompile(`(?m)^\s+(k8s\.io/[a-z0-9-]+) v0\.0\.0$`)
 
+// unreachable matches what the go command says when the module proxy or
+// the network fails it (as opposed to a build that is wrong): only these
+// failures may make a test skip.
+var unreachable = regexp.MustCompile(`reading https?://|dial tcp|no such host|connection refused|i/o timeout|TLS handshake timeout|(403|404|410|5\d\d) [A-Z][a-z]`)
+
 // versionFormat is a Kubernetes release version without the leading v.
 var versionFormat = regexp.MustCompile(`^1\.(\d+)\.\d+$`)
 
@@ -80,7 +85,11 @@ func Kubeadm(ctx context.Context, version, cacheDir string) (string, error) {
 		var out, errOut bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errOut
 		if err := cmd.Run(); err != nil {
-			return nil, fmt.Errorf("go %s: %w: %s", strings.Join(args, " "), err, lastLines(errOut.String(), 20))
+			msg := lastLines(errOut.String(), 20)
+			if unreachable.MatchString(msg) {
+				return nil, fmt.Errorf("go %s: %w: %w: %s", strings.Join(args, " "), ErrToolchain, err, msg)
+			}
+			return nil, fmt.Errorf("go %s: %w: %s", strings.Join(args, " "), err, msg)
 		}
 		return out.Bytes(), nil
 	}
@@ -91,7 +100,7 @@ func Kubeadm(ctx context.Context, version, cacheDir string) (string, error) {
 	// The module's own go.mod lists the staging modules to replace.
 	modJSON, err := run("mod", "download", "-json", "k8s.io/kubernetes@v"+version)
 	if err != nil {
-		return "", fmt.Errorf("build kubeadm v%s: %w: %w", version, ErrToolchain, err)
+		return "", fmt.Errorf("build kubeadm v%s: %w", version, err)
 	}
 	goMod, err := downloadedGoMod(modJSON)
 	if err != nil {
@@ -109,7 +118,7 @@ func Kubeadm(ctx context.Context, version, cacheDir string) (string, error) {
 		return "", err
 	}
 	if _, err := run("mod", "tidy"); err != nil {
-		return "", fmt.Errorf("build kubeadm v%s: %w: %w", version, ErrToolchain, err)
+		return "", fmt.Errorf("build kubeadm v%s: %w", version, err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
