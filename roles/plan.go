@@ -1,0 +1,346 @@
+package roles
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision"
+	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/templates"
+)
+
+// PlanOptions are the choices the person running kprov makes.
+type PlanOptions struct {
+	// Parallel bounds the stages where hosts are independent (preparation,
+	// worker joins, labels); quorum-bound stages are always serial.
+	Parallel int
+	// Templates to render with; nil means the built-in ones.
+	Templates *templates.Set
+}
+
+// UnreachableError is a plan that needs a host kprov could not reach.
+type UnreachableError struct {
+	Hosts []string
+	Errs  []string
+}
+
+func (e *UnreachableError) Error() string {
+	var b strings.Builder
+	b.WriteString("the plan needs hosts that could not be reached:")
+	for i, h := range e.Hosts {
+		fmt.Fprintf(&b, "\n  %s: %s", h, e.Errs[i])
+	}
+	b.WriteString("\nbring them back or remove them from the inventory, then plan again")
+	return b.String()
+}
+
+// Plan computes the ordered stages that take the hosts from what the facts
+// show to what the inventory wants, keeping etcd and control-plane quorum at
+// every step. It is pure: no network, no clock, no writes.
+func Plan(inv *inventory.Inventory, facts *provision.Facts, st *pki.State, opts PlanOptions) (*provision.Plan, error) {
+	if opts.Parallel < 1 {
+		opts.Parallel = 1
+	}
+	p := &planner{inv: inv, facts: facts, st: st, opts: opts, etcdCache: map[string]ConfigFile{}}
+	if err := p.checkReachable(); err != nil {
+		return nil, err
+	}
+	p.initMaster = p.chooseInitMaster()
+	members := inv.Topology.EtcdMembers
+	final, err := Render(inv, st, Options{Templates: opts.Templates, InitMaster: p.initMaster, EtcdBootstrap: p.formed()})
+	if err != nil {
+		return nil, err
+	}
+	p.final = final
+
+	plan := &provision.Plan{Cluster: inv.Cluster.Name, FactsDigest: facts.Digest()}
+	plan.Stages = append(plan.Stages, p.prepare())
+	if inv.Topology.EtcdMode == inventory.EtcdExternal && len(members) > 0 {
+		stages, notes, err := p.etcd()
+		if err != nil {
+			return nil, err
+		}
+		plan.Stages = append(plan.Stages, stages...)
+		plan.Notes = append(plan.Notes, notes...)
+	}
+	plan.Stages = append(plan.Stages, p.controlPlane()...)
+	plan.Stages = append(plan.Stages, p.nodes()...)
+	plan.Stages = slices.DeleteFunc(plan.Stages, func(s provision.Stage) bool { return len(s.Steps) == 0 })
+	if facts.Offline {
+		plan.Notes = append(plan.Notes, "planned offline against fresh hosts: nothing was checked on the hosts")
+	}
+	plan.Count()
+	return plan, nil
+}
+
+type planner struct {
+	inv        *inventory.Inventory
+	facts      *provision.Facts
+	st         *pki.State
+	opts       PlanOptions
+	initMaster string
+	final      *Rendering
+	etcdCache  map[string]ConfigFile
+	renderErr  error
+}
+
+func (p *planner) host(name string) *provision.HostFacts {
+	if hf := p.facts.Hosts[name]; hf != nil {
+		return hf
+	}
+	return &provision.HostFacts{}
+}
+
+// checkReachable refuses to plan when a host the inventory names could not be
+// reached: every host takes part in a convergence run, and guessing its state
+// could repeat a join or an etcd member add.
+func (p *planner) checkReachable() error {
+	e := &UnreachableError{}
+	for _, h := range p.inv.Hosts {
+		hf := p.facts.Hosts[h.Name]
+		if hf == nil || !hf.Reachable {
+			msg := "no facts gathered"
+			if hf != nil && hf.Error != "" {
+				msg = hf.Error
+			}
+			// A dead etcd member leaving the cluster is handled by the etcd
+			// planner; every other host must answer.
+			e.Hosts = append(e.Hosts, h.Name)
+			e.Errs = append(e.Errs, msg)
+		}
+	}
+	if len(e.Hosts) > 0 {
+		return e
+	}
+	return nil
+}
+
+// chooseInitMaster keeps the master that already runs a control plane as the
+// one the others join; on a fresh cluster it is the first master.
+func (p *planner) chooseInitMaster() string {
+	for _, name := range p.inv.Topology.Masters {
+		if p.host(name).ControlPlane {
+			return name
+		}
+	}
+	if len(p.inv.Topology.Masters) == 0 {
+		return ""
+	}
+	return p.inv.Topology.Masters[0]
+}
+
+func (p *planner) formed() map[string]EtcdBootstrap {
+	if p.inv.Topology.EtcdMode != inventory.EtcdExternal {
+		return nil
+	}
+	return FormedEtcdBootstrap(p.inv.Topology.EtcdMembers)
+}
+
+func uploadStep(host string, f File, reason string) provision.Step {
+	return provision.Step{Op: provision.OpUploadFile, Host: host, Path: f.Path, Mode: f.Mode, Content: f.Content,
+		SHA256: f.SHA256(), Secret: f.Secret, Reason: reason}
+}
+
+// prepare writes every file whose content differs from the host's, runs the
+// commands that make a changed file take effect, and starts the host's units.
+// Hosts are independent here, so the stage runs in parallel within the bound.
+func (p *planner) prepare() provision.Stage {
+	stage := provision.Stage{Name: "prepare", Parallel: p.opts.Parallel}
+	for _, hfiles := range p.final.Hosts {
+		hf := p.host(hfiles.Name)
+		var changed []string
+		for _, f := range hfiles.Files {
+			if f.Path == EtcdConfigPath {
+				continue // written by the etcd stages, in membership order
+			}
+			have, ok := hf.Files[f.Path]
+			if ok && have == f.SHA256() {
+				continue
+			}
+			reason := "missing on the host"
+			if ok {
+				reason = "content differs from the rendered file"
+			}
+			stage.Steps = append(stage.Steps, uploadStep(hfiles.Name, f, reason))
+			changed = append(changed, f.Path)
+		}
+		for _, path := range changed {
+			for _, cmd := range hfiles.OnChange[path] {
+				stage.Steps = append(stage.Steps, provision.Step{Op: provision.OpRunCommand, Host: hfiles.Name, Command: cmd,
+					Reason: "make the new " + path + " take effect"})
+			}
+		}
+		for _, unit := range hfiles.Units {
+			if unit == EtcdUnit {
+				continue // started by the etcd stages
+			}
+			if hf.Services[unit] == "active" && !slices.ContainsFunc(changed, func(p string) bool { return strings.HasSuffix(p, "/"+unit) }) {
+				continue
+			}
+			stage.Steps = append(stage.Steps, provision.Step{Op: provision.OpStartService, Host: hfiles.Name, Service: unit,
+				Reason: "enable and start " + unit})
+		}
+	}
+	return stage
+}
+
+// etcd plans the external etcd cluster's membership from the live member list.
+func (p *planner) etcd() ([]provision.Stage, []string, error) {
+	var want []EtcdTarget
+	for _, name := range p.inv.Topology.EtcdMembers {
+		m := p.final.Host(name).Etcd
+		want = append(want, EtcdTarget{Name: m.Name, PeerURL: m.PeerURL})
+	}
+	stages, notes, err := PlanEtcd(EtcdInput{
+		Live:      p.facts.Etcd,
+		Want:      want,
+		DataDir:   p.inv.Etcd.DataDir,
+		Service:   EtcdUnit,
+		Config:    p.etcdConfig,
+		Normalize: NormalizeEtcdConfig,
+	})
+	if err == nil && p.renderErr != nil {
+		err = p.renderErr
+	}
+	return stages, notes, err
+}
+
+// etcdConfig renders one member's etcd.yaml for a given initial cluster and
+// state; the etcd planner asks for it once per membership step, so results
+// are cached by their inputs.
+func (p *planner) etcdConfig(t EtcdTarget, initial []EtcdTarget, state string) ConfigFile {
+	names := make([]string, len(initial))
+	for i, m := range initial {
+		names[i] = m.Name
+	}
+	key := t.Name + "|" + state + "|" + strings.Join(names, ",")
+	if f, ok := p.etcdCache[key]; ok {
+		return f
+	}
+	boot := p.formed()
+	boot[t.Name] = EtcdBootstrap{State: state, Cluster: names}
+	r, err := Render(p.inv, p.st, Options{Templates: p.opts.Templates, InitMaster: p.initMaster, EtcdBootstrap: boot})
+	if err != nil {
+		p.renderErr = err
+		return ConfigFile{}
+	}
+	for _, f := range r.Host(t.Name).Files {
+		if f.Path == EtcdConfigPath {
+			cf := ConfigFile{Path: f.Path, Mode: f.Mode, Content: f.Content, Secret: f.Secret}
+			p.etcdCache[key] = cf
+			return cf
+		}
+	}
+	p.renderErr = fmt.Errorf("%s: no %s rendered", t.Name, EtcdConfigPath)
+	return ConfigFile{}
+}
+
+func kubeadmCommand(args []string) string { return "kubeadm " + strings.Join(args, " ") }
+
+// controlPlane initializes the first master and joins the others one at a
+// time: kubeadm's own CI joins control-plane nodes sequentially, and parallel
+// joins race on the stacked etcd membership and the kubeadm-config map.
+func (p *planner) controlPlane() []provision.Stage {
+	var stages []provision.Stage
+	var joined []string
+	for _, name := range p.inv.Topology.Masters {
+		if p.host(name).ControlPlane {
+			joined = append(joined, name)
+		}
+	}
+	stacked := p.inv.Topology.EtcdMode == inventory.EtcdStacked
+	if p.initMaster != "" && !p.host(p.initMaster).ControlPlane {
+		node := p.final.Host(p.initMaster).Node
+		stages = append(stages, provision.Stage{
+			Name: "control-plane/init/" + p.initMaster, Parallel: 1, Quorum: "the first master founds the control plane",
+			Steps: []provision.Step{
+				{Op: provision.OpKubeadmInit, Host: p.initMaster, Command: kubeadmCommand(node.KubeadmArgs),
+					Reason: "no master runs a control plane yet; kubeadm uses kprov's CA from /etc/kubernetes/pki"},
+				{Op: provision.OpWaitAPIServer, Host: p.initMaster, Reason: "the API server must answer before anything joins it"},
+			},
+		})
+		joined = append(joined, p.initMaster)
+	}
+	for _, name := range p.inv.Topology.Masters {
+		if slices.Contains(joined, name) {
+			continue
+		}
+		node := p.final.Host(name).Node
+		steps := []provision.Step{
+			{Op: provision.OpWaitAPIServer, Host: p.initMaster, Reason: "join only while the control plane answers"},
+			{Op: provision.OpKubeadmJoin, Host: name, Command: kubeadmCommand(node.KubeadmArgs),
+				Reason: "masters join one at a time; parallel control-plane joins race in kubeadm"},
+			{Op: provision.OpWaitAPIServer, Host: name, Reason: "the new master's API server must be healthy before the next master joins"},
+		}
+		quorum := ""
+		if stacked {
+			joined = append(joined, name)
+			steps = append(steps, provision.Step{Op: provision.OpWaitEtcdHealthy, Host: name, Voters: slices.Clone(joined),
+				Reason: "its stacked etcd member must be a healthy voting member before the next master joins"})
+			quorum = fmt.Sprintf("stacked etcd grows to %d voting, quorum %d", len(joined), inventory.Quorum(len(joined)))
+		} else {
+			joined = append(joined, name)
+		}
+		stages = append(stages, provision.Stage{Name: "control-plane/join/" + name, Parallel: 1, Quorum: quorum, Steps: steps})
+	}
+	if p.initMaster != "" && !p.facts.KubeconfigFetched {
+		stages = append(stages, provision.Stage{Name: "control-plane/kubeconfig", Parallel: 1, Steps: []provision.Step{
+			{Op: provision.OpFetchKubeconfig, Host: p.initMaster, Path: "/etc/kubernetes/admin.conf",
+				Reason: "keep the admin kubeconfig in the state directory (0600) for kubectl and later runs"},
+		}})
+	}
+	return stages
+}
+
+// nodes joins infra and compute hosts in parallel within the bound, then
+// settles every node's labels and taints through the API.
+func (p *planner) nodes() []provision.Stage {
+	join := provision.Stage{Name: "nodes/join", Parallel: p.opts.Parallel}
+	label := provision.Stage{Name: "nodes/labels", Parallel: p.opts.Parallel}
+	for _, hfiles := range p.final.Hosts {
+		node := hfiles.Node
+		if node == nil {
+			continue
+		}
+		if node.Kubeadm == KubeadmJoin && !p.host(hfiles.Name).Joined {
+			join.Steps = append(join.Steps, provision.Step{Op: provision.OpKubeadmJoin, Host: hfiles.Name, Command: kubeadmCommand(node.KubeadmArgs),
+				Reason: "workers are independent of quorum and join in parallel"})
+		}
+		if step, ok := p.labelStep(hfiles.Name, node); ok {
+			label.Steps = append(label.Steps, step)
+		}
+	}
+	return []provision.Stage{join, label}
+}
+
+// labelStep sets labels the kubelet may not set itself (NodeRestriction
+// forbids node-role.kubernetes.io/* from the node) and checks the taints.
+func (p *planner) labelStep(host string, node *NodeSpec) (provision.Step, bool) {
+	if len(node.Labels) == 0 && len(node.Taints) == 0 {
+		return provision.Step{}, false
+	}
+	var taints []string
+	for _, t := range node.Taints {
+		taints = append(taints, t.String())
+	}
+	if nf := p.facts.Nodes[node.Name]; nf != nil {
+		missing := false
+		for k, v := range node.Labels {
+			if got, ok := nf.Labels[k]; !ok || got != v {
+				missing = true
+			}
+		}
+		for _, t := range taints {
+			if !slices.Contains(nf.Taints, t) {
+				missing = true
+			}
+		}
+		if !missing {
+			return provision.Step{}, false
+		}
+	}
+	return provision.Step{Op: provision.OpLabelNode, Host: host, Labels: node.Labels, Taints: taints,
+		Reason: "node-role labels cannot come from the kubelet itself; set them and the taints through the API"}, true
+}

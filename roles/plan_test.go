@@ -1,0 +1,191 @@
+package roles
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision"
+)
+
+func hostNames(inv *inventory.Inventory) []string {
+	var out []string
+	for _, h := range inv.Hosts {
+		out = append(out, h.Name)
+	}
+	return out
+}
+
+func roleMap(inv *inventory.Inventory) map[string]string {
+	out := map[string]string{}
+	for _, h := range inv.Hosts {
+		var rs []string
+		for _, r := range h.Roles {
+			rs = append(rs, string(r))
+		}
+		out[h.Name] = strings.Join(rs, ",")
+	}
+	return out
+}
+
+var shaRE = regexp.MustCompile(`"(sha256|facts_digest)": "[^"]*"`)
+
+// TestPlanGolden plans every starter topology against fresh hosts; the text
+// and the JSON plans are golden files a reviewer can read.
+func TestPlanGolden(t *testing.T) {
+	for _, topo := range inventory.StarterTopologies {
+		t.Run(topo, func(t *testing.T) {
+			inv := loadInventory(t, filepath.Join("..", "examples", topo+".kprov.hcl"))
+			st := newState(t, inv)
+			facts := provision.FreshFacts(hostNames(inv))
+			plan, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var text bytes.Buffer
+			if err := plan.WriteText(&text, plan.HostChanges(hostNames(inv), roleMap(inv), facts)); err != nil {
+				t.Fatal(err)
+			}
+			js, err := json.MarshalIndent(plan, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Checksums follow the freshly generated keys; the golden file
+			// keeps their place, not their value.
+			js = shaRE.ReplaceAll(js, []byte(`"$1": "<sha256>"`))
+			for name, got := range map[string][]byte{topo + ".plan.txt": text.Bytes(), topo + ".plan.json": append(js, '\n')} {
+				golden := filepath.Join("testdata", "plan", name)
+				if *update {
+					os.MkdirAll(filepath.Dir(golden), 0o755)
+					if err := os.WriteFile(golden, got, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				want, err := os.ReadFile(golden)
+				if err != nil {
+					t.Fatalf("%v (go test ./roles -update writes it)", err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("%s differs (go test ./roles -update rewrites it):\n%s", golden, lineDiff(string(want), string(got)))
+				}
+			}
+			if bytes.Contains(js, []byte("BEGIN")) || bytes.Contains(text.Bytes(), []byte("BEGIN")) {
+				t.Error("a private key or certificate body reached the printed plan")
+			}
+			if tok := st.Secrets.BootstrapToken.Reveal(); bytes.Contains(js, []byte(tok)) || bytes.Contains(text.Bytes(), []byte(tok)) {
+				t.Error("the bootstrap token reached the printed plan")
+			}
+		})
+	}
+}
+
+// convergedFacts are the facts of hosts on which the plan has fully run.
+func convergedFacts(t *testing.T, inv *inventory.Inventory, plan *provision.Plan, final *Rendering) *provision.Facts {
+	t.Helper()
+	f := &provision.Facts{Hosts: map[string]*provision.HostFacts{}, Nodes: map[string]*provision.NodeFacts{}, KubeconfigFetched: true}
+	for _, h := range final.Hosts {
+		hf := &provision.HostFacts{Reachable: true, Files: map[string]string{}, Services: map[string]string{}}
+		for _, file := range h.Files {
+			hf.Files[file.Path] = file.SHA256()
+		}
+		for _, u := range h.Units {
+			hf.Services[u] = "active"
+		}
+		if h.Node != nil {
+			hf.Joined = true
+			hf.ControlPlane = h.Node.Kubeadm != KubeadmJoin
+			var taints []string
+			for _, tt := range h.Node.Taints {
+				taints = append(taints, tt.String())
+			}
+			f.Nodes[h.Name] = &provision.NodeFacts{Labels: h.Node.Labels, Taints: taints}
+		}
+		if h.Etcd != nil {
+			var cfg []byte
+			for _, file := range h.Files {
+				if file.Path == EtcdConfigPath {
+					cfg = file.Content
+				}
+			}
+			f.Etcd = append(f.Etcd, provision.EtcdMember{ID: uint64(len(f.Etcd) + 1), Name: h.Name, PeerURL: h.Etcd.PeerURL,
+				Healthy: true, Running: true, HostReachable: true, Leader: len(f.Etcd) == 0,
+				ConfigSHA256: sha(cfg), ConfigCoreSHA256: sha(NormalizeEtcdConfig(cfg))})
+		}
+		f.Hosts[h.Name] = hf
+	}
+	return f
+}
+
+func TestPlanConvergedIsEmpty(t *testing.T) {
+	for _, topo := range inventory.StarterTopologies {
+		inv := loadInventory(t, filepath.Join("..", "examples", topo+".kprov.hcl"))
+		st := newState(t, inv)
+		final, err := Render(inv, st, Options{EtcdBootstrap: FormedEtcdBootstrap(inv.Topology.EtcdMembers)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inv.Topology.EtcdMode != inventory.EtcdExternal {
+			final, _ = Render(inv, st, Options{})
+		}
+		facts := convergedFacts(t, inv, nil, final)
+		plan, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !plan.Empty() {
+			t.Errorf("%s: a converged cluster plans changes: %v", topo, plan.Stages)
+		}
+		var text bytes.Buffer
+		plan.WriteText(&text, plan.HostChanges(hostNames(inv), roleMap(inv), facts))
+		if !strings.Contains(text.String(), "No changes.") {
+			t.Errorf("%s: converged plan text: %s", topo, text.String())
+		}
+	}
+}
+
+func TestPlanOrderingRules(t *testing.T) {
+	inv := loadInventory(t, filepath.Join("..", "examples", "ha-external.kprov.hcl"))
+	st := newState(t, inv)
+	plan, err := Plan(inv, provision.FreshFacts(hostNames(inv)), st, PlanOptions{Parallel: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, s := range plan.Stages {
+		order = append(order, s.Name)
+		serial := strings.HasPrefix(s.Name, "etcd/add/") || strings.HasPrefix(s.Name, "etcd/bootstrap/") || strings.HasPrefix(s.Name, "control-plane/")
+		if serial && s.Parallel != 1 {
+			t.Errorf("%s must be serial, has parallel %d", s.Name, s.Parallel)
+		}
+		if (s.Name == "prepare" || s.Name == "nodes/join") && s.Parallel != 7 {
+			t.Errorf("%s should use the --parallel bound, has %d", s.Name, s.Parallel)
+		}
+	}
+	want := []string{"prepare", "etcd/bootstrap/etcd-1", "etcd/add/etcd-2", "etcd/add/etcd-3", "etcd/finalize-config",
+		"control-plane/init/master-1", "control-plane/join/master-2", "control-plane/join/master-3", "control-plane/kubeconfig", "nodes/join", "nodes/labels"}
+	if !slices.Equal(order, want) {
+		t.Fatalf("stage order\n got %v\nwant %v", order, want)
+	}
+	if got := plan.Summary.String(); got != "Plan: 8 hosts to prepare, 3 etcd members to add, 2 masters to join, 2 nodes to join, 0 etcd restarts, 0 to remove" {
+		t.Errorf("summary %q", got)
+	}
+}
+
+func TestPlanRefusesUnreachableHost(t *testing.T) {
+	inv := loadInventory(t, filepath.Join("..", "examples", "ha-stacked.kprov.hcl"))
+	st := newState(t, inv)
+	facts := provision.FreshFacts(hostNames(inv))
+	facts.Offline = false
+	facts.Hosts["compute-2"] = &provision.HostFacts{Reachable: false, Error: "dial tcp 192.0.2.102:22: i/o timeout"}
+	_, err := Plan(inv, facts, st, PlanOptions{Parallel: 4})
+	if err == nil || !strings.Contains(err.Error(), "compute-2: dial tcp 192.0.2.102:22: i/o timeout") {
+		t.Fatalf("want an error naming the unreachable host and why, got %v", err)
+	}
+}
