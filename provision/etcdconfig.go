@@ -34,13 +34,14 @@ type etcdConfigIdentity struct {
 }
 
 // parseEtcdConfigIdentity reads the few top-level scalars it needs from an
-// etcd YAML config line by line; a full YAML parser would buy nothing for
-// flat "key: value" files kprov itself renders.
+// etcd YAML config (templates/etcd.yaml.tmpl: quoted values, comments) line
+// by line; a full YAML parser would buy nothing for the flat "key: value"
+// lines kprov itself renders.
 func parseEtcdConfigIdentity(b []byte) etcdConfigIdentity {
 	var id etcdConfigIdentity
 	for _, line := range strings.Split(string(b), "\n") {
 		key, val, ok := strings.Cut(line, ":")
-		if !ok || strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t") {
+		if !ok || strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t") || strings.HasPrefix(line, "#") {
 			continue
 		}
 		if i := strings.Index(val, " #"); i >= 0 {

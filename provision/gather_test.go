@@ -169,8 +169,12 @@ func freshHost(name string) []string {
 }
 
 func etcdConfig(name, addr, cluster, state string) string {
-	return fmt.Sprintf("name: %s\ndata-dir: /var/lib/etcd\ninitial-advertise-peer-urls: https://%s:2380\n"+
-		"initial-cluster: %s\ninitial-cluster-state: %s\nlisten-client-urls: https://%s:2379\n", name, addr, cluster, state, addr)
+	// The shape templates/etcd.yaml.tmpl renders: quoted values, comments
+	// (one with a colon), nested blocks.
+	return fmt.Sprintf("# Rendered by kprov for etcd member %[1]s: do not edit\nname: %[1]q\ndata-dir: \"/var/lib/etcd\"\n"+
+		"initial-advertise-peer-urls: \"https://%[2]s:2380\"\n# name: not-this-one\ninitial-cluster: %[3]q\n"+
+		"initial-cluster-state: %[4]q\nclient-transport-security:\n  cert-file: /etc/kubernetes/pki/etcd/server.crt\n"+
+		"listen-client-urls: \"https://%[2]s:2379\"\n", name, addr, cluster, state)
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
