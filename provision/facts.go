@@ -26,11 +26,25 @@ type Facts struct {
 	// Etcd is the live member list of the external etcd cluster, read through a
 	// tunnel to a member's client port; empty for a cluster not formed yet.
 	Etcd []EtcdMember `json:"etcd,omitempty"`
+	// EtcdSource says where Etcd came from: EtcdSourceLive (a member answered)
+	// or EtcdSourceConfig (no member answered; rebuilt from the members'
+	// config files, see docs/facts.md); empty when Etcd is empty.
+	EtcdSource string `json:"etcd_source,omitempty"`
+	// EtcdDataPresent maps each reachable etcd host (and any other host found
+	// with etcd data) to whether its data directory holds a member's data, so
+	// a cluster whose members are all stopped is not mistaken for a new one.
+	EtcdDataPresent map[string]bool `json:"etcd_data_present,omitempty"`
 	// Nodes are the Kubernetes nodes the API server reports, by name.
 	Nodes map[string]*NodeFacts `json:"nodes,omitempty"`
 	// KubeconfigFetched is true when the state directory holds the admin kubeconfig.
 	KubeconfigFetched bool `json:"kubeconfig_fetched"`
 }
+
+// Where Facts.Etcd came from.
+const (
+	EtcdSourceLive   = "live"   // the member list a running member returned
+	EtcdSourceConfig = "config" // rebuilt from config files because no member answered
+)
 
 // HostFacts is what one host looks like.
 type HostFacts struct {

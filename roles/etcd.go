@@ -484,16 +484,6 @@ func sha(b []byte) string {
 }
 
 // NormalizeEtcdConfig drops the settings etcd reads only when it bootstraps an
-// empty data directory (initial-cluster, initial-cluster-state,
-// initial-cluster-token), so two configurations that differ only there compare
-// equal: such a change is written without restarting the member.
-func NormalizeEtcdConfig(b []byte) []byte {
-	var keep []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(strings.TrimSpace(line), "initial-cluster") {
-			continue
-		}
-		keep = append(keep, line)
-	}
-	return []byte(strings.Join(keep, "\n"))
-}
+// empty data directory; see provision.NormalizeEtcdConfig, which fact
+// gathering shares.
+func NormalizeEtcdConfig(b []byte) []byte { return provision.NormalizeEtcdConfig(b) }

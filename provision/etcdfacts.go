@@ -1,0 +1,311 @@
+package provision
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/charmbracelet/log"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/ssh"
+)
+
+// The ports an external etcd member listens on.
+const (
+	EtcdClientPort = 2379
+	EtcdPeerPort   = 2380
+)
+
+// EtcdPeerURL is the peer URL kprov gives the member on a host with this
+// address; members are matched to hosts by this exact string.
+func EtcdPeerURL(address string) string {
+	return "https://" + net.JoinHostPort(address, strconv.Itoa(EtcdPeerPort))
+}
+
+// EtcdClientURL is the client URL of the member on a host with this address.
+func EtcdClientURL(address string) string {
+	return "https://" + net.JoinHostPort(address, strconv.Itoa(EtcdClientPort))
+}
+
+// EtcdClientTLS is the TLS configuration kprov talks to external etcd with:
+// the healthcheck client certificate, trusting only the etcd CA.
+func EtcdClientTLS(s *pki.State) (*tls.Config, error) {
+	if s.EtcdHealthcheckClient == nil || s.EtcdCA == nil {
+		return nil, errors.New("the state directory has no etcd client certificate (stacked etcd, or pki not ensured)")
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(s.EtcdCA.Cert)
+	return &tls.Config{
+		Certificates: []tls.Certificate{s.EtcdHealthcheckClient.TLSCertificate()},
+		RootCAs:      roots,
+		MinVersion:   tls.VersionTLS12,
+	}, nil
+}
+
+// etcdGatherer reads the external etcd cluster through the hosts' SSH
+// connections; etcd's ports need not be reachable from the operator.
+type etcdGatherer struct {
+	inv     *inventory.Inventory
+	hosts   map[string]*probed
+	tls     *tls.Config
+	timeout time.Duration
+	log     *log.Logger
+}
+
+// reachable returns the host's probe when it was reached and probed.
+func (g *etcdGatherer) reachable(name string) *probed {
+	if p := g.hosts[name]; p != nil && p.res != nil && p.exec != nil {
+		return p
+	}
+	return nil
+}
+
+// members returns the live member list and where it came from: the first
+// etcd host with an active service that answers MemberList, or, when none
+// does, the member configs on hosts that hold etcd data (fromConfigs).
+func (g *etcdGatherer) members(ctx context.Context) ([]EtcdMember, string, error) {
+	for _, name := range g.inv.Topology.EtcdHosts {
+		p := g.reachable(name)
+		if p == nil || p.res.Facts.Services["etcd"] != "active" {
+			continue
+		}
+		cli, err := g.client(ctx, p)
+		if err != nil {
+			g.log.Warn("etcd client", "host", name, "err", err)
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, g.timeout)
+		// Linearizable (the default): a member cut off from quorum must not
+		// hand the planner a stale member list.
+		list, err := cli.MemberList(lctx)
+		cancel()
+		if err != nil {
+			cli.Close()
+			if ctx.Err() != nil {
+				return nil, "", ctx.Err()
+			}
+			g.log.Warn("etcd member list failed", "host", name, "err", err)
+			continue
+		}
+		g.log.Debug("etcd member list", "via", name, "members", len(list.Members))
+		members := g.withStatus(ctx, cli, list)
+		cli.Close()
+		return members, EtcdSourceLive, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
+	members := g.fromConfigs()
+	if len(members) == 0 {
+		return nil, "", nil
+	}
+	g.log.Warn("no etcd member answered; member list rebuilt from config files", "members", len(members))
+	return members, EtcdSourceConfig, nil
+}
+
+// client opens an etcd client whose every connection is tunnelled through
+// SSH: to a member's address through that member's own host (so its status
+// says whether it answers on its own host), to anything else through via.
+// Connecting is lazy; nothing is dialled until the first request.
+func (g *etcdGatherer) client(ctx context.Context, via *probed) (*clientv3.Client, error) {
+	byAddr := map[string]ssh.Executor{}
+	for _, h := range g.inv.Hosts {
+		if p := g.reachable(h.Name); p != nil {
+			byAddr[h.Address] = p.exec
+		}
+	}
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		ex := via.exec
+		if host, _, err := net.SplitHostPort(addr); err == nil && byAddr[host] != nil {
+			ex = byAddr[host]
+		}
+		return ex.Dial(ctx, "tcp", addr)
+	}
+	return clientv3.New(clientv3.Config{
+		Endpoints:   []string{EtcdClientURL(via.host.Address)},
+		TLS:         g.tls.Clone(),
+		DialTimeout: g.timeout,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
+		// The client would otherwise build a logger writing to stderr.
+		Logger:  zap.NewNop(),
+		Context: ctx,
+	})
+}
+
+// withStatus joins the member list with each member's status (asked of the
+// member itself, all at once so a dead member costs one timeout, not one
+// each) and with its host's facts.
+func (g *etcdGatherer) withStatus(ctx context.Context, cli *clientv3.Client, list *clientv3.MemberListResponse) []EtcdMember {
+	clusterID := list.Header.GetClusterId()
+	byPeer := map[string]*inventory.Host{}
+	for _, h := range g.inv.Hosts {
+		byPeer[EtcdPeerURL(h.Address)] = h
+	}
+	out := make([]EtcdMember, len(list.Members))
+	statuses := make([]*clientv3.StatusResponse, len(list.Members))
+	var wg sync.WaitGroup
+	for i, m := range list.Members {
+		em := EtcdMember{ID: m.ID, Name: m.Name, Learner: m.IsLearner}
+		if len(m.PeerURLs) > 0 {
+			em.PeerURL = m.PeerURLs[0]
+		}
+		// Exact peer URL match only: a prefix or substring match once tied
+		// 10.20.0.2 to 10.20.0.21 and removed the wrong member elsewhere.
+		var h *inventory.Host
+		for _, u := range m.PeerURLs {
+			if byPeer[u] != nil {
+				h, em.PeerURL = byPeer[u], u
+				break
+			}
+		}
+		if h != nil {
+			if em.Name == "" {
+				// A learner added but not started yet has no name; kprov
+				// names members after their hosts.
+				em.Name = h.Name
+			}
+			if p := g.reachable(h.Name); p != nil {
+				local := g.memberOnHost(h, p)
+				em.HostReachable, em.Running = true, local.Running
+				em.ConfigSHA256, em.ConfigCoreSHA256 = local.ConfigSHA256, local.ConfigCoreSHA256
+			}
+		}
+		out[i] = em
+		ep := statusEndpoint(m.ClientURLs, h)
+		if ep == "" {
+			continue // never started: it has no client URL to ask
+		}
+		wg.Go(func() {
+			sctx, cancel := context.WithTimeout(ctx, g.timeout)
+			defer cancel()
+			st, err := cli.Status(sctx, ep)
+			if err != nil {
+				g.log.Debug("etcd member status failed", "member", em.Name, "endpoint", ep, "err", err)
+				return
+			}
+			statuses[i] = st
+		})
+	}
+	wg.Wait()
+
+	// Every member reports the leader it follows; the one with the highest
+	// term is the current one (a member cut off may still name an old one).
+	var leader, term uint64
+	for _, st := range statuses {
+		if st != nil && st.RaftTerm >= term {
+			leader, term = st.Leader, st.RaftTerm
+		}
+	}
+	for i := range out {
+		st := statuses[i]
+		// A member that answers for another cluster (a data directory from
+		// an earlier life) or as another member is not this member healthy.
+		out[i].Healthy = st != nil && st.Header.GetClusterId() == clusterID && st.Header.GetMemberId() == out[i].ID
+		out[i].Leader = leader != 0 && out[i].ID == leader
+		if !out[i].HostReachable && out[i].Healthy {
+			// Not one of the inventory's hosts (or its host is unreachable):
+			// answering is the only sign it runs.
+			out[i].Running = true
+		}
+	}
+	return out
+}
+
+// statusEndpoint picks the client URL to ask a member for its status: the
+// one on its own host's address when there is one.
+func statusEndpoint(clientURLs []string, h *inventory.Host) string {
+	if h != nil {
+		for _, u := range clientURLs {
+			if pu, err := url.Parse(u); err == nil && pu.Hostname() == h.Address {
+				return u
+			}
+		}
+	}
+	if len(clientURLs) > 0 {
+		return clientURLs[0]
+	}
+	return ""
+}
+
+// fromConfigs rebuilds the member list when no member answered, most often
+// a cold start after a power loss, so the planner starts the members
+// together instead of taking the hosts for fresh ones and bootstrapping a
+// second cluster over their data.
+//
+// A host is a member when its data directory holds etcd data; its name and
+// peer URL come from its config file. Members listed in those configs'
+// initial-cluster but not found that way (their host unreachable, or
+// without data) are added too, so a cluster with one host down is not
+// mistaken for a smaller one. What cannot be known without a live member is
+// left at its zero value: ID 0, Learner false (a learner looks like a voter
+// here), Leader and Healthy false.
+func (g *etcdGatherer) fromConfigs() []EtcdMember {
+	var out []EtcdMember
+	seen := map[string]bool{}
+	listed := map[string]string{} // peer URL -> name, from initial-cluster
+	byPeer := map[string]*inventory.Host{}
+	for _, h := range g.inv.Hosts {
+		byPeer[EtcdPeerURL(h.Address)] = h
+		p := g.reachable(h.Name)
+		if p == nil || !p.res.EtcdData || p.res.EtcdConfig == nil {
+			continue
+		}
+		id := parseEtcdConfigIdentity(p.res.EtcdConfig)
+		m := g.memberOnHost(h, p)
+		if id.Name != "" {
+			m.Name = id.Name
+		}
+		if id.PeerURL != "" {
+			m.PeerURL = id.PeerURL
+		}
+		if seen[m.PeerURL] {
+			continue
+		}
+		seen[m.PeerURL] = true
+		out = append(out, m)
+		for n, u := range id.InitialCluster {
+			listed[u] = n
+		}
+	}
+	var extra []EtcdMember
+	for u, n := range listed {
+		if seen[u] {
+			continue
+		}
+		m := EtcdMember{Name: n, PeerURL: u}
+		if h := byPeer[u]; h != nil {
+			if p := g.reachable(h.Name); p != nil {
+				m = g.memberOnHost(h, p)
+				m.Name, m.PeerURL = n, u
+			}
+		}
+		extra = append(extra, m)
+	}
+	// Map order must not leak into the facts (their digest is compared).
+	slices.SortFunc(extra, func(a, b EtcdMember) int { return strings.Compare(a.PeerURL, b.PeerURL) })
+	return append(out, extra...)
+}
+
+// memberOnHost is what a reachable host says about its member without asking etcd.
+func (g *etcdGatherer) memberOnHost(h *inventory.Host, p *probed) EtcdMember {
+	m := EtcdMember{Name: h.Name, PeerURL: EtcdPeerURL(h.Address), HostReachable: true,
+		Running: p.res.Facts.Services["etcd"] == "active"}
+	if p.res.EtcdConfig != nil {
+		m.ConfigSHA256 = sha256Hex(p.res.EtcdConfig)
+		m.ConfigCoreSHA256 = sha256Hex(NormalizeEtcdConfig(p.res.EtcdConfig))
+	}
+	return m
+}
