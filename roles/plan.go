@@ -220,8 +220,20 @@ func (p *planner) etcdConfig(t EtcdTarget, initial []EtcdTarget, state string) C
 		return f
 	}
 	boot := p.formed()
-	boot[t.Name] = EtcdBootstrap{State: state, Cluster: names}
-	r, err := Render(p.inv, p.st, Options{Templates: p.opts.Templates, InitMaster: p.initMaster, EtcdBootstrap: boot})
+	var r *Rendering
+	var err error
+	if formed := boot[t.Name]; formed.State == state && slices.Equal(formed.Cluster, names) {
+		r = p.final
+	} else {
+		boot[t.Name] = EtcdBootstrap{State: state, Cluster: names}
+		// An etcd member's configuration depends only on the masters and
+		// the etcd members, so render just those hosts, not every node.
+		sub := *p.inv
+		sub.Hosts = slices.DeleteFunc(slices.Clone(p.inv.Hosts), func(h *inventory.Host) bool {
+			return !h.Has(inventory.RoleMaster) && !h.Has(inventory.RoleEtcd)
+		})
+		r, err = Render(&sub, p.st, Options{Templates: p.opts.Templates, InitMaster: p.initMaster, EtcdBootstrap: boot})
+	}
 	if err != nil {
 		p.renderErr = err
 		return ConfigFile{}

@@ -189,3 +189,32 @@ func TestPlanRefusesUnreachableHost(t *testing.T) {
 		t.Fatalf("want an error naming the unreachable host and why, got %v", err)
 	}
 }
+
+// The planner renders an etcd member's configuration from the masters and
+// etcd hosts alone; it must be byte-identical to rendering every host.
+func TestEtcdConfigFromSubsetMatchesFullRender(t *testing.T) {
+	inv := loadInventory(t, filepath.Join("..", "examples", "ha-external.kprov.hcl"))
+	st := newState(t, inv)
+	p := &planner{inv: inv, st: st, etcdCache: map[string]ConfigFile{}, initMaster: "master-1"}
+	full, err := Render(inv, st, Options{InitMaster: "master-1", EtcdBootstrap: p.formed()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.final = full
+	initial := []EtcdTarget{{Name: "etcd-1", PeerURL: "https://192.0.2.21:2380"}, {Name: "etcd-2", PeerURL: "https://192.0.2.22:2380"}}
+	got := p.etcdConfig(initial[1], initial, StateExisting)
+	boot := p.formed()
+	boot["etcd-2"] = EtcdBootstrap{State: StateExisting, Cluster: []string{"etcd-1", "etcd-2"}}
+	want, err := Render(inv, st, Options{InitMaster: "master-1", EtcdBootstrap: boot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range want.Host("etcd-2").Files {
+		if f.Path == EtcdConfigPath && !bytes.Equal(f.Content, got.Content) {
+			t.Fatalf("subset render differs:\n%s\nwant\n%s", got.Content, f.Content)
+		}
+	}
+	if !bytes.Contains(got.Content, []byte(`initial-cluster-state: "existing"`)) || bytes.Contains(got.Content, []byte("192.0.2.23")) {
+		t.Fatalf("etcd-2 joining after etcd-1 must name only those two, state existing:\n%s", got.Content)
+	}
+}
