@@ -87,6 +87,21 @@ func (g *globalOptions) gatherFacts(ctx context.Context, c *cluster, conn provis
 	if err != nil {
 		return nil, err
 	}
+	for _, name := range c.inv.Topology.Masters {
+		if hf := facts.Hosts[name]; hf == nil || !hf.Reachable || !hf.ControlPlane {
+			continue
+		}
+		exec, err := conn.Connect(ctx, c.inv.Host(name))
+		if err == nil {
+			facts.Nodes, err = provision.GatherNodes(ctx, exec)
+		}
+		if err == nil {
+			break
+		}
+		// Without the node list the plan sets every node's labels and taints
+		// again, which is harmless; say why instead of failing the plan.
+		g.log.Warn("cannot list nodes; labels and taints will be set again", "master", name, "err", err)
+	}
 	if fi, err := os.Stat(c.kubeconfigPath()); err == nil && fi.Size() > 0 {
 		facts.KubeconfigFetched = true
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {

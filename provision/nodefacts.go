@@ -1,0 +1,72 @@
+package provision
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/kprov/kprov/provision/ssh"
+)
+
+// AdminKubeconfigPath is the admin kubeconfig kubeadm writes on every master.
+const AdminKubeconfigPath = "/etc/kubernetes/admin.conf"
+
+// nodesCommand lists the cluster's nodes from a master, read-only.
+const nodesCommand = "kubectl --kubeconfig " + AdminKubeconfigPath + " get nodes -o json --request-timeout=20s"
+
+// kubeNodeList is the part of `kubectl get nodes -o json` kprov reads.
+type kubeNodeList struct {
+	Items []struct {
+		Metadata struct {
+			Name   string            `json:"name"`
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+		Spec struct {
+			Taints []struct {
+				Key    string `json:"key"`
+				Value  string `json:"value"`
+				Effect string `json:"effect"`
+			} `json:"taints"`
+		} `json:"spec"`
+	} `json:"items"`
+}
+
+// GatherNodes reads every node's labels and taints through kubectl on a
+// master that runs the control plane, so the planner sets labels and taints
+// only where they differ.
+func GatherNodes(ctx context.Context, master ssh.Executor) (map[string]*NodeFacts, error) {
+	res, err := master.Run(ctx, ssh.Command{Cmd: nodesCommand, MaxOutput: 64 << 20})
+	if err != nil {
+		return nil, fmt.Errorf("%s: list nodes: %w", master.Name(), err)
+	}
+	if res.Truncated {
+		return nil, fmt.Errorf("%s: list nodes: output over 64 MiB", master.Name())
+	}
+	return parseNodes(res.Stdout)
+}
+
+func parseNodes(b []byte) (map[string]*NodeFacts, error) {
+	var list kubeNodeList
+	if err := json.Unmarshal(b, &list); err != nil {
+		return nil, fmt.Errorf("list nodes: kubectl output is not a node list: %w", err)
+	}
+	out := make(map[string]*NodeFacts, len(list.Items))
+	for _, it := range list.Items {
+		nf := &NodeFacts{Labels: it.Metadata.Labels}
+		if nf.Labels == nil {
+			nf.Labels = map[string]string{}
+		}
+		for _, t := range it.Spec.Taints {
+			// The same key[=value]:Effect form the inventory and the plan use.
+			s := t.Key
+			if t.Value != "" {
+				s += "=" + t.Value
+			}
+			nf.Taints = append(nf.Taints, s+":"+t.Effect)
+		}
+		sort.Strings(nf.Taints)
+		out[it.Metadata.Name] = nf
+	}
+	return out, nil
+}
