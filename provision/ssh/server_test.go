@@ -270,7 +270,10 @@ func (s *fakeServer) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 				return
 			}
 			started = true
-			s.runHandler(ch, serveSFTP(ch), signals, true)
+			// The handler's end of session (CloseWrite, Close) goes through
+			// the same lock as the sftp server's writes.
+			lc := &lockedChannel{Channel: ch}
+			s.runHandler(lc, serveSFTP(lc), signals, true)
 		default:
 			// Agent forwarding, pty, env, x11: refused, and recorded so a
 			// test can assert the client never asked.
@@ -349,9 +352,8 @@ func shell(line string) handler {
 }
 
 // serveSFTP runs pkg/sftp's server on the channel (real files).
-func serveSFTP(ch ssh.Channel) handler {
+func serveSFTP(lc *lockedChannel) handler {
 	return func(io.Reader, io.Writer, io.Writer, <-chan string) int {
-		lc := &lockedChannel{Channel: ch}
 		srv, err := sftp.NewServer(lc)
 		if err != nil {
 			return 1
@@ -374,6 +376,12 @@ func (c *lockedChannel) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.Channel.Write(p)
+}
+
+func (c *lockedChannel) CloseWrite() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Channel.CloseWrite()
 }
 
 func (c *lockedChannel) Close() error {
