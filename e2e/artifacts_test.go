@@ -6,7 +6,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,13 +16,10 @@ import (
 )
 
 // TestArtifacts builds (or finds cached) etcd and kubeadm and checks that
-// they run and know their versions. KPROV_ARTIFACTS_DIR overrides the cache,
-// which is shared with `kprov lab artifacts` so CI builds once per cache.
+// they run and know their versions. The cache (artifactsDir) is shared with
+// the other e2e tests and `kprov lab artifacts`, so CI builds once per cache.
 func TestArtifacts(t *testing.T) {
-	dir := os.Getenv("KPROV_ARTIFACTS_DIR")
-	if dir == "" {
-		dir = filepath.Join(lab.DefaultCacheDir, "artifacts")
-	}
+	dir := artifactsDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	v := lab.Versions{Etcd: lab.DefaultEtcdVersion, Kubernetes: lab.DefaultKubernetesVersion}

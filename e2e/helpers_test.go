@@ -16,6 +16,26 @@ import (
 	"github.com/kprov/kprov/lab"
 )
 
+// artifactsDir is the cache of built binaries (etcd, kubeadm) that every e2e
+// test needing them shares, so a run builds each one once:
+// KPROV_ARTIFACTS_DIR, else lab.DefaultArtifactsDir, the cache `kprov lab
+// artifacts` fills, else, when not root and so unable to write there,
+// kprov/artifacts in the user's cache directory.
+func artifactsDir(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("KPROV_ARTIFACTS_DIR"); d != "" {
+		return d
+	}
+	if os.Geteuid() == 0 {
+		return lab.DefaultArtifactsDir
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		t.Fatalf("artifact cache: %v (set KPROV_ARTIFACTS_DIR)", err)
+	}
+	return filepath.Join(d, "kprov", "artifacts")
+}
+
 // UpLab brings up a lab with the given machines for one test, with its own
 // name and directory, and tears it down when the test ends. It is the entry
 // point for end-to-end tests of other features:

@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kprov/kprov/internal/testtools"
+	"github.com/charmbracelet/log"
+
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/lab"
 	"github.com/kprov/kprov/provision/pki"
 	"github.com/kprov/kprov/roles"
 	"github.com/kprov/kprov/templates"
@@ -35,26 +37,24 @@ var inventories = []string{
 }
 
 // kubeadm returns the real kubeadm of version, built from the module proxy
-// on first use and cached (testtools.CacheDir). It skips the test, saying
-// why, only when the go toolchain or the module proxy is unavailable.
+// on first use and cached with lab.BuildKubeadm in artifactsDir, the cache
+// TestArtifacts and `kprov lab artifacts` use. It skips the test, saying why,
+// only when the go command is missing or reports that the module proxy or
+// the network failed (lab.ErrToolchain).
 func kubeadm(t *testing.T, version string) string {
 	t.Helper()
-	dir, err := testtools.CacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	start := time.Now()
-	bin, err := testtools.Kubeadm(ctx, version, dir)
-	if errors.Is(err, testtools.ErrToolchain) {
+	art, err := lab.BuildKubeadm(ctx, artifactsDir(t), version, log.New(t.Output()))
+	if errors.Is(err, lab.ErrToolchain) {
 		t.Skipf("SKIP: cannot build kubeadm v%s to validate rendered configurations: %v", version, err)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("kubeadm v%s: %s (%s)", version, bin, time.Since(start).Round(time.Millisecond))
-	return bin
+	t.Logf("kubeadm v%s: %s (%s)", version, art.Path, time.Since(start).Round(time.Millisecond))
+	return art.Path
 }
 
 // TestRenderedKubeadmConfigsValidate renders every inventory and runs

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -45,78 +46,183 @@ type Artifacts struct {
 // All lists the artifacts in a fixed order.
 func (a Artifacts) All() []Artifact { return []Artifact{a.Etcd, a.Etcdctl, a.Etcdutl, a.Kubeadm} }
 
+// DefaultArtifactsDir is the artifact cache `kprov lab artifacts` and the
+// end-to-end tests share, so a machine builds each binary once.
+const DefaultArtifactsDir = DefaultCacheDir + "/artifacts"
+
+// ErrToolchain is wrapped by every build error that comes from a missing go
+// command or from the module proxy or network failing the go command, as
+// opposed to a build that is wrong. Tests may skip on it and on nothing else.
+var ErrToolchain = errors.New("go toolchain or module proxy unavailable")
+
+// unreachable matches what the go command says when the module proxy or the
+// network fails it. A proxy answers 403, 404 or 410 for a module version it
+// will not serve (proxy.golang.org refuses some k8s.io staging releases).
+var unreachable = regexp.MustCompile(`reading https?://|dial tcp|no such host|connection refused|i/o timeout|TLS handshake timeout|(403|404|410|5\d\d) [A-Z][a-z]`)
+
+// goError marks err with ErrToolchain when msg, what the go command said, is
+// a proxy or network failure.
+func goError(err error, msg string) error {
+	if unreachable.MatchString(msg) {
+		return fmt.Errorf("%w: %w", ErrToolchain, err)
+	}
+	return err
+}
+
+// runGo runs the go command in dir with extra environment variables; a
+// failure the proxy or network caused wraps ErrToolchain. GOWORK=off keeps a
+// go.work around the caller from leaking into the throwaway build modules.
+func runGo(ctx context.Context, dir string, env []string, args ...string) ([]byte, error) {
+	out, err := runCommand(ctx, dir, append([]string{"GOWORK=off"}, env...), "go", args...)
+	var ce *CommandError
+	if errors.As(err, &ce) {
+		return out, goError(err, ce.Stderr)
+	}
+	return out, err
+}
+
+// versionFormat is a release version such as 1.37.2 or v3.6.0-rc.1. It
+// becomes part of a path in the cache, so nothing else is accepted.
+var versionFormat = regexp.MustCompile(`^v?\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?$`)
+
+// artifactCache is an open, locked artifact directory and its manifest.
+type artifactCache struct {
+	dir      string // absolute
+	manifest map[string]string
+	unlock   func()
+}
+
+// openArtifactCache creates and locks dir and reads its manifest. The lock
+// serialises builders (a test run and `kprov lab artifacts`, say), so two
+// never build the same binary at once.
+func openArtifactCache(dir string) (*artifactCache, error) {
+	if _, err := exec.LookPath("go"); err != nil {
+		return nil, fmt.Errorf("the go command is needed to build artifacts (install Go): %w: %w", ErrToolchain, err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("artifact cache: %w", err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("artifact cache: %w", err)
+	}
+	unlock, err := lockFile(filepath.Join(abs, ".lock"))
+	if err != nil {
+		return nil, fmt.Errorf("artifact cache: %w", err)
+	}
+	manifest, err := readManifest(filepath.Join(abs, ManifestFile))
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	return &artifactCache{dir: abs, manifest: manifest, unlock: unlock}, nil
+}
+
+// ensure fills in the checksums of arts, running build first unless every
+// one of them is present and matches the manifest, and records them in the
+// manifest on disk at once, so a later failure does not cost this build.
+func (c *artifactCache) ensure(arts []*Artifact, build func() error) error {
+	sums := make([]string, len(arts))
+	cached := true
+	for i, art := range arts {
+		sum, err := fileSHA256(art.Path)
+		sums[i] = sum
+		if err != nil || c.manifest[c.rel(art)] != sum {
+			cached = false
+			break
+		}
+	}
+	if cached {
+		for i, art := range arts {
+			art.SHA256 = sums[i]
+		}
+		return nil
+	}
+	if err := build(); err != nil {
+		return err
+	}
+	for _, art := range arts {
+		sum, err := fileSHA256(art.Path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", art.Name, err)
+		}
+		art.SHA256 = sum
+		c.manifest[c.rel(art)] = sum
+	}
+	// Entries of artifacts this call did not touch are kept.
+	return writeManifest(filepath.Join(c.dir, ManifestFile), c.manifest)
+}
+
+func (c *artifactCache) rel(art *Artifact) string {
+	rel, _ := filepath.Rel(c.dir, art.Path)
+	return filepath.ToSlash(rel)
+}
+
 // BuildArtifacts builds etcd, etcdctl, etcdutl and kubeadm from the Go module
 // proxy into dir (dir/etcd-vX/..., dir/kubernetes-vY/kubeadm) and records
 // their checksums in dir/SHA256SUMS. A binary whose file matches its recorded
 // checksum is not built again. The binaries are static (CGO_ENABLED=0), so
-// they run on any lab machine, as an air-gapped site's would.
+// they run on any lab machine, as an air-gapped site's would. An error the
+// module proxy or the network caused wraps ErrToolchain.
 func BuildArtifacts(ctx context.Context, dir string, v Versions, logger *log.Logger) (Artifacts, error) {
 	if v.Etcd == "" {
 		v.Etcd = DefaultEtcdVersion
 	}
-	if v.Kubernetes == "" {
-		v.Kubernetes = DefaultKubernetesVersion
+	if !versionFormat.MatchString(v.Etcd) {
+		return Artifacts{}, fmt.Errorf("etcd version %q: want MAJOR.MINOR.PATCH", v.Etcd)
 	}
-	etcdV, k8sV := "v"+strings.TrimPrefix(v.Etcd, "v"), "v"+strings.TrimPrefix(v.Kubernetes, "v")
-	if _, err := exec.LookPath("go"); err != nil {
-		return Artifacts{}, errors.New("the go command is needed to build artifacts: install Go")
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return Artifacts{}, fmt.Errorf("artifact cache: %w", err)
-	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return Artifacts{}, fmt.Errorf("artifact cache: %w", err)
-	}
-	unlock, err := lockFile(filepath.Join(abs, ".lock"))
-	if err != nil {
-		return Artifacts{}, fmt.Errorf("artifact cache: %w", err)
-	}
-	defer unlock()
-	manifest, err := readManifest(filepath.Join(abs, ManifestFile))
+	c, err := openArtifactCache(dir)
 	if err != nil {
 		return Artifacts{}, err
 	}
-	etcdDir := filepath.Join(abs, "etcd-"+etcdV)
-	k8sDir := filepath.Join(abs, "kubernetes-"+k8sV)
+	defer c.unlock()
+	etcdV := "v" + strings.TrimPrefix(v.Etcd, "v")
+	etcdDir := filepath.Join(c.dir, "etcd-"+etcdV)
 	a := Artifacts{
 		Etcd:    Artifact{Name: "etcd", Path: filepath.Join(etcdDir, "etcd")},
 		Etcdctl: Artifact{Name: "etcdctl", Path: filepath.Join(etcdDir, "etcdctl")},
 		Etcdutl: Artifact{Name: "etcdutl", Path: filepath.Join(etcdDir, "etcdutl")},
-		Kubeadm: Artifact{Name: "kubeadm", Path: filepath.Join(k8sDir, "kubeadm")},
 	}
-	cached := func(arts ...*Artifact) bool {
-		for _, art := range arts {
-			rel, _ := filepath.Rel(abs, art.Path)
-			sum, err := fileSHA256(art.Path)
-			if err != nil || manifest[rel] != sum {
-				return false
-			}
-			art.SHA256 = sum
-		}
-		return true
+	if err := c.ensure([]*Artifact{&a.Etcd, &a.Etcdctl, &a.Etcdutl}, func() error {
+		return buildEtcd(ctx, etcdDir, etcdV, logger)
+	}); err != nil {
+		return Artifacts{}, err
 	}
-	if !cached(&a.Etcd, &a.Etcdctl, &a.Etcdutl) {
-		if err := buildEtcd(ctx, etcdDir, etcdV, logger); err != nil {
-			return Artifacts{}, err
-		}
-	}
-	if !cached(&a.Kubeadm) {
-		if err := buildKubeadm(ctx, k8sDir, k8sV, logger); err != nil {
-			return Artifacts{}, err
-		}
-	}
-	for _, art := range []*Artifact{&a.Etcd, &a.Etcdctl, &a.Etcdutl, &a.Kubeadm} {
-		if art.SHA256, err = fileSHA256(art.Path); err != nil {
-			return Artifacts{}, fmt.Errorf("%s: %w", art.Name, err)
-		}
-		rel, _ := filepath.Rel(abs, art.Path)
-		manifest[rel] = art.SHA256
-	}
-	if err := writeManifest(filepath.Join(abs, ManifestFile), manifest); err != nil {
+	if a.Kubeadm, err = c.kubeadm(ctx, v.Kubernetes, logger); err != nil {
 		return Artifacts{}, err
 	}
 	return a, nil
+}
+
+// BuildKubeadm builds kubeadm of a Kubernetes release (default
+// DefaultKubernetesVersion) into dir/kubernetes-vVERSION/kubeadm, or finds it
+// there, exactly as BuildArtifacts does and in the same cache and manifest,
+// for a caller that needs no etcd. An error the module proxy or the network
+// caused wraps ErrToolchain.
+func BuildKubeadm(ctx context.Context, dir, version string, logger *log.Logger) (Artifact, error) {
+	c, err := openArtifactCache(dir)
+	if err != nil {
+		return Artifact{}, err
+	}
+	defer c.unlock()
+	return c.kubeadm(ctx, version, logger)
+}
+
+// kubeadm ensures kubeadm of version is in the cache.
+func (c *artifactCache) kubeadm(ctx context.Context, version string, logger *log.Logger) (Artifact, error) {
+	if version == "" {
+		version = DefaultKubernetesVersion
+	}
+	if !versionFormat.MatchString(version) || !strings.HasPrefix(strings.TrimPrefix(version, "v"), "1.") {
+		return Artifact{}, fmt.Errorf("kubernetes version %q: want 1.MINOR.PATCH", version)
+	}
+	k8sV := "v" + strings.TrimPrefix(version, "v")
+	k8sDir := filepath.Join(c.dir, "kubernetes-"+k8sV)
+	art := Artifact{Name: "kubeadm", Path: filepath.Join(k8sDir, "kubeadm")}
+	if err := c.ensure([]*Artifact{&art}, func() error { return buildKubeadm(ctx, k8sDir, k8sV, logger) }); err != nil {
+		return Artifact{}, err
+	}
+	return art, nil
 }
 
 // buildEtcd builds the three etcd binaries in a throwaway module that
@@ -200,16 +306,23 @@ func downloadGoMod(ctx context.Context, modVersion string) (string, error) {
 	}
 	defer os.RemoveAll(tmp)
 	// `go mod download` outside a module needs no go.mod, but GOFLAGS=-mod=mod keeps it from consulting one.
-	out, err := runCommand(ctx, tmp, []string{"GOFLAGS=-mod=mod"}, "go", "mod", "download", "-json", modVersion)
-	if err != nil {
-		return "", err
-	}
+	out, runErr := runGo(ctx, tmp, []string{"GOFLAGS=-mod=mod"}, "mod", "download", "-json", modVersion)
+	// On failure the go command still prints the JSON, with the reason in Error and often nothing on stderr.
 	var info struct{ GoMod, Error string }
 	if err := json.Unmarshal(out, &info); err != nil {
+		if runErr != nil {
+			return "", runErr
+		}
 		return "", fmt.Errorf("go mod download %s: %w", modVersion, err)
 	}
-	if info.Error != "" || info.GoMod == "" {
-		return "", fmt.Errorf("go mod download %s: %s", modVersion, info.Error)
+	if info.Error != "" {
+		return "", goError(fmt.Errorf("go mod download %s: %s", modVersion, info.Error), info.Error)
+	}
+	if runErr != nil {
+		return "", runErr
+	}
+	if info.GoMod == "" {
+		return "", fmt.Errorf("go mod download %s: no go.mod reported", modVersion)
 	}
 	return info.GoMod, nil
 }
@@ -229,7 +342,7 @@ func buildInModule(ctx context.Context, what, outDir, extraGoMod string, gets []
 	logger.Info("building from the Go module proxy (a minute or two, once)", "what", what)
 	start := time.Now()
 	env := []string{"CGO_ENABLED=0", "GOFLAGS=-mod=mod"}
-	if _, err := runCommand(ctx, tmp, env, "go", append([]string{"get"}, gets...)...); err != nil {
+	if _, err := runGo(ctx, tmp, env, append([]string{"get"}, gets...)...); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
@@ -246,7 +359,7 @@ func buildInModule(ctx context.Context, what, outDir, extraGoMod string, gets []
 		if len(buildFlags) == 0 {
 			args = append(args, "-ldflags", "-s -w")
 		}
-		if _, err := runCommand(ctx, tmp, env, "go", append(args, binaries[name])...); err != nil {
+		if _, err := runGo(ctx, tmp, env, append(args, binaries[name])...); err != nil {
 			return fmt.Errorf("%s: build %s: %w", what, name, err)
 		}
 		if err := os.Rename(out, filepath.Join(outDir, name)); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -40,7 +39,7 @@ are not rebuilt. Needs the go command and the Go module proxy; not root.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "dir", filepath.Join(lab.DefaultCacheDir, "artifacts"), "artifact cache directory")
+	f.StringVar(&dir, "dir", lab.DefaultArtifactsDir, "artifact cache directory")
 	f.StringVar(&v.Etcd, "etcd-version", lab.DefaultEtcdVersion, "etcd release")
 	f.StringVar(&v.Kubernetes, "kubernetes-version", lab.DefaultKubernetesVersion, "Kubernetes release (for kubeadm)")
 	return cmd

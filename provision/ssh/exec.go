@@ -1,11 +1,13 @@
 package ssh
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -127,17 +129,172 @@ func (c *Client) wrap(cmd string) string {
 	return "sudo -n -- sh -c " + shellQuote(cmd)
 }
 
+// remoteCommand is a command line as the session executes it.
+type remoteCommand struct {
+	line string
+	// grouped: line is groupWrap's, so the command runs in its own process
+	// group and reports that group's ID on stderr.
+	grouped bool
+}
+
+// command is how every command kprov runs reaches the host: in its own
+// process group (groupWrap), as root (wrap).
+func (c *Client) command(cmd string) remoteCommand {
+	return remoteCommand{line: c.wrap(groupWrap(cmd)), grouped: true}
+}
+
+// pgidMarker starts the line groupWrap writes on stderr before the command
+// runs: pgidMarker, the process group ID, a newline. The client takes that
+// line out of stderr.
+const pgidMarker = "kprov-pgid="
+
+// groupWrap makes cmd the leader of a new session, hence of a new process
+// group, and has it announce the group's ID first thing on stderr, so that a
+// cancelled command can be stopped as a whole by a second session
+// (killGroupScript). The "signal" channel request cannot do that: OpenSSH
+// refuses it for root logins ("session signalling requires privilege
+// separation"), and where it is delivered it reaches only the login shell or
+// sudo, not the command's children.
+//
+// setsid(1) creates the session without forking only when its caller is not
+// already a process group leader. sshd makes the login shell one, and both
+// it and sudo's sh exec a lone command instead of forking it, so the
+// trailing "; exit $?" keeps setsid a forked child (not a leader) of the
+// shell; -w is a fallback that waits for the child should setsid fork after
+// all. The ID is printed from inside the new session ($$ of the sh that
+// setsid started), so it is right either way. Stdin and stdout are the
+// session's, untouched.
+func groupWrap(cmd string) string {
+	return `setsid -w sh -c 'echo "` + pgidMarker + `$$" >&2; exec sh -c "$1"' kprov ` + shellQuote(cmd) + `; exit $?`
+}
+
+// killGroupGrace is how long a cancelled command's process group has after
+// SIGTERM before it is sent SIGKILL.
+const killGroupGrace = 5 * time.Second
+
+// killGroupTimeout bounds the whole second session that stops a cancelled
+// command: connecting the session, sudo, the grace period, SIGKILL.
+const killGroupTimeout = killGroupGrace + 10*time.Second
+
+// markerWait bounds how long a cancelled command's process group ID is
+// waited for; the wrapper prints it before anything else runs.
+const markerWait = 2 * time.Second
+
+// killGroupScript sends SIGTERM to process group pgid, polls on the host
+// until the group is gone, and sends SIGKILL to what is left after
+// killGroupGrace. It prints "killed" when SIGKILL was needed. dash's kill
+// takes no "--", so the group is written -PGID right after the signal.
+func killGroupScript(pgid int) string {
+	polls := int(killGroupGrace / (100 * time.Millisecond))
+	return fmt.Sprintf("kill -TERM -%[1]d 2>/dev/null || exit 0; i=0; "+
+		"while [ $i -lt %[2]d ]; do kill -0 -%[1]d 2>/dev/null || exit 0; sleep 0.1; i=$((i+1)); done; "+
+		"kill -KILL -%[1]d 2>/dev/null && echo killed; exit 0", pgid, polls)
+}
+
+// pgidFilter passes a grouped command's stderr on to w, byte for byte,
+// except for the first marker line (pgidMarker, digits, newline), which it
+// takes out and records. Lines before the marker (sudo's warnings) pass
+// through; a partial line is held back only while it may still be the
+// marker. After the marker, nothing is inspected.
+type pgidFilter struct {
+	mu      sync.Mutex
+	w       io.Writer
+	partial []byte // start of a line that may be the marker
+	pgid    int
+	found   chan struct{} // closed when the marker has been seen
+}
+
+func newPGIDFilter(w io.Writer) *pgidFilter {
+	return &pgidFilter{w: w, found: make(chan struct{})}
+}
+
+func (f *pgidFilter) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := len(p)
+	for f.pgid == 0 && len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			f.partial = append(f.partial, p...)
+			if !mayBeMarker(f.partial) {
+				f.w.Write(f.partial)
+				f.partial = nil
+			}
+			return n, nil
+		}
+		line := append(f.partial, p[:i+1]...)
+		f.partial, p = nil, p[i+1:]
+		if pgid, ok := parseMarker(line); ok {
+			f.pgid = pgid
+			close(f.found)
+			continue
+		}
+		f.w.Write(line)
+	}
+	if len(p) > 0 {
+		f.w.Write(p)
+	}
+	return n, nil
+}
+
+// flush passes on a held-back partial line once the stream has ended.
+func (f *pgidFilter) flush() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.partial) > 0 {
+		f.w.Write(f.partial)
+		f.partial = nil
+	}
+}
+
+// PGID is the process group ID the wrapper reported, 0 if none yet.
+func (f *pgidFilter) PGID() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pgid
+}
+
+// mayBeMarker reports whether a line begun with b can still turn out to be the marker.
+func mayBeMarker(b []byte) bool {
+	if len(b) <= len(pgidMarker) {
+		return strings.HasPrefix(pgidMarker, string(b))
+	}
+	if !bytes.HasPrefix(b, []byte(pgidMarker)) || len(b) > len(pgidMarker)+10 {
+		return false
+	}
+	for _, c := range b[len(pgidMarker):] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseMarker reads the process group ID out of a marker line.
+func parseMarker(line []byte) (int, bool) {
+	digits, ok := bytes.CutPrefix(bytes.TrimSuffix(line, []byte("\n")), []byte(pgidMarker))
+	if !ok {
+		return 0, false
+	}
+	pgid, err := strconv.Atoi(string(digits))
+	// A group ID of 1 or less would make "kill -TERM -1" signal every process.
+	if err != nil || pgid <= 1 || strconv.Itoa(pgid) != string(digits) {
+		return 0, false
+	}
+	return pgid, true
+}
+
 // Run runs cmd on the host and returns its output. A non-zero exit is an
 // *ExitError; a timeout matches ErrTimeout and context.DeadlineExceeded;
-// cancelling ctx stops the remote command.
+// cancelling ctx stops the remote command and every process it started.
 func (c *Client) Run(ctx context.Context, cmd Command) (Result, error) {
 	red := newRedactor(cmd.Secrets)
 	shown := red.String(cmd.Cmd)
-	res, err := c.run(ctx, c.wrap(cmd.Cmd), shown, cmd, red)
+	res, err := c.run(ctx, c.command(cmd.Cmd), shown, cmd, red)
 	return res, hostErr(c.cfg.Host, err)
 }
 
-func (c *Client) run(ctx context.Context, line, shown string, cmd Command, red redactor) (Result, error) {
+func (c *Client) run(ctx context.Context, rc remoteCommand, shown string, cmd Command, red redactor) (Result, error) {
 	timeout := cmd.Timeout
 	if timeout == 0 {
 		timeout = c.cfg.CommandTimeout
@@ -161,23 +318,31 @@ func (c *Client) run(ctx context.Context, line, shown string, cmd Command, red r
 	defer sess.Close()
 	stdout, stderr := &capBuffer{max: max}, &capBuffer{max: max}
 	sess.Stdout, sess.Stderr = stdout, stderr
+	var group *pgidFilter
+	if rc.grouped {
+		group = newPGIDFilter(stderr)
+		sess.Stderr = group
+	}
 	if cmd.Stdin != nil {
 		sess.Stdin = cmd.Stdin
 	}
-	if err := sess.Start(line); err != nil {
+	if err := sess.Start(rc.line); err != nil {
 		return Result{}, red.Error(fmt.Errorf("run %q: start: %w", shown, err))
 	}
-	waited := make(chan error, 1)
-	go func() { waited <- sess.Wait() }()
+	var waitErr error
+	waited := make(chan struct{})
+	go func() { waitErr = sess.Wait(); close(waited) }()
 
 	select {
-	case err = <-waited:
+	case <-waited:
+		err = waitErr
 	case <-ctx.Done():
 		// Closing the channel alone does not stop a command that has no
-		// terminal: sshd just closes its pipes. SIGTERM rather than SIGKILL
-		// because sudo relays TERM to the command but cannot relay KILL,
-		// which would leave the command running as an orphan.
+		// terminal: sshd just closes its pipes. The signal request is
+		// refused for root logins and reaches only the login shell or sudo
+		// otherwise; stopGroup is what stops the command.
 		_ = sess.Signal(ssh.SIGTERM)
+		stopErr := c.stopGroup(ctx, group, waited, shown)
 		_ = sess.Close()
 		select {
 		case <-waited:
@@ -189,7 +354,10 @@ func (c *Client) run(ctx context.Context, line, shown string, cmd Command, red r
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w after %s: %w", ErrTimeout, timeout, err)
 		}
-		err = fmt.Errorf("run %q: %w", shown, err)
+		err = errors.Join(fmt.Errorf("run %q: %w", shown, err), stopErr)
+	}
+	if group != nil {
+		group.flush()
 	}
 	res := Result{Duration: time.Since(start)}
 	var cut1, cut2 bool
@@ -211,12 +379,49 @@ func (c *Client) run(ctx context.Context, line, shown string, cmd Command, red r
 	return res, red.Error(err)
 }
 
+// stopGroup stops a cancelled grouped command: it waits (briefly) for the
+// command's process group ID, then runs killGroupScript in a second session
+// on the same connection, as root. It returns an error only when the
+// command may still be running.
+func (c *Client) stopGroup(ctx context.Context, group *pgidFilter, waited <-chan struct{}, shown string) error {
+	if group == nil {
+		return nil
+	}
+	select {
+	case <-group.found:
+	case <-waited:
+		return nil // ended on its own; its group ID may already be someone else's
+	case <-time.After(markerWait):
+		return fmt.Errorf("stop %q: it never reported its process group; it may still be running", shown)
+	}
+	select {
+	case <-waited:
+		return nil
+	default:
+	}
+	pgid := group.PGID()
+	script := killGroupScript(pgid)
+	// The caller's context is done; the stop gets its own bound.
+	res, err := c.run(context.WithoutCancel(ctx), remoteCommand{line: c.wrap(script)}, script,
+		Command{Timeout: killGroupTimeout}, redactor{})
+	if err != nil {
+		c.log.Warn("could not stop a cancelled command", "cmd", shown, "pgid", pgid, "err", err)
+		return fmt.Errorf("stop %q (process group %d): %w", shown, pgid, err)
+	}
+	if strings.TrimSpace(string(res.Stdout)) == "killed" {
+		c.log.Warn("cancelled command ignored SIGTERM and was killed", "cmd", shown, "pgid", pgid, "grace", killGroupGrace)
+	} else {
+		c.log.Debug("stopped cancelled command", "cmd", shown, "pgid", pgid)
+	}
+	return nil
+}
+
 // probeSudo checks once per connection that sudo works without a password,
 // so that a missing sudoers rule fails the host up front with instructions
 // rather than at some later step.
 func (c *Client) probeSudo(ctx context.Context) error {
 	const probe = "sudo -n true"
-	_, err := c.run(ctx, probe, probe, Command{Timeout: c.cfg.ConnectTimeout}, redactor{})
+	_, err := c.run(ctx, remoteCommand{line: probe}, probe, Command{Timeout: c.cfg.ConnectTimeout}, redactor{})
 	var exit *ExitError
 	if errors.As(err, &exit) {
 		return &SudoError{User: c.cfg.User, Stderr: exit.Stderr}

@@ -11,8 +11,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +72,7 @@ func TestExitStatusAndBoundedOutput(t *testing.T) {
 func TestCommandTimeout(t *testing.T) {
 	id := newIdentity(t)
 	s, p, _, cfg := trusted(t, id)
-	s.expect("sleep 30", shell("sleep 30"))
+	s.expect("sleep 30", shell("sleep 30")).expectGroupKill(false)
 	cfg.CommandTimeout = 200 * time.Millisecond
 	c := connectOK(t, p, cfg)
 	start := time.Now()
@@ -83,23 +85,26 @@ func TestCommandTimeout(t *testing.T) {
 	}
 }
 
-// Cancelling the context must stop the remote command, not just stop
-// waiting for it: the server must see a signal and the process must end.
+// Cancelling the context must stop the remote command and its children,
+// not just stop waiting for it, with the server refusing the signal request
+// as OpenSSH does for root: a second session kills the command's process
+// group, whose ID the wrapper reported on stderr (and the client took out).
 func TestCancelKillsRemoteCommand(t *testing.T) {
 	id := newIdentity(t)
 	s, p, _, cfg := trusted(t, id)
+	s.refuseSignals = true
 	marker := filepath.Join(t.TempDir(), "finished")
-	line := "sleep 2 && touch " + marker
+	line := "echo started >&2; (sleep 2 && touch " + marker + ".child) & sleep 2 && touch " + marker
 	killed := make(chan struct{})
 	s.expect(line, func(in io.Reader, o, e io.Writer, sig <-chan string) int {
 		status := shell(line)(in, o, e, sig)
 		close(killed)
 		return status
-	})
+	}).expectGroupKill(false)
 	c := connectOK(t, p, cfg)
 	ctx, cancel := context.WithCancel(ctxT(t))
 	time.AfterFunc(200*time.Millisecond, cancel)
-	_, err := c.Run(ctx, Command{Cmd: line})
+	res, err := c.Run(ctx, Command{Cmd: line})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -111,8 +116,53 @@ func TestCancelKillsRemoteCommand(t *testing.T) {
 	if !slices.Contains(s.sessionRequests(), "signal") {
 		t.Error("no signal request sent")
 	}
+	if !slices.ContainsFunc(s.commands(), func(c string) bool { return strings.HasPrefix(c, "kill -TERM -") }) {
+		t.Errorf("no process group kill among %q", s.commands())
+	}
+	// After it, the shell that ran it may say "Terminated".
+	if !strings.HasPrefix(string(res.Stderr), "started\n") || strings.Contains(string(res.Stderr), pgidMarker) {
+		t.Errorf("stderr = %q, want the command's own line first and no process group marker", res.Stderr)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	for _, f := range []string{marker, marker + ".child"} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s exists: the remote command or its child ran to completion", f)
+		}
+	}
+}
+
+// The same through sudo -n, run for real (as root, sudo needs no rule): the
+// command, its group kill and the wrapper all pass through sudo's sh.
+func TestCancelThroughSudo(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, for sudo -n to run without a sudoers rule")
+	}
+	if _, err := exec.LookPath("sudo"); err != nil {
+		t.Skip("needs sudo")
+	}
+	id := newIdentity(t)
+	s, p, _, cfg := trusted(t, id)
+	cfg.User = "deploy"
+	s.refuseSignals = true
+	marker := filepath.Join(t.TempDir(), "finished")
+	cmd := "sleep 2 && touch " + marker
+	line := "sudo -n -- sh -c " + shellQuote(groupWrap(cmd))
+	s.expectRaw("sudo -n true", rawShell("sudo -n true")).expectRaw(line, rawShell(line)).expectGroupKill(true)
+	c := connectOK(t, p, cfg)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	time.AfterFunc(300*time.Millisecond, cancel)
+	start := time.Now()
+	if _, err := c.Run(ctx, Command{Cmd: cmd}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	// The kill script waits until the group has vanished, zombies reaped;
+	// this machine's init may take a second or two over the orphans.
+	if d := time.Since(start); d > killGroupGrace {
+		t.Errorf("cancellation took %s", d)
+	}
+	time.Sleep(2500 * time.Millisecond)
 	if _, err := os.Stat(marker); err == nil {
-		t.Error("remote command ran to completion")
+		t.Error("the command ran to completion through sudo")
 	}
 }
 
@@ -159,8 +209,8 @@ func TestSudo(t *testing.T) {
 	t.Run("works", func(t *testing.T) {
 		s, p, _, cfg := trusted(t, id)
 		cfg.User = "deploy"
-		s.expect("sudo -n true", script("", "", 0))
-		s.expect(`sudo -n -- sh -c 'echo '\''hi'\'''`, script("hi\n", "", 0))
+		s.expectRaw("sudo -n true", script("", "", 0))
+		s.expectRaw("sudo -n -- sh -c "+shellQuote(groupWrap("echo 'hi'")), script("hi\n", "", 0))
 		c := connectOK(t, p, cfg)
 		if res, err := c.Run(ctxT(t), Command{Cmd: "echo 'hi'"}); err != nil || string(res.Stdout) != "hi\n" {
 			t.Fatalf("run = %q, %v", res.Stdout, err)
@@ -172,7 +222,7 @@ func TestSudo(t *testing.T) {
 	t.Run("needs password", func(t *testing.T) {
 		s, p, _, cfg := trusted(t, id)
 		cfg.User = "deploy"
-		s.expect("sudo -n true", script("", "sudo: a password is required\n", 1))
+		s.expectRaw("sudo -n true", script("", "sudo: a password is required\n", 1))
 		_, err := p.Connect(ctxT(t), cfg)
 		if !errors.Is(err, ErrSudo) || !strings.Contains(err.Error(), "deploy ALL=(ALL) NOPASSWD: ALL") || !strings.Contains(err.Error(), "visudo") {
 			t.Fatalf("err = %v, want ErrSudo with the sudoers fix", err)
@@ -423,5 +473,58 @@ func TestForwarding(t *testing.T) {
 	buf := make([]byte, 4)
 	if _, err := io.ReadFull(conn, buf); err != nil || !bytes.Equal(buf, []byte("ping")) {
 		t.Fatalf("echo = %q, %v", buf, err)
+	}
+}
+
+// groupWrap's line, run by sh as sshd would: stdin and stdout pass through
+// untouched, the exit status is the command's, and the first stderr line is
+// the ID of a process group that is not the shell's.
+func TestGroupWrap(t *testing.T) {
+	if got, want := groupWrap("echo 'hi'"), `setsid -w sh -c 'echo "kprov-pgid=$$" >&2; exec sh -c "$1"' kprov 'echo '\''hi'\'''; exit $?`; got != want {
+		t.Fatalf("groupWrap = %s\nwant        %s", got, want)
+	}
+	cmd := exec.Command("sh", "-c", groupWrap(`cat; printf 'x\r\n' ; ps -o pgid= -p $$ >&2; exit 3`))
+	cmd.Stdin = strings.NewReader("in\x00put")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	f := newPGIDFilter(&stderr)
+	cmd.Stderr = f
+	err := cmd.Run()
+	f.flush()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("exit = %v, want status 3", err)
+	}
+	if stdout.String() != "in\x00putx\r\n" {
+		t.Errorf("stdout = %q", stdout.String())
+	}
+	if pgid := f.PGID(); pgid <= 1 || strings.TrimSpace(stderr.String()) != strconv.Itoa(pgid) || pgid == os.Getpid() {
+		t.Errorf("marker pgid %d, stderr %q: want the command's own group and no marker line", pgid, stderr.String())
+	}
+}
+
+// The filter takes out exactly the first marker line, wherever the writes split.
+func TestPGIDFilter(t *testing.T) {
+	for _, c := range []struct {
+		in, out string
+		pgid    int
+	}{
+		{"kprov-pgid=4242\nerr\n", "err\n", 4242},
+		{"sudo: unable to resolve host x\nkprov-pgid=17\nkprov-pgid=18\n", "sudo: unable to resolve host x\nkprov-pgid=18\n", 17},
+		{"kprov-pgid=1\n", "kprov-pgid=1\n", 0},
+		{"kprov-pgid=12", "kprov-pgid=12", 0},
+		{"kprov-pid=12\nerr", "kprov-pid=12\nerr", 0},
+		{"", "", 0},
+	} {
+		for split := 0; split <= len(c.in); split++ {
+			var out bytes.Buffer
+			f := newPGIDFilter(&out)
+			f.Write([]byte(c.in[:split]))
+			f.Write([]byte(c.in[split:]))
+			f.flush()
+			if out.String() != c.out || f.PGID() != c.pgid {
+				t.Errorf("%q split at %d: out %q pgid %d, want %q %d", c.in, split, out.String(), f.PGID(), c.out, c.pgid)
+			}
+		}
 	}
 }

@@ -32,7 +32,10 @@ import (
 type handler func(stdin io.Reader, stdout, stderr io.Writer, signals <-chan string) int
 
 // fakeServer is an in-process SSH server on 127.0.0.1:0. It runs only the
-// commands a test told it to expect; anything else fails the test.
+// commands a test told it to expect; anything else fails the test. Commands
+// registered with expect arrive wrapped by groupWrap, as Client.Run sends
+// them as root; the others (the sudo probe, a process group kill, a
+// command through sudo) are registered as sent with expectRaw.
 type fakeServer struct {
 	t         testing.TB
 	ln        net.Listener
@@ -47,11 +50,16 @@ type fakeServer struct {
 	keepalives   atomic.Int32
 	ignoreGlobal atomic.Bool
 	stall        bool
+	// refuseSignals refuses "signal" requests as OpenSSH does for root
+	// logins ("session signalling requires privilege separation").
+	refuseSignals bool
 
 	mu       sync.Mutex
-	exact    map[string]handler
+	exact    map[string]handler // inner commands of groupWrap lines
 	prefix   map[string]handler
-	ran      []string
+	raw      map[string]handler // lines as sent
+	rawPfx   map[string]func(line string) handler
+	ran      []string // inner commands of groupWrap lines, other lines as sent
 	requests []string // session request types seen
 	users    []string
 	forwards int
@@ -69,7 +77,8 @@ func newFakeServer(t testing.TB, clientKey ssh.PublicKey, hostKeys ...ssh.Signer
 		t.Fatal(err)
 	}
 	s := &fakeServer{t: t, ln: ln, addr: ln.Addr().String(), port: ln.Addr().(*net.TCPAddr).Port,
-		hostKeys: hostKeys, clientKey: clientKey, exact: map[string]handler{}, prefix: map[string]handler{}}
+		hostKeys: hostKeys, clientKey: clientKey, exact: map[string]handler{}, prefix: map[string]handler{},
+		raw: map[string]handler{}, rawPfx: map[string]func(string) handler{}}
 	t.Cleanup(s.close)
 	return s
 }
@@ -110,7 +119,7 @@ func (s *fakeServer) close() {
 	s.wg.Wait()
 }
 
-// expect registers a handler for an exact command line.
+// expect registers a handler for a command, sent wrapped by groupWrap.
 func (s *fakeServer) expect(cmd string, h handler) *fakeServer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -118,13 +127,59 @@ func (s *fakeServer) expect(cmd string, h handler) *fakeServer {
 	return s
 }
 
-// expectPrefix registers a handler for command lines with a prefix (for
-// commands naming random temporary files).
+// expectPrefix registers a handler for commands with a prefix, sent wrapped
+// by groupWrap (for commands naming random temporary files).
 func (s *fakeServer) expectPrefix(prefix string, h handler) *fakeServer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.prefix[prefix] = h
 	return s
+}
+
+// expectRaw registers a handler for a line exactly as sent.
+func (s *fakeServer) expectRaw(line string, h handler) *fakeServer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.raw[line] = h
+	return s
+}
+
+// expectRawPrefix registers a handler, made from the whole line, for lines
+// as sent with a prefix.
+func (s *fakeServer) expectRawPrefix(prefix string, h func(line string) handler) *fakeServer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rawPfx[prefix] = h
+	return s
+}
+
+// expectGroupKill accepts the second session that stops a cancelled
+// command's process group (killGroupScript, through sudo when sudo is
+// true), and runs it for real: the group is a real one, made by a shell
+// handler running groupWrap.
+func (s *fakeServer) expectGroupKill(sudo bool) *fakeServer {
+	prefix := "kill -TERM -"
+	if sudo {
+		prefix = "sudo -n -- sh -c '" + prefix
+	}
+	return s.expectRawPrefix(prefix, rawShell)
+}
+
+// unwrapGroup returns the command inside a groupWrap line.
+func unwrapGroup(line string) (string, bool) {
+	const probe = "\x00"
+	w := groupWrap(probe)
+	i := strings.Index(w, shellQuote(probe))
+	pre, post := w[:i], w[i+len(shellQuote(probe)):]
+	q, ok := strings.CutPrefix(line, pre)
+	if !ok {
+		return "", false
+	}
+	if q, ok = strings.CutSuffix(q, post); !ok || len(q) < 2 || q[0] != '\'' || q[len(q)-1] != '\'' {
+		return "", false
+	}
+	cmd := strings.ReplaceAll(q[1:len(q)-1], `'\''`, `'`)
+	return cmd, shellQuote(cmd) == q
 }
 
 func (s *fakeServer) commands() []string {
@@ -245,6 +300,10 @@ func (s *fakeServer) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 		s.requests = append(s.requests, r.Type)
 		s.mu.Unlock()
 		switch {
+		case r.Type == "signal" && s.refuseSignals:
+			if r.WantReply {
+				r.Reply(false, nil)
+			}
 		case r.Type == "signal":
 			var sig struct{ Name string }
 			ssh.Unmarshal(r.Payload, &sig)
@@ -270,7 +329,10 @@ func (s *fakeServer) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 				return
 			}
 			started = true
-			s.runHandler(ch, serveSFTP(ch), signals, true)
+			// The handler's end of session (CloseWrite, Close) goes through
+			// the same lock as the sftp server's writes.
+			lc := &lockedChannel{Channel: ch}
+			s.runHandler(lc, serveSFTP(lc), signals, true)
 		default:
 			// Agent forwarding, pty, env, x11: refused, and recorded so a
 			// test can assert the client never asked.
@@ -281,19 +343,32 @@ func (s *fakeServer) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 	}
 }
 
-func (s *fakeServer) lookup(cmd string) handler {
+func (s *fakeServer) lookup(line string) handler {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ran = append(s.ran, cmd)
-	if h, ok := s.exact[cmd]; ok {
-		return h
-	}
-	for p, h := range s.prefix {
-		if strings.HasPrefix(cmd, p) {
+	if cmd, ok := unwrapGroup(line); ok {
+		s.ran = append(s.ran, cmd)
+		if h, ok := s.exact[cmd]; ok {
 			return h
 		}
+		for p, h := range s.prefix {
+			if strings.HasPrefix(cmd, p) {
+				return h
+			}
+		}
+		s.t.Errorf("fake server: unexpected command %q (wrapped as %q)", cmd, line)
+		return nil
 	}
-	s.t.Errorf("fake server: unexpected command %q", cmd)
+	s.ran = append(s.ran, line)
+	if h, ok := s.raw[line]; ok {
+		return h
+	}
+	for p, h := range s.rawPfx {
+		if strings.HasPrefix(line, p) {
+			return h(line)
+		}
+	}
+	s.t.Errorf("fake server: unexpected command line %q", line)
 	return nil
 }
 
@@ -317,9 +392,17 @@ func script(stdout, stderr string, status int) handler {
 	}
 }
 
-// shell runs the command line with sh, killing its process group on a
-// signal, so that commands touching t.TempDir files behave for real.
+// shell runs a line with sh as sshd would, the login shell killed (with its
+// process group) on a signal, so that commands touching t.TempDir files
+// behave for real. For a command registered with expect, line is the
+// command and what runs is groupWrap(line), as sent: the command gets a
+// session of its own, and the signal does not reach it.
 func shell(line string) handler {
+	return rawShell(groupWrap(line))
+}
+
+// rawShell runs line with sh as it is.
+func rawShell(line string) handler {
 	return func(in io.Reader, o, e io.Writer, signals <-chan string) int {
 		cmd := exec.Command("sh", "-c", line)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = in, o, e
@@ -349,9 +432,8 @@ func shell(line string) handler {
 }
 
 // serveSFTP runs pkg/sftp's server on the channel (real files).
-func serveSFTP(ch ssh.Channel) handler {
+func serveSFTP(lc *lockedChannel) handler {
 	return func(io.Reader, io.Writer, io.Writer, <-chan string) int {
-		lc := &lockedChannel{Channel: ch}
 		srv, err := sftp.NewServer(lc)
 		if err != nil {
 			return 1
@@ -374,6 +456,12 @@ func (c *lockedChannel) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.Channel.Write(p)
+}
+
+func (c *lockedChannel) CloseWrite() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Channel.CloseWrite()
 }
 
 func (c *lockedChannel) Close() error {

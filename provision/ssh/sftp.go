@@ -117,7 +117,7 @@ type remoteStat struct {
 // not a transfer.
 func (c *Client) stat(ctx context.Context, p string) (remoteStat, error) {
 	cmd := statCommand(p)
-	res, err := c.run(ctx, c.wrap(cmd), cmd, Command{}, redactor{})
+	res, err := c.run(ctx, c.command(cmd), cmd, Command{}, redactor{})
 	if err != nil {
 		return remoteStat{}, fmt.Errorf("checksum %s: %w", p, err)
 	}
@@ -219,7 +219,7 @@ func (c *Client) upload(ctx context.Context, spec FileSpec) (bool, error) {
 	}
 	if err == nil && spec.Owner != "" {
 		chown := chownCommand(spec.Owner, tmp)
-		_, err = c.run(ctx, c.wrap(chown), chown, Command{}, redactor{})
+		_, err = c.run(ctx, c.command(chown), chown, Command{}, redactor{})
 	}
 	if err == nil {
 		// posix-rename replaces the target in one step; plain SFTP rename
@@ -262,7 +262,7 @@ func (c *Client) writeTemp(ctx context.Context, s *sftpSession, tmp string, spec
 		var status *sftp.StatusError
 		if errors.As(err, &status) && status.FxCode() == sftp.ErrSSHFxOpUnsupported {
 			cmd := syncCommand(tmp)
-			_, err = c.run(ctx, c.wrap(cmd), cmd, Command{}, redactor{})
+			_, err = c.run(ctx, c.command(cmd), cmd, Command{}, redactor{})
 		}
 		if err != nil {
 			return fmt.Errorf("fsync %s: %w", tmp, err)
