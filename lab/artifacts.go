@@ -119,6 +119,44 @@ func BuildArtifacts(ctx context.Context, dir string, v Versions, logger *log.Log
 	return a, nil
 }
 
+// CachedArtifacts returns the artifacts of versions v that dir already holds
+// with their recorded checksum, building nothing; a binary missing from the
+// cache is left out. It is how `kprov lab up` finds what to write into the
+// lab's artifacts block.
+func CachedArtifacts(dir string, v Versions) ([]Artifact, error) {
+	if v.Etcd == "" {
+		v.Etcd = DefaultEtcdVersion
+	}
+	if v.Kubernetes == "" {
+		v.Kubernetes = DefaultKubernetesVersion
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("artifact cache: %w", err)
+	}
+	manifest, err := readManifest(filepath.Join(abs, ManifestFile))
+	if err != nil {
+		return nil, err
+	}
+	etcdDir := "etcd-v" + strings.TrimPrefix(v.Etcd, "v")
+	k8sDir := "kubernetes-v" + strings.TrimPrefix(v.Kubernetes, "v")
+	var out []Artifact
+	for _, rel := range []string{etcdDir + "/etcd", etcdDir + "/etcdctl", etcdDir + "/etcdutl", k8sDir + "/kubeadm", k8sDir + "/kubelet", k8sDir + "/kubectl"} {
+		want, ok := manifest[rel]
+		if !ok {
+			continue
+		}
+		path := filepath.Join(abs, rel)
+		// A file changed since it was recorded is not offered: apply would
+		// refuse it anyway, naming the file.
+		if sum, err := fileSHA256(path); err != nil || sum != want {
+			continue
+		}
+		out = append(out, Artifact{Name: filepath.Base(rel), Path: path, SHA256: want})
+	}
+	return out, nil
+}
+
 // buildEtcd builds the three etcd binaries in a throwaway module that
 // requires the server, etcdctl and etcdutl modules at the same version.
 func buildEtcd(ctx context.Context, outDir, version string, logger *log.Logger) error {

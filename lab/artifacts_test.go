@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,5 +50,50 @@ func TestManifestRoundTrip(t *testing.T) {
 	got, err := readManifest(path)
 	if err != nil || len(got) != 2 || got["etcd-v3.6.16/etcd"] != want["etcd-v3.6.16/etcd"] {
 		t.Errorf("round trip = %v, %v", got, err)
+	}
+}
+
+// CachedArtifacts offers only binaries whose file still matches SHA256SUMS.
+func TestCachedArtifacts(t *testing.T) {
+	dir := t.TempDir()
+	write := func(rel, content string) string {
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		sum, err := fileSHA256(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	m := map[string]string{
+		"etcd-v3.6.16/etcd":          write("etcd-v3.6.16/etcd", "etcd"),
+		"kubernetes-v1.37.2/kubeadm": write("kubernetes-v1.37.2/kubeadm", "kubeadm"),
+		"etcd-v3.6.16/etcdctl":       strings.Repeat("0", 64), // recorded, but the file differs
+	}
+	write("etcd-v3.6.16/etcdctl", "changed since")
+	if err := writeManifest(filepath.Join(dir, ManifestFile), m); err != nil {
+		t.Fatal(err)
+	}
+	got, err := CachedArtifacts(dir, Versions{Etcd: "3.6.16", Kubernetes: "1.37.2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, a := range got {
+		names = append(names, a.Name)
+		if a.SHA256 != m[strings.TrimPrefix(a.Path, dir+"/")] {
+			t.Errorf("%s: sha256 %s", a.Name, a.SHA256)
+		}
+	}
+	if strings.Join(names, ",") != "etcd,kubeadm" {
+		t.Errorf("cached artifacts %v, want etcd,kubeadm", names)
+	}
+	if none, _ := CachedArtifacts(filepath.Join(dir, "empty"), Versions{}); len(none) != 0 {
+		t.Errorf("an empty cache offered %v", none)
 	}
 }
