@@ -32,21 +32,23 @@ type Versions struct {
 
 // Artifact is one built binary in the cache.
 type Artifact struct {
-	Name   string // etcd, etcdctl, etcdutl, kubeadm
+	Name   string // etcd, etcdctl, etcdutl, kubeadm, kubelet, kubectl
 	Path   string // absolute
 	SHA256 string // hex
 }
 
 // Artifacts are the binaries kprov pushes to lab hosts instead of letting them download.
 type Artifacts struct {
-	Etcd, Etcdctl, Etcdutl, Kubeadm Artifact
+	Etcd, Etcdctl, Etcdutl, Kubeadm, Kubelet, Kubectl Artifact
 }
 
 // All lists the artifacts in a fixed order.
-func (a Artifacts) All() []Artifact { return []Artifact{a.Etcd, a.Etcdctl, a.Etcdutl, a.Kubeadm} }
+func (a Artifacts) All() []Artifact {
+	return []Artifact{a.Etcd, a.Etcdctl, a.Etcdutl, a.Kubeadm, a.Kubelet, a.Kubectl}
+}
 
-// BuildArtifacts builds etcd, etcdctl, etcdutl and kubeadm from the Go module
-// proxy into dir (dir/etcd-vX/..., dir/kubernetes-vY/kubeadm) and records
+// BuildArtifacts builds etcd, etcdctl, etcdutl, kubeadm, kubelet and kubectl from the Go module
+// proxy into dir (dir/etcd-vX/..., dir/kubernetes-vY/...) and records
 // their checksums in dir/SHA256SUMS. A binary whose file matches its recorded
 // checksum is not built again. The binaries are static (CGO_ENABLED=0), so
 // they run on any lab machine, as an air-gapped site's would.
@@ -84,6 +86,8 @@ func BuildArtifacts(ctx context.Context, dir string, v Versions, logger *log.Log
 		Etcdctl: Artifact{Name: "etcdctl", Path: filepath.Join(etcdDir, "etcdctl")},
 		Etcdutl: Artifact{Name: "etcdutl", Path: filepath.Join(etcdDir, "etcdutl")},
 		Kubeadm: Artifact{Name: "kubeadm", Path: filepath.Join(k8sDir, "kubeadm")},
+		Kubelet: Artifact{Name: "kubelet", Path: filepath.Join(k8sDir, "kubelet")},
+		Kubectl: Artifact{Name: "kubectl", Path: filepath.Join(k8sDir, "kubectl")},
 	}
 	cached := func(arts ...*Artifact) bool {
 		for _, art := range arts {
@@ -101,12 +105,19 @@ func BuildArtifacts(ctx context.Context, dir string, v Versions, logger *log.Log
 			return Artifacts{}, err
 		}
 	}
+	// kubelet and kubectl were added to the cache later than kubeadm: a
+	// cache holding kubeadm only builds the two, not all three.
 	if !cached(&a.Kubeadm) {
-		if err := buildKubeadm(ctx, k8sDir, k8sV, logger); err != nil {
+		if err := buildKubernetes(ctx, k8sDir, k8sV, []string{"kubeadm"}, logger); err != nil {
 			return Artifacts{}, err
 		}
 	}
-	for _, art := range []*Artifact{&a.Etcd, &a.Etcdctl, &a.Etcdutl, &a.Kubeadm} {
+	if !cached(&a.Kubelet, &a.Kubectl) {
+		if err := buildKubernetes(ctx, k8sDir, k8sV, []string{"kubelet", "kubectl"}, logger); err != nil {
+			return Artifacts{}, err
+		}
+	}
+	for _, art := range []*Artifact{&a.Etcd, &a.Etcdctl, &a.Etcdutl, &a.Kubeadm, &a.Kubelet, &a.Kubectl} {
 		if art.SHA256, err = fileSHA256(art.Path); err != nil {
 			return Artifacts{}, fmt.Errorf("%s: %w", art.Name, err)
 		}
@@ -170,22 +181,24 @@ func buildEtcd(ctx context.Context, outDir, version string, logger *log.Logger) 
 	}, nil, logger)
 }
 
-// buildKubeadm builds kubeadm from k8s.io/kubernetes. That module requires its
+// buildKubernetes builds the named commands (kubeadm, kubelet, kubectl) from
+// k8s.io/kubernetes. That module requires its
 // staging modules (k8s.io/api, ...) at v0.0.0 and replaces them with local
 // directories that a dependent module cannot see, so the build module
 // replaces each with its published v0.MINOR.PATCH release instead.
-func buildKubeadm(ctx context.Context, outDir, version string, logger *log.Logger) error {
+func buildKubernetes(ctx context.Context, outDir, version string, names []string, logger *log.Logger) error {
+	what := strings.Join(names, ", ") + " " + version
 	modPath, err := downloadGoMod(ctx, "k8s.io/kubernetes@"+version)
 	if err != nil {
-		return fmt.Errorf("kubeadm %s: %w", version, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	data, err := os.ReadFile(modPath)
 	if err != nil {
-		return fmt.Errorf("kubeadm %s: %w", version, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	staging := StagingModules(string(data))
 	if len(staging) == 0 {
-		return fmt.Errorf("kubeadm %s: no staging modules (v0.0.0 requirements) in k8s.io/kubernetes's go.mod", version)
+		return fmt.Errorf("%s: no staging modules (v0.0.0 requirements) in k8s.io/kubernetes's go.mod", what)
 	}
 	stagingVersion := "v0." + strings.TrimPrefix(version, "v1.")
 	var replaces strings.Builder
@@ -194,12 +207,17 @@ func buildKubeadm(ctx context.Context, outDir, version string, logger *log.Logge
 	}
 	major, minor, _ := strings.Cut(strings.TrimPrefix(version, "v"), ".")
 	minor, _, _ = strings.Cut(minor, ".")
-	// kubeadm refuses to work without knowing its own version; the release build sets these.
+	// kubeadm refuses to work without knowing its own version, and kubelet
+	// and kubectl report it; the release build sets these.
 	ldflags := fmt.Sprintf("-s -w -X k8s.io/component-base/version.gitVersion=%s -X k8s.io/component-base/version.gitMajor=%s -X k8s.io/component-base/version.gitMinor=%s -X k8s.io/component-base/version.gitTreeState=clean",
 		version, major, minor)
-	return buildInModule(ctx, "kubeadm "+version, outDir, replaces.String(),
-		[]string{"k8s.io/kubernetes/cmd/kubeadm@" + version},
-		map[string]string{"kubeadm": "k8s.io/kubernetes/cmd/kubeadm"}, []string{"-ldflags", ldflags}, logger)
+	gets := make([]string, len(names))
+	binaries := map[string]string{}
+	for i, n := range names {
+		gets[i] = "k8s.io/kubernetes/cmd/" + n + "@" + version
+		binaries[n] = "k8s.io/kubernetes/cmd/" + n
+	}
+	return buildInModule(ctx, what, outDir, replaces.String(), gets, binaries, []string{"-ldflags", ldflags}, logger)
 }
 
 // StagingModules returns the modules a k8s.io/kubernetes go.mod requires at
