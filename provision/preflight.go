@@ -106,7 +106,7 @@ fi
 	if etcdDataDir != "" {
 		fmt.Fprintf(&b, `d=%s
 while [ ! -d "$d" ]; do d=$(dirname "$d"); done
-echo "disk_free=$(df -Pk "$d" | awk 'NR==2 {print $4 * 1024}')"
+echo "disk_free_kib=$(df -Pk "$d" | awk 'NR==2 {print $4}')"
 p="$d/.kprov-fsync-probe.$$"
 s=$(date +%%s%%N)
 if dd if=/dev/zero of="$p" bs=8k count=25 oflag=dsync 2>/dev/null; then e=$(date +%%s%%N); echo "fsync_ns=$(( (e - s) / 25 ))"; fi
@@ -143,9 +143,9 @@ func parsePreflight(out []byte) (*preflightProbe, error) {
 			}
 		case strings.HasPrefix(key, "bin."):
 			p.Binaries[strings.TrimPrefix(key, "bin.")] = val == "yes"
-		case key == "disk_free":
+		case key == "disk_free_kib":
 			if n, err := strconv.ParseInt(val, 10, 64); err == nil {
-				p.DiskFree = n
+				p.DiskFree = n << 10
 			}
 		case key == "fsync_ns":
 			if n, err := strconv.ParseInt(val, 10, 64); err == nil {
@@ -274,8 +274,9 @@ func checkPreflight(inv *inventory.Inventory, facts *Facts, probes map[string]*p
 			ports = append(ports, EtcdClientPort, EtcdPeerPort)
 		}
 		if h.Has(inventory.RoleMaster) && !hf.ControlPlane {
-			ports = append(ports, inventory.DefaultAPIServerPort, 10250)
-		} else if h.IsNode() && !hf.Joined {
+			ports = append(ports, inventory.DefaultAPIServerPort)
+		}
+		if h.IsNode() && !hf.Joined && !hf.ControlPlane {
 			ports = append(ports, 10250)
 		}
 		if p.PortsKnown {
