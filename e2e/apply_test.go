@@ -76,6 +76,10 @@ func TestApplyExternalEtcd(t *testing.T) {
 		t.Errorf("breaking the lock was not warned about:\n%s", out)
 	}
 	ids := checkEtcd(t, ctx, l, inv)
+	status := kprov(t, "-f", inv, "status")
+	if !strings.Contains(status, "etcd: 3 voting, quorum 2, 3 healthy") || strings.Count(status, " voter ") != 3 {
+		t.Errorf("kprov status:\n%s", status)
+	}
 
 	// 4. Again: nothing to do before the control plane.
 	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")
