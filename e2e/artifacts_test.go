@@ -36,6 +36,8 @@ func TestArtifacts(t *testing.T) {
 		{a.Etcdctl, []string{"version"}, "etcdctl version: " + v.Etcd},
 		{a.Etcdutl, []string{"version"}, "etcdutl version: " + v.Etcd},
 		{a.Kubeadm, []string{"version", "-o", "short"}, "v" + v.Kubernetes},
+		{a.Kubelet, []string{"--version"}, "Kubernetes v" + v.Kubernetes},
+		{a.Kubectl, []string{"version", "--client"}, "Client Version: v" + v.Kubernetes},
 	} {
 		out, err := exec.CommandContext(ctx, c.art.Path, c.args...).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), c.want) {

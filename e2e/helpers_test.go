@@ -55,7 +55,9 @@ func UpLab(t *testing.T, specs []lab.MachineSpec) *lab.Lab {
 		Name:     "e2e-" + hex.EncodeToString(suffix),
 		Dir:      filepath.Join(t.TempDir(), "lab"),
 		CacheDir: os.Getenv("KPROV_LAB_CACHE"),
-		Machines: specs,
+		// The lab's inventory names the cached binaries in an artifacts block.
+		ArtifactsDir: os.Getenv("KPROV_ARTIFACTS_DIR"),
+		Machines:     specs,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -34,6 +34,7 @@ func (l *loader) build(raw *fileSchema) (*Inventory, hcl.Diagnostics) {
 	diags = append(diags, onlyOne("ssh", len(raw.SSH), func(i int) hcl.Range { return raw.SSH[i].DefRange })...)
 	diags = append(diags, onlyOne("etcd", len(raw.Etcd), func(i int) hcl.Range { return raw.Etcd[i].DefRange })...)
 	diags = append(diags, onlyOne("infra", len(raw.Infra), func(i int) hcl.Range { return raw.Infra[i].DefRange })...)
+	diags = append(diags, onlyOne("artifacts", len(raw.Artifacts), func(i int) hcl.Range { return raw.Artifacts[i].DefRange })...)
 
 	diags = append(diags, l.buildCluster(raw.Clusters[0], &inv.Cluster)...)
 
@@ -59,6 +60,12 @@ func (l *loader) build(raw *fileSchema) (*Inventory, hcl.Diagnostics) {
 	}
 	if len(raw.Infra) > 0 {
 		diags = append(diags, buildInfra(raw.Infra[0], &inv.Infra)...)
+	}
+
+	if len(raw.Artifacts) > 0 {
+		arts, d := l.buildArtifacts(raw.Artifacts[0])
+		diags = append(diags, d...)
+		inv.Artifacts = arts
 	}
 
 	inv.Hosts = make([]*Host, 0, len(raw.Hosts))
@@ -316,6 +323,78 @@ func buildEtcd(eb *etcdBlock, e *Etcd) hcl.Diagnostics {
 		e.DataDir = filepath.Clean(*eb.DataDir)
 	}
 	return diags
+}
+
+// sha256Hex is a SHA-256 as sha256sum prints it.
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// buildArtifacts reads each `NAME = { path = "...", sha256 = "..." }` entry.
+// The file is not read here: loading stays independent of the operator's
+// disk, and apply checks the checksum right before it uploads.
+func (l *loader) buildArtifacts(ab *artifactsBlock) ([]Artifact, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	byName := map[string]Artifact{}
+	for _, name := range keys(ab.Entries) {
+		attr := ab.Entries[name]
+		if !slices.Contains(ArtifactNames, name) {
+			diags = append(diags, errorAt(attr.NameRange, "Unknown artifact",
+				"kprov installs %s; %q is not one of them.%s", strings.Join(ArtifactNames, ", "), name, suggestion(name, ArtifactNames)))
+			continue
+		}
+		v, d := attr.Expr.Value(l.ctx)
+		diags = append(diags, d...)
+		if d.HasErrors() {
+			continue
+		}
+		if !v.IsKnown() || v.IsNull() || !(v.Type().IsObjectType() || v.Type().IsMapType()) {
+			diags = append(diags, errorAt(attr.Range, "Invalid artifact", "%s must be an object: { path = \"...\", sha256 = \"...\" }.", name))
+			continue
+		}
+		a := Artifact{Name: name, Range: attr.Range}
+		ok := true
+		for it := v.ElementIterator(); it.Next(); {
+			k, ev := it.Element()
+			field := k.AsString()
+			if ev.IsNull() || !ev.IsKnown() || ev.Type() != cty.String {
+				diags = append(diags, errorAt(attr.Range, "Invalid artifact", "%s.%s must be a string.", name, field))
+				ok = false
+				continue
+			}
+			switch field {
+			case "path":
+				a.Path = ev.AsString()
+			case "sha256":
+				a.SHA256 = strings.ToLower(strings.TrimSpace(ev.AsString()))
+			default:
+				diags = append(diags, errorAt(attr.Range, "Unknown artifact field",
+					"%s has no field %q; an artifact takes path and sha256.%s", name, field, suggestion(field, []string{"path", "sha256"})))
+				ok = false
+			}
+		}
+		if a.Path == "" {
+			diags = append(diags, errorAt(attr.Range, "Missing artifact path", "%s needs path, the binary on this machine (relative to the inventory, ~ allowed).", name))
+			ok = false
+		}
+		if a.SHA256 == "" {
+			diags = append(diags, errorAt(attr.Range, "Missing artifact sha256", "%s needs sha256, the file's SHA-256 as 64 hex digits (sha256sum FILE prints it).", name))
+			ok = false
+		} else if !sha256Hex.MatchString(a.SHA256) {
+			diags = append(diags, errorAt(attr.Range, "Invalid artifact sha256",
+				"%s needs sha256, the file's SHA-256 as 64 hex digits (sha256sum FILE prints it); got %q.", name, a.SHA256))
+			ok = false
+		}
+		if ok {
+			a.Path = l.path(a.Path)
+			byName[name] = a
+		}
+	}
+	var out []Artifact
+	for _, n := range ArtifactNames {
+		if a, ok := byName[n]; ok {
+			out = append(out, a)
+		}
+	}
+	return out, diags
 }
 
 func buildInfra(ib *infraBlock, d *InfraDefaults) hcl.Diagnostics {

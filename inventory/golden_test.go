@@ -35,6 +35,14 @@ func renderResult(t *testing.T, inv *Inventory, diags hcl.Diagnostics) []byte {
 		return buf.Bytes()
 	}
 	buf.WriteString("topology: " + inv.Topology.Summary() + "\n")
+	for _, a := range inv.Artifacts {
+		// The path relative to the inventory's directory keeps goldens machine-independent.
+		p := a.Path
+		if rel, err := filepath.Rel(inv.Dir, p); err == nil && !strings.HasPrefix(rel, "..") {
+			p = "INVENTORY_DIR/" + rel
+		}
+		buf.WriteString("artifact " + a.Name + " " + p + " sha256=" + a.SHA256 + "\n")
+	}
 	for _, h := range inv.Hosts {
 		buf.WriteString(h.Name + " " + h.Address + " roles=" + rolesString(h))
 		for _, k := range keys(h.Labels) {

@@ -46,14 +46,17 @@ const (
 
 // Inventory is a loaded, validated inventory.
 type Inventory struct {
-	Path     string // the file it was read from, as given
-	Dir      string // the directory relative paths are resolved against
-	Cluster  Cluster
-	SSH      SSHConfig // defaults from the top-level ssh block
-	Etcd     Etcd
-	Infra    InfraDefaults
-	Hosts    []*Host // in file order, dynamic hosts where their block stands
-	Topology Topology
+	Path    string // the file it was read from, as given
+	Dir     string // the directory relative paths are resolved against
+	Cluster Cluster
+	SSH     SSHConfig // defaults from the top-level ssh block
+	Etcd    Etcd
+	Infra   InfraDefaults
+	// Artifacts are binaries pushed from the operator's machine, in
+	// ArtifactNames order; empty when the hosts bring their own.
+	Artifacts []Artifact
+	Hosts     []*Host // in file order, dynamic hosts where their block stands
+	Topology  Topology
 
 	// Files holds the parsed sources, for rendering diagnostics with snippets.
 	Files map[string]*hcl.File
@@ -87,6 +90,29 @@ type SSHConfig struct {
 type Etcd struct {
 	Version string
 	DataDir string
+}
+
+// ArtifactNames are the binaries an artifacts block may name, in the order
+// kprov installs them.
+var ArtifactNames = []string{"etcd", "etcdctl", "etcdutl", "kubeadm", "kubelet", "kubectl"}
+
+// Artifact is one binary kprov uploads to /usr/local/bin instead of letting
+// the host download it (air-gapped sites, and the lab).
+type Artifact struct {
+	Name   string // one of ArtifactNames
+	Path   string // on the operator's machine: absolute, ~ expanded
+	SHA256 string // lowercase hex; apply refuses a local file that does not match
+	Range  hcl.Range
+}
+
+// Artifact returns the artifact with the given name and whether there is one.
+func (inv *Inventory) Artifact(name string) (Artifact, bool) {
+	for _, a := range inv.Artifacts {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return Artifact{}, false
 }
 
 // InfraDefaults are the label and taints every infra host gets unless it overrides them.

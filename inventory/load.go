@@ -75,6 +75,7 @@ func Parse(src []byte, filename string, opts Options) (*Inventory, hcl.Diagnosti
 	if moreDiags.HasErrors() {
 		return partial, diags
 	}
+	l.ctx = ctx
 
 	var raw fileSchema
 	body := dynblock.Expand(file.Body, ctx)
@@ -110,6 +111,7 @@ func (o Options) withDefaults() Options {
 type loader struct {
 	opts Options
 	dir  string
+	ctx  *hcl.EvalContext // variables, locals and functions, for attributes decoded by hand
 }
 
 // firstPass is the part of the schema read before anything else, because every

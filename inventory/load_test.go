@@ -41,6 +41,7 @@ func TestEveryRuleHasItsError(t *testing.T) {
 		"locals-cycle":      "Cycle in local values",
 		"bad-etcd":          "Unsupported etcd version",
 		"env-unset":         "Invalid function argument",
+		"bad-artifacts":     "Unknown artifact",
 	}
 	files, _ := filepath.Glob("testdata/invalid/*.hcl")
 	if len(files) != len(cases) {

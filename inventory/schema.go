@@ -10,13 +10,22 @@ import (
 
 // fileSchema is the top level of an inventory file.
 type fileSchema struct {
-	Variables []*skippedBlock `hcl:"variable,block"` // decoded in the first pass
-	Locals    []*skippedLocal `hcl:"locals,block"`   // decoded in the first pass
-	Clusters  []*clusterBlock `hcl:"cluster,block"`
-	SSH       []*sshBlock     `hcl:"ssh,block"`
-	Etcd      []*etcdBlock    `hcl:"etcd,block"`
-	Infra     []*infraBlock   `hcl:"infra,block"`
-	Hosts     []*hostBlock    `hcl:"host,block"`
+	Variables []*skippedBlock   `hcl:"variable,block"` // decoded in the first pass
+	Locals    []*skippedLocal   `hcl:"locals,block"`   // decoded in the first pass
+	Clusters  []*clusterBlock   `hcl:"cluster,block"`
+	SSH       []*sshBlock       `hcl:"ssh,block"`
+	Etcd      []*etcdBlock      `hcl:"etcd,block"`
+	Infra     []*infraBlock     `hcl:"infra,block"`
+	Artifacts []*artifactsBlock `hcl:"artifacts,block"`
+	Hosts     []*hostBlock      `hcl:"host,block"`
+}
+
+// artifactsBlock is `artifacts { etcd = { path = "...", sha256 = "..." } ... }`.
+// Its entries are read as plain attributes so an unknown binary name gets a
+// suggestion instead of HCL's generic "unsupported argument".
+type artifactsBlock struct {
+	Entries  hcl.Attributes `hcl:",remain"`
+	DefRange hcl.Range      `hcl:",def_range"`
 }
 
 // skippedBlock and skippedLocal let the second pass accept blocks the first pass already read.

@@ -40,11 +40,13 @@ type Artifact struct {
 
 // Artifacts are the binaries kprov pushes to lab hosts instead of letting them download.
 type Artifacts struct {
-	Etcd, Etcdctl, Etcdutl, Kubeadm Artifact
+	Etcd, Etcdctl, Etcdutl, Kubeadm, Kubelet, Kubectl Artifact
 }
 
 // All lists the artifacts in a fixed order.
-func (a Artifacts) All() []Artifact { return []Artifact{a.Etcd, a.Etcdctl, a.Etcdutl, a.Kubeadm} }
+func (a Artifacts) All() []Artifact {
+	return []Artifact{a.Etcd, a.Etcdctl, a.Etcdutl, a.Kubeadm, a.Kubelet, a.Kubectl}
+}
 
 // DefaultArtifactsDir is the artifact cache `kprov lab artifacts` and the
 // end-to-end tests share, so a machine builds each binary once.
@@ -57,7 +59,7 @@ var ErrToolchain = errors.New("go toolchain or module proxy unavailable")
 
 // unreachable matches what the go command says when the module proxy or the
 // network fails it. A proxy answers 403, 404 or 410 for a module version it
-// will not serve (proxy.golang.org refuses some k8s.io staging releases).
+// will not serve (the module proxy refuses some k8s.io staging releases).
 var unreachable = regexp.MustCompile(`reading https?://|dial tcp|no such host|connection refused|i/o timeout|TLS handshake timeout|(403|404|410|5\d\d) [A-Z][a-z]`)
 
 // goError marks err with ErrToolchain when msg, what the go command said, is
@@ -158,8 +160,8 @@ func (c *artifactCache) rel(art *Artifact) string {
 	return filepath.ToSlash(rel)
 }
 
-// BuildArtifacts builds etcd, etcdctl, etcdutl and kubeadm from the Go module
-// proxy into dir (dir/etcd-vX/..., dir/kubernetes-vY/kubeadm) and records
+// BuildArtifacts builds etcd, etcdctl, etcdutl, kubeadm, kubelet and kubectl
+// from the Go module proxy into dir (dir/etcd-vX/..., dir/kubernetes-vY/...) and records
 // their checksums in dir/SHA256SUMS. A binary whose file matches its recorded
 // checksum is not built again. The binaries are static (CGO_ENABLED=0), so
 // they run on any lab machine, as an air-gapped site's would. An error the
@@ -191,6 +193,17 @@ func BuildArtifacts(ctx context.Context, dir string, v Versions, logger *log.Log
 	if a.Kubeadm, err = c.kubeadm(ctx, v.Kubernetes, logger); err != nil {
 		return Artifacts{}, err
 	}
+	// kubelet and kubectl came to the cache later than kubeadm: a cache that
+	// holds kubeadm only builds these two.
+	k8sDir := filepath.Dir(a.Kubeadm.Path) // dir/kubernetes-vVERSION, checked by c.kubeadm
+	k8sV := strings.TrimPrefix(filepath.Base(k8sDir), "kubernetes-")
+	a.Kubelet = Artifact{Name: "kubelet", Path: filepath.Join(k8sDir, "kubelet")}
+	a.Kubectl = Artifact{Name: "kubectl", Path: filepath.Join(k8sDir, "kubectl")}
+	if err := c.ensure([]*Artifact{&a.Kubelet, &a.Kubectl}, func() error {
+		return buildKubernetes(ctx, k8sDir, k8sV, []string{"kubelet", "kubectl"}, logger)
+	}); err != nil {
+		return Artifacts{}, err
+	}
 	return a, nil
 }
 
@@ -219,10 +232,48 @@ func (c *artifactCache) kubeadm(ctx context.Context, version string, logger *log
 	k8sV := "v" + strings.TrimPrefix(version, "v")
 	k8sDir := filepath.Join(c.dir, "kubernetes-"+k8sV)
 	art := Artifact{Name: "kubeadm", Path: filepath.Join(k8sDir, "kubeadm")}
-	if err := c.ensure([]*Artifact{&art}, func() error { return buildKubeadm(ctx, k8sDir, k8sV, logger) }); err != nil {
+	if err := c.ensure([]*Artifact{&art}, func() error { return buildKubernetes(ctx, k8sDir, k8sV, []string{"kubeadm"}, logger) }); err != nil {
 		return Artifact{}, err
 	}
 	return art, nil
+}
+
+// CachedArtifacts returns the artifacts of versions v that dir already holds
+// with their recorded checksum, building nothing; a binary missing from the
+// cache is left out. It is how `kprov lab up` finds what to write into the
+// lab's artifacts block.
+func CachedArtifacts(dir string, v Versions) ([]Artifact, error) {
+	if v.Etcd == "" {
+		v.Etcd = DefaultEtcdVersion
+	}
+	if v.Kubernetes == "" {
+		v.Kubernetes = DefaultKubernetesVersion
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("artifact cache: %w", err)
+	}
+	manifest, err := readManifest(filepath.Join(abs, ManifestFile))
+	if err != nil {
+		return nil, err
+	}
+	etcdDir := "etcd-v" + strings.TrimPrefix(v.Etcd, "v")
+	k8sDir := "kubernetes-v" + strings.TrimPrefix(v.Kubernetes, "v")
+	var out []Artifact
+	for _, rel := range []string{etcdDir + "/etcd", etcdDir + "/etcdctl", etcdDir + "/etcdutl", k8sDir + "/kubeadm", k8sDir + "/kubelet", k8sDir + "/kubectl"} {
+		want, ok := manifest[rel]
+		if !ok {
+			continue
+		}
+		path := filepath.Join(abs, rel)
+		// A file changed since it was recorded is not offered: apply would
+		// refuse it anyway, naming the file.
+		if sum, err := fileSHA256(path); err != nil || sum != want {
+			continue
+		}
+		out = append(out, Artifact{Name: filepath.Base(rel), Path: path, SHA256: want})
+	}
+	return out, nil
 }
 
 // buildEtcd builds the three etcd binaries in a throwaway module that
@@ -238,22 +289,24 @@ func buildEtcd(ctx context.Context, outDir, version string, logger *log.Logger) 
 	}, nil, logger)
 }
 
-// buildKubeadm builds kubeadm from k8s.io/kubernetes. That module requires its
+// buildKubernetes builds the named commands (kubeadm, kubelet, kubectl) from
+// k8s.io/kubernetes. That module requires its
 // staging modules (k8s.io/api, ...) at v0.0.0 and replaces them with local
 // directories that a dependent module cannot see, so the build module
 // replaces each with its published v0.MINOR.PATCH release instead.
-func buildKubeadm(ctx context.Context, outDir, version string, logger *log.Logger) error {
+func buildKubernetes(ctx context.Context, outDir, version string, names []string, logger *log.Logger) error {
+	what := strings.Join(names, ", ") + " " + version
 	modPath, err := downloadGoMod(ctx, "k8s.io/kubernetes@"+version)
 	if err != nil {
-		return fmt.Errorf("kubeadm %s: %w", version, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	data, err := os.ReadFile(modPath)
 	if err != nil {
-		return fmt.Errorf("kubeadm %s: %w", version, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	staging := StagingModules(string(data))
 	if len(staging) == 0 {
-		return fmt.Errorf("kubeadm %s: no staging modules (v0.0.0 requirements) in k8s.io/kubernetes's go.mod", version)
+		return fmt.Errorf("%s: no staging modules (v0.0.0 requirements) in k8s.io/kubernetes's go.mod", what)
 	}
 	stagingVersion := "v0." + strings.TrimPrefix(version, "v1.")
 	var replaces strings.Builder
@@ -262,12 +315,17 @@ func buildKubeadm(ctx context.Context, outDir, version string, logger *log.Logge
 	}
 	major, minor, _ := strings.Cut(strings.TrimPrefix(version, "v"), ".")
 	minor, _, _ = strings.Cut(minor, ".")
-	// kubeadm refuses to work without knowing its own version; the release build sets these.
+	// kubeadm refuses to work without knowing its own version, and kubelet
+	// and kubectl report it; the release build sets these.
 	ldflags := fmt.Sprintf("-s -w -X k8s.io/component-base/version.gitVersion=%s -X k8s.io/component-base/version.gitMajor=%s -X k8s.io/component-base/version.gitMinor=%s -X k8s.io/component-base/version.gitTreeState=clean",
 		version, major, minor)
-	return buildInModule(ctx, "kubeadm "+version, outDir, replaces.String(),
-		[]string{"k8s.io/kubernetes/cmd/kubeadm@" + version},
-		map[string]string{"kubeadm": "k8s.io/kubernetes/cmd/kubeadm"}, []string{"-ldflags", ldflags}, logger)
+	gets := make([]string, len(names))
+	binaries := map[string]string{}
+	for i, n := range names {
+		gets[i] = "k8s.io/kubernetes/cmd/" + n + "@" + version
+		binaries[n] = "k8s.io/kubernetes/cmd/" + n
+	}
+	return buildInModule(ctx, what, outDir, replaces.String(), gets, binaries, []string{"-ldflags", ldflags}, logger)
 }
 
 // StagingModules returns the modules a k8s.io/kubernetes go.mod requires at

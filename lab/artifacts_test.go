@@ -2,6 +2,7 @@ package lab
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -59,9 +60,9 @@ func TestGoErrorClassification(t *testing.T) {
 		stderr string
 		skip   bool
 	}{
-		{"k8s.io/kube-proxy@v0.30.9: reading https://proxy.golang.org/k8s.io/kube-proxy/@v/v0.30.9.zip: 403 Forbidden", true},
-		{"dial tcp: lookup proxy.golang.org: no such host", true},
-		{"verifying module: reading https://sum.golang.org/lookup/x@v1: 404 Not Found", true},
+		{"k8s.io/kube-proxy@v0.30.9: reading https://goproxy.example.internal/k8s.io/kube-proxy/@v/v0.30.9.zip: 403 Forbidden", true},
+		{"dial tcp: lookup goproxy.example.internal: no such host", true},
+		{"verifying module: reading https://sumdb.example.internal/lookup/x@v1: 404 Not Found", true},
 		{"./main.go:3:2: undefined: foo", false},
 		{"go: k8s.io/kubernetes@v1.37.2 requires go >= 1.30", false},
 	} {
@@ -81,5 +82,50 @@ func TestBuildRejectsBadVersions(t *testing.T) {
 	}
 	if _, err := BuildArtifacts(t.Context(), dir, Versions{Etcd: "3.6/../x"}, nil); err == nil {
 		t.Error("BuildArtifacts accepted etcd version 3.6/../x")
+	}
+}
+
+// CachedArtifacts offers only binaries whose file still matches SHA256SUMS.
+func TestCachedArtifacts(t *testing.T) {
+	dir := t.TempDir()
+	write := func(rel, content string) string {
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		sum, err := fileSHA256(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	m := map[string]string{
+		"etcd-v3.6.16/etcd":          write("etcd-v3.6.16/etcd", "etcd"),
+		"kubernetes-v1.37.2/kubeadm": write("kubernetes-v1.37.2/kubeadm", "kubeadm"),
+		"etcd-v3.6.16/etcdctl":       strings.Repeat("0", 64), // recorded, but the file differs
+	}
+	write("etcd-v3.6.16/etcdctl", "changed since")
+	if err := writeManifest(filepath.Join(dir, ManifestFile), m); err != nil {
+		t.Fatal(err)
+	}
+	got, err := CachedArtifacts(dir, Versions{Etcd: "3.6.16", Kubernetes: "1.37.2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, a := range got {
+		names = append(names, a.Name)
+		if a.SHA256 != m[strings.TrimPrefix(a.Path, dir+"/")] {
+			t.Errorf("%s: sha256 %s", a.Name, a.SHA256)
+		}
+	}
+	if strings.Join(names, ",") != "etcd,kubeadm" {
+		t.Errorf("cached artifacts %v, want etcd,kubeadm", names)
+	}
+	if none, _ := CachedArtifacts(filepath.Join(dir, "empty"), Versions{}); len(none) != 0 {
+		t.Errorf("an empty cache offered %v", none)
 	}
 }

@@ -27,6 +27,9 @@ type InventoryParams struct {
 	EtcdVersion       string
 	IdentityPath      string
 	KnownHostsPath    string
+	// Artifacts, when any, become the inventory's artifacts block, so kprov
+	// pushes the binaries from the operator's cache as on an air-gapped site.
+	Artifacts []Artifact
 }
 
 // RenderInventory writes the lab as a kprov inventory: one host block per
@@ -52,6 +55,17 @@ func RenderInventory(s *State, p InventoryParams) []byte {
 	fmt.Fprintf(&b, "  host_key_policy = %s\n", strconv.Quote("strict"))
 	b.WriteString("}\n\n")
 	fmt.Fprintf(&b, "etcd {\n  version = %s\n}\n", strconv.Quote(p.EtcdVersion))
+	if len(p.Artifacts) > 0 {
+		b.WriteString("\n# Binaries pushed from the artifact cache (kprov lab artifacts); the hosts download nothing.\nartifacts {\n")
+		width := 0
+		for _, a := range p.Artifacts {
+			width = max(width, len(a.Name))
+		}
+		for _, a := range p.Artifacts {
+			fmt.Fprintf(&b, "  %-*s = { path = %s, sha256 = %s }\n", width, a.Name, strconv.Quote(a.Path), strconv.Quote(a.SHA256))
+		}
+		b.WriteString("}\n")
+	}
 	for _, m := range s.Machines {
 		roles := make([]string, len(m.Roles))
 		for i, r := range m.Roles {

@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
@@ -29,11 +30,15 @@ func TestRenderedInventoryValidates(t *testing.T) {
 			s.Machines = append(s.Machines, MachineState{Name: sp.Name, Roles: sp.Roles, Address: machineAddr(s.Subnet, i+1)})
 		}
 		src := RenderInventory(s, InventoryParams{KubernetesVersion: "1.37.2", EtcdVersion: "3.6.16",
-			IdentityPath: "/labs/demo/id_ed25519", KnownHostsPath: "/labs/demo/known_hosts"})
+			IdentityPath: "/labs/demo/id_ed25519", KnownHostsPath: "/labs/demo/known_hosts",
+			Artifacts: []Artifact{{Name: "etcd", Path: "/cache/etcd", SHA256: strings.Repeat("0", 64)}}})
 		inv, diags := inventory.Parse(src, fmt.Sprintf("%s.kprov.hcl", topo), inventory.Options{HomeDir: "/root", Environ: func() []string { return nil }})
 		if diags.HasErrors() {
 			t.Errorf("%s: %v", topo, diags)
 			continue
+		}
+		if a, ok := inv.Artifact("etcd"); !ok || a.Path != "/cache/etcd" {
+			t.Errorf("%s: artifacts block read as %+v", topo, inv.Artifacts)
 		}
 		if got := inv.Topology.Summary(); got != want {
 			t.Errorf("%s: topology %q, want %q", topo, got, want)

@@ -26,6 +26,9 @@ type Options struct {
 	Dir string
 	// CacheDir holds the base root filesystem shared by all labs. Default /var/cache/kprov.
 	CacheDir string
+	// ArtifactsDir is the artifact cache (BuildArtifacts) whose binaries the
+	// lab's inventory names in its artifacts block. Default CacheDir/artifacts.
+	ArtifactsDir string
 	// Machines lists the machines; empty means TopologyMachines("single").
 	Machines []MachineSpec
 	// Topology names the layout in the state file; informational.
@@ -64,6 +67,9 @@ func (o *Options) setDefaults() error {
 	o.Dir = dir
 	if o.CacheDir == "" {
 		o.CacheDir = DefaultCacheDir
+	}
+	if o.ArtifactsDir == "" {
+		o.ArtifactsDir = filepath.Join(o.CacheDir, "artifacts")
 	}
 	if len(o.Machines) == 0 {
 		o.Machines, _ = TopologyMachines("single")
@@ -288,6 +294,12 @@ func (l *Lab) create(ctx context.Context, opts Options) (*State, error) {
 		KubernetesVersion: opts.KubernetesVersion, EtcdVersion: opts.EtcdVersion,
 		IdentityPath:   filepath.Join(s.Dir, IdentityFile),
 		KnownHostsPath: filepath.Join(s.Dir, KnownHostsFile),
+	}
+	if p.Artifacts, err = CachedArtifacts(opts.ArtifactsDir, Versions{Etcd: opts.EtcdVersion, Kubernetes: opts.KubernetesVersion}); err != nil {
+		return nil, err
+	}
+	if len(p.Artifacts) == 0 {
+		l.logger.Info("no cached artifacts: the lab's hosts must bring their own binaries (kprov lab artifacts builds them)", "cache", opts.ArtifactsDir)
 	}
 	if err := writeFileAtomic(p.KnownHostsPath, RenderKnownHosts(s), 0o644); err != nil {
 		return nil, err

@@ -137,16 +137,16 @@ func TestMirrorFromApt(t *testing.T) {
 		name, file, text, want string
 	}{
 		{"deb822", "etc/apt/sources.list.d/debian.sources", `Types: deb
-# http://snapshot.debian.org/archive/debian/20250520T000000Z
-URIs: http://deb.debian.org/debian
+# http://snapshot.example.internal/archive/debian/20250520T000000Z
+URIs: http://mirror.example.internal/debian
 Suites: bookworm bookworm-updates
 Components: main
 
 Types: deb
-URIs: http://deb.debian.org/debian-security
+URIs: http://mirror.example.internal/debian-security
 Suites: bookworm-security
 Components: main
-`, "http://deb.debian.org/debian"},
+`, "http://mirror.example.internal/debian"},
 		{"deb822 disabled stanza skipped", "etc/apt/sources.list.d/x.sources", `Types: deb
 URIs: http://old.example/debian
 Suites: bookworm
@@ -221,7 +221,11 @@ func TestStateRoundTrip(t *testing.T) {
 func TestRenderInventory(t *testing.T) {
 	s := sampleState("/labs/demo")
 	got := RenderInventory(s, InventoryParams{KubernetesVersion: "1.37.2", EtcdVersion: "3.6.16",
-		IdentityPath: "/labs/demo/id_ed25519", KnownHostsPath: "/labs/demo/known_hosts"})
+		IdentityPath: "/labs/demo/id_ed25519", KnownHostsPath: "/labs/demo/known_hosts",
+		Artifacts: []Artifact{
+			{Name: "etcd", Path: "/cache/etcd-v3.6.16/etcd", SHA256: strings.Repeat("a", 64)},
+			{Name: "kubeadm", Path: "/cache/kubernetes-v1.37.2/kubeadm", SHA256: strings.Repeat("b", 64)},
+		}})
 	got = append(got, "---- known_hosts\n"...)
 	got = append(got, RenderKnownHosts(s)...)
 	golden := filepath.Join("testdata", "inventory.golden")

@@ -9,11 +9,8 @@ import (
 	"github.com/kprov/kprov/provision/ssh"
 )
 
-// AdminKubeconfigPath is the admin kubeconfig kubeadm writes on every master.
-const AdminKubeconfigPath = "/etc/kubernetes/admin.conf"
-
 // nodesCommand lists the cluster's nodes from a master, read-only.
-const nodesCommand = "kubectl --kubeconfig " + AdminKubeconfigPath + " get nodes -o json --request-timeout=20s"
+const nodesCommand = binPath + "kubectl --kubeconfig " + AdminKubeconfigPath + " get nodes -o json --request-timeout=20s"
 
 // kubeNodeList is the part of `kubectl get nodes -o json` kprov reads.
 type kubeNodeList struct {

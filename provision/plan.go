@@ -43,9 +43,12 @@ type Step struct {
 	Mode   fs.FileMode `json:"mode,omitempty"`
 	SHA256 string      `json:"sha256,omitempty"`
 	Secret bool        `json:"secret,omitempty"`
-	// Content is what an upload writes; it never goes into a printed or saved
-	// plan when Secret is set.
+	// Content is what an upload writes; it never goes into a printed or saved plan.
 	Content []byte `json:"-"`
+	// Source is a file on the operator's machine an upload streams instead of
+	// Content (a binary from the inventory's artifacts block); apply checks
+	// its SHA-256 against SHA256 before sending a byte.
+	Source string `json:"source,omitempty"`
 
 	// Commands and services.
 	Command string `json:"command,omitempty"`

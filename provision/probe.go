@@ -19,7 +19,7 @@ const (
 )
 
 // probedServices are the systemd units whose ActiveState the probe reports.
-const probedServices = "etcd kubelet containerd"
+const probedServices = "etcd kubelet containerd kprov-swapoff.service"
 
 // hostProbe says what the probe script looks at. Paths are parameters, not
 // constants in the script, so a test can run the real script under a local

@@ -143,6 +143,56 @@ func uploadStep(host string, f File, reason string) provision.Step {
 		SHA256: f.SHA256(), Secret: f.Secret, Reason: reason}
 }
 
+// BinDir is where kprov installs the binaries of the inventory's artifacts block.
+const BinDir = "/usr/local/bin"
+
+// ArtifactsFor lists the artifacts host h needs: the etcd binaries on an
+// external etcd member, kubeadm, kubelet and kubectl on a Kubernetes node.
+// Only artifacts the inventory names are listed; the others must already be
+// on the host (preflight checks).
+func ArtifactsFor(inv *inventory.Inventory, h *inventory.Host) []inventory.Artifact {
+	var out []inventory.Artifact
+	for _, a := range inv.Artifacts {
+		if slices.Contains(NeededBinaries(inv, h), a.Name) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// NeededBinaries names the binaries host h runs, whether from artifacts or
+// from the host's own packages.
+func NeededBinaries(inv *inventory.Inventory, h *inventory.Host) []string {
+	var out []string
+	if inv.Topology.EtcdMode == inventory.EtcdExternal && h.Has(inventory.RoleEtcd) {
+		out = append(out, "etcd", "etcdctl", "etcdutl")
+	}
+	if h.IsNode() {
+		out = append(out, "kubeadm", "kubelet", "kubectl")
+	}
+	return out
+}
+
+// installSteps uploads each artifact whose checksum on the host differs.
+func (p *planner) installSteps(name string) []provision.Step {
+	var steps []provision.Step
+	hf := p.host(name)
+	for _, a := range ArtifactsFor(p.inv, p.inv.Host(name)) {
+		path := BinDir + "/" + a.Name
+		have, ok := hf.Files[path]
+		if ok && have == a.SHA256 {
+			continue
+		}
+		reason := "missing on the host; from the inventory's artifacts"
+		if ok {
+			reason = "differs from the inventory's artifact (another version?)"
+		}
+		steps = append(steps, provision.Step{Op: provision.OpUploadFile, Host: name, Path: path, Mode: 0o755,
+			SHA256: a.SHA256, Source: a.Path, Reason: reason})
+	}
+	return steps
+}
+
 // prepare writes every file whose content differs from the host's, runs the
 // commands that make a changed file take effect, and starts the host's units.
 // Hosts are independent here, so the stage runs in parallel within the bound.
@@ -150,6 +200,7 @@ func (p *planner) prepare() provision.Stage {
 	stage := provision.Stage{Name: "prepare", Parallel: p.opts.Parallel}
 	for _, hfiles := range p.final.Hosts {
 		hf := p.host(hfiles.Name)
+		stage.Steps = append(stage.Steps, p.installSteps(hfiles.Name)...)
 		var changed []string
 		for _, f := range hfiles.Files {
 			if f.Path == EtcdConfigPath {

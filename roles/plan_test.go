@@ -38,12 +38,22 @@ var shaRE = regexp.MustCompile(`"(sha256|facts_digest)": "[^"]*"`)
 
 // TestPlanGolden plans every starter topology against fresh hosts; the text
 // and the JSON plans are golden files a reviewer can read.
+// The airgap inventory adds an artifacts block: binaries are uploaded on the
+// hosts whose roles run them, except where the host already has the same
+// file (etcd on etcd-1 here).
 func TestPlanGolden(t *testing.T) {
+	inventories := map[string]string{"airgap": filepath.Join("testdata", "inventories", "airgap.kprov.hcl")}
 	for _, topo := range inventory.StarterTopologies {
+		inventories[topo] = filepath.Join("..", "examples", topo+".kprov.hcl")
+	}
+	for topo, path := range inventories {
 		t.Run(topo, func(t *testing.T) {
-			inv := loadInventory(t, filepath.Join("..", "examples", topo+".kprov.hcl"))
+			inv := loadInventory(t, path)
 			st := newState(t, inv)
 			facts := provision.FreshFacts(hostNames(inv))
+			if a, ok := inv.Artifact("etcd"); ok {
+				facts.Hosts["etcd-1"].Files = map[string]string{BinDir + "/etcd": a.SHA256}
+			}
 			plan, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
 			if err != nil {
 				t.Fatal(err)
@@ -59,6 +69,8 @@ func TestPlanGolden(t *testing.T) {
 			// Checksums follow the freshly generated keys; the golden file
 			// keeps their place, not their value.
 			js = shaRE.ReplaceAll(js, []byte(`"$1": "<sha256>"`))
+			// Artifact paths are absolute on the operator's machine.
+			js = bytes.ReplaceAll(js, []byte(inv.Dir+"/"), []byte("INVENTORY_DIR/"))
 			for name, got := range map[string][]byte{topo + ".plan.txt": text.Bytes(), topo + ".plan.json": append(js, '\n')} {
 				golden := filepath.Join("testdata", "plan", name)
 				if *update {

@@ -363,6 +363,18 @@ func uniqueInOrder(in []string) []string {
 	return out
 }
 
+// Commands that make a changed node file take effect.
+const (
+	// ApplySysctls loads the sysctl files. In a container (the lab's
+	// machines, or a kind-style node) the kernel and its settings belong to
+	// the host, /proc/sys is read-only and sysctl would fail on every key.
+	ApplySysctls = "if systemd-detect-virt --container --quiet; then echo 'in a container: kernel settings belong to the host' >&2; else sysctl --system; fi"
+	// RestartContainerd restarts containerd when it is installed; kprov
+	// writes its configuration but does not install it, and a containerd
+	// installed later reads the file when it first starts.
+	RestartContainerd = "if systemctl cat containerd.service >/dev/null 2>&1; then systemctl restart containerd.service; fi"
+)
+
 // host renders one host's files.
 func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 	hf := &HostFiles{Name: h.Name, Address: h.Address, Roles: slices.Clone(h.Roles), OnChange: map[string][]string{}}
@@ -418,9 +430,9 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 		}
 		hf.Node = node
 		renders = append(renders,
-			templateFile{templates.Sysctl, SysctlPath, []string{"sysctl --system"}},
+			templateFile{templates.Sysctl, SysctlPath, []string{ApplySysctls}},
 			templateFile{templates.Modules, ModulesPath, []string{"systemctl restart systemd-modules-load.service"}},
-			templateFile{templates.ContainerdConfig, ContainerdConfigPath, []string{"systemctl restart containerd.service"}},
+			templateFile{templates.ContainerdConfig, ContainerdConfigPath, []string{RestartContainerd}},
 			templateFile{templates.SwapOffUnit, SwapOffUnitPath, []string{"systemctl daemon-reload"}},
 		)
 		hf.Units = append(hf.Units, SwapOffUnit)

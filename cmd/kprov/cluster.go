@@ -77,6 +77,12 @@ func (g *globalOptions) gatherFacts(ctx context.Context, c *cluster, conn provis
 			files[h.Name] = append(files[h.Name], f.Path)
 		}
 	}
+	// Installed artifacts are compared by checksum like any other file.
+	for _, h := range c.inv.Hosts {
+		for _, a := range roles.ArtifactsFor(c.inv, h) {
+			files[h.Name] = append(files[h.Name], roles.BinDir+"/"+a.Name)
+		}
+	}
 	opts := provision.GatherOptions{Parallel: parallel, Files: files, Logger: g.log}
 	if c.inv.Topology.EtcdMode == inventory.EtcdExternal {
 		if opts.EtcdTLS, err = provision.EtcdClientTLS(c.state); err != nil {

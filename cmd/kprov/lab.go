@@ -101,7 +101,9 @@ func newLabUpCmd(g *globalOptions, o *labOptions) *cobra.Command {
 		Short: "Boot the lab's machines (or report the running lab)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opts := lab.Options{Name: o.name, Dir: o.stateDir(), CacheDir: cacheDir, Mirror: mirror, BootTimeout: bootTimeout}
+			// The same variable the e2e tests and `lab artifacts` users set for the artifact cache.
+			opts := lab.Options{Name: o.name, Dir: o.stateDir(), CacheDir: cacheDir, ArtifactsDir: os.Getenv("KPROV_ARTIFACTS_DIR"),
+				Mirror: mirror, BootTimeout: bootTimeout}
 			if err := lab.ValidName(o.name); err != nil {
 				return usageError("--name: %v", err)
 			}

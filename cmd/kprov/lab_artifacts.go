@@ -15,7 +15,7 @@ func newLabArtifactsCmd(g *globalOptions) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "artifacts",
-		Short: "Build etcd, etcdctl, etcdutl and kubeadm from the Go module proxy into a local cache",
+		Short: "Build etcd, etcdctl, etcdutl, kubeadm, kubelet and kubectl from the Go module proxy into a local cache",
 		Long: `kprov lab artifacts builds the binaries kprov pushes to lab machines, the way
 an air-gapped site is provisioned: from the operator's machine, with no
 downloads on the hosts. Cached binaries whose checksum matches SHA256SUMS

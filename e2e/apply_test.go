@@ -1,0 +1,288 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/kprov/kprov/lab"
+	"github.com/kprov/kprov/provision"
+	"github.com/kprov/kprov/provision/pki"
+)
+
+// TestApplyExternalEtcd applies the ha-external lab (3 etcd, 2 masters, 1
+// infra, 1 compute) with the binaries pushed from the artifact cache:
+//
+//   - the first apply is killed (SIGKILL) right after etcd-2 was added as a
+//     learner; the next apply is refused by the lock the dead one left, and
+//     with --break-lock it converges without adding etcd-2 again;
+//   - etcd's own client then sees three voting members over TLS, healthy,
+//     with one leader, and a write reads back linearizably;
+//   - where it stops: the lab's machines are containers without a container
+//     runtime (and, on this host, with cgroup v1), so kubeadm init fails in
+//     its own preflight. The test asserts that kprov got that far the right
+//     way: the host's kubeadm validated the configuration, init ran on
+//     master-1, and no master or node tried to join;
+//   - a second apply changes nothing in etcd (its plan has no prepare or etcd
+//     stage) and stops at the same kubeadm init;
+//   - a changed host key is refused, and a stopped etcd machine makes apply
+//     refuse in preflight, naming it.
+func TestApplyExternalEtcd(t *testing.T) {
+	specs, err := lab.TopologyMachines("ha-external")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := UpLab(t, specs)
+	inv := l.InventoryPath()
+	if b, err := os.ReadFile(inv); err != nil || !strings.Contains(string(b), "artifacts {") {
+		t.Fatalf("the lab's inventory has no artifacts block (is the artifact cache warm? kprov lab artifacts): %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+
+	// 1. Killed halfway: right after etcd-2 joined as a learner.
+	killedAfterLearner(t, ctx, l, inv)
+
+	// 2. The dead apply's lock stops the next one, naming it.
+	out, err := kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	if err == nil || !strings.Contains(out, "another apply holds the cluster lock") || !strings.Contains(out, "--break-lock") {
+		t.Fatalf("apply over a dead apply's lock: %v\n%s", err, out)
+	}
+
+	// 3. Resume: converges etcd, never adds etcd-2 again, stops at kubeadm init.
+	start := time.Now()
+	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve", "--break-lock")
+	t.Logf("resumed apply took %s", time.Since(start).Round(time.Millisecond))
+	assertStopsAtKubeadmInit(t, out, err)
+	if strings.Contains(out, "etcd learner added member=etcd-2") {
+		t.Errorf("the resumed apply added etcd-2 again:\n%s", out)
+	}
+	if !strings.Contains(out, "broke the cluster lock") {
+		t.Errorf("breaking the lock was not warned about:\n%s", out)
+	}
+	ids := checkEtcd(t, ctx, l, inv)
+	status := kprov(t, "-f", inv, "status")
+	if !strings.Contains(status, "etcd: 3 voting, quorum 2, 3 healthy") || strings.Count(status, " voter ") != 3 {
+		t.Errorf("kprov status:\n%s", status)
+	}
+
+	// 4. Again: nothing to do before the control plane.
+	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	assertStopsAtKubeadmInit(t, out, err)
+	for _, stage := range []string{"[prepare]", "[etcd]"} {
+		if strings.Contains(out, stage) {
+			t.Errorf("a converged etcd cluster planned %s steps:\n%s", stage, out)
+		}
+	}
+	if again := checkEtcd(t, ctx, l, inv); !slices.Equal(again, ids) {
+		t.Errorf("member IDs changed from %x to %x", ids, again)
+	}
+
+	// 5. A changed host key is refused, never retried or skipped.
+	bad := badHostKeyInventory(t, l, inv, "etcd-1", "etcd-2")
+	out, err = kprovErr(t, "-f", bad, "apply", "--auto-approve")
+	if err == nil || !strings.Contains(out, "host key mismatch") || !strings.Contains(out, "etcd-1") {
+		t.Errorf("apply with etcd-1's key changed: %v\n%s", err, out)
+	}
+
+	// 6. A stopped etcd machine: preflight refuses, naming it.
+	if err := l.Stop(ctx, "etcd-3", 0); err != nil {
+		t.Fatal(err)
+	}
+	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	if err == nil || !regexp.MustCompile(`etcd-3: reachable: .*`).MatchString(out) || !strings.Contains(out, "preflight found") {
+		t.Errorf("apply with etcd-3 stopped: %v\n%s", err, out)
+	}
+}
+
+// killedAfterLearner starts an apply and kills it with SIGKILL as soon as
+// etcd lists etcd-2 (as a learner, before its promotion).
+func killedAfterLearner(t *testing.T, ctx context.Context, l *lab.Lab, inv string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, kprovBin, "-f", inv, "apply", "--auto-approve")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	killed := false
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "[etcd] adding member 2/3 (etcd-2) ...") {
+			continue
+		}
+		cli := etcdClient(t, ctx, l, inv)
+		for !killed && ctx.Err() == nil {
+			list, err := cli.MemberList(ctx)
+			if err == nil && len(list.Members) == 2 {
+				cmd.Process.Signal(syscall.SIGKILL)
+				killed = true
+				t.Logf("killed apply with etcd-2 listed (learner %v)", list.Members[1].IsLearner || list.Members[0].IsLearner)
+			}
+		}
+		cli.Close()
+		break
+	}
+	err = cmd.Wait()
+	if !killed {
+		t.Fatalf("apply ended before etcd-2 was added: %v\n%s", err, stderr.String())
+	}
+}
+
+// assertStopsAtKubeadmInit checks the run reached kubeadm init on master-1
+// with a configuration the host's kubeadm validated, and that kubeadm
+// failed in its own preflight, which is where this machine stops it.
+func assertStopsAtKubeadmInit(t *testing.T, out string, err error) {
+	t.Helper()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("apply: %v, want exit 1 at kubeadm init\n%s", err, out)
+	}
+	for _, want := range []string{
+		"kubeadm configuration valid host=master-1 config=/etc/kprov/kubeadm-init.yaml",
+		`apply failed on master-1 at "kubeadm-init" (stage control-plane/init/master-1)`,
+		"error execution phase preflight: preflight checks failed",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("apply output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "kubeadm-join") && !strings.Contains(out, "control-plane/join/master-2 (serial)") {
+		t.Errorf("a join ran:\n%s", out)
+	}
+	if strings.Contains(out, "[control-plane] joining") || strings.Contains(out, "[nodes]") {
+		t.Errorf("a stage after kubeadm init ran:\n%s", out)
+	}
+}
+
+// etcdClient talks to the lab's etcd with kprov's healthcheck client
+// certificate from the state directory, directly over the lab bridge.
+func etcdClient(t *testing.T, ctx context.Context, l *lab.Lab, inv string) *clientv3.Client {
+	t.Helper()
+	st, err := pki.Load(filepath.Join(filepath.Dir(inv), ".kprov", l.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := provision.EtcdClientTLS(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eps []string
+	for _, m := range l.Machines() {
+		if slices.Contains(m.Roles, lab.RoleEtcd) {
+			eps = append(eps, provision.EtcdClientURL(m.Address.String()))
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), Context: ctx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cli
+}
+
+// checkEtcd asserts three healthy voting members named after their hosts,
+// one leader and one cluster ID, and a write that reads back; it returns
+// the member IDs in order.
+func checkEtcd(t *testing.T, ctx context.Context, l *lab.Lab, inv string) []uint64 {
+	t.Helper()
+	cli := etcdClient(t, ctx, l, inv)
+	defer cli.Close()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	var ids []uint64
+	leaders := map[uint64]bool{}
+	for _, m := range list.Members {
+		names = append(names, m.Name)
+		ids = append(ids, m.ID)
+		if m.IsLearner {
+			t.Errorf("%s is still a learner", m.Name)
+		}
+		st, err := cli.Status(ctx, m.ClientURLs[0])
+		if err != nil {
+			t.Errorf("%s: status: %v", m.Name, err)
+			continue
+		}
+		if st.Header.ClusterId != list.Header.ClusterId {
+			t.Errorf("%s answers for cluster %x, not %x", m.Name, st.Header.ClusterId, list.Header.ClusterId)
+		}
+		leaders[st.Leader] = true
+	}
+	slices.Sort(names)
+	slices.Sort(ids)
+	if strings.Join(names, ",") != "etcd-1,etcd-2,etcd-3" || len(leaders) != 1 {
+		t.Errorf("members %v, leaders %v", names, leaders)
+	}
+	key, val := "/kprov-e2e/"+t.Name(), time.Now().String()
+	if _, err := cli.Put(ctx, key, val); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.Get(ctx, key) // linearizable by default
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != val {
+		t.Errorf("read back %v: %v", resp, err)
+	}
+	return ids
+}
+
+// badHostKeyInventory writes, beside the lab's inventory (so it shares the
+// state directory), a copy whose known_hosts gives host `victim` the key of
+// host `other`.
+func badHostKeyInventory(t *testing.T, l *lab.Lab, inv, victim, other string) string {
+	t.Helper()
+	v, err := l.Machine(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := l.Machine(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kh, err := os.ReadFile(l.KnownHostsPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, line := range strings.Split(strings.TrimSpace(string(kh)), "\n") {
+		if strings.HasPrefix(line, v.Address.String()+" ") {
+			line = v.Address.String() + " " + strings.TrimSpace(o.HostKey)
+		}
+		lines = append(lines, line)
+	}
+	dir := filepath.Dir(inv)
+	badKH := filepath.Join(dir, "known_hosts.bad")
+	if err := os.WriteFile(badKH, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(src), fmt.Sprintf("%q", l.KnownHostsPath()), fmt.Sprintf("%q", badKH), 1)
+	path := filepath.Join(dir, "badkey.kprov.hcl")
+	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -1,0 +1,495 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/kprov/kprov/inventory"
+)
+
+// etcdPollInterval is how often a wait asks etcd again. The waits are
+// bounded by ApplyOptions.WaitTimeout; the interval only keeps them from
+// spinning.
+const etcdPollInterval = 250 * time.Millisecond
+
+// etcdOps carries out the etcd steps with go.etcd.io/etcd/client/v3, every
+// connection tunnelled through SSH to the member's own host, so etcd's
+// ports need not be open to the operator.
+type etcdOps struct {
+	a *applier
+
+	mu  sync.Mutex
+	cli *clientv3.Client
+}
+
+func (e *etcdOps) close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cli != nil {
+		e.cli.Close()
+		e.cli = nil
+	}
+}
+
+// etcdHosts are the inventory's external etcd hosts, wanted or leaving.
+func (e *etcdOps) etcdHosts() []*inventory.Host {
+	var out []*inventory.Host
+	for _, h := range e.a.inv.Hosts {
+		if h.Has(inventory.RoleEtcd) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// dialer tunnels a connection to ADDR:PORT through the host with that
+// address, or through the first etcd host that connects when the address is
+// no inventory host's (a member kprov does not manage).
+func (e *etcdOps) dialer() func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		var candidates []*inventory.Host
+		for _, h := range e.a.inv.Hosts {
+			if h.Address == host {
+				candidates = append(candidates, h)
+			}
+		}
+		if len(candidates) == 0 {
+			candidates = e.etcdHosts()
+		}
+		var errs []error
+		for _, h := range candidates {
+			ex, err := e.a.conn.Connect(ctx, h)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			return ex.Dial(ctx, "tcp", addr)
+		}
+		return nil, fmt.Errorf("tunnel to %s: %w", addr, errors.Join(errs...))
+	}
+}
+
+// newClient opens a client on the given endpoints. Connecting is lazy.
+func (e *etcdOps) newClient(ctx context.Context, endpoints []string) (*clientv3.Client, error) {
+	if e.a.opts.EtcdTLS == nil {
+		return nil, errors.New("no etcd client TLS configuration (the state directory's healthcheck client)")
+	}
+	return clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		TLS:         e.a.opts.EtcdTLS.Clone(),
+		DialTimeout: DefaultEtcdTimeout,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(e.dialer())},
+		// The client would otherwise build a logger writing to stderr.
+		Logger:  zap.NewNop(),
+		Context: ctx,
+	})
+}
+
+// client is the run's shared client, balanced over every etcd host's client
+// URL: members not started yet fail to connect and are skipped by the
+// balancer until they answer.
+func (e *etcdOps) client() (*clientv3.Client, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cli != nil {
+		return e.cli, nil
+	}
+	var eps []string
+	for _, h := range e.etcdHosts() {
+		eps = append(eps, EtcdClientURL(h.Address))
+	}
+	if len(eps) == 0 {
+		return nil, errors.New("the inventory has no etcd hosts")
+	}
+	// The client outlives any one step's context; close() ends it.
+	cli, err := e.newClient(context.Background(), eps)
+	if err != nil {
+		return nil, err
+	}
+	e.cli = cli
+	return cli, nil
+}
+
+// peerURL is the step's member peer URL: the step's own when it has one, else
+// the one kprov gives the member on its host.
+func (e *etcdOps) peerURL(s Step) (string, error) {
+	if s.PeerURL != "" {
+		return s.PeerURL, nil
+	}
+	h := e.a.inv.Host(s.Host)
+	if h == nil {
+		return "", fmt.Errorf("host %s is not in the inventory", s.Host)
+	}
+	return EtcdPeerURL(h.Address), nil
+}
+
+// memberList lists members linearizably: a member cut off from the quorum
+// must not answer with a stale list that makes a change look done.
+func (e *etcdOps) memberList(ctx context.Context) (*clientv3.MemberListResponse, error) {
+	cli, err := e.client()
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, DefaultEtcdTimeout)
+	defer cancel()
+	list, err := cli.MemberList(rctx)
+	if err != nil {
+		return nil, fmt.Errorf("etcd member list: %w", err)
+	}
+	return list, nil
+}
+
+// byPeerURL finds a member by its exact peer URL. Never a prefix or
+// substring: 10.20.0.2 must not match 10.20.0.21 (RELIABILITY 4).
+func byPeerURL(members []*etcdserverpb.Member, peer string) *etcdserverpb.Member {
+	for _, m := range members {
+		if slices.Contains(m.PeerURLs, peer) {
+			return m
+		}
+	}
+	return nil
+}
+
+// addLearner adds the member as a learner unless a member with its exact
+// peer URL exists: after an interrupted run the add may already have taken
+// effect, and adding twice would leave a second, never-starting member.
+func (e *etcdOps) addLearner(ctx context.Context, s Step) (bool, error) {
+	peer, err := e.peerURL(s)
+	if err != nil {
+		return false, err
+	}
+	list, err := e.memberList(ctx)
+	if err != nil {
+		return false, err
+	}
+	if m := byPeerURL(list.Members, peer); m != nil {
+		e.a.log.Info("etcd member already in the member list", "member", s.Member, "id", fmt.Sprintf("%x", m.ID), "learner", m.IsLearner)
+		return false, nil
+	}
+	cli, err := e.client()
+	if err != nil {
+		return false, err
+	}
+	var resp *clientv3.MemberAddResponse
+	err = e.retryUnhealthy(ctx, "add learner", func(ctx context.Context) error {
+		var err error
+		resp, err = cli.MemberAddAsLearner(ctx, []string{peer})
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("etcd member add as learner %s: %w", peer, err)
+	}
+	e.a.log.Info("etcd learner added", "member", s.Member, "id", fmt.Sprintf("%x", resp.Member.ID))
+	return true, nil
+}
+
+// retryUnhealthy runs a membership change, retrying while etcd refuses it
+// as "unhealthy cluster": with strict reconfiguration checks (on by
+// default) etcd wants every voter connected for the last five seconds, so
+// right after a promotion the next change is refused for a moment even
+// though every member answers.
+func (e *etcdOps) retryUnhealthy(ctx context.Context, what string, change func(context.Context) error) error {
+	wctx, cancel := context.WithTimeout(ctx, e.a.opts.WaitTimeout)
+	defer cancel()
+	backoff := etcdPollInterval
+	for {
+		rctx, rcancel := context.WithTimeout(wctx, 2*DefaultEtcdTimeout)
+		err := change(rctx)
+		rcancel()
+		if err == nil || !(errors.Is(err, rpctypes.ErrUnhealthy) || strings.Contains(err.Error(), "unhealthy cluster")) {
+			return err
+		}
+		e.a.log.Debug("etcd refuses the change for now", "change", what, "err", err)
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("still refused after %s: %w", e.a.opts.WaitTimeout, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// retryablePromote reports errors etcd gives while a learner catches up, or
+// while another learner is still being promoted (RELIABILITY 3).
+func retryablePromote(err error) bool {
+	return errors.Is(err, rpctypes.ErrMemberLearnerNotReady) || errors.Is(err, rpctypes.ErrTooManyLearners) ||
+		strings.Contains(err.Error(), "in sync with leader") || strings.Contains(err.Error(), "too many learner")
+}
+
+// promote makes the learner a voter; a member that already votes is done.
+func (e *etcdOps) promote(ctx context.Context, s Step) (bool, error) {
+	peer, err := e.peerURL(s)
+	if err != nil {
+		return false, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, e.a.opts.WaitTimeout)
+	defer cancel()
+	backoff := etcdPollInterval
+	for {
+		list, err := e.memberList(wctx)
+		if err != nil {
+			return false, err
+		}
+		m := byPeerURL(list.Members, peer)
+		if m == nil {
+			return false, fmt.Errorf("no etcd member has peer URL %s: it was never added, or was removed", peer)
+		}
+		if !m.IsLearner {
+			return false, nil
+		}
+		cli, err := e.client()
+		if err != nil {
+			return false, err
+		}
+		rctx, rcancel := context.WithTimeout(wctx, 2*DefaultEtcdTimeout)
+		_, err = cli.MemberPromote(rctx, m.ID)
+		rcancel()
+		if err == nil {
+			e.a.log.Info("etcd learner promoted", "member", s.Member, "id", fmt.Sprintf("%x", m.ID))
+			return true, nil
+		}
+		if !retryablePromote(err) && !errors.Is(err, rpctypes.ErrUnhealthy) && !strings.Contains(err.Error(), "unhealthy cluster") {
+			return false, fmt.Errorf("etcd member promote %x: %w", m.ID, err)
+		}
+		e.a.log.Debug("etcd learner not ready for promotion", "member", s.Member, "err", err)
+		select {
+		case <-wctx.Done():
+			return false, fmt.Errorf("etcd member promote %x: still refused after %s: %w", m.ID, e.a.opts.WaitTimeout, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 4*time.Second)
+	}
+}
+
+// remove removes the member found by its exact peer URL; absent means done.
+func (e *etcdOps) remove(ctx context.Context, s Step) (bool, error) {
+	peer, err := e.peerURL(s)
+	if err != nil {
+		return false, err
+	}
+	list, err := e.memberList(ctx)
+	if err != nil {
+		return false, err
+	}
+	m := byPeerURL(list.Members, peer)
+	if m == nil {
+		return false, nil
+	}
+	cli, err := e.client()
+	if err != nil {
+		return false, err
+	}
+	err = e.retryUnhealthy(ctx, "remove member", func(ctx context.Context) error {
+		_, err := cli.MemberRemove(ctx, m.ID)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("etcd member remove %x (%s): %w", m.ID, peer, err)
+	}
+	return true, nil
+}
+
+// memberStatus asks one member, on its own client URL, for its status.
+func (e *etcdOps) memberStatus(ctx context.Context, m *etcdserverpb.Member) (*clientv3.StatusResponse, error) {
+	cli, err := e.client()
+	if err != nil {
+		return nil, err
+	}
+	if len(m.ClientURLs) == 0 {
+		return nil, fmt.Errorf("member %s has not started (no client URL)", memberName(m))
+	}
+	rctx, cancel := context.WithTimeout(ctx, DefaultEtcdTimeout)
+	defer cancel()
+	return cli.Status(rctx, m.ClientURLs[0])
+}
+
+func memberName(m *etcdserverpb.Member) string {
+	if m.Name != "" {
+		return m.Name
+	}
+	return fmt.Sprintf("%x", m.ID)
+}
+
+// moveLeader moves leadership away from the step's member when it leads, to
+// a healthy voter, asking the leader itself (only the leader can hand over).
+func (e *etcdOps) moveLeader(ctx context.Context, s Step) (bool, error) {
+	peer, err := e.peerURL(s)
+	if err != nil {
+		return false, err
+	}
+	list, err := e.memberList(ctx)
+	if err != nil {
+		return false, err
+	}
+	self := byPeerURL(list.Members, peer)
+	if self == nil {
+		return false, nil // not a member: it cannot lead
+	}
+	st, err := e.memberStatus(ctx, self)
+	if err != nil {
+		return false, fmt.Errorf("etcd status of %s: %w", s.Member, err)
+	}
+	if st.Leader != self.ID {
+		return false, nil
+	}
+	var target *etcdserverpb.Member
+	for _, m := range list.Members {
+		if m.ID == self.ID || m.IsLearner {
+			continue
+		}
+		if ms, err := e.memberStatus(ctx, m); err == nil && ms.Header.GetClusterId() == list.Header.GetClusterId() && ms.Leader == self.ID {
+			target = m
+			break
+		}
+	}
+	if target == nil {
+		return false, fmt.Errorf("%s leads and no other healthy voting member can take over", s.Member)
+	}
+	cli, err := e.newClient(ctx, self.ClientURLs[:1])
+	if err != nil {
+		return false, err
+	}
+	defer cli.Close()
+	rctx, cancel := context.WithTimeout(ctx, 2*DefaultEtcdTimeout)
+	defer cancel()
+	if _, err := cli.MoveLeader(rctx, target.ID); err != nil {
+		return false, fmt.Errorf("etcd move leader from %s to %s: %w", s.Member, memberName(target), err)
+	}
+	return true, nil
+}
+
+// checkHealthy is nil when every named voter is a voting member, answers on
+// its own client URL for the same cluster, and all of them follow one leader.
+func (e *etcdOps) checkHealthy(ctx context.Context, voters []string) error {
+	list, err := e.memberList(ctx)
+	if err != nil {
+		return err
+	}
+	leaders := map[uint64]bool{}
+	var problems []string
+	for _, name := range voters {
+		h := e.a.inv.Host(name)
+		if h == nil {
+			problems = append(problems, name+" is not in the inventory")
+			continue
+		}
+		m := byPeerURL(list.Members, EtcdPeerURL(h.Address))
+		switch {
+		case m == nil:
+			problems = append(problems, name+" is not a member")
+			continue
+		case m.IsLearner:
+			problems = append(problems, name+" is still a learner")
+			continue
+		}
+		st, err := e.memberStatus(ctx, m)
+		switch {
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("%s does not answer: %v", name, err))
+		case st.Header.GetClusterId() != list.Header.GetClusterId():
+			problems = append(problems, fmt.Sprintf("%s answers for another cluster (%x, not %x)", name, st.Header.GetClusterId(), list.Header.GetClusterId()))
+		case st.Header.GetMemberId() != m.ID:
+			problems = append(problems, fmt.Sprintf("%s answers as member %x, not %x", name, st.Header.GetMemberId(), m.ID))
+		case st.Leader == 0:
+			problems = append(problems, name+" has no leader")
+		default:
+			leaders[st.Leader] = true
+		}
+	}
+	if len(problems) == 0 && len(leaders) > 1 {
+		problems = append(problems, fmt.Sprintf("the members follow %d different leaders", len(leaders)))
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// poll calls check until it returns nil or the run's wait timeout passes.
+func (e *etcdOps) poll(ctx context.Context, what string, check func(context.Context) error) error {
+	wctx, cancel := context.WithTimeout(ctx, e.a.opts.WaitTimeout)
+	defer cancel()
+	for {
+		err := check(wctx)
+		if err == nil {
+			return nil
+		}
+		e.a.log.Debug("waiting", "for", what, "now", err)
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%s: not after %s: %w", what, e.a.opts.WaitTimeout, err)
+		case <-time.After(etcdPollInterval):
+		}
+	}
+}
+
+// waitHealthy waits until the step's voters are healthy (RELIABILITY 1, 2).
+func (e *etcdOps) waitHealthy(ctx context.Context, s Step) error {
+	return e.poll(ctx, "etcd healthy", func(ctx context.Context) error { return e.checkHealthy(ctx, s.Voters) })
+}
+
+// caughtUpRatio is how much of the leader's log a learner must hold: etcd
+// refuses promotion below about 90%.
+const caughtUpRatio = 0.9
+
+// waitCaughtUp waits until the learner has applied nearly the leader's log;
+// a member that already votes has nothing to catch up.
+func (e *etcdOps) waitCaughtUp(ctx context.Context, s Step) error {
+	peer, err := e.peerURL(s)
+	if err != nil {
+		return err
+	}
+	return e.poll(ctx, "etcd learner caught up", func(ctx context.Context) error {
+		list, err := e.memberList(ctx)
+		if err != nil {
+			return err
+		}
+		m := byPeerURL(list.Members, peer)
+		if m == nil {
+			return fmt.Errorf("no member has peer URL %s", peer)
+		}
+		if !m.IsLearner {
+			return nil
+		}
+		st, err := e.memberStatus(ctx, m)
+		if err != nil {
+			return fmt.Errorf("learner %s does not answer: %w", s.Member, err)
+		}
+		var leader *etcdserverpb.Member
+		for _, x := range list.Members {
+			if x.ID == st.Leader {
+				leader = x
+			}
+		}
+		if leader == nil {
+			return fmt.Errorf("learner %s knows no leader yet", s.Member)
+		}
+		ls, err := e.memberStatus(ctx, leader)
+		if err != nil {
+			return fmt.Errorf("leader %s does not answer: %w", memberName(leader), err)
+		}
+		if float64(st.RaftAppliedIndex) < caughtUpRatio*float64(ls.RaftIndex) {
+			return fmt.Errorf("learner %s applied %d of the leader's %d entries", s.Member, st.RaftAppliedIndex, ls.RaftIndex)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,279 @@
+package provision
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/ssh"
+)
+
+// applyHost is an ssh.Executor for Apply's tests: it accepts exactly the
+// commands and uploads it expects, in order, and fails the test on anything
+// else, including an expectation never met.
+type applyHost struct {
+	t    *testing.T
+	name string
+
+	mu     sync.Mutex
+	expect []applyCall
+	seen   []string
+}
+
+// applyCall is one expected command ("run") or upload ("upload" of path).
+type applyCall struct {
+	kind, arg string
+	stdout    string
+	err       error
+	changed   bool // what an upload reports
+}
+
+var _ ssh.Executor = (*applyHost)(nil)
+
+func newApplyHost(t *testing.T, name string, calls ...applyCall) *applyHost {
+	h := &applyHost{t: t, name: name, expect: calls}
+	t.Cleanup(func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, c := range h.expect {
+			t.Errorf("%s: expected %s %q never happened", name, c.kind, c.arg)
+		}
+	})
+	return h
+}
+
+func (h *applyHost) next(kind, arg string) (applyCall, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seen = append(h.seen, kind+" "+arg)
+	if len(h.expect) == 0 || h.expect[0].kind != kind || h.expect[0].arg != arg {
+		h.t.Errorf("%s: unexpected %s %q (next expected: %v)", h.name, kind, arg, h.expect)
+		return applyCall{}, errors.New("unexpected call")
+	}
+	c := h.expect[0]
+	h.expect = h.expect[1:]
+	return c, nil
+}
+
+func (h *applyHost) Run(_ context.Context, cmd ssh.Command) (ssh.Result, error) {
+	c, err := h.next("run", cmd.Cmd)
+	if err != nil {
+		return ssh.Result{}, err
+	}
+	return ssh.Result{Stdout: []byte(c.stdout)}, c.err
+}
+
+func (h *applyHost) Upload(_ context.Context, f ssh.FileSpec) (bool, error) {
+	c, err := h.next("upload", f.Path)
+	if err != nil {
+		return false, err
+	}
+	if _, err := io.ReadAll(f.Content); err != nil {
+		return false, err
+	}
+	return c.changed, c.err
+}
+
+func (h *applyHost) Download(_ context.Context, path string, _ io.Writer) error {
+	_, err := h.next("download", path)
+	return err
+}
+
+func (h *applyHost) Checksum(context.Context, string) (string, bool, error) {
+	h.t.Errorf("%s: unexpected checksum", h.name)
+	return "", false, errors.New("unexpected checksum")
+}
+
+func (h *applyHost) Dial(_ context.Context, _, addr string) (net.Conn, error) {
+	h.t.Errorf("%s: unexpected tunnel to %s", h.name, addr)
+	return nil, errors.New("unexpected dial")
+}
+
+func (h *applyHost) Close() error { return nil }
+func (h *applyHost) Name() string { return h.name }
+
+type applyConnector map[string]*applyHost
+
+func (c applyConnector) Connect(_ context.Context, h *inventory.Host) (ssh.Executor, error) {
+	if x, ok := c[h.Name]; ok {
+		return x, nil
+	}
+	return nil, &ssh.HostError{Host: h.Name, Err: errors.New("no such fake host")}
+}
+
+func applyInventory(names ...string) *inventory.Inventory {
+	inv := &inventory.Inventory{Etcd: inventory.Etcd{DataDir: "/var/lib/etcd"}}
+	for i, n := range names {
+		inv.Hosts = append(inv.Hosts, &inventory.Host{Name: n, Address: "192.0.2." + string(rune('1'+i)), Roles: []inventory.Role{inventory.RoleCompute}})
+	}
+	return inv
+}
+
+// Stages run in order, each host's steps in order; the first failing stage
+// stops the run, naming the host and the step, and later stages never run.
+func TestApplyStopsAtFirstFailingStage(t *testing.T) {
+	inv := applyInventory("a", "b")
+	started := "if systemctl is-active --quiet 'x.service' && systemctl is-enabled --quiet 'x.service'; then :; else systemctl daemon-reload && systemctl enable --now 'x.service' && echo changed; fi"
+	a := newApplyHost(t, "a",
+		applyCall{kind: "run", arg: "mkdir -p -- '/etc/x'"},
+		applyCall{kind: "upload", arg: "/etc/x/x.conf", changed: true},
+		applyCall{kind: "run", arg: "systemctl daemon-reload"},
+		applyCall{kind: "run", arg: "false", err: errors.New("exit status 1")},
+	)
+	b := newApplyHost(t, "b",
+		applyCall{kind: "run", arg: started, stdout: ""}, // already running: no change
+	)
+	plan := &Plan{Stages: []Stage{
+		{Name: "prepare", Parallel: 2, Steps: []Step{
+			{Op: OpUploadFile, Host: "a", Path: "/etc/x/x.conf", Mode: 0o644, Content: []byte("x")},
+			{Op: OpStartService, Host: "b", Service: "x.service"},
+			{Op: OpRunCommand, Host: "a", Command: "systemctl daemon-reload"},
+		}},
+		{Name: "second", Parallel: 1, Steps: []Step{{Op: OpRunCommand, Host: "a", Command: "false"}}},
+		{Name: "never", Parallel: 1, Steps: []Step{{Op: OpRunCommand, Host: "b", Command: "never"}}},
+	}}
+	var events []string
+	rep, err := Apply(context.Background(), plan, applyConnector{"a": a, "b": b}, ApplyOptions{Inventory: inv,
+		OnStage: func(ev StageEvent) {
+			if ev.Done {
+				events = append(events, ev.Stage.Name+" done")
+			} else {
+				events = append(events, ev.Stage.Name)
+			}
+		}})
+	if err == nil {
+		t.Fatal("apply succeeded past a failing command")
+	}
+	if !strings.Contains(err.Error(), `stage second: a: run-command "false": exit status 1`) {
+		t.Errorf("error %q does not name the stage, host and step once each", err)
+	}
+	if rep.FailedStage != "second" || rep.FailedHost != "a" || rep.FailedStep != `run-command "false"` {
+		t.Errorf("report failed at %q %q %q", rep.FailedStage, rep.FailedHost, rep.FailedStep)
+	}
+	if got := strings.Join(events, ","); got != "prepare,prepare done,second,second done" {
+		t.Errorf("stage events %s", got)
+	}
+	if rep.Stages[0].Changed != 2 || len(rep.Changes["a"]) != 2 || len(rep.Changes["b"]) != 0 {
+		t.Errorf("changes %+v, stage %+v", rep.Changes, rep.Stages[0])
+	}
+}
+
+// An artifact whose local file does not match the inventory's checksum is
+// refused before anything is sent, and the error names the file.
+func TestApplyRefusesArtifactWithWrongChecksum(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "etcd")
+	if err := os.WriteFile(src, []byte("not the etcd you pinned"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	good := sha256.Sum256([]byte("not the etcd you pinned"))
+	a := newApplyHost(t, "a",
+		applyCall{kind: "run", arg: "mkdir -p -- '/usr/local/bin'"},
+		applyCall{kind: "upload", arg: "/usr/local/bin/etcd", changed: true},
+		applyCall{kind: "run", arg: "mkdir -p -- '/usr/local/bin'"},
+	)
+	step := Step{Op: OpUploadFile, Host: "a", Path: "/usr/local/bin/etcd", Mode: 0o755, Source: src, SHA256: hex.EncodeToString(good[:])}
+	plan := &Plan{Stages: []Stage{{Name: "prepare", Parallel: 1, Steps: []Step{step}}}}
+	if _, err := Apply(context.Background(), plan, applyConnector{"a": a}, ApplyOptions{Inventory: applyInventory("a")}); err != nil {
+		t.Fatalf("matching artifact: %v", err)
+	}
+	plan.Stages[0].Steps[0].SHA256 = strings.Repeat("0", 64)
+	_, err := Apply(context.Background(), plan, applyConnector{"a": a}, ApplyOptions{Inventory: applyInventory("a")})
+	if err == nil || !strings.Contains(err.Error(), src) || !strings.Contains(err.Error(), "refusing to install") {
+		t.Errorf("tampered artifact: %v", err)
+	}
+}
+
+// wipe-data-dir removes the inventory's etcd data directory and nothing else.
+func TestApplyWipeOnlyTheDataDir(t *testing.T) {
+	inv := applyInventory("a")
+	a := newApplyHost(t, "a",
+		applyCall{kind: "run", arg: "if [ -e '/var/lib/etcd' ]; then rm -rf -- '/var/lib/etcd' && echo changed; fi", stdout: "changed\n"},
+	)
+	for _, path := range []string{"/var/lib/etcd", "/", "/var/lib", "/var/lib/etcd/../..", "var/lib/etcd"} {
+		plan := &Plan{Stages: []Stage{{Name: "wipe", Parallel: 1, Steps: []Step{{Op: OpWipeDataDir, Host: "a", Path: path}}}}}
+		rep, err := Apply(context.Background(), plan, applyConnector{"a": a}, ApplyOptions{Inventory: inv})
+		if path == "/var/lib/etcd" {
+			if err != nil || rep.Changed() != 1 {
+				t.Errorf("wipe %s: %v, %d changed", path, err, rep.Changed())
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), "refusing to wipe") {
+			t.Errorf("wipe %s: %v", path, err)
+		}
+	}
+}
+
+// A kubeadm init or join that already took effect is never run again; one
+// that did not is validated by the host's kubeadm before it runs.
+func TestApplyKubeadmSkipsDoneAndValidatesFirst(t *testing.T) {
+	inv := applyInventory("m", "w")
+	inv.Hosts[0].Roles = []inventory.Role{inventory.RoleMaster}
+	m := newApplyHost(t, "m",
+		applyCall{kind: "run", arg: "if [ -e '/etc/kubernetes/manifests/kube-apiserver.yaml' ]; then echo present; fi", stdout: "present\n"},
+	)
+	w := newApplyHost(t, "w",
+		applyCall{kind: "run", arg: "if [ -e '/etc/kubernetes/kubelet.conf' ]; then echo present; fi"},
+		applyCall{kind: "run", arg: binPath + "kubeadm config validate --config '/etc/kprov/kubeadm-join.yaml'"},
+		applyCall{kind: "run", arg: binPath + "kubeadm join --config /etc/kprov/kubeadm-join.yaml"},
+	)
+	plan := &Plan{Stages: []Stage{
+		{Name: "control-plane/init/m", Parallel: 1, Steps: []Step{{Op: OpKubeadmInit, Host: "m", Command: "kubeadm init --config /etc/kprov/kubeadm-init.yaml --upload-certs"}}},
+		{Name: "nodes/join", Parallel: 2, Steps: []Step{{Op: OpKubeadmJoin, Host: "w", Command: "kubeadm join --config /etc/kprov/kubeadm-join.yaml"}}},
+	}}
+	rep, err := Apply(context.Background(), plan, applyConnector{"m": m, "w": w}, ApplyOptions{Inventory: inv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Changes["m"]) != 0 || len(rep.Changes["w"]) != 1 {
+		t.Errorf("changes %v", rep.Changes)
+	}
+}
+
+// A cancelled run starts no further stage.
+func TestApplyCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	plan := &Plan{Stages: []Stage{{Name: "prepare", Parallel: 1, Steps: []Step{{Op: OpRunCommand, Host: "a", Command: "x"}}}}}
+	a := newApplyHost(t, "a")
+	if _, err := Apply(ctx, plan, applyConnector{"a": a}, ApplyOptions{Inventory: applyInventory("a")}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled apply: %v", err)
+	}
+}
+
+// The lock is taken with noclobber, refused with the holder named, broken
+// only when asked, and released only by its owner.
+func TestLock(t *testing.T) {
+	acquire := "mkdir -p /var/lib/kprov && if (set -o noclobber; printf '%s\\n' 'me@op pid 1' > '/var/lib/kprov/apply.lock') 2>/dev/null; then echo acquired; else echo held; cat '/var/lib/kprov/apply.lock'; fi"
+	release := `if [ "$(cat '/var/lib/kprov/apply.lock' 2>/dev/null)" = 'me@op pid 1' ]; then rm -f '/var/lib/kprov/apply.lock'; fi`
+	breakCmd := "if [ -f '/var/lib/kprov/apply.lock' ]; then cat '/var/lib/kprov/apply.lock'; rm -f '/var/lib/kprov/apply.lock'; fi"
+	h := newApplyHost(t, "m",
+		applyCall{kind: "run", arg: acquire, stdout: "held\nyou@there pid 7 since 2026-01-01T00:00:00Z\n"},
+		applyCall{kind: "run", arg: breakCmd, stdout: "you@there pid 7 since 2026-01-01T00:00:00Z\n"},
+		applyCall{kind: "run", arg: acquire, stdout: "acquired\n"},
+		applyCall{kind: "run", arg: release},
+	)
+	ctx := context.Background()
+	_, _, err := AcquireLock(ctx, h, "me@op pid 1", false)
+	var held *LockHeldError
+	if !errors.As(err, &held) || !errors.Is(err, ErrLockHeld) || !strings.Contains(err.Error(), "you@there pid 7") || !strings.Contains(err.Error(), "--break-lock") {
+		t.Fatalf("held lock: %v", err)
+	}
+	lock, broken, err := AcquireLock(ctx, h, "me@op pid 1", true)
+	if err != nil || broken != "you@there pid 7 since 2026-01-01T00:00:00Z" {
+		t.Fatalf("break lock: %v, broke %q", err, broken)
+	}
+	if err := lock.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
