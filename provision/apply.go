@@ -298,7 +298,7 @@ func (a *applier) step(ctx context.Context, ex ssh.Executor, s Step) (bool, erro
 	case OpStartService:
 		return a.startService(ctx, ex, s.Service)
 	case OpRestartService:
-		_, err := a.run(ctx, ex, "systemctl daemon-reload && systemctl restart "+shellQuote(s.Service), a.opts.CommandTimeout)
+		_, err := a.run(ctx, ex, "{ systemctl daemon-reload && systemctl restart "+shellQuote(s.Service)+"; }"+unitJournalOnFailure(shellQuote(s.Service)), a.opts.CommandTimeout)
 		return err == nil, err
 	case OpStopService:
 		return a.changedBy(ctx, ex, fmt.Sprintf("if systemctl is-active --quiet %[1]s || systemctl is-enabled --quiet %[1]s; then systemctl disable --now %[1]s && echo changed; fi", shellQuote(s.Service)))
@@ -347,7 +347,14 @@ func (a *applier) changedBy(ctx context.Context, ex ssh.Executor, cmd string) (b
 // daemon-reload first: the unit file may have just been written.
 func (a *applier) startService(ctx context.Context, ex ssh.Executor, unit string) (bool, error) {
 	u := shellQuote(unit)
-	return a.changedBy(ctx, ex, fmt.Sprintf("if systemctl is-active --quiet %[1]s && systemctl is-enabled --quiet %[1]s; then :; else systemctl daemon-reload && systemctl enable --now %[1]s && echo changed; fi", u))
+	return a.changedBy(ctx, ex, fmt.Sprintf("if systemctl is-active --quiet %[1]s && systemctl is-enabled --quiet %[1]s; then :; else systemctl daemon-reload && systemctl enable --now %[1]s && echo changed%[2]s; fi", u, unitJournalOnFailure(u)))
+}
+
+// unitJournalOnFailure appends the unit's last journal lines to stderr when
+// the command before it fails, so the error names the cause instead of
+// pointing the operator at the host's journal.
+func unitJournalOnFailure(quotedUnit string) string {
+	return fmt.Sprintf(" || { rc=$?; journalctl -u %s -n 15 --no-pager -o cat >&2; exit $rc; }", quotedUnit)
 }
 
 // upload writes a file. An artifact (Source) is checked against the

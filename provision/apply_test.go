@@ -122,7 +122,7 @@ func applyInventory(names ...string) *inventory.Inventory {
 // stops the run, naming the host and the step, and later stages never run.
 func TestApplyStopsAtFirstFailingStage(t *testing.T) {
 	inv := applyInventory("a", "b")
-	started := "if systemctl is-active --quiet 'x.service' && systemctl is-enabled --quiet 'x.service'; then :; else systemctl daemon-reload && systemctl enable --now 'x.service' && echo changed; fi"
+	started := "if systemctl is-active --quiet 'x.service' && systemctl is-enabled --quiet 'x.service'; then :; else systemctl daemon-reload && systemctl enable --now 'x.service' && echo changed || { rc=$?; journalctl -u 'x.service' -n 15 --no-pager -o cat >&2; exit $rc; }; fi"
 	a := newApplyHost(t, "a",
 		applyCall{kind: "run", arg: "mkdir -p -- '/etc/x'"},
 		applyCall{kind: "upload", arg: "/etc/x/x.conf", changed: true},
