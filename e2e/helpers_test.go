@@ -59,8 +59,15 @@ func UpLab(t *testing.T, specs []lab.MachineSpec) *lab.Lab {
 		ArtifactsDir: os.Getenv("KPROV_ARTIFACTS_DIR"),
 		Machines:     specs,
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
+	// The lab's inventory names the cached binaries in its artifacts block, so
+	// the cache is filled first: on a fresh machine this is where etcd and the
+	// Kubernetes binaries are built (once; later calls find them cached).
+	opts.ArtifactsDir = artifactsDir(t)
+	if _, err := lab.BuildArtifacts(ctx, opts.ArtifactsDir, lab.Versions{}, logger); err != nil {
+		t.Fatalf("build the lab's artifacts: %v", err)
+	}
 	t.Cleanup(func() {
 		if err := lab.Down(context.Background(), opts.Name, opts.Dir, logger); err != nil {
 			t.Errorf("lab down: %v", err)
