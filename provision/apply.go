@@ -235,10 +235,16 @@ func (a *applier) stage(ctx context.Context, st *Stage, rep *Report) (StageRepor
 		if err != nil {
 			return fail(byHost[host][0], err)
 		}
-		if err := a.makeDirs(ctx, ex, byHost[host]); err != nil {
-			return fail(byHost[host][0], err)
-		}
+		dirsMade := false
 		for _, step := range byHost[host] {
+			// The directories are made once, before the host's first upload,
+			// so a failure there is reported at the upload that needed them.
+			if step.Op == OpUploadFile && !dirsMade {
+				if err := a.makeDirs(ctx, ex, byHost[host]); err != nil {
+					return fail(step, err)
+				}
+				dirsMade = true
+			}
 			a.log.Debug("step", "stage", st.Name, "host", host, "step", step.String())
 			changed, err := a.step(ctx, ex, step)
 			if err != nil {

@@ -167,6 +167,30 @@ func TestApplyStopsAtFirstFailingStage(t *testing.T) {
 	}
 }
 
+// The directories for a host's uploads are made right before its first
+// upload, so a failure there is reported at that upload, not at an earlier
+// step of the stage, and the error keeps what kprov was doing, naming the
+// host once.
+func TestApplyMakeDirsFailureNamesTheUpload(t *testing.T) {
+	lost := &ssh.HostError{Host: "a", Err: errors.New(`run "mkdir -p -- '/etc/x'": connection lost`)}
+	a := newApplyHost(t, "a",
+		applyCall{kind: "run", arg: "true"},
+		applyCall{kind: "run", arg: "mkdir -p -- '/etc/x'", err: lost},
+	)
+	plan := &Plan{Stages: []Stage{{Name: "etcd/add/a", Parallel: 1, Steps: []Step{
+		{Op: OpRunCommand, Host: "a", Command: "true"},
+		{Op: OpUploadFile, Host: "a", Path: "/etc/x/x.conf", Mode: 0o644, Content: []byte("x")},
+	}}}}
+	rep, err := Apply(context.Background(), plan, applyConnector{"a": a}, ApplyOptions{Inventory: applyInventory("a")})
+	if rep.FailedStep != "upload-file /etc/x/x.conf (0644)" {
+		t.Errorf("failed at %q, want the upload", rep.FailedStep)
+	}
+	want := `stage etcd/add/a: a: upload-file /etc/x/x.conf (0644): create directories for uploads: run "mkdir -p -- '/etc/x'": connection lost`
+	if err == nil || err.Error() != want {
+		t.Errorf("error\n %v\nwant\n %s", err, want)
+	}
+}
+
 // An artifact whose local file does not match the inventory's checksum is
 // refused before anything is sent, and the error names the file.
 func TestApplyRefusesArtifactWithWrongChecksum(t *testing.T) {

@@ -196,8 +196,11 @@ func Gather(ctx context.Context, inv *inventory.Inventory, conn Connector, opts 
 // the facts are already keyed by host.
 func withoutHost(host string, err error) string {
 	var he *ssh.HostError
-	if errors.As(err, &he) && he.Host == host {
-		return he.Err.Error()
+	if !errors.As(err, &he) || he.Host != host {
+		return err.Error()
 	}
-	return err.Error()
+	// Only the prefix goes: what the layers above the transport added
+	// ("create directories for uploads: ", "kubeadm config validate: ")
+	// is the part that says what kprov was doing.
+	return strings.Replace(err.Error(), he.Error(), he.Err.Error(), 1)
 }

@@ -59,6 +59,11 @@ refuses when the hosts or the inventory changed since it was made.`,
 			if len(args) == 1 {
 				o.planFile = args[0]
 			}
+			// Known before connecting anywhere: without a terminal nobody
+			// can confirm, so refuse now rather than after gathering facts.
+			if !o.autoApprove && !term.IsTerminal(int(os.Stdin.Fd())) {
+				return usageError("stdin is not a terminal: review the plan with kprov plan, then run apply with --auto-approve")
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return g.apply(ctx, o)
@@ -206,12 +211,9 @@ func lockOwner(start time.Time) string {
 	return fmt.Sprintf("%s@%s pid %d since %s", name, host, os.Getpid(), start.UTC().Format(time.RFC3339))
 }
 
-// confirm asks on the terminal; without one it refuses, so a script never
-// applies a plan nobody saw by accident.
+// confirm asks on the terminal, which apply checked it has before
+// connecting, so a script never applies a plan nobody saw by accident.
 func confirm(w io.Writer) error {
-	if !term.IsTerminal(int(os.Stdin.Fd())) {
-		return usageError("stdin is not a terminal: review the plan with kprov plan, then run apply with --auto-approve")
-	}
 	fmt.Fprint(w, "\nApply? Only 'yes' is accepted. [yes/no]: ")
 	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -239,13 +241,23 @@ func readSavedPlan(path string) (*savedPlan, error) {
 	return &sp, nil
 }
 
+// maxListedChanges bounds how many changed facts a refused saved plan names.
+const maxListedChanges = 5
+
 // checkSavedPlan refuses a saved plan when the hosts changed since it was
 // made (other facts), or when the same facts now give another plan (the
 // inventory or templates changed). The plan applied is the fresh one, which
 // carries the file contents a saved plan leaves out; it equals the saved one.
 func checkSavedPlan(sp *savedPlan, facts *provision.Facts, plan *provision.Plan) error {
 	if sp.Facts.Digest() != facts.Digest() || sp.Plan.FactsDigest != facts.Digest() {
-		return errors.New("the hosts changed since the plan was saved (their facts differ): run kprov plan --out again and review it")
+		what := "their facts differ"
+		if changes := sp.Facts.Changes(facts); len(changes) > 0 {
+			if len(changes) > maxListedChanges {
+				changes = append(changes[:maxListedChanges], fmt.Sprintf("%d more", len(changes)-maxListedChanges))
+			}
+			what = strings.Join(changes, "; ")
+		}
+		return fmt.Errorf("the hosts changed since the plan was saved (%s): run kprov plan --out again and review it", what)
 	}
 	want, _ := json.Marshal(sp.Plan)
 	got, _ := json.Marshal(plan)

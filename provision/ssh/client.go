@@ -198,7 +198,8 @@ func chainKey(hops []Config) string {
 func (p *Pool) dialHop(ctx context.Context, via *ssh.Client, hop Config) (*ssh.Client, error) {
 	backoff := hop.RetryBackoff
 	var err error
-	for attempt := 1; ; attempt++ {
+	attempt := 1
+	for ; ; attempt++ {
 		var c *ssh.Client
 		c, err = p.dialOnce(ctx, via, hop)
 		if err == nil {
@@ -220,8 +221,8 @@ func (p *Pool) dialHop(ctx context.Context, via *ssh.Client, hop Config) (*ssh.C
 		}
 		backoff = min(backoff*2, 30*time.Second)
 	}
-	if hop.Attempts > 1 {
-		return nil, fmt.Errorf("connect %s (%d attempts): %w", hop.hostport(), hop.Attempts, err)
+	if attempt > 1 {
+		return nil, fmt.Errorf("connect %s (%d attempts): %w", hop.hostport(), attempt, err)
 	}
 	return nil, fmt.Errorf("connect %s: %w", hop.hostport(), err)
 }
@@ -230,11 +231,13 @@ func (p *Pool) dialHop(ctx context.Context, via *ssh.Client, hop Config) (*ssh.C
 // booting refuses connections, drops them, or rejects our key until cloud-init
 // has written authorized_keys, so those are retried. A host key problem is
 // never retried: it will not fix itself, and retrying a possible
-// man-in-the-middle only hands them more attempts.
+// man-in-the-middle only hands them more attempts. Neither is having no key
+// to offer at all.
 func retryable(ctx context.Context, err error) bool {
 	var hk *HostKeyError
+	var noKeys noKeysError
 	switch {
-	case errors.As(err, &hk), errors.Is(err, ErrKeyFile), errors.Is(err, ErrSudo):
+	case errors.As(err, &hk), errors.Is(err, ErrKeyFile), errors.Is(err, ErrSudo), errors.As(err, &noKeys):
 		return false
 	case ctx.Err() != nil:
 		return false
@@ -252,7 +255,7 @@ func (p *Pool) dialOnce(ctx context.Context, via *ssh.Client, hop Config) (*ssh.
 		return nil, err
 	}
 	if len(signers) == 0 {
-		return nil, fmt.Errorf("%w: no identity_file and no ssh-agent keys to offer", ErrAuthFailed)
+		return nil, noKeysError{}
 	}
 	// The host key error is kept aside because x/crypto wraps it in its
 	// handshake error; returning it directly keeps the typed error.

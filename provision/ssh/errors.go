@@ -164,6 +164,17 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// noKeysError is an authentication failure decided before dialing: there is
+// no key to offer, which no retry can change. It matches ErrAuthFailed.
+type noKeysError struct{}
+
+func (noKeysError) Error() string {
+	return ErrAuthFailed.Error() + ": no identity_file and no ssh-agent keys to offer"
+}
+
+// Is makes errors.Is(err, ErrAuthFailed) work.
+func (noKeysError) Is(target error) bool { return target == ErrAuthFailed }
+
 // SudoError explains that the login user cannot use sudo non-interactively and
 // how to fix it; it matches ErrSudo.
 type SudoError struct {

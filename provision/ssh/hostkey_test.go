@@ -260,3 +260,25 @@ func TestPinnedHostKey(t *testing.T) {
 		t.Fatalf("err = %v, want a mismatch against the inventory host_key", err)
 	}
 }
+
+// With no key to offer, a connection cannot authenticate however often it
+// is tried: it fails at once, without dialing, and says it tried once.
+func TestNoKeysIsNotRetried(t *testing.T) {
+	s := newFakeServer(t, newIdentity(t).pub).start()
+	p, _ := newPool(t, Options{})
+	cfg := s.hostConfig("cp-1", clientIdentity{}, knownHosts(t))
+	cfg.IdentityFiles = nil
+	cfg.Attempts = 5
+	cfg.RetryBackoff = time.Second
+	start := time.Now()
+	_, err := p.Connect(ctxT(t), cfg)
+	if !errors.Is(err, ErrAuthFailed) || !strings.Contains(err.Error(), "no identity_file and no ssh-agent keys") {
+		t.Fatalf("err = %v, want ErrAuthFailed naming the missing keys", err)
+	}
+	if strings.Contains(err.Error(), "attempts") || time.Since(start) > 500*time.Millisecond {
+		t.Errorf("retried a connection that has no key to offer (%s): %v", time.Since(start), err)
+	}
+	if n := s.conns.Load(); n != 0 {
+		t.Errorf("dialed %d times with no key to offer", n)
+	}
+}
