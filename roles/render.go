@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/pki"
 	"github.com/kprov/kprov/templates"
 )
@@ -22,7 +23,7 @@ import (
 const (
 	KubeadmInitPath      = "/etc/kprov/kubeadm-init.yaml" // first master: kubeadm init --config
 	KubeadmJoinPath      = "/etc/kprov/kubeadm-join.yaml" // every other node: kubeadm join --config
-	EtcdConfigPath       = "/etc/etcd/etcd.yaml"
+	EtcdConfigPath       = provision.EtcdConfigPath       // fact gathering reads the same file
 	EtcdUnitPath         = "/etc/systemd/system/etcd.service"
 	SysctlPath           = "/etc/sysctl.d/99-kprov-kubernetes.conf"
 	ModulesPath          = "/etc/modules-load.d/kprov-kubernetes.conf"
@@ -348,8 +349,9 @@ func checkBootstrap(name string, b EtcdBootstrap, members []string) error {
 	return nil
 }
 
-func clientURL(addr string) string { return "https://" + net.JoinHostPort(addr, "2379") }
-func peerURL(addr string) string   { return "https://" + net.JoinHostPort(addr, "2380") }
+// The URLs rendered here are the ones fact gathering matches members by, exactly.
+func clientURL(addr string) string { return provision.EtcdClientURL(addr) }
+func peerURL(addr string) string   { return provision.EtcdPeerURL(addr) }
 
 func uniqueInOrder(in []string) []string {
 	seen := map[string]bool{}
