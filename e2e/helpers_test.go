@@ -77,6 +77,20 @@ func UpLab(t *testing.T, specs []lab.MachineSpec) *lab.Lab {
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
+	// Runs before the lab goes down (cleanups run last-in first-out): when the
+	// test failed, each machine's sshd and kprov-unit journal goes into the
+	// log, since the machines are gone afterwards.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		dctx, dcancel := context.WithTimeout(context.Background(), time.Minute)
+		defer dcancel()
+		for _, m := range l.Machines() {
+			out, err := l.Output(dctx, m.Name, "journalctl -u ssh -u 'kprov-*' -u etcd -n 40 --no-pager -o short-precise")
+			t.Logf("%s journal (ssh, kprov units, etcd), err=%v:\n%s", m.Name, err, out)
+		}
+	})
 	return l
 }
 
