@@ -22,6 +22,7 @@ import (
 	"github.com/kprov/kprov/lab"
 	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
 )
 
 // TestApplyExternalEtcd applies the ha-external lab (3 etcd, 2 masters, 1
@@ -167,7 +168,7 @@ func etcdClient(t *testing.T, ctx context.Context, l *lab.Lab, inv string) *clie
 	var eps []string
 	for _, m := range l.Machines() {
 		if slices.Contains(m.Roles, lab.RoleEtcd) {
-			eps = append(eps, provision.EtcdClientURL(m.Address.String()))
+			eps = append(eps, plan.EtcdClientURL(m.Address.String()))
 		}
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), Context: ctx})

@@ -20,6 +20,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
 
@@ -72,7 +73,7 @@ const (
 // StageEvent is a stage starting (Done false) or ending (Done true).
 type StageEvent struct {
 	Index, Total int
-	Stage        *Stage
+	Stage        *plan.Stage
 	Done         bool
 	Duration     time.Duration
 	Changed      int // steps that changed something (when Done)
@@ -114,7 +115,7 @@ func (r *Report) Changed() int {
 // StepError is a failed step: which host, which step, why.
 type StepError struct {
 	Host string
-	Step Step
+	Step plan.Step
 	Err  error
 }
 
@@ -132,7 +133,7 @@ func (e *StepError) Unwrap() error { return e.Err }
 // failed host and step. Every step checks the live state first and does
 // nothing when its effect is already there, so applying again after any
 // interruption converges. Apply is the only code in kprov that changes hosts.
-func Apply(ctx context.Context, plan *Plan, conn Connector, opts ApplyOptions) (*Report, error) {
+func Apply(ctx context.Context, plan *plan.Plan, conn Connector, opts ApplyOptions) (*Report, error) {
 	if opts.Inventory == nil {
 		return nil, errors.New("apply: no inventory")
 	}
@@ -215,10 +216,10 @@ func (a *applier) connect(ctx context.Context, name string) (ssh.Executor, error
 
 // stage runs one stage: hosts in parallel within the bound, each host's
 // steps in order, stopping that host at its first failure.
-func (a *applier) stage(ctx context.Context, st *Stage, rep *Report) (StageReport, error) {
+func (a *applier) stage(ctx context.Context, st *plan.Stage, rep *Report) (StageReport, error) {
 	start := time.Now()
 	var hosts []string
-	byHost := map[string][]Step{}
+	byHost := map[string][]plan.Step{}
 	for _, s := range st.Steps {
 		if _, ok := byHost[s.Host]; !ok {
 			hosts = append(hosts, s.Host)
@@ -228,7 +229,7 @@ func (a *applier) stage(ctx context.Context, st *Stage, rep *Report) (StageRepor
 	sr := StageReport{Name: st.Name, Parallel: st.Parallel, Hosts: len(hosts), Steps: len(st.Steps)}
 	var changedMu sync.Mutex
 	_, err := ssh.ForEach(ctx, hosts, max(st.Parallel, 1), func(ctx context.Context, host string) (struct{}, error) {
-		fail := func(step Step, err error) (struct{}, error) {
+		fail := func(step plan.Step, err error) (struct{}, error) {
 			return struct{}{}, &ssh.HostError{Host: host, Err: &StepError{Host: host, Step: step, Err: err}}
 		}
 		ex, err := a.connect(ctx, host)
@@ -239,7 +240,7 @@ func (a *applier) stage(ctx context.Context, st *Stage, rep *Report) (StageRepor
 		for _, step := range byHost[host] {
 			// The directories are made once, before the host's first upload,
 			// so a failure there is reported at the upload that needed them.
-			if step.Op == OpUploadFile && !dirsMade {
+			if step.Op == plan.OpUploadFile && !dirsMade {
 				if err := a.makeDirs(ctx, ex, byHost[host]); err != nil {
 					return fail(step, err)
 				}
@@ -270,10 +271,10 @@ func (a *applier) stage(ctx context.Context, st *Stage, rep *Report) (StageRepor
 // makeDirs creates the directories the host's uploads go into, in one
 // command: the transport writes a temporary file beside the target, so the
 // directory must exist first.
-func (a *applier) makeDirs(ctx context.Context, ex ssh.Executor, steps []Step) error {
+func (a *applier) makeDirs(ctx context.Context, ex ssh.Executor, steps []plan.Step) error {
 	var dirs []string
 	for _, s := range steps {
-		if s.Op != OpUploadFile {
+		if s.Op != plan.OpUploadFile {
 			continue
 		}
 		if d := filepath.Dir(s.Path); !slices.Contains(dirs, d) {
@@ -294,41 +295,41 @@ func (a *applier) makeDirs(ctx context.Context, ex ssh.Executor, steps []Step) e
 }
 
 // step carries out one step and reports whether it changed anything.
-func (a *applier) step(ctx context.Context, ex ssh.Executor, s Step) (bool, error) {
+func (a *applier) step(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
 	switch s.Op {
-	case OpUploadFile:
+	case plan.OpUploadFile:
 		return a.upload(ctx, ex, s)
-	case OpRunCommand:
+	case plan.OpRunCommand:
 		_, err := a.run(ctx, ex, s.Command, a.opts.CommandTimeout)
 		return err == nil, err
-	case OpStartService:
+	case plan.OpStartService:
 		return a.startService(ctx, ex, s.Service)
-	case OpRestartService:
+	case plan.OpRestartService:
 		_, err := a.run(ctx, ex, "{ systemctl daemon-reload && systemctl restart "+shellQuote(s.Service)+"; }"+unitJournalOnFailure(shellQuote(s.Service)), a.opts.CommandTimeout)
 		return err == nil, err
-	case OpStopService:
+	case plan.OpStopService:
 		return a.changedBy(ctx, ex, fmt.Sprintf("if systemctl is-active --quiet %[1]s || systemctl is-enabled --quiet %[1]s; then systemctl disable --now %[1]s && echo changed; fi", shellQuote(s.Service)))
-	case OpWipeDataDir:
+	case plan.OpWipeDataDir:
 		return a.wipeDataDir(ctx, ex, s)
-	case OpEtcdAddLearner:
+	case plan.OpEtcdAddLearner:
 		return a.etcd.addLearner(ctx, s)
-	case OpEtcdPromote:
+	case plan.OpEtcdPromote:
 		return a.etcd.promote(ctx, s)
-	case OpEtcdRemove:
+	case plan.OpEtcdRemove:
 		return a.etcd.remove(ctx, s)
-	case OpEtcdMoveLeader:
+	case plan.OpEtcdMoveLeader:
 		return a.etcd.moveLeader(ctx, s)
-	case OpWaitEtcdHealthy:
+	case plan.OpWaitEtcdHealthy:
 		return false, a.etcd.waitHealthy(ctx, s)
-	case OpWaitCaughtUp:
+	case plan.OpWaitCaughtUp:
 		return false, a.etcd.waitCaughtUp(ctx, s)
-	case OpKubeadmInit, OpKubeadmJoin:
+	case plan.OpKubeadmInit, plan.OpKubeadmJoin:
 		return a.kubeadm(ctx, ex, s)
-	case OpWaitAPIServer:
+	case plan.OpWaitAPIServer:
 		return false, a.waitAPIServer(ctx, ex, s)
-	case OpLabelNode:
+	case plan.OpLabelNode:
 		return a.labelNode(ctx, s)
-	case OpFetchKubeconfig:
+	case plan.OpFetchKubeconfig:
 		return a.fetchKubeconfig(ctx, ex, s)
 	}
 	return false, fmt.Errorf("unknown operation %q", s.Op)
@@ -367,7 +368,7 @@ func unitJournalOnFailure(quotedUnit string) string {
 // inventory's SHA-256 before a byte is sent, so a tampered or stale local
 // file never reaches a host; the transport itself skips a file whose
 // content, mode and owner already match.
-func (a *applier) upload(ctx context.Context, ex ssh.Executor, s Step) (bool, error) {
+func (a *applier) upload(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
 	spec := ssh.FileSpec{Path: s.Path, Mode: s.Mode, Secret: s.Secret}
 	if s.Source == "" {
 		spec.Content = bytes.NewReader(s.Content)
@@ -394,7 +395,7 @@ func (a *applier) upload(ctx context.Context, ex ssh.Executor, s Step) (bool, er
 
 // wipeDataDir removes the etcd data directory, and only that: a plan edited
 // by hand (or a bug) must never turn this step into `rm -rf` elsewhere.
-func (a *applier) wipeDataDir(ctx context.Context, ex ssh.Executor, s Step) (bool, error) {
+func (a *applier) wipeDataDir(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
 	want := a.inv.Etcd.DataDir
 	if want == "" {
 		want = inventory.DefaultEtcdDataDir

@@ -15,15 +15,13 @@ import (
 	"strings"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
 
 // binPath puts the directory kprov installs artifacts into on the path of
 // kubeadm and kubectl commands: a non-login shell may not have it.
 const binPath = `PATH="/usr/local/sbin:/usr/local/bin:$PATH"; export PATH; `
-
-// AdminKubeconfigPath is the admin kubeconfig kubeadm writes on masters.
-const AdminKubeconfigPath = "/etc/kubernetes/admin.conf"
 
 // configArg returns the value of --config in a kubeadm command line.
 func configArg(cmd string) string {
@@ -43,11 +41,11 @@ func configArg(cmd string) string {
 // it: the API server manifest exists after init or a control-plane join,
 // kubelet.conf after any join. A join that took effect is never repeated.
 // The host's own kubeadm validates the configuration first (RELIABILITY 13).
-func (a *applier) kubeadm(ctx context.Context, ex ssh.Executor, s Step) (bool, error) {
+func (a *applier) kubeadm(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
 	h := a.inv.Host(s.Host)
-	marker := KubeletConfPath
-	if s.Op == OpKubeadmInit || (h != nil && h.Has(inventory.RoleMaster)) {
-		marker = APIServerManifestPath
+	marker := plan.KubeletConfPath
+	if s.Op == plan.OpKubeadmInit || (h != nil && h.Has(inventory.RoleMaster)) {
+		marker = plan.APIServerManifestPath
 	}
 	res, err := a.run(ctx, ex, "if [ -e "+shellQuote(marker)+" ]; then echo present; fi", a.opts.CommandTimeout)
 	if err != nil {
@@ -73,7 +71,7 @@ func (a *applier) kubeadm(ctx context.Context, ex ssh.Executor, s Step) (bool, e
 
 // waitAPIServer polls https://ADDRESS:6443/livez through a tunnel from the
 // host itself, trusting only the cluster CA, until it answers 200.
-func (a *applier) waitAPIServer(ctx context.Context, ex ssh.Executor, s Step) error {
+func (a *applier) waitAPIServer(ctx context.Context, ex ssh.Executor, s plan.Step) error {
 	h := a.inv.Host(s.Host)
 	if h == nil {
 		return fmt.Errorf("host %s is not in the inventory", s.Host)
@@ -119,13 +117,13 @@ func (a *applier) kubectlHost() string {
 
 // labelNode sets the node's labels and taints through the API with the
 // admin kubeconfig on a master; --overwrite makes both idempotent.
-func (a *applier) labelNode(ctx context.Context, s Step) (bool, error) {
+func (a *applier) labelNode(ctx context.Context, s plan.Step) (bool, error) {
 	via := a.kubectlHost()
 	ex, err := a.connect(ctx, via)
 	if err != nil {
 		return false, fmt.Errorf("kubectl on %s: %w", via, err)
 	}
-	kubectl := binPath + "kubectl --kubeconfig " + AdminKubeconfigPath + " "
+	kubectl := binPath + "kubectl --kubeconfig " + plan.AdminKubeconfigPath + " "
 	changed := false
 	if len(s.Labels) > 0 {
 		keys := make([]string, 0, len(s.Labels))
@@ -158,7 +156,7 @@ func (a *applier) labelNode(ctx context.Context, s Step) (bool, error) {
 
 // fetchKubeconfig copies the admin kubeconfig into the state directory,
 // 0600 (it holds the cluster-admin key), through a temporary name.
-func (a *applier) fetchKubeconfig(ctx context.Context, ex ssh.Executor, s Step) (bool, error) {
+func (a *applier) fetchKubeconfig(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
 	if a.opts.StateDir == "" {
 		return false, fmt.Errorf("no state directory to keep the kubeconfig in")
 	}

@@ -6,13 +6,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
-
-// LockPath is the file on the first master that says an apply is running
-// against the cluster. It lives on a host, not on the operator's machine, so
-// two operators on two laptops see each other.
-const LockPath = "/var/lib/kprov/apply.lock"
 
 // ErrLockHeld is what a LockHeldError matches with errors.Is.
 var ErrLockHeld = errors.New("another apply holds the cluster lock")
@@ -24,7 +20,7 @@ type LockHeldError struct {
 }
 
 func (e *LockHeldError) Error() string {
-	return fmt.Sprintf("another apply holds the cluster lock (%s:%s): %s; wait for it to finish, or if it died, run again with --break-lock", e.Host, LockPath, e.Holder)
+	return fmt.Sprintf("another apply holds the cluster lock (%s:%s): %s; wait for it to finish, or if it died, run again with --break-lock", e.Host, plan.LockPath, e.Holder)
 }
 
 // Is makes errors.Is(err, ErrLockHeld) true.
@@ -47,14 +43,14 @@ func AcquireLock(ctx context.Context, ex ssh.Executor, owner string, breakLock b
 	}
 	broken := ""
 	if breakLock {
-		res, err := ex.Run(ctx, ssh.Command{Cmd: fmt.Sprintf("if [ -f %[1]s ]; then cat %[1]s; rm -f %[1]s; fi", shellQuote(LockPath))})
+		res, err := ex.Run(ctx, ssh.Command{Cmd: fmt.Sprintf("if [ -f %[1]s ]; then cat %[1]s; rm -f %[1]s; fi", shellQuote(plan.LockPath))})
 		if err != nil {
 			return nil, "", fmt.Errorf("break lock: %w", err)
 		}
 		broken = strings.TrimSpace(string(res.Stdout))
 	}
 	cmd := fmt.Sprintf("mkdir -p /var/lib/kprov && if (set -o noclobber; printf '%%s\\n' %[2]s > %[1]s) 2>/dev/null; then echo acquired; else echo held; cat %[1]s; fi",
-		shellQuote(LockPath), shellQuote(owner))
+		shellQuote(plan.LockPath), shellQuote(owner))
 	res, err := ex.Run(ctx, ssh.Command{Cmd: cmd})
 	if err != nil {
 		return nil, broken, fmt.Errorf("lock: %w", err)
@@ -69,7 +65,7 @@ func AcquireLock(ctx context.Context, ex ssh.Executor, owner string, breakLock b
 // Release removes the lock file if it is still this run's: after someone
 // broke it and another apply took it, it is theirs to remove.
 func (l *Lock) Release(ctx context.Context) error {
-	cmd := fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then rm -f %[1]s; fi`, shellQuote(LockPath), shellQuote(l.owner))
+	cmd := fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then rm -f %[1]s; fi`, shellQuote(plan.LockPath), shellQuote(l.owner))
 	if _, err := l.ex.Run(ctx, ssh.Command{Cmd: cmd}); err != nil {
 		return fmt.Errorf("release lock: %w", err)
 	}

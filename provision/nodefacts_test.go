@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
 
@@ -21,7 +22,7 @@ func TestGatherNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]*NodeFacts{
+	want := map[string]*plan.NodeFacts{
 		"master-1": {Labels: map[string]string{"kubernetes.io/hostname": "master-1", "node-role.kubernetes.io/control-plane": ""},
 			Taints: []string{"node-role.kubernetes.io/control-plane:NoSchedule"}},
 		"infra-1":   {Labels: map[string]string{"node-role.kubernetes.io/infra": ""}, Taints: []string{"dedicated=ops:NoExecute", "node-role.kubernetes.io/infra:NoSchedule"}},

@@ -14,6 +14,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
 
@@ -166,7 +167,7 @@ func parsePreflight(out []byte) (*preflightProbe, error) {
 // hosts, OS and architecture, duplicate hostnames, ports taken, clock skew,
 // disk space and fsync latency for etcd, binaries missing. The error is
 // only for Preflight itself failing (a cancelled context).
-func Preflight(ctx context.Context, inv *inventory.Inventory, facts *Facts, conn Connector, opts PreflightOptions) ([]Problem, error) {
+func Preflight(ctx context.Context, inv *inventory.Inventory, facts *plan.Facts, conn Connector, opts PreflightOptions) ([]Problem, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -229,7 +230,7 @@ var (
 
 // checkPreflight judges the facts and probes; it is pure, so each rule has a
 // table test.
-func checkPreflight(inv *inventory.Inventory, facts *Facts, probes map[string]*preflightProbe, opts PreflightOptions) []Problem {
+func checkPreflight(inv *inventory.Inventory, facts *plan.Facts, probes map[string]*preflightProbe, opts PreflightOptions) []Problem {
 	maxSkew := orDefault(opts.MaxClockSkew, DefaultMaxClockSkew)
 	maxFsync := orDefault(opts.MaxFsyncLatency, DefaultMaxFsyncLatency)
 	minFree := opts.MinEtcdDiskFree
@@ -271,7 +272,7 @@ func checkPreflight(inv *inventory.Inventory, facts *Facts, probes map[string]*p
 		var ports []int
 		etcdHost := external && h.Has(inventory.RoleEtcd)
 		if etcdHost && hf.Services["etcd"] != "active" {
-			ports = append(ports, EtcdClientPort, EtcdPeerPort)
+			ports = append(ports, plan.EtcdClientPort, plan.EtcdPeerPort)
 		}
 		if h.Has(inventory.RoleMaster) && !hf.ControlPlane {
 			ports = append(ports, inventory.DefaultAPIServerPort)

@@ -10,12 +10,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-)
 
-// Paths whose existence says how far kubeadm got on a host.
-const (
-	KubeletConfPath       = "/etc/kubernetes/kubelet.conf"
-	APIServerManifestPath = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+	"github.com/kprov/kprov/provision/plan"
 )
 
 // probedServices are the systemd units whose ActiveState the probe reports.
@@ -87,7 +83,7 @@ func shellQuote(s string) string {
 // probeResult is what one host's probe found: its facts, plus what only
 // gathering needs (the etcd config's content, whether etcd has data).
 type probeResult struct {
-	Facts      *HostFacts
+	Facts      *plan.HostFacts
 	EtcdData   bool
 	EtcdConfig []byte // nil when the file is absent
 }
@@ -100,7 +96,7 @@ var versionPattern = regexp.MustCompile(`v?(\d+\.\d+\.\d+[0-9A-Za-z.+-]*)`)
 // error: the script and this parser change together, and a silent skip would
 // turn a drift between them into a host that looks fresh.
 func parseProbe(out []byte) (*probeResult, error) {
-	r := &probeResult{Facts: &HostFacts{Reachable: true, Files: map[string]string{}, Services: map[string]string{}, Versions: map[string]string{}}}
+	r := &probeResult{Facts: &plan.HostFacts{Reachable: true, Files: map[string]string{}, Services: map[string]string{}, Versions: map[string]string{}}}
 	f := r.Facts
 	var osID, osVersion string
 	complete := false

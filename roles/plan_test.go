@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/kprov/kprov/inventory"
-	"github.com/kprov/kprov/provision"
+	"github.com/kprov/kprov/provision/plan"
 )
 
 func hostNames(inv *inventory.Inventory) []string {
@@ -50,19 +50,19 @@ func TestPlanGolden(t *testing.T) {
 		t.Run(topo, func(t *testing.T) {
 			inv := loadInventory(t, path)
 			st := newState(t, inv)
-			facts := provision.FreshFacts(hostNames(inv))
+			facts := plan.FreshFacts(hostNames(inv))
 			if a, ok := inv.Artifact("etcd"); ok {
-				facts.Hosts["etcd-1"].Files = map[string]string{BinDir + "/etcd": a.SHA256}
+				facts.Hosts["etcd-1"].Files = map[string]string{plan.BinDir + "/etcd": a.SHA256}
 			}
-			plan, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
+			pl, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
 			if err != nil {
 				t.Fatal(err)
 			}
 			var text bytes.Buffer
-			if err := plan.WriteText(&text, plan.HostChanges(hostNames(inv), roleMap(inv), facts)); err != nil {
+			if err := pl.WriteText(&text, pl.HostChanges(hostNames(inv), roleMap(inv), facts)); err != nil {
 				t.Fatal(err)
 			}
-			js, err := json.MarshalIndent(plan, "", "  ")
+			js, err := json.MarshalIndent(pl, "", "  ")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -99,11 +99,11 @@ func TestPlanGolden(t *testing.T) {
 }
 
 // convergedFacts are the facts of hosts on which the plan has fully run.
-func convergedFacts(t *testing.T, inv *inventory.Inventory, plan *provision.Plan, final *Rendering) *provision.Facts {
+func convergedFacts(t *testing.T, inv *inventory.Inventory, _ *plan.Plan, final *Rendering) *plan.Facts {
 	t.Helper()
-	f := &provision.Facts{Hosts: map[string]*provision.HostFacts{}, Nodes: map[string]*provision.NodeFacts{}, KubeconfigFetched: true}
+	f := &plan.Facts{Hosts: map[string]*plan.HostFacts{}, Nodes: map[string]*plan.NodeFacts{}, KubeconfigFetched: true}
 	for _, h := range final.Hosts {
-		hf := &provision.HostFacts{Reachable: true, Files: map[string]string{}, Services: map[string]string{}}
+		hf := &plan.HostFacts{Reachable: true, Files: map[string]string{}, Services: map[string]string{}}
 		for _, file := range h.Files {
 			hf.Files[file.Path] = file.SHA256()
 		}
@@ -117,18 +117,18 @@ func convergedFacts(t *testing.T, inv *inventory.Inventory, plan *provision.Plan
 			for _, tt := range h.Node.Taints {
 				taints = append(taints, tt.String())
 			}
-			f.Nodes[h.Name] = &provision.NodeFacts{Labels: h.Node.Labels, Taints: taints}
+			f.Nodes[h.Name] = &plan.NodeFacts{Labels: h.Node.Labels, Taints: taints}
 		}
 		if h.Etcd != nil {
 			var cfg []byte
 			for _, file := range h.Files {
-				if file.Path == EtcdConfigPath {
+				if file.Path == plan.EtcdConfigPath {
 					cfg = file.Content
 				}
 			}
-			f.Etcd = append(f.Etcd, provision.EtcdMember{ID: uint64(len(f.Etcd) + 1), Name: h.Name, PeerURL: h.Etcd.PeerURL,
+			f.Etcd = append(f.Etcd, plan.EtcdMember{ID: uint64(len(f.Etcd) + 1), Name: h.Name, PeerURL: h.Etcd.PeerURL,
 				Healthy: true, Running: true, HostReachable: true, Leader: len(f.Etcd) == 0,
-				ConfigSHA256: sha(cfg), ConfigCoreSHA256: sha(NormalizeEtcdConfig(cfg))})
+				ConfigSHA256: sha(cfg), ConfigCoreSHA256: sha(plan.NormalizeEtcdConfig(cfg))})
 		}
 		f.Hosts[h.Name] = hf
 	}
@@ -147,15 +147,15 @@ func TestPlanConvergedIsEmpty(t *testing.T) {
 			final, _ = Render(inv, st, Options{})
 		}
 		facts := convergedFacts(t, inv, nil, final)
-		plan, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
+		pl, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !plan.Empty() {
-			t.Errorf("%s: a converged cluster plans changes: %v", topo, plan.Stages)
+		if !pl.Empty() {
+			t.Errorf("%s: a converged cluster plans changes: %v", topo, pl.Stages)
 		}
 		var text bytes.Buffer
-		plan.WriteText(&text, plan.HostChanges(hostNames(inv), roleMap(inv), facts))
+		pl.WriteText(&text, pl.HostChanges(hostNames(inv), roleMap(inv), facts))
 		if !strings.Contains(text.String(), "No changes.") {
 			t.Errorf("%s: converged plan text: %s", topo, text.String())
 		}
@@ -165,12 +165,12 @@ func TestPlanConvergedIsEmpty(t *testing.T) {
 func TestPlanOrderingRules(t *testing.T) {
 	inv := loadInventory(t, filepath.Join("..", "examples", "ha-external.kprov.hcl"))
 	st := newState(t, inv)
-	plan, err := Plan(inv, provision.FreshFacts(hostNames(inv)), st, PlanOptions{Parallel: 7})
+	pl, err := Plan(inv, plan.FreshFacts(hostNames(inv)), st, PlanOptions{Parallel: 7})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var order []string
-	for _, s := range plan.Stages {
+	for _, s := range pl.Stages {
 		order = append(order, s.Name)
 		serial := strings.HasPrefix(s.Name, "etcd/add/") || strings.HasPrefix(s.Name, "etcd/bootstrap/") || strings.HasPrefix(s.Name, "control-plane/")
 		if serial && s.Parallel != 1 {
@@ -185,7 +185,7 @@ func TestPlanOrderingRules(t *testing.T) {
 	if !slices.Equal(order, want) {
 		t.Fatalf("stage order\n got %v\nwant %v", order, want)
 	}
-	if got := plan.Summary.String(); got != "Plan: 8 hosts to prepare, 3 etcd members to add, 2 masters to join, 2 nodes to join, 0 etcd restarts, 0 to remove" {
+	if got := pl.Summary.String(); got != "Plan: 8 hosts to prepare, 3 etcd members to add, 2 masters to join, 2 nodes to join, 0 etcd restarts, 0 to remove" {
 		t.Errorf("summary %q", got)
 	}
 }
@@ -193,9 +193,9 @@ func TestPlanOrderingRules(t *testing.T) {
 func TestPlanRefusesUnreachableHost(t *testing.T) {
 	inv := loadInventory(t, filepath.Join("..", "examples", "ha-stacked.kprov.hcl"))
 	st := newState(t, inv)
-	facts := provision.FreshFacts(hostNames(inv))
+	facts := plan.FreshFacts(hostNames(inv))
 	facts.Offline = false
-	facts.Hosts["compute-2"] = &provision.HostFacts{Reachable: false, Error: "dial tcp 192.0.2.102:22: i/o timeout"}
+	facts.Hosts["compute-2"] = &plan.HostFacts{Reachable: false, Error: "dial tcp 192.0.2.102:22: i/o timeout"}
 	_, err := Plan(inv, facts, st, PlanOptions{Parallel: 4})
 	if err == nil || !strings.Contains(err.Error(), "compute-2: dial tcp 192.0.2.102:22: i/o timeout") {
 		t.Fatalf("want an error naming the unreachable host and why, got %v", err)
@@ -222,7 +222,7 @@ func TestEtcdConfigFromSubsetMatchesFullRender(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range want.Host("etcd-2").Files {
-		if f.Path == EtcdConfigPath && !bytes.Equal(f.Content, got.Content) {
+		if f.Path == plan.EtcdConfigPath && !bytes.Equal(f.Content, got.Content) {
 			t.Fatalf("subset render differs:\n%s\nwant\n%s", got.Content, f.Content)
 		}
 	}

@@ -14,27 +14,9 @@ import (
 	"strings"
 
 	"github.com/kprov/kprov/inventory"
-	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/templates"
-)
-
-// Where the rendered files go on the hosts.
-const (
-	KubeadmInitPath      = "/etc/kprov/kubeadm-init.yaml" // first master: kubeadm init --config
-	KubeadmJoinPath      = "/etc/kprov/kubeadm-join.yaml" // every other node: kubeadm join --config
-	EtcdConfigPath       = provision.EtcdConfigPath       // fact gathering reads the same file
-	EtcdUnitPath         = "/etc/systemd/system/etcd.service"
-	SysctlPath           = "/etc/sysctl.d/99-kprov-kubernetes.conf"
-	ModulesPath          = "/etc/modules-load.d/kprov-kubernetes.conf"
-	ContainerdConfigPath = "/etc/containerd/config.toml"
-	SwapOffUnitPath      = "/etc/systemd/system/kprov-swapoff.service"
-)
-
-// Systemd units kprov renders, as the apply enables them.
-const (
-	EtcdUnit    = "etcd.service"
-	SwapOffUnit = "kprov-swapoff.service"
 )
 
 // Modes of rendered files. Anything with a secret in it is 0600 whatever the template.
@@ -154,7 +136,7 @@ type HostFiles struct {
 type NodeSpec struct {
 	Name          string
 	Kubeadm       KubeadmAction
-	KubeadmConfig string // the file kubeadm reads: KubeadmInitPath or KubeadmJoinPath
+	KubeadmConfig string // the file kubeadm reads: plan.KubeadmInitPath or plan.KubeadmJoinPath
 	// KubeadmArgs is the kubeadm command line, e.g. init --config FILE
 	// --upload-certs. The init uploads the control-plane certificates
 	// (encrypted with the certificate key) because every control-plane
@@ -350,8 +332,8 @@ func checkBootstrap(name string, b EtcdBootstrap, members []string) error {
 }
 
 // The URLs rendered here are the ones fact gathering matches members by, exactly.
-func clientURL(addr string) string { return provision.EtcdClientURL(addr) }
-func peerURL(addr string) string   { return provision.EtcdPeerURL(addr) }
+func clientURL(addr string) string { return plan.EtcdClientURL(addr) }
+func peerURL(addr string) string   { return plan.EtcdPeerURL(addr) }
 
 func uniqueInOrder(in []string) []string {
 	seen := map[string]bool{}
@@ -417,27 +399,27 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 		}
 		switch {
 		case h.Name == r.initMaster:
-			node.Kubeadm, node.KubeadmConfig = KubeadmInit, KubeadmInitPath
-			node.KubeadmArgs = []string{"init", "--config", KubeadmInitPath, "--upload-certs"}
-			renders = append(renders, templateFile{templates.KubeadmInit, KubeadmInitPath, nil})
+			node.Kubeadm, node.KubeadmConfig = KubeadmInit, plan.KubeadmInitPath
+			node.KubeadmArgs = []string{"init", "--config", plan.KubeadmInitPath, "--upload-certs"}
+			renders = append(renders, templateFile{templates.KubeadmInit, plan.KubeadmInitPath, nil})
 		case h.Has(inventory.RoleMaster):
-			node.Kubeadm, node.KubeadmConfig = KubeadmJoinControlPlane, KubeadmJoinPath
-			node.KubeadmArgs = []string{"join", "--config", KubeadmJoinPath}
+			node.Kubeadm, node.KubeadmConfig = KubeadmJoinControlPlane, plan.KubeadmJoinPath
+			node.KubeadmArgs = []string{"join", "--config", plan.KubeadmJoinPath}
 			data.Kubeadm.ControlPlane = true
-			renders = append(renders, templateFile{templates.KubeadmJoin, KubeadmJoinPath, nil})
+			renders = append(renders, templateFile{templates.KubeadmJoin, plan.KubeadmJoinPath, nil})
 		default:
-			node.Kubeadm, node.KubeadmConfig = KubeadmJoin, KubeadmJoinPath
-			node.KubeadmArgs = []string{"join", "--config", KubeadmJoinPath}
-			renders = append(renders, templateFile{templates.KubeadmJoin, KubeadmJoinPath, nil})
+			node.Kubeadm, node.KubeadmConfig = KubeadmJoin, plan.KubeadmJoinPath
+			node.KubeadmArgs = []string{"join", "--config", plan.KubeadmJoinPath}
+			renders = append(renders, templateFile{templates.KubeadmJoin, plan.KubeadmJoinPath, nil})
 		}
 		hf.Node = node
 		renders = append(renders,
-			templateFile{templates.Sysctl, SysctlPath, []string{ApplySysctls}},
-			templateFile{templates.Modules, ModulesPath, []string{"systemctl restart systemd-modules-load.service"}},
-			templateFile{templates.ContainerdConfig, ContainerdConfigPath, []string{RestartContainerd}},
-			templateFile{templates.SwapOffUnit, SwapOffUnitPath, []string{"systemctl daemon-reload"}},
+			templateFile{templates.Sysctl, plan.SysctlPath, []string{ApplySysctls}},
+			templateFile{templates.Modules, plan.ModulesPath, []string{"systemctl restart systemd-modules-load.service"}},
+			templateFile{templates.ContainerdConfig, plan.ContainerdConfigPath, []string{RestartContainerd}},
+			templateFile{templates.SwapOffUnit, plan.SwapOffUnitPath, []string{"systemctl daemon-reload"}},
 		)
-		hf.Units = append(hf.Units, SwapOffUnit)
+		hf.Units = append(hf.Units, plan.SwapOffUnit)
 	}
 
 	if external && h.Has(inventory.RoleEtcd) {
@@ -461,10 +443,10 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 		// A changed etcd configuration takes effect on a restart, which the
 		// planner orders one member at a time; the unit change alone needs a reload.
 		renders = append(renders,
-			templateFile{templates.EtcdConfig, EtcdConfigPath, nil},
-			templateFile{templates.EtcdUnit, EtcdUnitPath, []string{"systemctl daemon-reload"}},
+			templateFile{templates.EtcdConfig, plan.EtcdConfigPath, nil},
+			templateFile{templates.EtcdUnit, plan.EtcdUnitPath, []string{"systemctl daemon-reload"}},
 		)
-		hf.Units = append(hf.Units, EtcdUnit)
+		hf.Units = append(hf.Units, plan.EtcdUnit)
 	}
 
 	redactedData := data

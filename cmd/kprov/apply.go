@@ -23,6 +23,7 @@ import (
 
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 	"github.com/kprov/kprov/roles"
 )
@@ -105,20 +106,20 @@ func (g *globalOptions) apply(ctx context.Context, o *applyOptions) error {
 		return &provision.PreflightError{Problems: problems}
 	}
 
-	plan, err := roles.Plan(c.inv, facts, c.state, roles.PlanOptions{Parallel: o.parallel, Templates: c.tmpl})
+	pl, err := roles.Plan(c.inv, facts, c.state, roles.PlanOptions{Parallel: o.parallel, Templates: c.tmpl})
 	if err != nil {
 		return err
 	}
 	if saved != nil {
-		if err := checkSavedPlan(saved, facts, plan); err != nil {
+		if err := checkSavedPlan(saved, facts, pl); err != nil {
 			return err
 		}
 	}
-	if plan.Empty() {
+	if pl.Empty() {
 		fmt.Fprintln(g.stdout, "No changes. The hosts match the inventory.")
 		return nil
 	}
-	if err := plan.WriteText(g.stdout, plan.HostChanges(hostNames(c), hostRoles(c), facts)); err != nil {
+	if err := pl.WriteText(g.stdout, pl.HostChanges(hostNames(c), hostRoles(c), facts)); err != nil {
 		return err
 	}
 	if !o.autoApprove {
@@ -151,7 +152,7 @@ func (g *globalOptions) apply(ctx context.Context, o *applyOptions) error {
 	roots := x509.NewCertPool()
 	roots.AddCert(c.state.CA.Cert)
 	opts := provision.ApplyOptions{
-		Inventory: c.inv, ClusterCA: roots, StateDir: c.inv.Cluster.StateDir, KubectlHost: kubectlHost(plan, c.inv),
+		Inventory: c.inv, ClusterCA: roots, StateDir: c.inv.Cluster.StateDir, KubectlHost: kubectlHost(pl, c.inv),
 		Secrets: []string{c.state.Secrets.BootstrapToken.Reveal(), c.state.Secrets.CertificateKey.Reveal()},
 		OnStage: g.progress(c.inv), Logger: g.log,
 	}
@@ -160,7 +161,7 @@ func (g *globalOptions) apply(ctx context.Context, o *applyOptions) error {
 			return err
 		}
 	}
-	rep, applyErr := provision.Apply(ctx, plan, conn, opts)
+	rep, applyErr := provision.Apply(ctx, pl, conn, opts)
 	writeReport(g.stdout, c, rep, time.Since(start))
 	if applyErr != nil {
 		if rep != nil && rep.FailedHost != "" {
@@ -168,7 +169,7 @@ func (g *globalOptions) apply(ctx context.Context, o *applyOptions) error {
 		}
 		return fmt.Errorf("apply: %w", applyErr)
 	}
-	if slices.ContainsFunc(plan.Stages, func(s provision.Stage) bool { return s.Name == "control-plane/kubeconfig" }) {
+	if slices.ContainsFunc(pl.Stages, func(s plan.Stage) bool { return s.Name == "control-plane/kubeconfig" }) {
 		fmt.Fprintf(g.stdout, "Admin kubeconfig: %s\n", c.kubeconfigPath())
 	}
 	return nil
@@ -190,10 +191,10 @@ func hostBinaries(inv *inventory.Inventory) map[string][]string {
 
 // kubectlHost is the master whose admin kubeconfig labels nodes: the one the
 // plan initializes, else the first master.
-func kubectlHost(plan *provision.Plan, inv *inventory.Inventory) string {
-	for _, st := range plan.Stages {
+func kubectlHost(pl *plan.Plan, inv *inventory.Inventory) string {
+	for _, st := range pl.Stages {
 		for _, s := range st.Steps {
-			if s.Op == provision.OpKubeadmInit {
+			if s.Op == plan.OpKubeadmInit {
 				return s.Host
 			}
 		}
@@ -248,7 +249,7 @@ const maxListedChanges = 5
 // made (other facts), or when the same facts now give another plan (the
 // inventory or templates changed). The plan applied is the fresh one, which
 // carries the file contents a saved plan leaves out; it equals the saved one.
-func checkSavedPlan(sp *savedPlan, facts *provision.Facts, plan *provision.Plan) error {
+func checkSavedPlan(sp *savedPlan, facts *plan.Facts, plan *plan.Plan) error {
 	if sp.Facts.Digest() != facts.Digest() || sp.Plan.FactsDigest != facts.Digest() {
 		what := "their facts differ"
 		if changes := sp.Facts.Changes(facts); len(changes) > 0 {
@@ -302,7 +303,7 @@ func (g *globalOptions) progress(inv *inventory.Inventory) func(provision.StageE
 }
 
 // stageDescription says what a stage does, with counts, for a person.
-func stageDescription(inv *inventory.Inventory, st *provision.Stage) string {
+func stageDescription(inv *inventory.Inventory, st *plan.Stage) string {
 	parts := strings.Split(st.Name, "/")
 	hosts := map[string]bool{}
 	for _, s := range st.Steps {

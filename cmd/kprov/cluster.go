@@ -11,6 +11,7 @@ import (
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 	"github.com/kprov/kprov/roles"
 	"github.com/kprov/kprov/templates"
@@ -66,7 +67,7 @@ func (g *globalOptions) sshPool() *ssh.Pool {
 
 // gatherFacts connects to every host read-only and reads what the plan needs:
 // the checksums of every file kprov manages, services, and etcd membership.
-func (g *globalOptions) gatherFacts(ctx context.Context, c *cluster, conn provision.Connector, parallel int) (*provision.Facts, error) {
+func (g *globalOptions) gatherFacts(ctx context.Context, c *cluster, conn provision.Connector, parallel int) (*plan.Facts, error) {
 	final, err := roles.Render(c.inv, c.state, roles.Options{Templates: c.tmpl, EtcdBootstrap: roles.FormedEtcdBootstrap(c.inv.Topology.EtcdMembers)})
 	if err != nil {
 		return nil, err
@@ -80,7 +81,7 @@ func (g *globalOptions) gatherFacts(ctx context.Context, c *cluster, conn provis
 	// Installed artifacts are compared by checksum like any other file.
 	for _, h := range c.inv.Hosts {
 		for _, a := range roles.ArtifactsFor(c.inv, h) {
-			files[h.Name] = append(files[h.Name], roles.BinDir+"/"+a.Name)
+			files[h.Name] = append(files[h.Name], plan.BinDir+"/"+a.Name)
 		}
 	}
 	opts := provision.GatherOptions{Parallel: parallel, Files: files, Logger: g.log}

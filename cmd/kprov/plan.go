@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kprov/kprov/provision"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 	"github.com/kprov/kprov/roles"
 )
@@ -21,10 +22,10 @@ func init() { commands = append(commands, newPlanCmd) }
 // savedPlan is what --out writes: the plan and the facts it was made from,
 // so a later apply can refuse it when the hosts have changed since.
 type savedPlan struct {
-	Version   int              `json:"version"`
-	Inventory string           `json:"inventory"`
-	Facts     *provision.Facts `json:"facts"`
-	Plan      *provision.Plan  `json:"plan"`
+	Version   int         `json:"version"`
+	Inventory string      `json:"inventory"`
+	Facts     *plan.Facts `json:"facts"`
+	Plan      *plan.Plan  `json:"plan"`
 }
 
 const savedPlanVersion = 1
@@ -60,19 +61,19 @@ without connecting. --out saves the plan with the facts it was made from.`,
 			if err != nil {
 				return err
 			}
-			plan, err := roles.Plan(c.inv, facts, c.state, roles.PlanOptions{Parallel: parallel, Templates: c.tmpl})
+			pl, err := roles.Plan(c.inv, facts, c.state, roles.PlanOptions{Parallel: parallel, Templates: c.tmpl})
 			if err != nil {
 				return err
 			}
 			if out != "" {
-				if err := writeSavedPlan(out, &savedPlan{Version: savedPlanVersion, Inventory: c.inv.Path, Facts: facts, Plan: plan}); err != nil {
+				if err := writeSavedPlan(out, &savedPlan{Version: savedPlanVersion, Inventory: c.inv.Path, Facts: facts, Plan: pl}); err != nil {
 					return err
 				}
 			}
 			if asJSON {
-				return writeJSON(g.stdout, plan)
+				return writeJSON(g.stdout, pl)
 			}
-			if err := plan.WriteText(g.stdout, plan.HostChanges(hostNames(c), hostRoles(c), facts)); err != nil {
+			if err := pl.WriteText(g.stdout, pl.HostChanges(hostNames(c), hostRoles(c), facts)); err != nil {
 				return err
 			}
 			if out != "" {
@@ -90,9 +91,9 @@ without connecting. --out saves the plan with the facts it was made from.`,
 }
 
 // facts gathers live facts, or the facts of fresh hosts when offline.
-func (g *globalOptions) facts(ctx context.Context, c *cluster, offline bool, parallel int) (*provision.Facts, error) {
+func (g *globalOptions) facts(ctx context.Context, c *cluster, offline bool, parallel int) (*plan.Facts, error) {
 	if offline {
-		return provision.FreshFacts(hostNames(c)), nil
+		return plan.FreshFacts(hostNames(c)), nil
 	}
 	pool := g.sshPool()
 	defer pool.Close()

@@ -1,4 +1,4 @@
-package provision
+package plan
 
 // EtcdMember is one etcd member as the live cluster reports it, joined with
 // what kprov saw on the member's host.

@@ -1,6 +1,6 @@
 // Package provision holds the plan (what kprov will do, as plain data), the
 // facts it is made from, and later the code that carries it out on hosts.
-package provision
+package plan
 
 import (
 	"fmt"
