@@ -52,6 +52,8 @@ type ApplyOptions struct {
 	// OnStage is told when a stage starts and ends; nil ignores. It is how
 	// the CLI prints one progress line per stage: libraries do not print.
 	OnStage func(StageEvent)
+	// OnChange is told of every step that changed something; nil ignores.
+	OnChange func(st *plan.Stage, host string, step plan.Step)
 	// Logger receives each step at debug level and changes at info; nil discards.
 	Logger *log.Logger
 }
@@ -84,7 +86,7 @@ type StageEvent struct {
 type Report struct {
 	Stages []StageReport `json:"stages"`
 	// Changes lists, per host, the steps that changed something, in order.
-	Changes map[string][]string `json:"changes"`
+	Changes map[string][]plan.Step `json:"changes"`
 	// Failed names the first failing host and step; empty on success.
 	FailedStage string `json:"failed_stage,omitempty"`
 	FailedHost  string `json:"failed_host,omitempty"`
@@ -133,34 +135,34 @@ func (e *StepError) Unwrap() error { return e.Err }
 // failed host and step. Every step checks the live state first and does
 // nothing when its effect is already there, so applying again after any
 // interruption converges. Apply is the only code in kprov that changes hosts.
-func Apply(ctx context.Context, plan *plan.Plan, conn Connector, opts ApplyOptions) (*Report, error) {
+func Apply(ctx context.Context, pl *plan.Plan, conn Connector, opts ApplyOptions) (*Report, error) {
 	if opts.Inventory == nil {
 		return nil, errors.New("apply: no inventory")
 	}
 	a := newApplier(conn, opts)
 	defer a.close()
 	start := time.Now()
-	rep := &Report{Changes: map[string][]string{}}
+	rep := &Report{Changes: map[string][]plan.Step{}}
 	defer func() { rep.Duration = time.Since(start) }()
-	for i := range plan.Stages {
-		st := &plan.Stages[i]
+	for i := range pl.Stages {
+		st := &pl.Stages[i]
 		if len(st.Steps) == 0 {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			return rep, fmt.Errorf("apply: before stage %s: %w", st.Name, err)
+			return rep, fmt.Errorf("apply: before stage %s: %w", st.Name(), err)
 		}
-		a.notify(StageEvent{Index: i + 1, Total: len(plan.Stages), Stage: st})
+		a.notify(StageEvent{Index: i + 1, Total: len(pl.Stages), Stage: st})
 		sr, err := a.stage(ctx, st, rep)
 		rep.Stages = append(rep.Stages, sr)
-		a.notify(StageEvent{Index: i + 1, Total: len(plan.Stages), Stage: st, Done: true, Duration: sr.Duration, Changed: sr.Changed, Err: err})
+		a.notify(StageEvent{Index: i + 1, Total: len(pl.Stages), Stage: st, Done: true, Duration: sr.Duration, Changed: sr.Changed, Err: err})
 		if err != nil {
-			rep.FailedStage = st.Name
+			rep.FailedStage = st.Name()
 			var se *StepError
 			if errors.As(err, &se) {
 				rep.FailedHost, rep.FailedStep = se.Host, se.Step.String()
 			}
-			return rep, fmt.Errorf("stage %s: %w", st.Name, err)
+			return rep, fmt.Errorf("stage %s: %w", st.Name(), err)
 		}
 	}
 	return rep, nil
@@ -226,7 +228,7 @@ func (a *applier) stage(ctx context.Context, st *plan.Stage, rep *Report) (Stage
 		}
 		byHost[s.Host] = append(byHost[s.Host], s)
 	}
-	sr := StageReport{Name: st.Name, Parallel: st.Parallel, Hosts: len(hosts), Steps: len(st.Steps)}
+	sr := StageReport{Name: st.Name(), Parallel: st.Parallel, Hosts: len(hosts), Steps: len(st.Steps)}
 	var changedMu sync.Mutex
 	_, err := ssh.ForEach(ctx, hosts, max(st.Parallel, 1), func(ctx context.Context, host string) (struct{}, error) {
 		fail := func(step plan.Step, err error) (struct{}, error) {
@@ -246,7 +248,7 @@ func (a *applier) stage(ctx context.Context, st *plan.Stage, rep *Report) (Stage
 				}
 				dirsMade = true
 			}
-			a.log.Debug("step", "stage", st.Name, "host", host, "step", step.String())
+			a.log.Debug("step", "stage", st.Name(), "host", host, "step", step.String())
 			changed, err := a.step(ctx, ex, step)
 			if err != nil {
 				return fail(step, err)
@@ -255,8 +257,11 @@ func (a *applier) stage(ctx context.Context, st *plan.Stage, rep *Report) (Stage
 				a.log.Info("changed", "host", host, "step", step.String())
 				changedMu.Lock()
 				sr.Changed++
-				rep.Changes[host] = append(rep.Changes[host], step.String())
+				rep.Changes[host] = append(rep.Changes[host], step)
 				changedMu.Unlock()
+				if a.opts.OnChange != nil {
+					a.opts.OnChange(st, host, step)
+				}
 			}
 		}
 		return struct{}{}, nil
@@ -284,55 +289,20 @@ func (a *applier) makeDirs(ctx context.Context, ex ssh.Executor, steps []plan.St
 	if len(dirs) == 0 {
 		return nil
 	}
-	quoted := make([]string, len(dirs))
-	for i, d := range dirs {
-		quoted[i] = shellQuote(d)
-	}
-	if _, err := a.run(ctx, ex, "mkdir -p -- "+strings.Join(quoted, " "), a.opts.CommandTimeout); err != nil {
+	if _, err := a.run(ctx, ex, scriptMakeDirs(dirs), a.opts.CommandTimeout); err != nil {
 		return fmt.Errorf("create directories for uploads: %w", err)
 	}
 	return nil
 }
 
-// step carries out one step and reports whether it changed anything.
+// step carries out one step through the table of executors and reports
+// whether it changed anything.
 func (a *applier) step(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
-	switch s.Op {
-	case plan.OpUploadFile:
-		return a.upload(ctx, ex, s)
-	case plan.OpRunCommand:
-		_, err := a.run(ctx, ex, s.Command, a.opts.CommandTimeout)
-		return err == nil, err
-	case plan.OpStartService:
-		return a.startService(ctx, ex, s.Service)
-	case plan.OpRestartService:
-		_, err := a.run(ctx, ex, "{ systemctl daemon-reload && systemctl restart "+shellQuote(s.Service)+"; }"+unitJournalOnFailure(shellQuote(s.Service)), a.opts.CommandTimeout)
-		return err == nil, err
-	case plan.OpStopService:
-		return a.changedBy(ctx, ex, fmt.Sprintf("if systemctl is-active --quiet %[1]s || systemctl is-enabled --quiet %[1]s; then systemctl disable --now %[1]s && echo changed; fi", shellQuote(s.Service)))
-	case plan.OpWipeDataDir:
-		return a.wipeDataDir(ctx, ex, s)
-	case plan.OpEtcdAddLearner:
-		return a.etcd.addLearner(ctx, s)
-	case plan.OpEtcdPromote:
-		return a.etcd.promote(ctx, s)
-	case plan.OpEtcdRemove:
-		return a.etcd.remove(ctx, s)
-	case plan.OpEtcdMoveLeader:
-		return a.etcd.moveLeader(ctx, s)
-	case plan.OpWaitEtcdHealthy:
-		return false, a.etcd.waitHealthy(ctx, s)
-	case plan.OpWaitCaughtUp:
-		return false, a.etcd.waitCaughtUp(ctx, s)
-	case plan.OpKubeadmInit, plan.OpKubeadmJoin:
-		return a.kubeadm(ctx, ex, s)
-	case plan.OpWaitAPIServer:
-		return false, a.waitAPIServer(ctx, ex, s)
-	case plan.OpLabelNode:
-		return a.labelNode(ctx, s)
-	case plan.OpFetchKubeconfig:
-		return a.fetchKubeconfig(ctx, ex, s)
+	run, ok := executors[s.Op]
+	if !ok {
+		return false, fmt.Errorf("unknown operation %q", s.Op)
 	}
-	return false, fmt.Errorf("unknown operation %q", s.Op)
+	return run(ctx, a, ex, s)
 }
 
 // run runs a command with the run's secrets redacted.
@@ -348,20 +318,6 @@ func (a *applier) changedBy(ctx context.Context, ex ssh.Executor, cmd string) (b
 		return false, err
 	}
 	return strings.Contains(string(res.Stdout), "changed"), nil
-}
-
-// startService enables and starts a unit unless it already runs enabled.
-// daemon-reload first: the unit file may have just been written.
-func (a *applier) startService(ctx context.Context, ex ssh.Executor, unit string) (bool, error) {
-	u := shellQuote(unit)
-	return a.changedBy(ctx, ex, fmt.Sprintf("if systemctl is-active --quiet %[1]s && systemctl is-enabled --quiet %[1]s; then :; else systemctl daemon-reload && systemctl enable --now %[1]s && echo changed%[2]s; fi", u, unitJournalOnFailure(u)))
-}
-
-// unitJournalOnFailure appends the unit's last journal lines to stderr when
-// the command before it fails, so the error names the cause instead of
-// pointing the operator at the host's journal.
-func unitJournalOnFailure(quotedUnit string) string {
-	return fmt.Sprintf(" || { rc=$?; journalctl -u %s -n 15 --no-pager -o cat >&2; exit $rc; }", quotedUnit)
 }
 
 // upload writes a file. An artifact (Source) is checked against the
@@ -403,6 +359,5 @@ func (a *applier) wipeDataDir(ctx context.Context, ex ssh.Executor, s plan.Step)
 	if s.Path != want || !filepath.IsAbs(s.Path) || filepath.Clean(s.Path) != s.Path || s.Path == "/" {
 		return false, fmt.Errorf("refusing to wipe %q: only the inventory's etcd data_dir (%s) may be wiped", s.Path, want)
 	}
-	p := shellQuote(s.Path)
-	return a.changedBy(ctx, ex, fmt.Sprintf("if [ -e %[1]s ]; then rm -rf -- %[1]s && echo changed; fi", p))
+	return a.changedBy(ctx, ex, scriptWipeDataDir(s.Path))
 }

@@ -134,21 +134,21 @@ func TestApplyStopsAtFirstFailingStage(t *testing.T) {
 		applyCall{kind: "run", arg: started, stdout: ""}, // already running: no change
 	)
 	plan := &plan.Plan{Stages: []plan.Stage{
-		{Name: "prepare", Parallel: 2, Steps: []plan.Step{
+		{Kind: plan.StagePrepare, Parallel: 2, Steps: []plan.Step{
 			{Op: plan.OpUploadFile, Host: "a", Path: "/etc/x/x.conf", Mode: 0o644, Content: []byte("x")},
 			{Op: plan.OpStartService, Host: "b", Service: "x.service"},
 			{Op: plan.OpRunCommand, Host: "a", Command: "systemctl daemon-reload"},
 		}},
-		{Name: "second", Parallel: 1, Steps: []plan.Step{{Op: plan.OpRunCommand, Host: "a", Command: "false"}}},
-		{Name: "never", Parallel: 1, Steps: []plan.Step{{Op: plan.OpRunCommand, Host: "b", Command: "never"}}},
+		{Kind: "second", Parallel: 1, Steps: []plan.Step{{Op: plan.OpRunCommand, Host: "a", Command: "false"}}},
+		{Kind: "never", Parallel: 1, Steps: []plan.Step{{Op: plan.OpRunCommand, Host: "b", Command: "never"}}},
 	}}
 	var events []string
 	rep, err := Apply(context.Background(), plan, applyConnector{"a": a, "b": b}, ApplyOptions{Inventory: inv,
 		OnStage: func(ev StageEvent) {
 			if ev.Done {
-				events = append(events, ev.Stage.Name+" done")
+				events = append(events, ev.Stage.Name()+" done")
 			} else {
-				events = append(events, ev.Stage.Name)
+				events = append(events, ev.Stage.Name())
 			}
 		}})
 	if err == nil {
@@ -178,7 +178,7 @@ func TestApplyMakeDirsFailureNamesTheUpload(t *testing.T) {
 		applyCall{kind: "run", arg: "true"},
 		applyCall{kind: "run", arg: "mkdir -p -- '/etc/x'", err: lost},
 	)
-	plan := &plan.Plan{Stages: []plan.Stage{{Name: "etcd/add/a", Parallel: 1, Steps: []plan.Step{
+	plan := &plan.Plan{Stages: []plan.Stage{{Kind: plan.StageEtcdAdd, Target: "a", Parallel: 1, Steps: []plan.Step{
 		{Op: plan.OpRunCommand, Host: "a", Command: "true"},
 		{Op: plan.OpUploadFile, Host: "a", Path: "/etc/x/x.conf", Mode: 0o644, Content: []byte("x")},
 	}}}}
@@ -207,7 +207,7 @@ func TestApplyRefusesArtifactWithWrongChecksum(t *testing.T) {
 		applyCall{kind: "run", arg: "mkdir -p -- '/usr/local/bin'"},
 	)
 	step := plan.Step{Op: plan.OpUploadFile, Host: "a", Path: "/usr/local/bin/etcd", Mode: 0o755, Source: src, SHA256: hex.EncodeToString(good[:])}
-	plan := &plan.Plan{Stages: []plan.Stage{{Name: "prepare", Parallel: 1, Steps: []plan.Step{step}}}}
+	plan := &plan.Plan{Stages: []plan.Stage{{Kind: plan.StagePrepare, Parallel: 1, Steps: []plan.Step{step}}}}
 	if _, err := Apply(context.Background(), plan, applyConnector{"a": a}, ApplyOptions{Inventory: applyInventory("a")}); err != nil {
 		t.Fatalf("matching artifact: %v", err)
 	}
@@ -225,7 +225,7 @@ func TestApplyWipeOnlyTheDataDir(t *testing.T) {
 		applyCall{kind: "run", arg: "if [ -e '/var/lib/etcd' ]; then rm -rf -- '/var/lib/etcd' && echo changed; fi", stdout: "changed\n"},
 	)
 	for _, path := range []string{"/var/lib/etcd", "/", "/var/lib", "/var/lib/etcd/../..", "var/lib/etcd"} {
-		plan := &plan.Plan{Stages: []plan.Stage{{Name: "wipe", Parallel: 1, Steps: []plan.Step{{Op: plan.OpWipeDataDir, Host: "a", Path: path}}}}}
+		plan := &plan.Plan{Stages: []plan.Stage{{Kind: "wipe", Parallel: 1, Steps: []plan.Step{{Op: plan.OpWipeDataDir, Host: "a", Path: path}}}}}
 		rep, err := Apply(context.Background(), plan, applyConnector{"a": a}, ApplyOptions{Inventory: inv})
 		if path == "/var/lib/etcd" {
 			if err != nil || rep.Changed() != 1 {
@@ -253,8 +253,8 @@ func TestApplyKubeadmSkipsDoneAndValidatesFirst(t *testing.T) {
 		applyCall{kind: "run", arg: binPath + "kubeadm join --config /etc/kprov/kubeadm-join.yaml"},
 	)
 	plan := &plan.Plan{Stages: []plan.Stage{
-		{Name: "control-plane/init/m", Parallel: 1, Steps: []plan.Step{{Op: plan.OpKubeadmInit, Host: "m", Command: "kubeadm init --config /etc/kprov/kubeadm-init.yaml --upload-certs"}}},
-		{Name: "nodes/join", Parallel: 2, Steps: []plan.Step{{Op: plan.OpKubeadmJoin, Host: "w", Command: "kubeadm join --config /etc/kprov/kubeadm-join.yaml"}}},
+		{Kind: plan.StageControlPlaneInit, Target: "m", Parallel: 1, Steps: []plan.Step{{Op: plan.OpKubeadmInit, Host: "m", Command: "kubeadm init --config /etc/kprov/kubeadm-init.yaml --upload-certs"}}},
+		{Kind: plan.StageNodesJoin, Parallel: 2, Steps: []plan.Step{{Op: plan.OpKubeadmJoin, Host: "w", Command: "kubeadm join --config /etc/kprov/kubeadm-join.yaml"}}},
 	}}
 	rep, err := Apply(context.Background(), plan, applyConnector{"m": m, "w": w}, ApplyOptions{Inventory: inv})
 	if err != nil {
@@ -269,7 +269,7 @@ func TestApplyKubeadmSkipsDoneAndValidatesFirst(t *testing.T) {
 func TestApplyCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	plan := &plan.Plan{Stages: []plan.Stage{{Name: "prepare", Parallel: 1, Steps: []plan.Step{{Op: plan.OpRunCommand, Host: "a", Command: "x"}}}}}
+	plan := &plan.Plan{Stages: []plan.Stage{{Kind: plan.StagePrepare, Parallel: 1, Steps: []plan.Step{{Op: plan.OpRunCommand, Host: "a", Command: "x"}}}}}
 	a := newApplyHost(t, "a")
 	if _, err := Apply(ctx, plan, applyConnector{"a": a}, ApplyOptions{Inventory: applyInventory("a")}); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled apply: %v", err)

@@ -43,14 +43,13 @@ func AcquireLock(ctx context.Context, ex ssh.Executor, owner string, breakLock b
 	}
 	broken := ""
 	if breakLock {
-		res, err := ex.Run(ctx, ssh.Command{Cmd: fmt.Sprintf("if [ -f %[1]s ]; then cat %[1]s; rm -f %[1]s; fi", shellQuote(plan.LockPath))})
+		res, err := ex.Run(ctx, ssh.Command{Cmd: scriptLockBreak()})
 		if err != nil {
 			return nil, "", fmt.Errorf("break lock: %w", err)
 		}
 		broken = strings.TrimSpace(string(res.Stdout))
 	}
-	cmd := fmt.Sprintf("mkdir -p /var/lib/kprov && if (set -o noclobber; printf '%%s\\n' %[2]s > %[1]s) 2>/dev/null; then echo acquired; else echo held; cat %[1]s; fi",
-		shellQuote(plan.LockPath), shellQuote(owner))
+	cmd := scriptLockAcquire(owner)
 	res, err := ex.Run(ctx, ssh.Command{Cmd: cmd})
 	if err != nil {
 		return nil, broken, fmt.Errorf("lock: %w", err)
@@ -65,7 +64,7 @@ func AcquireLock(ctx context.Context, ex ssh.Executor, owner string, breakLock b
 // Release removes the lock file if it is still this run's: after someone
 // broke it and another apply took it, it is theirs to remove.
 func (l *Lock) Release(ctx context.Context) error {
-	cmd := fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then rm -f %[1]s; fi`, shellQuote(plan.LockPath), shellQuote(l.owner))
+	cmd := scriptLockRelease(l.owner)
 	if _, err := l.ex.Run(ctx, ssh.Command{Cmd: cmd}); err != nil {
 		return fmt.Errorf("release lock: %w", err)
 	}

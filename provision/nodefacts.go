@@ -10,9 +10,6 @@ import (
 	"github.com/kprov/kprov/provision/ssh"
 )
 
-// nodesCommand lists the cluster's nodes from a master, read-only.
-const nodesCommand = binPath + "kubectl --kubeconfig " + plan.AdminKubeconfigPath + " get nodes -o json --request-timeout=20s"
-
 // kubeNodeList is the part of `kubectl get nodes -o json` kprov reads.
 type kubeNodeList struct {
 	Items []struct {
@@ -34,7 +31,7 @@ type kubeNodeList struct {
 // master that runs the control plane, so the planner sets labels and taints
 // only where they differ.
 func GatherNodes(ctx context.Context, master ssh.Executor) (map[string]*plan.NodeFacts, error) {
-	res, err := master.Run(ctx, ssh.Command{Cmd: nodesCommand, MaxOutput: 64 << 20})
+	res, err := master.Run(ctx, ssh.Command{Cmd: scriptListNodes, MaxOutput: 64 << 20})
 	if err != nil {
 		return nil, fmt.Errorf("%s: list nodes: %w", master.Name(), err)
 	}

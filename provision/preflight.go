@@ -87,37 +87,6 @@ type preflightProbe struct {
 	Fsync      time.Duration
 }
 
-// preflightScript only reads, except for the fsync probe, which writes and
-// removes one small file beside the etcd data directory (nothing on a host
-// without etcd).
-func preflightScript(binaries []string, etcdDataDir string) string {
-	var b strings.Builder
-	b.WriteString(`# kprov preflight
-export LC_ALL=C
-PATH="/usr/local/sbin:/usr/local/bin:$PATH"
-echo "clock=$(date +%s%N)"
-if command -v ss >/dev/null 2>&1; then
-  echo ports=known
-  ss -Hltn 2>/dev/null | awk '{print $4}' | sed 's/.*://' | sort -un | sed 's/^/listen=/'
-fi
-`)
-	for _, bin := range binaries {
-		fmt.Fprintf(&b, "if command -v %[1]s >/dev/null 2>&1; then echo bin.%[1]s=yes; else echo bin.%[1]s=no; fi\n", shellQuote(bin))
-	}
-	if etcdDataDir != "" {
-		fmt.Fprintf(&b, `d=%s
-while [ ! -d "$d" ]; do d=$(dirname "$d"); done
-echo "disk_free_kib=$(df -Pk "$d" | awk 'NR==2 {print $4}')"
-p="$d/.kprov-fsync-probe.$$"
-s=$(date +%%s%%N)
-if dd if=/dev/zero of="$p" bs=8k count=25 oflag=dsync 2>/dev/null; then e=$(date +%%s%%N); echo "fsync_ns=$(( (e - s) / 25 ))"; fi
-rm -f "$p"
-`, shellQuote(etcdDataDir))
-	}
-	b.WriteString("echo end=ok\n")
-	return b.String()
-}
-
 func parsePreflight(out []byte) (*preflightProbe, error) {
 	p := &preflightProbe{Binaries: map[string]bool{}, DiskFree: -1}
 	complete := false

@@ -172,6 +172,17 @@ func (p *etcdPlanner) waitHealthy(host string, voters []string, reason string) p
 	return plan.Step{Op: plan.OpWaitEtcdHealthy, Host: host, Voters: slices.Clone(voters), Reason: reason}
 }
 
+// addStage opens the serial stage that adds one member.
+func (p *etcdPlanner) addStage(name string, voting int) plan.Stage {
+	return plan.Stage{Kind: plan.StageEtcdAdd, Target: name, Title: "adding member " + p.nth(name), Parallel: 1, Quorum: quorumNote(voting)}
+}
+
+// nth names a wanted member with its place among them, e.g. "2/3 (etcd-2)".
+func (p *etcdPlanner) nth(name string) string {
+	i := slices.IndexFunc(p.in.Want, func(t EtcdTarget) bool { return t.Name == name })
+	return fmt.Sprintf("%d/%d (%s)", i+1, len(p.in.Want), name)
+}
+
 func targetsOf(ms []*planMember) []EtcdTarget {
 	out := make([]EtcdTarget, len(ms))
 	for i, m := range ms {
@@ -185,7 +196,7 @@ func (p *etcdPlanner) bootstrap() {
 	first := p.in.Want[0]
 	cfg := p.in.Config(first, []EtcdTarget{first}, StateNew)
 	p.stages = append(p.stages, plan.Stage{
-		Name: "etcd/bootstrap/" + first.Name, Parallel: 1, Quorum: quorumNote(1),
+		Kind: plan.StageEtcdBootstrap, Target: first.Name, Title: "starting member " + p.nth(first.Name) + " as a new cluster", Parallel: 1, Quorum: quorumNote(1),
 		Steps: []plan.Step{
 			p.upload(first.Name, cfg, "the first member starts alone as a new cluster; the others join it as learners one at a time"),
 			{Op: plan.OpStartService, Host: first.Name, Service: p.in.Service, Reason: "start the first member"},
@@ -208,7 +219,7 @@ func (p *etcdPlanner) recover() error {
 		}
 	}
 	if len(stopped) > 0 {
-		stage := plan.Stage{Name: "etcd/start-stopped", Parallel: len(stopped)}
+		stage := plan.Stage{Kind: plan.StageEtcdStartStopped, Title: "starting stopped etcd members", Parallel: len(stopped)}
 		allStopped := true
 		for _, m := range p.st.voters() {
 			if m.Running {
@@ -353,7 +364,7 @@ func boolCmp(a, b bool) int {
 func (p *etcdPlanner) addLearner(t EtcdTarget) {
 	m := &planMember{EtcdMember: plan.EtcdMember{Name: t.Name, PeerURL: t.PeerURL, Learner: true, HostReachable: true}, added: true}
 	voters := p.st.voters()
-	stage := plan.Stage{Name: "etcd/add/" + t.Name, Parallel: 1, Quorum: quorumNote(len(voters))}
+	stage := p.addStage(t.Name, len(voters))
 	stage.Steps = append(stage.Steps,
 		p.waitHealthy(t.Name, names(voters), "every voting member must be healthy before a membership change"),
 		plan.Step{Op: plan.OpEtcdAddLearner, Host: t.Name, Member: t.Name, PeerURL: t.PeerURL,
@@ -369,8 +380,8 @@ func (p *etcdPlanner) addLearner(t EtcdTarget) {
 func (p *etcdPlanner) promote(m *planMember, t EtcdTarget, why string) {
 	voters := p.st.voters()
 	initial := append(targetsOf(voters), t)
-	if len(p.stages) == 0 || p.stages[len(p.stages)-1].Name != "etcd/add/"+t.Name {
-		p.stages = append(p.stages, plan.Stage{Name: "etcd/add/" + t.Name, Parallel: 1, Quorum: quorumNote(len(voters))})
+	if last := len(p.stages) - 1; last < 0 || p.stages[last].Kind != plan.StageEtcdAdd || p.stages[last].Target != t.Name {
+		p.stages = append(p.stages, p.addStage(t.Name, len(voters)))
 	}
 	stage := &p.stages[len(p.stages)-1]
 	startReason := "start the learner against the existing cluster"
@@ -398,7 +409,7 @@ func (p *etcdPlanner) remove(m *planMember, reason string) {
 			expect = append(expect, v.Name)
 		}
 	}
-	stage := plan.Stage{Name: "etcd/remove/" + m.Name, Parallel: 1, Quorum: quorumNote(len(voters))}
+	stage := plan.Stage{Kind: plan.StageEtcdRemove, Target: m.Name, Title: "removing member " + m.Name, Parallel: 1, Quorum: quorumNote(len(voters))}
 	stage.Steps = append(stage.Steps, p.waitHealthy(m.Name, expect, "every remaining member must be healthy before a member is removed"))
 	if !m.Learner && m.Healthy {
 		stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpEtcdMoveLeader, Host: m.Name, Member: m.Name,
@@ -439,7 +450,7 @@ func (p *etcdPlanner) rollConfig() {
 		t := p.want[m.PeerURL]
 		voters := p.st.voters()
 		p.stages = append(p.stages, plan.Stage{
-			Name: "etcd/restart/" + m.Name, Parallel: 1, Quorum: quorumNote(len(voters)),
+			Kind: plan.StageEtcdRestart, Target: m.Name, Title: "restarting member " + m.Name, Parallel: 1, Quorum: quorumNote(len(voters)),
 			Steps: []plan.Step{
 				p.waitHealthy(m.Name, names(voters), "a member restarts only while every other member is healthy"),
 				{Op: plan.OpEtcdMoveLeader, Host: m.Name, Member: m.Name, Reason: "if this member leads, leadership moves away before it restarts"},
@@ -458,7 +469,7 @@ func (p *etcdPlanner) rollConfig() {
 // day its data directory is lost. No restart: etcd ignores these settings once
 // its data directory exists.
 func (p *etcdPlanner) finalize() {
-	stage := plan.Stage{Name: "etcd/finalize-config", Parallel: len(p.st.members)}
+	stage := plan.Stage{Kind: plan.StageEtcdFinalize, Title: "recording the full member list in every added member's configuration", Parallel: len(p.st.members)}
 	for _, m := range p.st.members {
 		if !m.added {
 			continue

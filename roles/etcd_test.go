@@ -272,8 +272,8 @@ func planFor(c *simCluster, want []EtcdTarget) ([]plan.Stage, error) {
 func flatten(stages []plan.Stage) []plan.Step {
 	var out []plan.Step
 	for _, st := range stages {
-		if st.Parallel != 1 && strings.HasPrefix(st.Name, "etcd/") && !strings.HasPrefix(st.Name, "etcd/start-stopped") && st.Name != "etcd/finalize-config" {
-			panic("membership stage " + st.Name + " must be serial")
+		if membership := st.Kind == plan.StageEtcdBootstrap || st.Kind == plan.StageEtcdAdd || st.Kind == plan.StageEtcdRemove || st.Kind == plan.StageEtcdRestart; membership && st.Parallel != 1 {
+			panic("membership stage " + st.Name() + " must be serial")
 		}
 		out = append(out, st.Steps...)
 	}
@@ -333,7 +333,7 @@ func (c *simCluster) assertConverged(t *testing.T, want []EtcdTarget) {
 func stageNames(stages []plan.Stage) []string {
 	var out []string
 	for _, s := range stages {
-		out = append(out, s.Name)
+		out = append(out, s.Name())
 	}
 	return out
 }

@@ -194,7 +194,7 @@ func (p *planner) installSteps(name string) []plan.Step {
 // commands that make a changed file take effect, and starts the host's units.
 // Hosts are independent here, so the stage runs in parallel within the bound.
 func (p *planner) prepare() plan.Stage {
-	stage := plan.Stage{Name: "prepare", Parallel: p.opts.Parallel}
+	stage := plan.Stage{Kind: plan.StagePrepare, Title: "preparing hosts: binaries, files and units", Parallel: p.opts.Parallel}
 	for _, hfiles := range p.final.Hosts {
 		hf := p.host(hfiles.Name)
 		stage.Steps = append(stage.Steps, p.installSteps(hfiles.Name)...)
@@ -314,7 +314,7 @@ func (p *planner) controlPlane() []plan.Stage {
 	if p.initMaster != "" && !p.host(p.initMaster).ControlPlane {
 		node := p.final.Host(p.initMaster).Node
 		stages = append(stages, plan.Stage{
-			Name: "control-plane/init/" + p.initMaster, Parallel: 1, Quorum: "the first master founds the control plane",
+			Kind: plan.StageControlPlaneInit, Target: p.initMaster, Title: "kubeadm init on " + p.initMaster, Parallel: 1, Quorum: "the first master founds the control plane",
 			Steps: []plan.Step{
 				{Op: plan.OpKubeadmInit, Host: p.initMaster, Command: kubeadmCommand(node.KubeadmArgs),
 					Reason: "no master runs a control plane yet; kubeadm uses kprov's CA from /etc/kubernetes/pki"},
@@ -343,11 +343,11 @@ func (p *planner) controlPlane() []plan.Stage {
 		} else {
 			joined = append(joined, name)
 		}
-		stages = append(stages, plan.Stage{Name: "control-plane/join/" + name, Parallel: 1, Quorum: quorum, Steps: steps})
+		stages = append(stages, plan.Stage{Kind: plan.StageControlPlaneJoin, Target: name, Title: "joining " + name + " to the control plane", Parallel: 1, Quorum: quorum, Steps: steps})
 	}
 	if p.initMaster != "" && !p.facts.KubeconfigFetched {
-		stages = append(stages, plan.Stage{Name: "control-plane/kubeconfig", Parallel: 1, Steps: []plan.Step{
-			{Op: plan.OpFetchKubeconfig, Host: p.initMaster, Path: "/etc/kubernetes/admin.conf",
+		stages = append(stages, plan.Stage{Kind: plan.StageKubeconfig, Title: "fetching the admin kubeconfig", Parallel: 1, Steps: []plan.Step{
+			{Op: plan.OpFetchKubeconfig, Host: p.initMaster, Path: plan.AdminKubeconfigPath,
 				Reason: "keep the admin kubeconfig in the state directory (0600) for kubectl and later runs"},
 		}})
 	}
@@ -357,8 +357,8 @@ func (p *planner) controlPlane() []plan.Stage {
 // nodes joins infra and compute hosts in parallel within the bound, then
 // settles every node's labels and taints through the API.
 func (p *planner) nodes() []plan.Stage {
-	join := plan.Stage{Name: "nodes/join", Parallel: p.opts.Parallel}
-	label := plan.Stage{Name: "nodes/labels", Parallel: p.opts.Parallel}
+	join := plan.Stage{Kind: plan.StageNodesJoin, Title: "joining workers", Parallel: p.opts.Parallel}
+	label := plan.Stage{Kind: plan.StageNodesLabels, Title: "setting node labels and taints", Parallel: p.opts.Parallel}
 	for _, hfiles := range p.final.Hosts {
 		node := hfiles.Node
 		if node == nil {

@@ -22,18 +22,6 @@ func hostNames(inv *inventory.Inventory) []string {
 	return out
 }
 
-func roleMap(inv *inventory.Inventory) map[string]string {
-	out := map[string]string{}
-	for _, h := range inv.Hosts {
-		var rs []string
-		for _, r := range h.Roles {
-			rs = append(rs, string(r))
-		}
-		out[h.Name] = strings.Join(rs, ",")
-	}
-	return out
-}
-
 var shaRE = regexp.MustCompile(`"(sha256|facts_digest)": "[^"]*"`)
 
 // TestPlanGolden plans every starter topology against fresh hosts; the text
@@ -58,8 +46,11 @@ func TestPlanGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var text bytes.Buffer
-			if err := pl.WriteText(&text, pl.HostChanges(hostNames(inv), roleMap(inv), facts)); err != nil {
+			var text, detail bytes.Buffer
+			if err := pl.WriteText(&text, pl.HostChanges(inv, facts), plan.TextOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := pl.WriteText(&detail, pl.HostChanges(inv, facts), plan.TextOptions{Detail: true}); err != nil {
 				t.Fatal(err)
 			}
 			js, err := json.MarshalIndent(pl, "", "  ")
@@ -71,7 +62,7 @@ func TestPlanGolden(t *testing.T) {
 			js = shaRE.ReplaceAll(js, []byte(`"$1": "<sha256>"`))
 			// Artifact paths are absolute on the operator's machine.
 			js = bytes.ReplaceAll(js, []byte(inv.Dir+"/"), []byte("INVENTORY_DIR/"))
-			for name, got := range map[string][]byte{topo + ".plan.txt": text.Bytes(), topo + ".plan.json": append(js, '\n')} {
+			for name, got := range map[string][]byte{topo + ".plan.txt": text.Bytes(), topo + ".plan-detail.txt": detail.Bytes(), topo + ".plan.json": append(js, '\n')} {
 				golden := filepath.Join("testdata", "plan", name)
 				if *update {
 					os.MkdirAll(filepath.Dir(golden), 0o755)
@@ -88,10 +79,10 @@ func TestPlanGolden(t *testing.T) {
 					t.Errorf("%s differs (go test ./roles -update rewrites it):\n%s", golden, lineDiff(string(want), string(got)))
 				}
 			}
-			if bytes.Contains(js, []byte("BEGIN")) || bytes.Contains(text.Bytes(), []byte("BEGIN")) {
+			if bytes.Contains(js, []byte("BEGIN")) || bytes.Contains(detail.Bytes(), []byte("BEGIN")) {
 				t.Error("a private key or certificate body reached the printed plan")
 			}
-			if tok := st.Secrets.BootstrapToken.Reveal(); bytes.Contains(js, []byte(tok)) || bytes.Contains(text.Bytes(), []byte(tok)) {
+			if tok := st.Secrets.BootstrapToken.Reveal(); bytes.Contains(js, []byte(tok)) || bytes.Contains(detail.Bytes(), []byte(tok)) {
 				t.Error("the bootstrap token reached the printed plan")
 			}
 		})
@@ -155,7 +146,7 @@ func TestPlanConvergedIsEmpty(t *testing.T) {
 			t.Errorf("%s: a converged cluster plans changes: %v", topo, pl.Stages)
 		}
 		var text bytes.Buffer
-		pl.WriteText(&text, pl.HostChanges(hostNames(inv), roleMap(inv), facts))
+		pl.WriteText(&text, pl.HostChanges(inv, facts), plan.TextOptions{})
 		if !strings.Contains(text.String(), "No changes.") {
 			t.Errorf("%s: converged plan text: %s", topo, text.String())
 		}
@@ -171,13 +162,13 @@ func TestPlanOrderingRules(t *testing.T) {
 	}
 	var order []string
 	for _, s := range pl.Stages {
-		order = append(order, s.Name)
-		serial := strings.HasPrefix(s.Name, "etcd/add/") || strings.HasPrefix(s.Name, "etcd/bootstrap/") || strings.HasPrefix(s.Name, "control-plane/")
+		order = append(order, s.Name())
+		serial := s.Kind == plan.StageEtcdAdd || s.Kind == plan.StageEtcdBootstrap || s.Kind == plan.StageControlPlaneInit || s.Kind == plan.StageControlPlaneJoin || s.Kind == plan.StageKubeconfig
 		if serial && s.Parallel != 1 {
-			t.Errorf("%s must be serial, has parallel %d", s.Name, s.Parallel)
+			t.Errorf("%s must be serial, has parallel %d", s.Name(), s.Parallel)
 		}
-		if (s.Name == "prepare" || s.Name == "nodes/join") && s.Parallel != 7 {
-			t.Errorf("%s should use the --parallel bound, has %d", s.Name, s.Parallel)
+		if (s.Kind == plan.StagePrepare || s.Kind == plan.StageNodesJoin) && s.Parallel != 7 {
+			t.Errorf("%s should use the --parallel bound, has %d", s.Name(), s.Parallel)
 		}
 	}
 	want := []string{"prepare", "etcd/bootstrap/etcd-1", "etcd/add/etcd-2", "etcd/add/etcd-3", "etcd/finalize-config",

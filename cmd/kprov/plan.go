@@ -1,40 +1,25 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
-	"github.com/kprov/kprov/roles"
 )
 
 func init() { commands = append(commands, newPlanCmd) }
-
-// savedPlan is what --out writes: the plan and the facts it was made from,
-// so a later apply can refuse it when the hosts have changed since.
-type savedPlan struct {
-	Version   int         `json:"version"`
-	Inventory string      `json:"inventory"`
-	Facts     *plan.Facts `json:"facts"`
-	Plan      *plan.Plan  `json:"plan"`
-}
-
-const savedPlanVersion = 1
 
 func newPlanCmd(g *globalOptions) *cobra.Command {
 	var (
 		asJSON   bool
 		out      string
 		offline  bool
+		detail   bool
 		parallel int
 	)
 	cmd := &cobra.Command{
@@ -44,8 +29,10 @@ func newPlanCmd(g *globalOptions) *cobra.Command {
 (OS, swap, services, the checksum of every file kprov manages, the live etcd
 member list and health through an SSH tunnel) and prints the ordered stages
 that would bring the hosts to the inventory, with the quorum at every serial
-stage. Nothing is changed on any host. --offline plans against fresh hosts
-without connecting. --out saves the plan with the facts it was made from.`,
+stage. Hosts whose steps are alike are shown as one line per stage; --detail
+lists every step with its reason. Nothing is changed on any host. --offline
+plans against fresh hosts without connecting. --out saves the plan with the
+facts it was made from.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if parallel < 1 {
@@ -57,23 +44,28 @@ without connecting. --out saves the plan with the facts it was made from.`,
 			if err != nil {
 				return err
 			}
-			facts, err := g.facts(ctx, c, offline, parallel)
-			if err != nil {
+			p, pool := g.pipeline(c, parallel, g.textView(c, detail))
+			defer pool.Close()
+			var facts *plan.Facts
+			if offline {
+				facts = plan.FreshFacts(hostNames(c))
+			} else if facts, err = p.Facts(ctx); err != nil {
 				return err
 			}
-			pl, err := roles.Plan(c.inv, facts, c.state, roles.PlanOptions{Parallel: parallel, Templates: c.tmpl})
+			pl, err := p.Plan(facts)
 			if err != nil {
 				return err
 			}
 			if out != "" {
-				if err := writeSavedPlan(out, &savedPlan{Version: savedPlanVersion, Inventory: c.inv.Path, Facts: facts, Plan: pl}); err != nil {
+				sp := &provision.SavedPlan{Version: provision.SavedPlanVersion, Inventory: c.Inventory.Path, Facts: facts, Plan: pl}
+				if err := provision.WriteSavedPlan(out, sp); err != nil {
 					return err
 				}
 			}
 			if asJSON {
 				return writeJSON(g.stdout, pl)
 			}
-			if err := pl.WriteText(g.stdout, pl.HostChanges(hostNames(c), hostRoles(c), facts)); err != nil {
+			if err := pl.WriteText(g.stdout, c.HostChanges(pl, facts), plan.TextOptions{Detail: detail}); err != nil {
 				return err
 			}
 			if out != "" {
@@ -83,69 +75,18 @@ without connecting. --out saves the plan with the facts it was made from.`,
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&asJSON, "json", false, "print the plan as JSON")
+	f.BoolVar(&asJSON, "json", false, "print the plan as JSON (always complete)")
 	f.StringVar(&out, "out", "", "save the plan and its facts to this file")
 	f.BoolVar(&offline, "offline", false, "plan against fresh hosts without connecting")
+	f.BoolVar(&detail, "detail", false, "list every step with its reason, not one line per group of alike hosts")
 	f.IntVar(&parallel, "parallel", ssh.DefaultParallel, "hosts worked on at once where quorum allows")
 	return cmd
 }
 
-// facts gathers live facts, or the facts of fresh hosts when offline.
-func (g *globalOptions) facts(ctx context.Context, c *cluster, offline bool, parallel int) (*plan.Facts, error) {
-	if offline {
-		return plan.FreshFacts(hostNames(c)), nil
-	}
-	pool := g.sshPool()
-	defer pool.Close()
-	return g.gatherFacts(ctx, c, &provision.PoolConnector{Pool: pool, Inventory: c.inv}, parallel)
-}
-
-func hostNames(c *cluster) []string {
-	out := make([]string, len(c.inv.Hosts))
-	for i, h := range c.inv.Hosts {
+func hostNames(c *provision.Cluster) []string {
+	out := make([]string, len(c.Inventory.Hosts))
+	for i, h := range c.Inventory.Hosts {
 		out[i] = h.Name
 	}
 	return out
-}
-
-func hostRoles(c *cluster) map[string]string {
-	out := map[string]string{}
-	for _, h := range c.inv.Hosts {
-		rs := make([]string, len(h.Roles))
-		for i, r := range h.Roles {
-			rs[i] = string(r)
-		}
-		out[h.Name] = strings.Join(rs, ",")
-	}
-	return out
-}
-
-// writeSavedPlan writes the plan file 0600 (it names every host and file of
-// the cluster) through a temporary name, so a crash never leaves half a plan.
-func writeSavedPlan(path string, sp *savedPlan) error {
-	b, err := json.MarshalIndent(sp, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("save plan: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save plan: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

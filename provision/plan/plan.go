@@ -1,35 +1,15 @@
-// Package provision holds the plan (what kprov will do, as plain data), the
-// facts it is made from, and later the code that carries it out on hosts.
+// Package plan is kprov's plan vocabulary: the plan as plain data (stages of
+// typed steps), the facts it is made from, and the host layout (paths, ports,
+// units) that the planner renders into and fact gathering reads. It imports
+// nothing of kprov's but the inventory, so the planner (roles) and the code
+// that carries a plan out (provision) share it without the planner linking
+// any transport.
 package plan
 
 import (
+	"encoding/json"
 	"fmt"
 	"io/fs"
-)
-
-// Op is the kind of operation a step performs.
-type Op string
-
-// The operations a plan can contain. Each is idempotent when applied: it
-// checks the live state first and does nothing when its effect is already there.
-const (
-	OpUploadFile      Op = "upload-file"       // write a file atomically (temp name, fsync, rename)
-	OpRunCommand      Op = "run-command"       // run a command on the host
-	OpStartService    Op = "start-service"     // enable and start a systemd unit
-	OpRestartService  Op = "restart-service"   // restart a systemd unit
-	OpStopService     Op = "stop-service"      // stop and disable a systemd unit
-	OpWipeDataDir     Op = "wipe-data-dir"     // remove an etcd data directory
-	OpEtcdAddLearner  Op = "etcd-add-learner"  // MemberAddAsLearner with the member's peer URL
-	OpEtcdPromote     Op = "etcd-promote"      // MemberPromote once the learner has caught up
-	OpEtcdRemove      Op = "etcd-remove"       // MemberRemove by the member's ID
-	OpEtcdMoveLeader  Op = "etcd-move-leader"  // move leadership away from a member, if it leads
-	OpWaitEtcdHealthy Op = "wait-etcd-healthy" // every voting member answers and the cluster has one leader
-	OpWaitCaughtUp    Op = "wait-etcd-caught-up"
-	OpKubeadmInit     Op = "kubeadm-init"
-	OpKubeadmJoin     Op = "kubeadm-join"
-	OpWaitAPIServer   Op = "wait-apiserver-healthy"
-	OpLabelNode       Op = "label-taint-node"
-	OpFetchKubeconfig Op = "fetch-kubeconfig"
 )
 
 // Step is one typed operation on one host, with the reason it is needed.
@@ -65,36 +45,96 @@ type Step struct {
 	Taints []string          `json:"taints,omitempty"`
 }
 
-// String renders a step on one line for the plan display.
+// String renders a step on one line for the plan display, as its
+// operation's entry in the table of operations says.
 func (s Step) String() string {
-	switch s.Op {
-	case OpUploadFile:
-		return fmt.Sprintf("%s %s (%04o)", s.Op, s.Path, uint32(s.Mode))
-	case OpRunCommand:
-		return fmt.Sprintf("%s %q", s.Op, s.Command)
-	case OpStartService, OpRestartService, OpStopService:
-		return fmt.Sprintf("%s %s", s.Op, s.Service)
-	case OpWipeDataDir:
-		return fmt.Sprintf("%s %s", s.Op, s.Path)
-	case OpEtcdAddLearner:
-		return fmt.Sprintf("%s %s %s", s.Op, s.Member, s.PeerURL)
-	case OpEtcdPromote, OpEtcdRemove, OpEtcdMoveLeader, OpWaitCaughtUp:
-		return fmt.Sprintf("%s %s", s.Op, s.Member)
-	case OpWaitEtcdHealthy:
-		return fmt.Sprintf("%s (%d voting: quorum %d)", s.Op, len(s.Voters), len(s.Voters)/2+1)
-	default:
-		return string(s.Op)
+	if op, ok := operations[s.Op]; ok && op.describe != nil {
+		return string(s.Op) + " " + op.describe(s)
 	}
+	return string(s.Op)
 }
 
+// StageKind is what a stage does; with its target it identifies the stage.
+type StageKind string
+
+// The kinds of stage the planner makes, in the order a plan runs them.
+const (
+	StagePrepare          StageKind = "prepare"              // files, binaries and units on every host, in parallel
+	StageEtcdBootstrap    StageKind = "etcd/bootstrap"       // the first member starts alone as a new cluster
+	StageEtcdStartStopped StageKind = "etcd/start-stopped"   // members that are down start (together on a cold start)
+	StageEtcdAdd          StageKind = "etcd/add"             // one member added as a learner and promoted
+	StageEtcdRemove       StageKind = "etcd/remove"          // one member removed, then stopped and wiped
+	StageEtcdRestart      StageKind = "etcd/restart"         // one member restarted for a changed configuration
+	StageEtcdFinalize     StageKind = "etcd/finalize-config" // every member's config records the full member list
+	StageControlPlaneInit StageKind = "control-plane/init"   // kubeadm init on the first master
+	StageControlPlaneJoin StageKind = "control-plane/join"   // one further master joins
+	StageKubeconfig       StageKind = "control-plane/kubeconfig"
+	StageNodesJoin        StageKind = "nodes/join"   // workers join, in parallel
+	StageNodesLabels      StageKind = "nodes/labels" // labels and taints through the API
+)
+
 // Stage is a group of steps with a concurrency bound: 1 where quorum demands
-// that changes happen one at a time, more where hosts are independent.
+// that changes happen one at a time, more where hosts are independent. The
+// planner sets its kind, target and title; nothing parses them back.
 type Stage struct {
-	Name     string `json:"name"` // hierarchical, e.g. etcd/add/etcd-2
+	Kind StageKind `json:"kind"`
+	// Target is the member or master a one-host stage is about; empty for
+	// stages over many hosts.
+	Target string `json:"target,omitempty"`
+	// Title says what the stage does for a person, e.g. "adding etcd member
+	// 2/3 (etcd-2)".
+	Title    string `json:"title"`
 	Parallel int    `json:"parallel"`
 	// Quorum describes the etcd quorum during a serial stage, e.g. "3 voting, quorum 2".
 	Quorum string `json:"quorum,omitempty"`
 	Steps  []Step `json:"steps"`
+}
+
+// Name identifies the stage in reports and logs: its kind, then its target,
+// e.g. "etcd/add/etcd-2".
+func (s *Stage) Name() string {
+	if s.Target == "" {
+		return string(s.Kind)
+	}
+	return string(s.Kind) + "/" + s.Target
+}
+
+// Hosts lists the hosts the stage's steps run on, in first-step order.
+func (s *Stage) Hosts() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, st := range s.Steps {
+		if !seen[st.Host] {
+			seen[st.Host] = true
+			out = append(out, st.Host)
+		}
+	}
+	return out
+}
+
+// stageJSON is how a stage is written: its fields plus its name, for people
+// and scripts that read saved plans.
+type stageJSON struct {
+	Name string `json:"name"`
+	stageFields
+}
+
+type stageFields Stage
+
+// MarshalJSON writes the stage with its name.
+func (s Stage) MarshalJSON() ([]byte, error) {
+	return json.Marshal(stageJSON{Name: s.Name(), stageFields: stageFields(s)})
+}
+
+// UnmarshalJSON reads a stage written by MarshalJSON; the name is derived, so
+// it is not read back.
+func (s *Stage) UnmarshalJSON(b []byte) error {
+	var v stageJSON
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*s = Stage(v.stageFields)
+	return nil
 }
 
 // Plan is everything kprov will do, in order. It is plain data: printing it
@@ -130,9 +170,53 @@ func (p *Plan) Empty() bool {
 	return true
 }
 
+// Has reports whether the plan has a stage of this kind with steps.
+func (p *Plan) Has(kind StageKind) bool {
+	for _, st := range p.Stages {
+		if st.Kind == kind && len(st.Steps) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // String renders the summary line, e.g.
 // "Plan: 12 hosts to prepare, 3 etcd members to add, 2 masters to join, 0 to remove".
 func (s Summary) String() string {
 	return fmt.Sprintf("Plan: %d hosts to prepare, %d etcd members to add, %d masters to join, %d nodes to join, %d etcd restarts, %d to remove",
 		s.HostsToPrepare, s.EtcdMembersToAdd, s.MastersToJoin, s.NodesToJoin, s.EtcdRestarts, s.EtcdMembersRemoved)
+}
+
+// Count fills in the summary from the stages and steps.
+func (p *Plan) Count() {
+	s := Summary{}
+	prepared := map[string]bool{}
+	for _, st := range p.Stages {
+		for _, step := range st.Steps {
+			switch step.Op {
+			case OpEtcdAddLearner:
+				s.EtcdMembersToAdd++
+			case OpEtcdRemove:
+				s.EtcdMembersRemoved++
+			case OpRestartService:
+				s.EtcdRestarts++
+			case OpKubeadmJoin:
+				if st.Kind == StageControlPlaneJoin {
+					s.MastersToJoin++
+				} else {
+					s.NodesToJoin++
+				}
+			case OpUploadFile:
+				s.FilesToWrite++
+			}
+			if st.Kind == StagePrepare {
+				prepared[step.Host] = true
+			}
+		}
+	}
+	if p.Has(StageEtcdBootstrap) {
+		s.EtcdMembersToAdd++ // the first member of a new cluster is added by starting it
+	}
+	s.HostsToPrepare = len(prepared)
+	p.Summary = s
 }

@@ -1,26 +1,13 @@
 package plan
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
+	"strconv"
 	"strings"
-)
 
-// Digest identifies facts: a saved plan records it, and apply refuses the plan
-// when the facts it gathers then have another digest.
-func (f *Facts) Digest() string {
-	// encoding/json sorts map keys, so equal facts always encode the same.
-	b, err := json.Marshal(f)
-	if err != nil {
-		panic(fmt.Sprintf("facts must always encode: %v", err))
-	}
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
+	"github.com/kprov/kprov/inventory"
+)
 
 // HostChange says what a plan does to one host.
 type HostChange struct {
@@ -30,21 +17,21 @@ type HostChange struct {
 	Steps int
 }
 
-// HostChanges lists, for each host in order, whether the plan creates it
-// (nothing of kprov's there yet), changes it, or leaves it alone.
-func (p *Plan) HostChanges(hosts []string, roles map[string]string, facts *Facts) []HostChange {
+// HostChanges lists, for each inventory host in order, whether the plan
+// creates it (nothing of kprov's there yet), changes it, or leaves it alone.
+func (p *Plan) HostChanges(inv *inventory.Inventory, facts *Facts) []HostChange {
 	count := map[string]int{}
 	for _, st := range p.Stages {
 		for _, s := range st.Steps {
 			count[s.Host]++
 		}
 	}
-	out := make([]HostChange, 0, len(hosts))
-	for _, h := range hosts {
-		c := HostChange{Host: h, Roles: roles[h], Steps: count[h], Kind: "no changes"}
+	out := make([]HostChange, 0, len(inv.Hosts))
+	for _, h := range inv.Hosts {
+		c := HostChange{Host: h.Name, Roles: RoleList(h), Steps: count[h.Name], Kind: "no changes"}
 		if c.Steps > 0 {
 			c.Kind = "change"
-			if hf := facts.Hosts[h]; hf == nil || len(hf.Files) == 0 {
+			if hf := facts.Hosts[h.Name]; hf == nil || len(hf.Files) == 0 {
 				c.Kind = "create"
 			}
 		}
@@ -53,10 +40,31 @@ func (p *Plan) HostChanges(hosts []string, roles map[string]string, facts *Facts
 	return out
 }
 
+// RoleList is a host's roles as one comma-separated word, as tables show them.
+func RoleList(h *inventory.Host) string {
+	rs := make([]string, len(h.Roles))
+	for i, r := range h.Roles {
+		rs[i] = string(r)
+	}
+	return strings.Join(rs, ",")
+}
+
+// TextOptions choose how much of a plan WriteText shows.
+type TextOptions struct {
+	// Detail lists every step of every host with its reason; without it,
+	// hosts whose steps are alike are shown as one line per group.
+	Detail bool
+}
+
 // WriteText prints the plan the way Terraform does: per host what will be
 // created, changed or left alone, the stages in order with their concurrency
 // and quorum, and the summary line. Secret file contents never appear.
-func (p *Plan) WriteText(w io.Writer, changes []HostChange) error {
+//
+// By default each stage shows one line per group of hosts whose steps are
+// alike (the same operations on the same paths and units, whatever the
+// content), so a plan for a hundred hosts stays a page long; with
+// opts.Detail every step is listed with its reason.
+func (p *Plan) WriteText(w io.Writer, changes []HostChange, opts TextOptions) error {
 	var b strings.Builder
 	b.WriteString("Hosts:\n")
 	width := 0
@@ -78,7 +86,8 @@ func (p *Plan) WriteText(w io.Writer, changes []HostChange) error {
 	}
 	b.WriteString("\nStages, in order:\n")
 	n := 0
-	for _, st := range p.Stages {
+	for i := range p.Stages {
+		st := &p.Stages[i]
 		if len(st.Steps) == 0 {
 			continue
 		}
@@ -90,10 +99,16 @@ func (p *Plan) WriteText(w io.Writer, changes []HostChange) error {
 		if st.Quorum != "" {
 			conc += "; " + st.Quorum
 		}
-		fmt.Fprintf(&b, "\n%2d. %s (%s)\n", n, st.Name, conc)
-		for _, s := range st.Steps {
-			fmt.Fprintf(&b, "      %-10s %s\n", s.Host, s)
-			fmt.Fprintf(&b, "      %-10s   # %s\n", "", s.Reason)
+		fmt.Fprintf(&b, "\n%2d. %s: %s (%s)\n", n, st.Name(), st.Title, conc)
+		if opts.Detail {
+			for _, s := range st.Steps {
+				fmt.Fprintf(&b, "      %-10s %s\n", s.Host, s)
+				fmt.Fprintf(&b, "      %-10s   # %s\n", "", s.Reason)
+			}
+			continue
+		}
+		for _, g := range st.Groups() {
+			fmt.Fprintf(&b, "      %s: %s\n", HostRange(g.Hosts), Brief(g.Steps))
 		}
 	}
 	if len(p.Notes) > 0 {
@@ -102,41 +117,105 @@ func (p *Plan) WriteText(w io.Writer, changes []HostChange) error {
 			fmt.Fprintf(&b, "  - %s\n", note)
 		}
 	}
+	if !opts.Detail {
+		b.WriteString("\n(kprov plan --detail lists every step with its reason.)\n")
+	}
 	fmt.Fprintf(&b, "\n%s\n", p.Summary)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
-// Count fills in the summary from the steps.
-func (p *Plan) Count() {
-	s := Summary{}
-	prepared := map[string]bool{}
-	for _, st := range p.Stages {
-		for _, step := range st.Steps {
-			switch step.Op {
-			case OpEtcdAddLearner:
-				s.EtcdMembersToAdd++
-			case OpEtcdRemove:
-				s.EtcdMembersRemoved++
-			case OpRestartService:
-				s.EtcdRestarts++
-			case OpKubeadmJoin:
-				if strings.HasPrefix(st.Name, "control-plane/") {
-					s.MastersToJoin++
-				} else {
-					s.NodesToJoin++
-				}
-			case OpUploadFile:
-				s.FilesToWrite++
-			}
-			if strings.HasPrefix(st.Name, "prepare") {
-				prepared[step.Host] = true
-			}
+// Group is hosts of one stage whose steps are alike, with the first
+// host's steps standing for all of them.
+type Group struct {
+	Hosts []string
+	Steps []Step
+}
+
+// Groups splits the stage's hosts into groups whose steps are alike: the
+// same operations in the same order on the same paths, modes, units,
+// commands, labels and taints. Content and checksums may differ (each
+// host's files carry its own name and address). Groups come in the order
+// of their first host.
+func (s *Stage) Groups() []Group {
+	byHost := map[string][]Step{}
+	for _, st := range s.Steps {
+		byHost[st.Host] = append(byHost[st.Host], st)
+	}
+	var out []Group
+	index := map[string]int{}
+	for _, h := range s.Hosts() {
+		key := shape(byHost[h])
+		i, ok := index[key]
+		if !ok {
+			i = len(out)
+			index[key] = i
+			out = append(out, Group{Steps: byHost[h]})
 		}
+		out[i].Hosts = append(out[i].Hosts, h)
 	}
-	if slices.ContainsFunc(p.Stages, func(st Stage) bool { return strings.HasPrefix(st.Name, "etcd/bootstrap/") }) {
-		s.EtcdMembersToAdd++ // the first member of a new cluster is added by starting it
+	return out
+}
+
+// shape is what two hosts' steps must share to be shown as one group.
+func shape(steps []Step) string {
+	var b strings.Builder
+	for _, s := range steps {
+		fmt.Fprintf(&b, "%s|%s|%o|%s|%s|%v|%v|%s\n", s.Op, s.Path, s.Mode, s.Service, s.Command, s.Labels, s.Taints, s.Source)
 	}
-	s.HostsToPrepare = len(prepared)
-	p.Summary = s
+	return b.String()
+}
+
+// Brief says what a run of steps does in a few words: consecutive steps of
+// one operation are counted together, e.g. "upload-file ×9, run-command,
+// start-service kubelet".
+func Brief(steps []Step) string {
+	var parts []string
+	for i := 0; i < len(steps); {
+		j := i + 1
+		for j < len(steps) && steps[j].Op == steps[i].Op {
+			j++
+		}
+		parts = append(parts, operations[steps[i].Op].brief(steps[i:j]))
+		i = j
+	}
+	return strings.Join(parts, ", ")
+}
+
+// HostRange names hosts compactly: runs of names that differ only in a
+// trailing number become "compute-1..40"; the rest are listed.
+func HostRange(hosts []string) string {
+	var parts []string
+	for i := 0; i < len(hosts); {
+		prefix, n, ok := splitNumber(hosts[i])
+		j := i + 1
+		for ok && j < len(hosts) {
+			p2, m, ok2 := splitNumber(hosts[j])
+			if !ok2 || p2 != prefix || m != n+(j-i) {
+				break
+			}
+			j++
+		}
+		switch {
+		case j-i >= 3:
+			parts = append(parts, fmt.Sprintf("%s%d..%d", prefix, n, n+(j-i-1)))
+		default:
+			parts = append(parts, hosts[i:j]...)
+		}
+		i = j
+	}
+	return strings.Join(parts, ", ")
+}
+
+// splitNumber splits "compute-12" into "compute-" and 12.
+func splitNumber(name string) (string, int, bool) {
+	i := len(name)
+	for i > 0 && name[i-1] >= '0' && name[i-1] <= '9' {
+		i--
+	}
+	if i == len(name) || i == 0 || (name[i] == '0' && i < len(name)-1) {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(name[i:])
+	return name[:i], n, err == nil
 }
