@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/lab"
 	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/pki"
@@ -167,7 +168,7 @@ func etcdClient(t *testing.T, ctx context.Context, l *lab.Lab, inv string) *clie
 	}
 	var eps []string
 	for _, m := range l.Machines() {
-		if slices.Contains(m.Roles, lab.RoleEtcd) {
+		if slices.Contains(m.Roles, inventory.RoleEtcd) {
 			eps = append(eps, plan.EtcdClientURL(m.Address.String()))
 		}
 	}

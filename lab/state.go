@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kprov/kprov/internal/atomicfile"
+	"github.com/kprov/kprov/inventory"
 )
 
 // stateFile is the lab's record of everything it made on the host, inside the lab directory.
@@ -35,12 +36,12 @@ type State struct {
 
 // MachineState is one machine's host-side resources and fault settings.
 type MachineState struct {
-	Name     string     `json:"name"`
-	Index    int        `json:"index"`
-	Roles    []string   `json:"roles"`
-	Address  netip.Addr `json:"address"`
-	Netns    string     `json:"netns"`
-	HostVeth string     `json:"host_veth"`
+	Name     string           `json:"name"`
+	Index    int              `json:"index"`
+	Roles    []inventory.Role `json:"roles"`
+	Address  netip.Addr       `json:"address"`
+	Netns    string           `json:"netns"`
+	HostVeth string           `json:"host_veth"`
 	// Merged is the overlayfs mount point the machine boots from.
 	Merged string `json:"merged"`
 	// PID is systemd-nspawn's process ID, 0 when the machine is not running.

@@ -175,9 +175,7 @@ type applier struct {
 	inv  *inventory.Inventory
 	log  *log.Logger
 
-	mu      sync.Mutex
-	changes map[string][]string
-	etcd    *etcdOps
+	etcd *etcdOps
 }
 
 func newApplier(conn Connector, opts ApplyOptions) *applier {

@@ -97,13 +97,6 @@ func (p *Pipeline) logger() *log.Logger {
 	return p.Logger
 }
 
-func (p *Pipeline) now() time.Time {
-	if p.Now == nil {
-		return time.Now()
-	}
-	return p.Now()
-}
-
 // ManagedFiles maps each host to the paths kprov manages there: every
 // rendered file, and every artifact the host installs (compared by
 // checksum like any other file).

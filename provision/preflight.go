@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -188,107 +187,4 @@ func Preflight(ctx context.Context, inv *inventory.Inventory, facts *plan.Facts,
 		probes[r.Host] = r.Value
 	}
 	return append(problems, checkPreflight(inv, facts, probes, opts)...), nil
-}
-
-// supportedOS and supportedArch are what kprov's templates and the
-// artifacts are made for.
-var (
-	supportedOS   = []string{"debian", "ubuntu"}
-	supportedArch = []string{"x86_64", "aarch64"}
-)
-
-// checkPreflight judges the facts and probes; it is pure, so each rule has a
-// table test.
-func checkPreflight(inv *inventory.Inventory, facts *plan.Facts, probes map[string]*preflightProbe, opts PreflightOptions) []Problem {
-	maxSkew := orDefault(opts.MaxClockSkew, DefaultMaxClockSkew)
-	maxFsync := orDefault(opts.MaxFsyncLatency, DefaultMaxFsyncLatency)
-	minFree := opts.MinEtcdDiskFree
-	if minFree <= 0 {
-		minFree = DefaultMinEtcdDiskFree
-	}
-	external := inv.Topology.EtcdMode == inventory.EtcdExternal
-	var out []Problem
-	add := func(host, check, format string, args ...any) {
-		out = append(out, Problem{Host: host, Check: check, Message: fmt.Sprintf(format, args...)})
-	}
-	hostnames := map[string][]string{}
-	for _, h := range inv.Hosts {
-		hf := facts.Hosts[h.Name]
-		if hf == nil || !hf.Reachable {
-			msg := "no facts gathered"
-			if hf != nil && hf.Error != "" {
-				msg = hf.Error
-			}
-			add(h.Name, "reachable", "%s", msg)
-			continue
-		}
-		id, _, _ := strings.Cut(hf.OS, " ")
-		if !slices.Contains(supportedOS, id) {
-			add(h.Name, "os", "%q is not supported (want Debian or Ubuntu)", hf.OS)
-		}
-		if !slices.Contains(supportedArch, hf.Arch) {
-			add(h.Name, "arch", "%q is not supported (want x86_64 or aarch64)", hf.Arch)
-		}
-		if hf.Hostname != "" {
-			hostnames[hf.Hostname] = append(hostnames[hf.Hostname], h.Name)
-		}
-		p := probes[h.Name]
-		if p == nil {
-			continue
-		}
-		// Ports another process already holds: etcd and the kubelet would
-		// fail to bind long after the plan started.
-		var ports []int
-		etcdHost := external && h.Has(inventory.RoleEtcd)
-		if etcdHost && hf.Services["etcd"] != "active" {
-			ports = append(ports, plan.EtcdClientPort, plan.EtcdPeerPort)
-		}
-		if h.Has(inventory.RoleMaster) && !hf.ControlPlane {
-			ports = append(ports, inventory.DefaultAPIServerPort)
-		}
-		if h.IsNode() && !hf.Joined && !hf.ControlPlane {
-			ports = append(ports, 10250)
-		}
-		if p.PortsKnown {
-			for _, port := range ports {
-				if slices.Contains(p.Listening, port) {
-					add(h.Name, "ports", "port %d is already in use (ss -ltnp shows by what)", port)
-				}
-			}
-		}
-		// The host's clock is compared with the middle of the round trip.
-		mid := p.Sent.Add(p.Got.Sub(p.Sent) / 2)
-		if skew := p.Clock.Sub(mid); !p.Clock.IsZero() && (skew > maxSkew+p.Got.Sub(p.Sent)/2 || -skew > maxSkew+p.Got.Sub(p.Sent)/2) {
-			add(h.Name, "clock", "clock is %s off the operator's (at most %s): run an NTP client (chrony, systemd-timesyncd)", skew.Round(time.Millisecond), maxSkew)
-		}
-		for _, bin := range opts.Binaries[h.Name] {
-			if !p.Binaries[bin] {
-				add(h.Name, "binaries", "%s is not installed and the inventory's artifacts block does not provide it", bin)
-			}
-		}
-		if etcdHost {
-			if p.DiskFree >= 0 && p.DiskFree < minFree {
-				add(h.Name, "disk", "%d MiB free for etcd's data directory %s, want at least %d MiB", p.DiskFree>>20, inv.Etcd.DataDir, minFree>>20)
-			}
-			if p.Fsync > maxFsync {
-				add(h.Name, "fsync", "a synchronous write on %s takes %s on average, etcd needs under %s: use an SSD for the data directory", inv.Etcd.DataDir, p.Fsync.Round(100*time.Microsecond), maxFsync)
-			}
-		}
-	}
-	for name, hosts := range hostnames {
-		if len(hosts) > 1 {
-			for _, h := range hosts {
-				add(h, "hostname", "hostname %q is also the hostname of %s: Kubernetes and etcd need unique names", name, strings.Join(slices.DeleteFunc(slices.Clone(hosts), func(x string) bool { return x == h }), ", "))
-			}
-		}
-	}
-	slices.SortStableFunc(out, func(a, b Problem) int { return strings.Compare(a.Host, b.Host) })
-	return out
-}
-
-func orDefault(v, def time.Duration) time.Duration {
-	if v <= 0 {
-		return def
-	}
-	return v
 }

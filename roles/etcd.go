@@ -1,13 +1,9 @@
-// Package roles decides what each role needs and in which order it is safe
-// to do it. Everything here is pure: it reads the inventory and the facts and
-// returns plan stages; it never talks to a host.
 package roles
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io/fs"
 	"slices"
 	"strings"
 
@@ -15,18 +11,14 @@ import (
 	"github.com/kprov/kprov/provision/plan"
 )
 
-// EtcdTarget is a member the inventory wants.
+// EtcdTarget is an external etcd member the inventory wants, as rendered.
+// The planner needs only its name and peer URL.
 type EtcdTarget struct {
-	Name    string // the host name, which is also the member name
-	PeerURL string // https://ADDRESS:2380
-}
-
-// ConfigFile is a rendered file a step uploads.
-type ConfigFile struct {
-	Path    string
-	Mode    fs.FileMode
-	Content []byte
-	Secret  bool
+	Name      string // the host name, which is also the member name
+	PeerURL   string // https://ADDRESS:2380
+	ClientURL string // https://ADDRESS:2379
+	// Bootstrap is how the member finds its cluster when its data directory is empty.
+	Bootstrap EtcdBootstrap
 }
 
 // EtcdInput is what PlanEtcd needs: the live membership (empty for a new
@@ -37,7 +29,7 @@ type EtcdInput struct {
 	Want    []EtcdTarget
 	DataDir string
 	Service string
-	Config  func(member EtcdTarget, initialCluster []EtcdTarget, state string) ConfigFile
+	Config  func(member EtcdTarget, initialCluster []EtcdTarget, state string) File
 	// Normalize strips the settings etcd reads only when it bootstraps its data
 	// directory (initial-cluster, initial-cluster-state), so a change to them
 	// alone is written without a restart. Nil compares whole files.
@@ -158,11 +150,11 @@ type etcdPlanner struct {
 	notes  []string
 }
 
-func (p *etcdPlanner) finalConfig(t EtcdTarget) ConfigFile {
+func (p *etcdPlanner) finalConfig(t EtcdTarget) File {
 	return p.in.Config(t, p.in.Want, StateExisting)
 }
 
-func (p *etcdPlanner) upload(host string, f ConfigFile, reason string) plan.Step {
+func (p *etcdPlanner) upload(host string, f File, reason string) plan.Step {
 	sum := sha256.Sum256(f.Content)
 	return plan.Step{Op: plan.OpUploadFile, Host: host, Path: f.Path, Mode: f.Mode, Content: f.Content,
 		SHA256: hex.EncodeToString(sum[:]), Secret: f.Secret, Reason: reason}

@@ -38,12 +38,12 @@ func newSim() *simCluster {
 
 func simPeerURL(name string) string { return "https://" + name + ":2380" }
 
-func testConfig(t EtcdTarget, initial []EtcdTarget, state string) ConfigFile {
+func testConfig(t EtcdTarget, initial []EtcdTarget, state string) File {
 	var ns []string
 	for _, m := range initial {
 		ns = append(ns, m.Name+"="+m.PeerURL)
 	}
-	return ConfigFile{Path: "/etc/etcd/etcd.yaml", Mode: 0o600, Content: []byte(fmt.Sprintf(
+	return File{Path: "/etc/etcd/etcd.yaml", Mode: 0o600, Content: []byte(fmt.Sprintf(
 		"name: %s\ninitial-cluster: %s\ninitial-cluster-state: %s\n", t.Name, strings.Join(ns, ","), state))}
 }
 
@@ -55,7 +55,7 @@ func (c *simCluster) addExisting(name string, want []EtcdTarget) {
 	c.members = append(c.members, &simMember{id: c.nextID, name: name, peerURL: simPeerURL(name)})
 	c.running[name] = true
 	c.hasData[name] = true
-	c.config[name] = string(testConfig(EtcdTarget{name, simPeerURL(name)}, want, StateExisting).Content)
+	c.config[name] = string(testConfig(EtcdTarget{Name: name, PeerURL: simPeerURL(name)}, want, StateExisting).Content)
 }
 
 func (c *simCluster) member(name string) *simMember {
@@ -454,7 +454,7 @@ func TestEtcdRollingConfigChange(t *testing.T) {
 	for _, n := range seq("e", 1, 3) {
 		c2.addExisting(n, targets(seq("e", 1, 3)...))
 	}
-	c2.config["e1"] = string(testConfig(EtcdTarget{"e1", simPeerURL("e1")}, targets("e1"), StateNew).Content)
+	c2.config["e1"] = string(testConfig(EtcdTarget{Name: "e1", PeerURL: simPeerURL("e1")}, targets("e1"), StateNew).Content)
 	stages, err = planFor(c2, targets(seq("e", 1, 3)...))
 	if err != nil {
 		t.Fatal(err)

@@ -43,7 +43,7 @@ func Plan(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opts PlanO
 	if opts.Parallel < 1 {
 		opts.Parallel = 1
 	}
-	p := &planner{inv: inv, facts: facts, st: st, opts: opts, etcdCache: map[string]ConfigFile{}}
+	p := &planner{inv: inv, facts: facts, st: st, opts: opts, etcdCache: map[string]File{}}
 	if err := p.checkReachable(); err != nil {
 		return nil, err
 	}
@@ -82,7 +82,7 @@ type planner struct {
 	opts       PlanOptions
 	initMaster string
 	final      *Rendering
-	etcdCache  map[string]ConfigFile
+	etcdCache  map[string]File
 	renderErr  error
 }
 
@@ -258,7 +258,7 @@ func (p *planner) etcd() ([]plan.Stage, []string, error) {
 // etcdConfig renders one member's etcd.yaml for a given initial cluster and
 // state; the etcd planner asks for it once per membership step, so results
 // are cached by their inputs.
-func (p *planner) etcdConfig(t EtcdTarget, initial []EtcdTarget, state string) ConfigFile {
+func (p *planner) etcdConfig(t EtcdTarget, initial []EtcdTarget, state string) File {
 	names := make([]string, len(initial))
 	for i, m := range initial {
 		names[i] = m.Name
@@ -284,17 +284,17 @@ func (p *planner) etcdConfig(t EtcdTarget, initial []EtcdTarget, state string) C
 	}
 	if err != nil {
 		p.renderErr = err
-		return ConfigFile{}
+		return File{}
 	}
 	for _, f := range r.Host(t.Name).Files {
 		if f.Path == plan.EtcdConfigPath {
-			cf := ConfigFile{Path: f.Path, Mode: f.Mode, Content: f.Content, Secret: f.Secret}
+			cf := f
 			p.etcdCache[key] = cf
 			return cf
 		}
 	}
 	p.renderErr = fmt.Errorf("%s: no %s rendered", t.Name, plan.EtcdConfigPath)
-	return ConfigFile{}
+	return File{}
 }
 
 func kubeadmCommand(args []string) string { return "kubeadm " + strings.Join(args, " ") }

@@ -198,7 +198,7 @@ func TestPlanRefusesUnreachableHost(t *testing.T) {
 func TestEtcdConfigFromSubsetMatchesFullRender(t *testing.T) {
 	inv := loadInventory(t, filepath.Join("..", "examples", "ha-external.kprov.hcl"))
 	st := newState(t, inv)
-	p := &planner{inv: inv, st: st, etcdCache: map[string]ConfigFile{}, initMaster: "master-1"}
+	p := &planner{inv: inv, st: st, etcdCache: map[string]File{}, initMaster: "master-1"}
 	full, err := Render(inv, st, Options{InitMaster: "master-1", EtcdBootstrap: p.formed()})
 	if err != nil {
 		t.Fatal(err)

@@ -123,7 +123,7 @@ type HostFiles struct {
 	Roles   []inventory.Role
 	Files   []File      // sorted by path, each path once
 	Node    *NodeSpec   // nil on a dedicated etcd host, which runs no kubelet
-	Etcd    *EtcdMember // nil unless the host is an external etcd member
+	Etcd    *EtcdTarget // nil unless the host is an external etcd member
 	// Units are the systemd units the apply enables and starts once the
 	// files are in place, in this order.
 	Units []string
@@ -151,14 +151,6 @@ type NodeSpec struct {
 	// Taints are the node's final taints; kubeadm registers the node with
 	// them (nodeRegistration.taints), and the apply checks them afterwards.
 	Taints []inventory.Taint
-}
-
-// EtcdMember is an external etcd member as rendered.
-type EtcdMember struct {
-	Name      string
-	ClientURL string // https://ADDRESS:2379
-	PeerURL   string // https://ADDRESS:2380
-	Bootstrap EtcdBootstrap
 }
 
 // PKIRequest is what the PKI must cover for inv: the external etcd members, if any.
@@ -364,12 +356,12 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 	hf := &HostFiles{Name: h.Name, Address: h.Address, Roles: slices.Clone(h.Roles), OnChange: map[string][]string{}}
 	external := r.inv.Topology.EtcdMode == inventory.EtcdExternal
 
-	var pkiRoles []pki.Role
+	var pkiRoles []inventory.Role
 	for _, role := range h.Roles {
 		if role == inventory.RoleEtcd && !external {
 			continue // stacked: kubeadm issues the member's certificates on the master
 		}
-		pkiRoles = append(pkiRoles, pki.Role(role))
+		pkiRoles = append(pkiRoles, role)
 	}
 	pkiFiles, err := r.st.FilesFor(h.Name, pkiRoles...)
 	if err != nil {
@@ -424,7 +416,7 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 
 	if external && h.Has(inventory.RoleEtcd) {
 		b := r.etcd[h.Name]
-		member := &EtcdMember{Name: h.Name, ClientURL: clientURL(h.Address), PeerURL: peerURL(h.Address), Bootstrap: b}
+		member := &EtcdTarget{Name: h.Name, ClientURL: clientURL(h.Address), PeerURL: peerURL(h.Address), Bootstrap: b}
 		var initial []string
 		for _, name := range b.Cluster {
 			initial = append(initial, name+"="+peerURL(r.inv.Host(name).Address))
