@@ -96,7 +96,7 @@ func (p *Pool) Resolve(cfg Config) (Config, error) {
 	}
 	for _, b := range cfg.Bastions {
 		if err := b.validate(); err != nil {
-			return cfg, fmt.Errorf("bastion %s: %w", b.Host, err)
+			return cfg, fmt.Errorf("bastion %q: %w", b.Host, err)
 		}
 	}
 	return cfg, nil
@@ -237,7 +237,8 @@ func retryable(ctx context.Context, err error) bool {
 	var hk *HostKeyError
 	var noKeys noKeysError
 	switch {
-	case errors.As(err, &hk), errors.Is(err, ErrKeyFile), errors.Is(err, ErrSudo), errors.As(err, &noKeys):
+	case errors.As(err, &hk), errors.Is(err, ErrHostKeyUnknown), errors.Is(err, ErrHostKeyMismatch), errors.Is(err, ErrHostKeyRevoked),
+		errors.Is(err, ErrKeyFile), errors.Is(err, ErrSudo), errors.As(err, &noKeys):
 		return false
 	case ctx.Err() != nil:
 		return false

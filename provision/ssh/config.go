@@ -58,9 +58,11 @@ type Config struct {
 	RetryBackoff    time.Duration // first wait between attempts, doubled each time
 }
 
-// hostport is the address used both to dial and to look up known_hosts.
+// hostport is the address used to dial, to look up known_hosts and to
+// record a key there, with the host in canonicalHost's form, so that every
+// lookup and every write sees one spelling of a host.
 func (c Config) hostport() string {
-	return net.JoinHostPort(c.Address, strconv.Itoa(c.Port))
+	return net.JoinHostPort(canonicalHost(c.Address), strconv.Itoa(c.Port))
 }
 
 // withDefaults fills zero fields; it does not read any file.
@@ -129,6 +131,12 @@ func (c Config) validate() error {
 	}
 	if c.Address == "" {
 		return errors.New("no address")
+	}
+	// Checked before anything is dialled or recorded: Go's dialer ignores
+	// an IPv6 zone it does not know, so "::1%lo<newline>..." would connect,
+	// and the rest of it would reach known_hosts under accept-new.
+	if err := checkPlainHost(c.Address); err != nil {
+		return fmt.Errorf("address %w; fix the address in the inventory (or the HostName in ~/.ssh/config it came from)", err)
 	}
 	if c.Port < 1 || c.Port > 65535 {
 		return fmt.Errorf("port %d out of range", c.Port)
