@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -364,6 +365,42 @@ func TestAuthMethods(t *testing.T) {
 		connectOK(t, p2, cfg)
 		if asked != 1 {
 			t.Errorf("passphrase asked %d times, want once per run", asked)
+		}
+	})
+	// As OpenSSH: a key file of ours that group or others may use is refused,
+	// naming the host, the file and the chmod that fixes it, before any dial.
+	t.Run("key file open to others", func(t *testing.T) {
+		id := newIdentity(t)
+		s := newFakeServer(t, id.pub).start()
+		cfg := s.hostConfig("cp-1", id, knownHosts(t, s.knownLine(s.hostKeys[0].PublicKey())))
+		cfg.Attempts, cfg.RetryBackoff = 3, time.Millisecond
+		for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o620, 0o660, 0o601} {
+			if err := os.Chmod(id.file, mode); err != nil {
+				t.Fatal(err)
+			}
+			p, _ := newPool(t, Options{})
+			_, err := p.Connect(ctxT(t), cfg)
+			want := fmt.Sprintf("%s %s: mode %04o", ErrKeyFile, id.file, mode)
+			if !errors.Is(err, ErrKeyFile) || !strings.HasPrefix(err.Error(), "cp-1: ") || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), `run "chmod 600 `+id.file+`"`) {
+				t.Errorf("mode %04o: err = %v, want %q ... chmod 600", mode, err, want)
+			}
+		}
+		if n := s.conns.Load(); n != 0 {
+			t.Errorf("dialled %d times with an unprotected key", n)
+		}
+		for _, mode := range []os.FileMode{0o600, 0o400, 0o700} {
+			os.Chmod(id.file, mode)
+			p, _ := newPool(t, Options{})
+			connectOK(t, p, cfg)
+		}
+		// A path that needs quoting is quoted in the advice.
+		odd := filepath.Join(t.TempDir(), "my key")
+		data, _ := os.ReadFile(id.file)
+		os.WriteFile(odd, data, 0o644)
+		cfg.IdentityFiles = []string{odd}
+		p, _ := newPool(t, Options{})
+		if _, err := p.Connect(ctxT(t), cfg); err == nil || !strings.Contains(err.Error(), `run "chmod 600 '`+odd+`'"`) {
+			t.Errorf("err = %v, want the path quoted", err)
 		}
 	})
 	t.Run("certificate", func(t *testing.T) {
