@@ -69,10 +69,19 @@ type fakeServer struct {
 
 func newFakeServer(t testing.TB, clientKey ssh.PublicKey, hostKeys ...ssh.Signer) *fakeServer {
 	t.Helper()
+	return newFakeServerAt(t, "127.0.0.1:0", clientKey, hostKeys...)
+}
+
+// newFakeServerAt is newFakeServer listening on listenAddr (e.g. "[::1]:0").
+func newFakeServerAt(t testing.TB, listenAddr string, clientKey ssh.PublicKey, hostKeys ...ssh.Signer) *fakeServer {
+	t.Helper()
 	if len(hostKeys) == 0 {
 		hostKeys = []ssh.Signer{newSigner(t)}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", listenAddr)
+	if err != nil && strings.HasPrefix(listenAddr, "[") {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
