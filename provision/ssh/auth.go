@@ -12,6 +12,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/term"
+
+	"github.com/kprov/kprov/internal/shell"
 )
 
 // PassphraseFunc returns the passphrase for an encrypted private key file.
@@ -196,7 +198,7 @@ func readPrivateKeyFile(file string) ([]byte, error) {
 func shellWord(s string) string {
 	for _, c := range s {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("/._-+,:@%", c)) {
-			return shellQuote(s)
+			return shell.Quote(s)
 		}
 	}
 	return s

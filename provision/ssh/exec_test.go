@@ -22,6 +22,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/kprov/kprov/internal/shell"
 )
 
 // trusted starts a fake server for id and returns a pool and config that
@@ -73,7 +75,7 @@ func TestExitStatusAndBoundedOutput(t *testing.T) {
 func TestCommandTimeout(t *testing.T) {
 	id := newIdentity(t)
 	s, p, _, cfg := trusted(t, id)
-	s.expect("sleep 30", shell("sleep 30")).expectGroupKill(false)
+	s.expect("sleep 30", shellHandler("sleep 30")).expectGroupKill(false)
 	cfg.CommandTimeout = 200 * time.Millisecond
 	c := connectOK(t, p, cfg)
 	start := time.Now()
@@ -98,7 +100,7 @@ func TestCancelKillsRemoteCommand(t *testing.T) {
 	line := "echo started >&2; (sleep 2 && touch " + marker + ".child) & sleep 2 && touch " + marker
 	killed := make(chan struct{})
 	s.expect(line, func(in io.Reader, o, e io.Writer, sig <-chan string) int {
-		status := shell(line)(in, o, e, sig)
+		status := shellHandler(line)(in, o, e, sig)
 		close(killed)
 		return status
 	}).expectGroupKill(false)
@@ -147,7 +149,7 @@ func TestCancelThroughSudo(t *testing.T) {
 	s.refuseSignals = true
 	marker := filepath.Join(t.TempDir(), "finished")
 	cmd := "sleep 2 && touch " + marker
-	line := "sudo -n -- sh -c " + shellQuote(groupWrap(cmd))
+	line := "sudo -n -- sh -c " + shell.Quote(groupWrap(cmd))
 	s.expectRaw("sudo -n true", rawShell("sudo -n true")).expectRaw(line, rawShell(line)).expectGroupKill(true)
 	c := connectOK(t, p, cfg)
 	ctx, cancel := context.WithCancel(ctxT(t))
@@ -211,7 +213,7 @@ func TestSudo(t *testing.T) {
 		s, p, _, cfg := trusted(t, id)
 		cfg.User = "deploy"
 		s.expectRaw("sudo -n true", script("", "", 0))
-		s.expectRaw("sudo -n -- sh -c "+shellQuote(groupWrap("echo 'hi'")), script("hi\n", "", 0))
+		s.expectRaw("sudo -n -- sh -c "+shell.Quote(groupWrap("echo 'hi'")), script("hi\n", "", 0))
 		c := connectOK(t, p, cfg)
 		if res, err := c.Run(ctxT(t), Command{Cmd: "echo 'hi'"}); err != nil || string(res.Stdout) != "hi\n" {
 			t.Fatalf("run = %q, %v", res.Stdout, err)
