@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/plan"
@@ -279,26 +280,76 @@ func TestApplyCancelled(t *testing.T) {
 // The lock is taken with noclobber, refused with the holder named, broken
 // only when asked, and released only by its owner.
 func TestLock(t *testing.T) {
-	acquire := "mkdir -p /var/lib/kprov && if (set -o noclobber; printf '%s\\n' 'me@op pid 1' > '/var/lib/kprov/apply.lock') 2>/dev/null; then echo acquired; else echo held; cat '/var/lib/kprov/apply.lock'; fi"
-	release := `if [ "$(cat '/var/lib/kprov/apply.lock' 2>/dev/null)" = 'me@op pid 1' ]; then rm -f '/var/lib/kprov/apply.lock'; fi`
-	breakCmd := "if [ -f '/var/lib/kprov/apply.lock' ]; then cat '/var/lib/kprov/apply.lock'; rm -f '/var/lib/kprov/apply.lock'; fi"
+	owner := "me@op pid 1"
+	holder := "you@there pid 7 since 2026-01-01T00:00:00Z"
+	acquire := scriptLockAcquire(plan.LockPath, owner)
 	h := newApplyHost(t, "m",
-		applyCall{kind: "run", arg: acquire, stdout: "held\nyou@there pid 7 since 2026-01-01T00:00:00Z\n"},
-		applyCall{kind: "run", arg: breakCmd, stdout: "you@there pid 7 since 2026-01-01T00:00:00Z\n"},
+		// A live holder: refused, also with --break-lock, which never removes a live lock.
+		applyCall{kind: "run", arg: acquire, stdout: "held 4\n" + holder + "\n"},
+		applyCall{kind: "run", arg: acquire, stdout: "held 4\n" + holder + "\n"},
+		// A stale lock: refused without --break-lock, naming it stale.
+		applyCall{kind: "run", arg: acquire, stdout: "held 95\n" + holder + "\n"},
+		// A stale lock with --break-lock: removed only while still the same stale holder's, then taken.
+		applyCall{kind: "run", arg: acquire, stdout: "held 95\n" + holder + "\n"},
+		applyCall{kind: "run", arg: scriptLockBreakStale(plan.LockPath, holder, DefaultLockStaleAfter), stdout: "broken\n"},
 		applyCall{kind: "run", arg: acquire, stdout: "acquired\n"},
-		applyCall{kind: "run", arg: release},
+		applyCall{kind: "run", arg: scriptLockRelease(plan.LockPath, owner)},
 	)
 	ctx := context.Background()
-	_, _, err := AcquireLock(ctx, h, "me@op pid 1", false)
+	_, _, err := AcquireLock(ctx, h, LockOptions{Owner: owner})
 	var held *LockHeldError
-	if !errors.As(err, &held) || !errors.Is(err, ErrLockHeld) || !strings.Contains(err.Error(), "you@there pid 7") || !strings.Contains(err.Error(), "--break-lock") {
-		t.Fatalf("held lock: %v", err)
+	if !errors.As(err, &held) || !errors.Is(err, ErrLockHeld) || held.Stale || !strings.Contains(err.Error(), holder) || !strings.Contains(err.Error(), "still running") {
+		t.Fatalf("live lock: %v", err)
 	}
-	lock, broken, err := AcquireLock(ctx, h, "me@op pid 1", true)
-	if err != nil || broken != "you@there pid 7 since 2026-01-01T00:00:00Z" {
-		t.Fatalf("break lock: %v, broke %q", err, broken)
+	_, broken, err := AcquireLock(ctx, h, LockOptions{Owner: owner, Break: true})
+	if !errors.As(err, &held) || !held.BreakRefused || broken != "" || !strings.Contains(err.Error(), "--break-lock only removes a lock not refreshed for 30s") {
+		t.Fatalf("--break-lock on a live lock: %v (broke %q)", err, broken)
+	}
+	_, _, err = AcquireLock(ctx, h, LockOptions{Owner: owner})
+	if !errors.As(err, &held) || !held.Stale || held.Age != 95*time.Second || !strings.Contains(err.Error(), "run again with --break-lock") {
+		t.Fatalf("stale lock: %v", err)
+	}
+	lock, broken, err := AcquireLock(ctx, h, LockOptions{Owner: owner, Break: true})
+	if err != nil || broken != holder {
+		t.Fatalf("break a stale lock: %v, broke %q", err, broken)
 	}
 	if err := lock.Release(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLockStaleBreakLosesRace: when the stale lock was refreshed or taken
+// over between the look and the removal, nothing is removed and the apply
+// is refused.
+func TestLockStaleBreakLosesRace(t *testing.T) {
+	owner, holder := "me@op pid 1", "you@there pid 7"
+	h := newApplyHost(t, "m",
+		applyCall{kind: "run", arg: scriptLockAcquire(plan.LockPath, owner), stdout: "held 31\n" + holder + "\n"},
+		applyCall{kind: "run", arg: scriptLockBreakStale(plan.LockPath, holder, DefaultLockStaleAfter), stdout: ""},
+	)
+	if _, _, err := AcquireLock(context.Background(), h, LockOptions{Owner: owner, Break: true}); !errors.Is(err, ErrLockHeld) {
+		t.Fatalf("err = %v, want the lock still held", err)
+	}
+}
+
+// TestLockHeartbeat: the holder refreshes its lock; when a refresh finds
+// the lock gone (broken by someone else), the apply's context is cancelled
+// with ErrLockLost.
+func TestLockHeartbeat(t *testing.T) {
+	owner := "me@op pid 1"
+	h := newApplyHost(t, "m",
+		applyCall{kind: "run", arg: scriptLockAcquire(plan.LockPath, owner), stdout: "acquired\n"},
+		applyCall{kind: "run", arg: scriptLockRefresh(plan.LockPath, owner), stdout: "ok\n"},
+		applyCall{kind: "run", arg: scriptLockRefresh(plan.LockPath, owner), stdout: "lost\n"},
+	)
+	lock, _, err := AcquireLock(context.Background(), h, LockOptions{Owner: owner, Heartbeat: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := lock.Keep(context.Background())
+	defer stop()
+	<-ctx.Done()
+	if !errors.Is(context.Cause(ctx), ErrLockLost) {
+		t.Fatalf("cause %v, want ErrLockLost", context.Cause(ctx))
 	}
 }

@@ -212,10 +212,13 @@ type ApplyRequest struct {
 	Saved *SavedPlan
 	// AutoApprove skips View.Confirm.
 	AutoApprove bool
-	// BreakLock removes a lock left by an apply that died, after a warning.
+	// BreakLock removes a lock whose holder stopped refreshing it (an apply
+	// that died), after a warning; a live lock is never removed.
 	BreakLock bool
 	// LockOwner is one line naming who holds the lock (user@host, pid, since when).
 	LockOwner string
+	// LockHeartbeat and LockStaleAfter tune the lock (LockOptions); 0 means the defaults.
+	LockHeartbeat, LockStaleAfter time.Duration
 }
 
 // ApplyResult is what an apply saw and did.
@@ -228,13 +231,34 @@ type ApplyResult struct {
 	Kubeconfig string
 }
 
-// Apply runs the whole sequence: gather facts, preflight (every problem on
-// every host reported together), plan, check a saved plan against the
-// facts, show the plan and confirm, take the cluster lock, and carry the
-// plan out. A plan without changes stops after planning.
-func (p *Pipeline) Apply(ctx context.Context, req ApplyRequest) (*ApplyResult, error) {
+// Apply runs the whole sequence under the cluster lock: take the lock (and
+// keep it refreshed), gather facts, preflight (every problem on every host
+// reported together), plan, check a saved plan against the facts, show the
+// plan and confirm, and carry the plan out. The lock comes first so the
+// plan a person confirms is the one carried out: no other apply can change
+// the hosts between the facts and the last step. A plan without changes
+// stops after planning.
+func (p *Pipeline) Apply(ctx context.Context, req ApplyRequest) (res *ApplyResult, err error) {
 	c := p.Cluster
-	res := &ApplyResult{}
+	res = &ApplyResult{}
+	lock, err := p.lock(ctx, req)
+	if err != nil {
+		return res, err
+	}
+	ctx, stopHeartbeat := lock.Keep(ctx)
+	defer func() {
+		stopHeartbeat()
+		// The run's context may be cancelled (Ctrl-C): release with a fresh one.
+		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if rerr := lock.Release(rctx); rerr != nil {
+			p.warn("cluster lock not released; it goes stale and the next apply can break it with --break-lock", "host", lock.ex.Name(), "err", rerr)
+		}
+		if cause := context.Cause(ctx); errors.Is(cause, ErrLockLost) && err != nil {
+			err = fmt.Errorf("%w (%v)", ErrLockLost, err)
+		}
+	}()
+
 	facts, err := p.Facts(ctx)
 	if err != nil {
 		return res, err
@@ -265,19 +289,6 @@ func (p *Pipeline) Apply(ctx context.Context, req ApplyRequest) (*ApplyResult, e
 		}
 	}
 
-	lock, err := p.lock(ctx, req)
-	if err != nil {
-		return res, err
-	}
-	defer func() {
-		// The run's context may be cancelled (Ctrl-C): release with a fresh one.
-		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := lock.Release(rctx); err != nil {
-			p.warn("cluster lock not released; the next apply needs --break-lock", "host", lock.ex.Name(), "err", err)
-		}
-	}()
-
 	opts, err := p.applyOptions(pl)
 	if err != nil {
 		return res, err
@@ -304,9 +315,10 @@ func (p *Pipeline) lock(ctx context.Context, req ApplyRequest) (*Lock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
-	lock, broken, err := AcquireLock(ctx, ex, req.LockOwner, req.BreakLock)
+	lock, broken, err := AcquireLock(ctx, ex, LockOptions{Owner: req.LockOwner, Break: req.BreakLock,
+		Heartbeat: req.LockHeartbeat, StaleAfter: req.LockStaleAfter, Logger: p.Logger})
 	if broken != "" {
-		p.warn("broke the cluster lock: if that apply is still running, the two now race", "host", lockHost, "was", broken)
+		p.warn("broke the cluster lock: its holder had stopped refreshing it", "host", lockHost, "was", broken)
 	}
 	return lock, err
 }

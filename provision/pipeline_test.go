@@ -87,6 +87,14 @@ func preflightFor(c *Cluster, extra ...string) fakeRun {
 	return fakeRun{cmd: "sh -s", stdin: preflightScript(bins, ""), stdout: strings.Join(append(out, "end=ok"), "\n") + "\n"}
 }
 
+const testOwner = "test owner"
+
+func lockRun(answer string) fakeRun {
+	return fakeRun{cmd: scriptLockAcquire(plan.LockPath, testOwner), stdout: answer + "\n"}
+}
+
+func releaseRun() fakeRun { return fakeRun{cmd: scriptLockRelease(plan.LockPath, testOwner)} }
+
 func newPipeline(c *Cluster, host *fakeHost, view *recordingView) *Pipeline {
 	return &Pipeline{Cluster: c, Conn: &fakeConnector{hosts: map[string]*fakeHost{"node-1": host}}, Parallel: 2, View: view,
 		Now: func() time.Time { return pipelineClock }}
@@ -111,9 +119,9 @@ func TestPipelineRefusesSavedPlanWhenFactsChanged(t *testing.T) {
 
 	// Now the host has swap on: another fact than the saved plan's.
 	changed := append(freshHost("node-1"), "swap=on")
-	host := newFakeHost(t, "node-1", probeFor(t, c, changed...), preflightFor(c))
+	host := newFakeHost(t, "node-1", lockRun("acquired"), probeFor(t, c, changed...), preflightFor(c), releaseRun())
 	p.Conn = &fakeConnector{hosts: map[string]*fakeHost{"node-1": host}}
-	_, err = p.Apply(context.Background(), ApplyRequest{Saved: saved, AutoApprove: true, LockOwner: "test"})
+	_, err = p.Apply(context.Background(), ApplyRequest{Saved: saved, AutoApprove: true, LockOwner: testOwner, LockHeartbeat: time.Hour})
 	if err == nil || !strings.Contains(err.Error(), "the hosts changed since the plan was saved") || !strings.Contains(err.Error(), "node-1: swap") {
 		t.Fatalf("err = %v; want the saved plan refused, naming node-1's swap", err)
 	}
@@ -122,20 +130,31 @@ func TestPipelineRefusesSavedPlanWhenFactsChanged(t *testing.T) {
 	}
 }
 
-// TestPipelineOrder: facts, preflight, plan shown, confirmation, then the
-// lock; a held lock stops the run before any step.
-func TestPipelineOrder(t *testing.T) {
+// TestPipelineLockFirst: the lock is taken before any fact is read, so no
+// other apply can change the hosts between the facts and the last step; a
+// held lock stops the run before anything else happens.
+func TestPipelineLockFirst(t *testing.T) {
 	c := singleCluster(t)
-	lockCmd := scriptLockAcquire("test owner")
-	host := newFakeHost(t, "node-1",
-		probeFor(t, c, freshHost("node-1")...),
-		preflightFor(c),
-		fakeRun{cmd: lockCmd, stdout: "held\nops@laptop pid 7 since 2026-12-01T11:00:00Z\n"},
-	)
+	host := newFakeHost(t, "node-1", lockRun("held 3\nops@laptop pid 7 since 2026-12-01T11:00:00Z"))
 	view := &recordingView{}
-	res, err := newPipeline(c, host, view).Apply(context.Background(), ApplyRequest{LockOwner: "test owner"})
+	res, err := newPipeline(c, host, view).Apply(context.Background(), ApplyRequest{LockOwner: testOwner, LockHeartbeat: time.Hour})
 	if !errors.Is(err, ErrLockHeld) {
 		t.Fatalf("err = %v; want the lock held", err)
+	}
+	if res.Facts != nil || res.Plan != nil || len(view.events) != 0 {
+		t.Errorf("result %+v, view %v; want nothing done", res, view.events)
+	}
+}
+
+// TestPipelineOrder: lock, facts, preflight, plan shown, confirmation; a
+// declined plan changes nothing and releases the lock.
+func TestPipelineOrder(t *testing.T) {
+	c := singleCluster(t)
+	host := newFakeHost(t, "node-1", lockRun("acquired"), probeFor(t, c, freshHost("node-1")...), preflightFor(c), releaseRun())
+	view := &recordingView{confirm: errors.New("cancelled")}
+	res, err := newPipeline(c, host, view).Apply(context.Background(), ApplyRequest{LockOwner: testOwner, LockHeartbeat: time.Hour})
+	if err == nil || err.Error() != "cancelled" {
+		t.Fatalf("err = %v; want the view's refusal", err)
 	}
 	if res.Plan == nil || res.Plan.Empty() || res.Report != nil {
 		t.Errorf("result %+v; want a plan with changes and no report", res)
@@ -146,25 +165,13 @@ func TestPipelineOrder(t *testing.T) {
 	}
 }
 
-// TestPipelineDeclinedTakesNoLock: a plan the person does not confirm takes
-// no lock and changes nothing.
-func TestPipelineDeclinedTakesNoLock(t *testing.T) {
-	c := singleCluster(t)
-	host := newFakeHost(t, "node-1", probeFor(t, c, freshHost("node-1")...), preflightFor(c))
-	view := &recordingView{confirm: errors.New("cancelled")}
-	_, err := newPipeline(c, host, view).Apply(context.Background(), ApplyRequest{LockOwner: "x"})
-	if err == nil || err.Error() != "cancelled" {
-		t.Fatalf("err = %v; want the view's refusal", err)
-	}
-}
-
 // TestPipelinePreflightStopsBeforePlan: every preflight problem is reported
 // and no plan is shown.
 func TestPipelinePreflightStopsBeforePlan(t *testing.T) {
 	c := singleCluster(t)
-	host := newFakeHost(t, "node-1", probeFor(t, c, freshHost("node-1")...), preflightFor(c, "listen=6443", "listen=10250"))
+	host := newFakeHost(t, "node-1", lockRun("acquired"), probeFor(t, c, freshHost("node-1")...), preflightFor(c, "listen=6443", "listen=10250"), releaseRun())
 	view := &recordingView{}
-	_, err := newPipeline(c, host, view).Apply(context.Background(), ApplyRequest{AutoApprove: true, LockOwner: "x"})
+	_, err := newPipeline(c, host, view).Apply(context.Background(), ApplyRequest{AutoApprove: true, LockOwner: testOwner, LockHeartbeat: time.Hour})
 	var pe *PreflightError
 	if !errors.As(err, &pe) || len(pe.Problems) != 2 {
 		t.Fatalf("err = %v; want a preflight error with both taken ports", err)

@@ -3,8 +3,10 @@ package provision
 import (
 	"fmt"
 	"maps"
+	"path"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/kprov/kprov/internal/shell"
 	"github.com/kprov/kprov/provision/plan"
@@ -177,20 +179,33 @@ func scriptTaintNode(node string, taints []string) string {
 	return kubectl + "taint node " + shellQuote(node) + " --overwrite " + shell.Join(taints...)
 }
 
+// lockAge prints the seconds since the lock file was last refreshed, by
+// the lock host's own clock.
+const lockAge = `$(( $(date +%%s) - $(stat -c %%Y %[1]s 2>/dev/null || date +%%s) ))`
+
 // scriptLockAcquire creates the lock file unless it exists. noclobber makes
 // the shell open it with O_EXCL, so of two applies racing exactly one wins;
-// the loser prints "held" and the holder's line.
-func scriptLockAcquire(owner string) string {
-	return fmt.Sprintf("mkdir -p /var/lib/kprov && if (set -o noclobber; printf '%%s\\n' %[2]s > %[1]s) 2>/dev/null; then echo acquired; else echo held; cat %[1]s; fi",
-		shellQuote(plan.LockPath), shellQuote(owner))
+// the loser prints "held", the lock's age in seconds, and the holder's line.
+func scriptLockAcquire(lockPath, owner string) string {
+	return fmt.Sprintf("mkdir -p %[3]s && if (set -o noclobber; printf '%%s\\n' %[2]s > %[1]s) 2>/dev/null; then echo acquired; else echo \"held "+lockAge+"\"; cat %[1]s; fi",
+		shellQuote(lockPath), shellQuote(owner), shellQuote(path.Dir(lockPath)))
 }
 
-// scriptLockBreak prints and removes a lock left by an apply that died.
-func scriptLockBreak() string {
-	return fmt.Sprintf("if [ -f %[1]s ]; then cat %[1]s; rm -f %[1]s; fi", shellQuote(plan.LockPath))
+// scriptLockBreakStale removes the lock only while it still names the
+// holder that was seen and is still older than staleAfter, so a lock that
+// was refreshed or taken over in between is left alone.
+func scriptLockBreakStale(lockPath, holder string, staleAfter time.Duration) string {
+	return fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ] && [ "`+lockAge+`" -ge %[3]d ]; then rm -f %[1]s && echo broken; fi`,
+		shellQuote(lockPath), shellQuote(holder), int64(staleAfter/time.Second))
+}
+
+// scriptLockRefresh is the holder's heartbeat: it touches the lock while
+// the lock is still its own, and says "lost" otherwise.
+func scriptLockRefresh(lockPath, owner string) string {
+	return fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then touch %[1]s && echo ok; else echo lost; fi`, shellQuote(lockPath), shellQuote(owner))
 }
 
 // scriptLockRelease removes the lock only while it is still this run's.
-func scriptLockRelease(owner string) string {
-	return fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then rm -f %[1]s; fi`, shellQuote(plan.LockPath), shellQuote(owner))
+func scriptLockRelease(lockPath, owner string) string {
+	return fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then rm -f %[1]s; fi`, shellQuote(lockPath), shellQuote(owner))
 }

@@ -32,10 +32,11 @@ func newApplyCmd(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "apply [PLANFILE]",
 		Short: "Bring the hosts to the inventory: preflight, plan, confirm, apply",
-		Long: `apply gathers facts (read-only), runs the preflight checks on every host and
+		Long: `apply takes the cluster lock on the first master (kept refreshed while it
+runs), gathers facts (read-only), runs the preflight checks on every host and
 reports all problems together, plans, shows the plan and asks for
-confirmation (--auto-approve for scripts), takes the cluster lock on the first
-master, and carries the plan out stage by stage. Every step checks the live
+confirmation (--auto-approve for scripts), and carries the plan out stage by
+stage. Every step checks the live
 state first, so running apply again after an interruption converges, and on a
 converged cluster it prints "No changes".
 
@@ -62,7 +63,7 @@ refuses when the hosts or the inventory changed since it was made.`,
 	f := cmd.Flags()
 	f.BoolVar(&o.autoApprove, "auto-approve", false, "apply without asking (needed when stdin is not a terminal)")
 	f.IntVar(&o.parallel, "parallel", ssh.DefaultParallel, "hosts worked on at once where quorum allows")
-	f.BoolVar(&o.breakLock, "break-lock", false, "remove a stale cluster lock left by an apply that died (after a warning)")
+	f.BoolVar(&o.breakLock, "break-lock", false, "remove a cluster lock left by an apply that died (not refreshed for 30 s), after a warning")
 	f.BoolVar(&o.detail, "detail", false, "list every step of the plan with its reason, not one line per group of alike hosts")
 	return cmd
 }
