@@ -305,7 +305,7 @@ func (a *applier) step(ctx context.Context, ex ssh.Executor, s plan.Step) (bool,
 
 // run runs a command with the run's secrets redacted.
 func (a *applier) run(ctx context.Context, ex ssh.Executor, cmd string, timeout time.Duration) (ssh.Result, error) {
-	return ex.Run(ctx, ssh.Command{Cmd: cmd, Timeout: timeout, Secrets: a.opts.Secrets})
+	return runCapped(ctx, ex, ssh.Command{Cmd: cmd, Timeout: timeout, Secrets: a.opts.Secrets})
 }
 
 // changedBy runs a command that checks the live state itself and prints

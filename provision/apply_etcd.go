@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -91,15 +92,22 @@ func (e *etcdOps) newClient(ctx context.Context, endpoints []string) (*clientv3.
 	if e.a.opts.EtcdTLS == nil {
 		return nil, errors.New("no etcd client TLS configuration (the state directory's healthcheck client)")
 	}
-	return clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		TLS:         e.a.opts.EtcdTLS.Clone(),
-		DialTimeout: DefaultEtcdTimeout,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(e.dialer())},
-		// The client would otherwise build a logger writing to stderr.
-		Logger:  zap.NewNop(),
-		Context: ctx,
-	})
+	return clientv3.New(etcdClientConfig(ctx, endpoints, e.a.opts.EtcdTLS, DefaultEtcdTimeout, e.dialer()))
+}
+
+// etcdClientConfig is how kprov talks to etcd: through an SSH tunnel
+// (dial), with its own TLS client, replies capped at maxEtcdReply, and no
+// logger of the client's own (it would write to stderr).
+func etcdClientConfig(ctx context.Context, endpoints []string, tlsCfg *tls.Config, timeout time.Duration, dial func(context.Context, string) (net.Conn, error)) clientv3.Config {
+	return clientv3.Config{
+		Endpoints:          endpoints,
+		TLS:                tlsCfg.Clone(),
+		DialTimeout:        timeout,
+		DialOptions:        []grpc.DialOption{grpc.WithContextDialer(dial)},
+		Logger:             zap.NewNop(),
+		MaxCallRecvMsgSize: maxEtcdReply,
+		Context:            ctx,
+	}
 }
 
 // client is the run's shared client, balanced over every etcd host's client

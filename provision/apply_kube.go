@@ -143,7 +143,7 @@ func (a *applier) fetchKubeconfig(ctx context.Context, ex ssh.Executor, s plan.S
 		return false, fmt.Errorf("no state directory to keep the kubeconfig in")
 	}
 	var buf bytes.Buffer
-	if err := ex.Download(ctx, s.Path, &buf); err != nil {
+	if err := ex.Download(ctx, s.Path, &cappedWriter{w: &buf, max: maxKubeconfig, what: s.Path}); err != nil {
 		return false, err
 	}
 	dst := filepath.Join(a.opts.StateDir, "admin.conf")

@@ -66,12 +66,22 @@ func (h *applyHost) next(kind, arg string) (applyCall, error) {
 	return c, nil
 }
 
+// Run answers like the real transport: stdout beyond the command's
+// MaxOutput (ssh.DefaultMaxOutput when unset) is cut and reported.
 func (h *applyHost) Run(_ context.Context, cmd ssh.Command) (ssh.Result, error) {
 	c, err := h.next("run", cmd.Cmd)
 	if err != nil {
 		return ssh.Result{}, err
 	}
-	return ssh.Result{Stdout: []byte(c.stdout)}, c.err
+	limit := cmd.MaxOutput
+	if limit <= 0 {
+		limit = ssh.DefaultMaxOutput
+	}
+	res := ssh.Result{Stdout: []byte(c.stdout)}
+	if len(res.Stdout) > limit {
+		res.Stdout, res.Truncated = res.Stdout[:limit], true
+	}
+	return res, c.err
 }
 
 func (h *applyHost) Upload(_ context.Context, f ssh.FileSpec) (bool, error) {
@@ -85,9 +95,16 @@ func (h *applyHost) Upload(_ context.Context, f ssh.FileSpec) (bool, error) {
 	return c.changed, c.err
 }
 
-func (h *applyHost) Download(_ context.Context, path string, _ io.Writer) error {
-	_, err := h.next("download", path)
-	return err
+// Download writes the call's stdout as the file's content.
+func (h *applyHost) Download(_ context.Context, path string, w io.Writer) error {
+	c, err := h.next("download", path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, c.stdout); err != nil {
+		return err
+	}
+	return c.err
 }
 
 func (h *applyHost) Checksum(context.Context, string) (string, bool, error) {
@@ -223,7 +240,7 @@ func TestApplyRefusesArtifactWithWrongChecksum(t *testing.T) {
 func TestApplyWipeOnlyTheDataDir(t *testing.T) {
 	inv := applyInventory("a")
 	a := newApplyHost(t, "a",
-		applyCall{kind: "run", arg: "if [ -e '/var/lib/etcd' ]; then rm -rf -- '/var/lib/etcd' && echo changed; fi", stdout: "changed\n"},
+		applyCall{kind: "run", arg: scriptWipeDataDir("/var/lib/etcd"), stdout: "changed\n"},
 	)
 	for _, path := range []string{"/var/lib/etcd", "/", "/var/lib", "/var/lib/etcd/../..", "var/lib/etcd"} {
 		plan := &plan.Plan{Stages: []plan.Stage{{Kind: "wipe", Parallel: 1, Steps: []plan.Step{{Op: plan.OpWipeDataDir, Host: "a", Path: path}}}}}

@@ -14,8 +14,6 @@ import (
 
 	"github.com/charmbracelet/log"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/pki"
@@ -117,15 +115,7 @@ func (g *etcdGatherer) client(ctx context.Context, via *probed) (*clientv3.Clien
 		}
 		return ex.Dial(ctx, "tcp", addr)
 	}
-	return clientv3.New(clientv3.Config{
-		Endpoints:   []string{plan.EtcdClientURL(via.host.Address)},
-		TLS:         g.tls.Clone(),
-		DialTimeout: g.timeout,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
-		// The client would otherwise build a logger writing to stderr.
-		Logger:  zap.NewNop(),
-		Context: ctx,
-	})
+	return clientv3.New(etcdClientConfig(ctx, []string{plan.EtcdClientURL(via.host.Address)}, g.tls, g.timeout, dial))
 }
 
 // withStatus joins the member list with each member's status (asked of the

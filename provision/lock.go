@@ -118,7 +118,7 @@ func AcquireLock(ctx context.Context, ex ssh.Executor, opts LockOptions) (*Lock,
 		held.BreakRefused = true
 		return nil, "", held
 	}
-	res, err := ex.Run(ctx, ssh.Command{Cmd: scriptLockBreakStale(plan.LockPath, held.Holder, opts.StaleAfter)})
+	res, err := runCapped(ctx, ex, ssh.Command{Cmd: scriptLockBreakStale(plan.LockPath, held.Holder, opts.StaleAfter), MaxOutput: 4096})
 	if err != nil {
 		return nil, "", fmt.Errorf("break lock: %w", err)
 	}
@@ -139,7 +139,7 @@ func AcquireLock(ctx context.Context, ex ssh.Executor, opts LockOptions) (*Lock,
 // tryLock takes the lock once: a nil error and nil *LockHeldError mean it
 // is ours.
 func tryLock(ctx context.Context, ex ssh.Executor, opts LockOptions) (*LockHeldError, error) {
-	res, err := ex.Run(ctx, ssh.Command{Cmd: scriptLockAcquire(plan.LockPath, opts.Owner), MaxOutput: 4096})
+	res, err := runCapped(ctx, ex, ssh.Command{Cmd: scriptLockAcquire(plan.LockPath, opts.Owner), MaxOutput: 4096})
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
@@ -177,7 +177,7 @@ func (l *Lock) Keep(ctx context.Context) (context.Context, func()) {
 				return
 			case <-t.C:
 			}
-			res, err := l.ex.Run(kctx, ssh.Command{Cmd: scriptLockRefresh(plan.LockPath, l.opts.Owner), Timeout: l.opts.StaleAfter / 2})
+			res, err := runCapped(kctx, l.ex, ssh.Command{Cmd: scriptLockRefresh(plan.LockPath, l.opts.Owner), Timeout: l.opts.StaleAfter / 2, MaxOutput: 4096})
 			switch {
 			case err != nil:
 				l.opts.Logger.Warn("cannot refresh the cluster lock", "host", l.ex.Name(), "err", err)

@@ -161,7 +161,7 @@ func Preflight(ctx context.Context, inv *inventory.Inventory, facts *plan.Facts,
 			return nil, err
 		}
 		sent := opts.Now()
-		res, err := ex.Run(ctx, ssh.Command{Cmd: "sh -s", Stdin: strings.NewReader(preflightScript(opts.Binaries[name], dataDir)), Timeout: DefaultProbeTimeout})
+		res, err := runCapped(ctx, ex, ssh.Command{Cmd: "sh -s", Stdin: strings.NewReader(preflightScript(opts.Binaries[name], dataDir)), Timeout: DefaultProbeTimeout, MaxOutput: 64 << 10})
 		got := opts.Now()
 		if err != nil {
 			return nil, fmt.Errorf("preflight probe: %w", err)

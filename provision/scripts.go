@@ -78,8 +78,8 @@ exists() { if [ -e "$2" ]; then echo "$1=yes"; else echo "$1=no"; fi; }
 }
 
 // preflightScript only reads, except for the fsync probe, which writes and
-// removes one small file beside the etcd data directory (nothing on a host
-// without etcd).
+// removes one small file in a private directory it makes beside the etcd
+// data directory (nothing on a host without etcd).
 func preflightScript(binaries []string, etcdDataDir string) string {
 	var b strings.Builder
 	b.WriteString(`# kprov preflight
@@ -98,10 +98,14 @@ fi
 		fmt.Fprintf(&b, `d=%s
 while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 echo "disk_free_kib=$(df -Pk "$d" | awk 'NR==2 {print $4}')"
-p="$d/.kprov-fsync-probe.$$"
-s=$(date +%%s%%N)
-if dd if=/dev/zero of="$p" bs=8k count=25 oflag=dsync 2>/dev/null; then e=$(date +%%s%%N); echo "fsync_ns=$(( (e - s) / 25 ))"; fi
-rm -f "$p"
+# The probe writes inside a fresh private directory (mktemp -d: a new
+# name, mode 0700, created exclusively), so a link or file planted in a
+# shared parent such as /tmp is never followed or overwritten.
+if t=$(mktemp -d "$d/.kprov-fsync.XXXXXXXX" 2>/dev/null); then
+  s=$(date +%%s%%N)
+  if dd if=/dev/zero of="$t/probe" bs=8k count=25 oflag=dsync 2>/dev/null; then e=$(date +%%s%%N); echo "fsync_ns=$(( (e - s) / 25 ))"; fi
+  rm -rf -- "$t"
+fi
 `, shellQuote(etcdDataDir))
 	}
 	b.WriteString("echo end=ok\n")
@@ -139,9 +143,22 @@ func unitJournalOnFailure(quotedUnit string) string {
 	return fmt.Sprintf(" || { rc=$?; journalctl -u %s -n 15 --no-pager -o cat >&2; exit $rc; }", quotedUnit)
 }
 
-// scriptWipeDataDir removes an etcd data directory.
+// scriptWipeDataDir removes an etcd data directory, and only one that is
+// provably etcd's (RELIABILITY 20): it must be a real directory (never a
+// symbolic link, which rm would not follow but a later write would) that
+// holds an etcd member's data (member/, itself a real directory) or
+// nothing. Anything else stops the step with what was found, exit 3, and
+// nothing removed. Files kprov does not know are never deleted.
 func scriptWipeDataDir(dir string) string {
-	return fmt.Sprintf("if [ -e %[1]s ]; then rm -rf -- %[1]s && echo changed; fi", shellQuote(dir))
+	return fmt.Sprintf(`d=%s
+if [ -L "$d" ]; then echo "refusing to wipe $d: it is a symbolic link" >&2; exit 3; fi
+if [ ! -e "$d" ]; then exit 0; fi
+if [ ! -d "$d" ]; then echo "refusing to wipe $d: it is not a directory" >&2; exit 3; fi
+if [ -L "$d/member" ]; then echo "refusing to wipe $d: $d/member is a symbolic link" >&2; exit 3; fi
+other=$(find "$d" -mindepth 1 -maxdepth 1 ! -name member -print | head -n 5)
+if [ -n "$other" ]; then echo "refusing to wipe $d: it holds more than an etcd member's data:" >&2; printf '%%s\n' "$other" >&2; exit 3; fi
+if [ -e "$d/member" ] && [ ! -d "$d/member" ]; then echo "refusing to wipe $d: $d/member is not a directory" >&2; exit 3; fi
+rm -rf -- "$d" && echo changed`, shellQuote(dir))
 }
 
 // scriptExists prints "present" when path exists.

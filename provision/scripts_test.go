@@ -2,6 +2,7 @@ package provision
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -117,5 +118,121 @@ func TestLockScriptsRunLocally(t *testing.T) {
 	sh(scriptLockRelease(lock, "b"))
 	if _, err := os.Stat(lock); !os.IsNotExist(err) {
 		t.Fatalf("release left the lock: %v", err)
+	}
+}
+
+// TestWipeScriptRunsLocally runs the real wipe script under a local sh: it
+// removes a member's data directory or an empty one, and refuses (exit 3,
+// nothing removed) a symbolic link, a directory holding anything but
+// member/, a member/ that is a link, and a file.
+func TestWipeScriptRunsLocally(t *testing.T) {
+	run := func(dir string) (string, error) {
+		out, err := exec.Command("sh", "-c", scriptWipeDataDir(dir)).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	mk := func(t *testing.T, paths ...string) string {
+		root := t.TempDir()
+		for _, p := range paths {
+			if strings.HasSuffix(p, "/") {
+				if err := os.MkdirAll(filepath.Join(root, p), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(root, p), []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return root
+	}
+	t.Run("member data", func(t *testing.T) {
+		root := mk(t, "etcd/member/wal/0.wal", "etcd/member/snap/db")
+		if out, err := run(root + "/etcd"); err != nil || out != "changed" {
+			t.Fatalf("%q, %v", out, err)
+		}
+		if _, err := os.Stat(root + "/etcd"); !os.IsNotExist(err) {
+			t.Fatalf("still there: %v", err)
+		}
+	})
+	t.Run("empty and absent", func(t *testing.T) {
+		root := mk(t, "etcd/")
+		if out, err := run(root + "/etcd"); err != nil || out != "changed" {
+			t.Fatalf("empty: %q, %v", out, err)
+		}
+		if out, err := run(root + "/etcd"); err != nil || out != "" {
+			t.Fatalf("absent: %q, %v", out, err)
+		}
+	})
+	refused := func(t *testing.T, dir, want string, keep string) {
+		t.Helper()
+		out, err := run(dir)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(out, want) {
+			t.Fatalf("%q, %v; want exit 3 saying %q", out, err, want)
+		}
+		if _, err := os.Stat(keep); err != nil {
+			t.Fatalf("%s was removed: %v", keep, err)
+		}
+	}
+	t.Run("other files", func(t *testing.T) {
+		root := mk(t, "var/member/db", "var/log/syslog")
+		refused(t, root+"/var", "holds more than an etcd member", root+"/var/log/syslog")
+	})
+	t.Run("symbolic link", func(t *testing.T) {
+		root := mk(t, "real/member/db")
+		if err := os.Symlink(root+"/real", root+"/etcd"); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, root+"/etcd", "is a symbolic link", root+"/real/member/db")
+	})
+	t.Run("member is a link", func(t *testing.T) {
+		root := mk(t, "precious/db", "etcd/")
+		if err := os.Symlink(root+"/precious", root+"/etcd/member"); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, root+"/etcd", "member is a symbolic link", root+"/precious/db")
+	})
+	t.Run("a file", func(t *testing.T) {
+		root := mk(t, "etcd")
+		refused(t, root+"/etcd", "not a directory", root+"/etcd")
+	})
+}
+
+// TestFsyncProbeUsesPrivateDirectory: the fsync probe writes only inside a
+// fresh directory of its own (mode 0700) beside the data directory, never a
+// predictable name in a parent that may be shared (like /tmp), and removes
+// it. A stand-in dd records where it was asked to write.
+func TestFsyncProbeUsesPrivateDirectory(t *testing.T) {
+	parent := t.TempDir()
+	bin := t.TempDir()
+	record := filepath.Join(t.TempDir(), "dd.log")
+	fakeDD := `#!/bin/sh
+for a in "$@"; do case "$a" in of=*) f="${a#of=}";; esac; done
+d=$(dirname "$f")
+echo "$d $(stat -c %a "$d")" >> ` + record + `
+: > "$f"
+`
+	if err := os.WriteFile(filepath.Join(bin, "dd"), []byte(fakeDD), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", preflightScript(nil, filepath.Join(parent, "etcd-data")))
+	cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	b, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatalf("dd never ran: %v\n%s", err, out)
+	}
+	dir, mode, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+	if filepath.Dir(dir) != parent || dir == parent || mode != "700" {
+		t.Errorf("the probe wrote in %s (mode %s); want a fresh 0700 directory inside %s", dir, mode, parent)
+	}
+	if entries, _ := os.ReadDir(parent); len(entries) != 0 {
+		t.Errorf("the probe left %v in %s", entries, parent)
 	}
 }
