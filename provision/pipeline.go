@@ -177,6 +177,44 @@ func (p *Pipeline) Plan(facts *plan.Facts) (*plan.Plan, error) {
 	return roles.Plan(p.Cluster.Inventory, facts, p.Cluster.State, roles.PlanOptions{Parallel: p.Parallel, Templates: p.Cluster.Templates})
 }
 
+// PlanRequest is what kprov plan asks for.
+type PlanRequest struct {
+	// Offline plans against fresh hosts without connecting.
+	Offline bool
+	// Out, when set, is where the plan and its facts are saved (0600) for a
+	// later apply to carry out exactly.
+	Out string
+}
+
+// PlanOnly gathers facts (read-only, or none offline) and plans, saving
+// the plan with its facts when asked. It changes nothing on any host.
+func (p *Pipeline) PlanOnly(ctx context.Context, req PlanRequest) (*plan.Plan, *plan.Facts, error) {
+	var facts *plan.Facts
+	if req.Offline {
+		names := make([]string, len(p.Cluster.Inventory.Hosts))
+		for i, h := range p.Cluster.Inventory.Hosts {
+			names[i] = h.Name
+		}
+		facts = plan.FreshFacts(names)
+	} else {
+		var err error
+		if facts, err = p.Facts(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	pl, err := p.Plan(facts)
+	if err != nil {
+		return nil, facts, err
+	}
+	if req.Out != "" {
+		sp := &SavedPlan{Version: SavedPlanVersion, Inventory: p.Cluster.Inventory.Path, Facts: facts, Plan: pl}
+		if err := WriteSavedPlan(req.Out, sp); err != nil {
+			return pl, facts, err
+		}
+	}
+	return pl, facts, nil
+}
+
 // Preflight checks every host before anything changes and returns every
 // problem found, on every host, as one *PreflightError.
 func (p *Pipeline) Preflight(ctx context.Context, facts *plan.Facts) error {

@@ -46,21 +46,9 @@ facts it was made from.`,
 			}
 			p, pool := g.pipeline(c, parallel, g.textView(c, detail))
 			defer pool.Close()
-			var facts *plan.Facts
-			if offline {
-				facts = plan.FreshFacts(hostNames(c))
-			} else if facts, err = p.Facts(ctx); err != nil {
-				return err
-			}
-			pl, err := p.Plan(facts)
+			pl, facts, err := p.PlanOnly(ctx, provision.PlanRequest{Offline: offline, Out: out})
 			if err != nil {
 				return err
-			}
-			if out != "" {
-				sp := &provision.SavedPlan{Version: provision.SavedPlanVersion, Inventory: c.Inventory.Path, Facts: facts, Plan: pl}
-				if err := provision.WriteSavedPlan(out, sp); err != nil {
-					return err
-				}
 			}
 			if asJSON {
 				return writeJSON(g.stdout, pl)
@@ -81,12 +69,4 @@ facts it was made from.`,
 	f.BoolVar(&detail, "detail", false, "list every step with its reason, not one line per group of alike hosts")
 	f.IntVar(&parallel, "parallel", ssh.DefaultParallel, "hosts worked on at once where quorum allows")
 	return cmd
-}
-
-func hostNames(c *provision.Cluster) []string {
-	out := make([]string, len(c.Inventory.Hosts))
-	for i, h := range c.Inventory.Hosts {
-		out[i] = h.Name
-	}
-	return out
 }
