@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -70,32 +67,4 @@ func ForEach[T any](ctx context.Context, hosts []string, parallel int, fn func(c
 		}
 	}
 	return results, errors.Join(errs...)
-}
-
-// WriteFailures writes a table of the hosts that failed (host, time taken,
-// first line of the error) and returns how many failed; nothing is written
-// when all succeeded.
-func WriteFailures[T any](w io.Writer, results []HostResult[T]) (int, error) {
-	var failed []HostResult[T]
-	for _, r := range results {
-		if r.Err != nil {
-			failed = append(failed, r)
-		}
-	}
-	if len(failed) == 0 {
-		return 0, nil
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "HOST\tTOOK\tERROR\n")
-	for _, r := range failed {
-		msg := r.Err.Error()
-		// The table already has a host column.
-		msg = strings.TrimPrefix(msg, r.Host+": ")
-		if first, _, ok := strings.Cut(msg, "\n"); ok {
-			msg = first + " …"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Host, r.Duration.Round(time.Millisecond), msg)
-	}
-	fmt.Fprintf(tw, "%d of %d hosts failed\n", len(failed), len(results))
-	return len(failed), tw.Flush()
 }

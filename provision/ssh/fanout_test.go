@@ -47,13 +47,6 @@ func TestForEach(t *testing.T) {
 	if results[0].Value != "ok cp-1" || results[2].Value != "ok cp-3" || results[1].Err == nil {
 		t.Errorf("results = %+v", results)
 	}
-	var b strings.Builder
-	n, _ := WriteFailures(&b, results)
-	out := b.String()
-	if n != 3 || !strings.Contains(out, "HOST") || !strings.Contains(out, "w-1") || strings.Contains(out, "cp-1 ") ||
-		!strings.Contains(out, "3 of 5 hosts failed") || strings.Contains(out, "w-1: upload") {
-		t.Errorf("failure table (%d):\n%s", n, out)
-	}
 }
 
 func TestForEachCancelledSkipsHosts(t *testing.T) {
