@@ -177,26 +177,25 @@ func parseVersion(s string) (string, error) {
 	return v, nil
 }
 
-// parseEndpoint accepts host or host:port and returns host:port (6443 by default).
+// parseEndpoint accepts host, host:port, [host] or [host]:port and returns
+// host:port (6443 by default). The host is an IP literal without a zone or a
+// DNS name: it goes into every node's kubeconfig and the API server's
+// certificate.
 func parseEndpoint(s string) (string, error) {
-	host, port, err := net.SplitHostPort(s)
+	host, port, hasPort, err := splitHostPort(s)
 	if err != nil {
-		if strings.Contains(err.Error(), "missing port") {
-			host, port = strings.Trim(s, "[]"), strconv.Itoa(DefaultAPIServerPort)
-		} else {
-			return "", fmt.Errorf("%q is not host:port (e.g. \"api.example.internal:6443\"): %v", s, err)
+		return "", fmt.Errorf("%v; write host:port, e.g. \"api.example.internal:6443\"", err)
+	}
+	p := DefaultAPIServerPort
+	if hasPort {
+		if p, err = checkPort(port); err != nil {
+			return "", fmt.Errorf("%q: %v", s, err)
 		}
 	}
-	if host == "" {
-		return "", fmt.Errorf("%q has no host", s)
+	if err := checkHost(host, zoneRefused); err != nil {
+		return "", fmt.Errorf("%q: %v", s, err)
 	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return "", fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, port)
-	}
-	if _, err := netip.ParseAddr(host); err != nil && !dns1123Subdomain.MatchString(strings.ToLower(host)) {
-		return "", fmt.Errorf("%q: %q is neither an IP address nor a DNS name", s, host)
-	}
-	return net.JoinHostPort(host, port), nil
+	return net.JoinHostPort(host, strconv.Itoa(p)), nil
 }
 
 func parseSubnet(diags hcl.Diagnostics, field string, val *string, def string, r hcl.Range) (netip.Prefix, hcl.Diagnostics) {
@@ -217,8 +216,8 @@ func parseSubnet(diags hcl.Diagnostics, field string, val *string, def string, r
 func (l *loader) mergeSSH(dst *SSHConfig, sb *sshBlock) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	if sb.User != nil {
-		if *sb.User == "" || strings.ContainsAny(*sb.User, " @:") {
-			diags = append(diags, errorAt(sb.UserRange, "Invalid ssh user", "%q is not a user name.", *sb.User))
+		if !validUser(*sb.User) {
+			diags = append(diags, errorAt(sb.UserRange, "Invalid ssh user", "%q is not a user name: it must not be empty or contain whitespace, control characters, '@' or ':'.", *sb.User))
 		}
 		dst.User = *sb.User
 	}
@@ -288,19 +287,37 @@ func bastionChain(v cty.Value) ([]string, error) {
 	return out, nil
 }
 
+// checkJumpHost checks one bastion, [user@]host[:port]. The user may not
+// contain '@', so this and provision/ssh (which splits at the first '@')
+// agree on where the host starts.
 func checkJumpHost(s string) error {
 	hostport := s
-	if at := strings.LastIndex(s, "@"); at >= 0 {
-		if at == 0 {
+	if user, rest, ok := strings.Cut(s, "@"); ok {
+		if user == "" {
 			return fmt.Errorf("bastion %q has an empty user", s)
 		}
-		hostport = s[at+1:]
+		if !validUser(user) {
+			return fmt.Errorf("bastion %q: the user %q must not contain whitespace, control characters, '@' or ':'", s, user)
+		}
+		if strings.Contains(rest, "@") {
+			return fmt.Errorf("bastion %q has more than one '@'; a user name cannot contain '@'", s)
+		}
+		hostport = rest
 	}
-	if _, _, err := net.SplitHostPort(hostport); err != nil && !strings.Contains(err.Error(), "missing port") {
+	host, port, hasPort, err := splitHostPort(hostport)
+	if err != nil {
 		return fmt.Errorf("bastion %q is not [user@]host[:port]: %v", s, err)
 	}
-	if strings.TrimSpace(hostport) == "" {
+	if hasPort {
+		if _, err := checkPort(port); err != nil {
+			return fmt.Errorf("bastion %q: %v", s, err)
+		}
+	}
+	if host == "" {
 		return fmt.Errorf("bastion %q has no host", s)
+	}
+	if err := checkHost(host, zoneAllowed); err != nil {
+		return fmt.Errorf("bastion %q: %v", s, err)
 	}
 	return nil
 }
@@ -415,7 +432,7 @@ func (l *loader) buildHost(hb *hostBlock, defaults SSHConfig) (*Host, hcl.Diagno
 	var diags hcl.Diagnostics
 	h := &Host{
 		Name:             hb.Name,
-		Address:          strings.TrimSpace(hb.Address),
+		Address:          hb.Address,
 		HostKey:          "",
 		KubeletExtraArgs: hb.KubeletExtraArgs,
 		SSH:              defaults,
@@ -429,10 +446,10 @@ func (l *loader) buildHost(hb *hostBlock, defaults SSHConfig) (*Host, hcl.Diagno
 	}
 	if h.Address == "" {
 		diags = append(diags, errorAt(hb.AddressRange, "Invalid address", "Host %q has an empty address.", hb.Name))
+	} else if err := checkHost(h.Address, zoneAllowed); err != nil {
+		diags = append(diags, errorAt(hb.AddressRange, "Invalid address", "Host %q: %v.", hb.Name, err))
 	} else if a, err := netip.ParseAddr(h.Address); err == nil {
 		h.Address = a.String()
-	} else if !dns1123Subdomain.MatchString(strings.ToLower(h.Address)) {
-		diags = append(diags, errorAt(hb.AddressRange, "Invalid address", "Host %q: %q is neither an IP address nor a DNS name.", hb.Name, h.Address))
 	}
 
 	if len(hb.Roles) == 0 {

@@ -42,6 +42,11 @@ func TestEveryRuleHasItsError(t *testing.T) {
 		"bad-etcd":          "Unsupported etcd version",
 		"env-unset":         "Invalid function argument",
 		"bad-artifacts":     "Unknown artifact",
+		"bad-address":       "Invalid address",
+		"bad-bastion":       "Invalid bastion",
+		"bad-endpoint":      "Invalid control_plane_endpoint",
+
+		"duplicate-mapped-address": "Duplicate host address",
 	}
 	files, _ := filepath.Glob("testdata/invalid/*.hcl")
 	if len(files) != len(cases) {
