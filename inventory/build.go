@@ -334,10 +334,12 @@ func buildEtcd(eb *etcdBlock, e *Etcd) hcl.Diagnostics {
 		e.Version = v
 	}
 	if eb.DataDir != nil {
-		if !filepath.IsAbs(*eb.DataDir) || filepath.Clean(*eb.DataDir) == "/" {
-			diags = append(diags, errorAt(eb.DataDirRange, "Invalid etcd data_dir", "%q must be an absolute path other than /, such as %q.", *eb.DataDir, DefaultEtcdDataDir))
+		// Removing a member ends in rm -rf of this path on its host.
+		if err := CheckEtcdDataDir(*eb.DataDir); err != nil {
+			diags = append(diags, errorAt(eb.DataDirRange, "Invalid etcd data_dir", "%v.", err))
+		} else {
+			e.DataDir = *eb.DataDir
 		}
-		e.DataDir = filepath.Clean(*eb.DataDir)
 	}
 	return diags
 }

@@ -45,6 +45,7 @@ func TestEveryRuleHasItsError(t *testing.T) {
 		"bad-address":       "Invalid address",
 		"bad-bastion":       "Invalid bastion",
 		"bad-endpoint":      "Invalid control_plane_endpoint",
+		"bad-data-dir":      "Invalid etcd data_dir",
 
 		"duplicate-mapped-address": "Duplicate host address",
 	}
