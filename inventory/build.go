@@ -476,6 +476,7 @@ func (l *loader) buildHost(hb *hostBlock, defaults SSHConfig) (*Host, hcl.Diagno
 	}
 	slices.SortFunc(h.Roles, func(a, b Role) int { return slices.Index(AllRoles, a) - slices.Index(AllRoles, b) })
 
+	diags = append(diags, checkKubeletExtraArgs(hb.Name, hb.KubeletExtraArgs, hb.KubeletExtraArgsRange)...)
 	diags = append(diags, checkLabels(hb.Labels, hb.LabelsRange)...)
 	h.Labels = hb.Labels
 	ts, td := parseTaints(hb.Taints, hb.TaintsRange)

@@ -46,6 +46,7 @@ func TestEveryRuleHasItsError(t *testing.T) {
 		"bad-bastion":       "Invalid bastion",
 		"bad-endpoint":      "Invalid control_plane_endpoint",
 		"bad-data-dir":      "Invalid etcd data_dir",
+		"bad-kubelet-args":  "Invalid kubelet_extra_args",
 
 		"duplicate-mapped-address": "Duplicate host address",
 	}
