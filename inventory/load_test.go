@@ -47,6 +47,7 @@ func TestEveryRuleHasItsError(t *testing.T) {
 		"bad-endpoint":      "Invalid control_plane_endpoint",
 		"bad-data-dir":      "Invalid etcd data_dir",
 		"bad-kubelet-args":  "Invalid kubelet_extra_args",
+		"deep-nesting":      "Nesting too deep",
 
 		"duplicate-mapped-address": "Duplicate host address",
 	}
