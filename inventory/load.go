@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -37,7 +38,7 @@ type Options struct {
 // nil only when the file cannot be read; when the diagnostics hold errors it
 // carries at least Path and Files, so the caller can render them with snippets.
 func Load(path string, opts Options) (*Inventory, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
+	src, err := readInventory(path)
 	if err != nil {
 		return nil, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
@@ -48,6 +49,21 @@ func Load(path string, opts Options) (*Inventory, hcl.Diagnostics) {
 	return Parse(src, path, opts)
 }
 
+// readInventory reads at most one byte past MaxInventoryBytes, so Parse can
+// refuse a larger file without it being read whole.
+func readInventory(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, MaxInventoryBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return src, nil
+}
+
 // Parse is Load over bytes already read; filename is used in diagnostics and
 // to resolve relative paths. A name ending in .json is read as HCL's JSON syntax.
 func Parse(src []byte, filename string, opts Options) (*Inventory, hcl.Diagnostics) {
@@ -55,6 +71,9 @@ func Parse(src []byte, filename string, opts Options) (*Inventory, hcl.Diagnosti
 	dir, err := filepath.Abs(filepath.Dir(filename))
 	if err != nil {
 		dir = filepath.Dir(filename)
+	}
+	if len(src) > MaxInventoryBytes {
+		return &Inventory{Path: filename, Dir: dir, Files: map[string]*hcl.File{}}, hcl.Diagnostics{tooLargeDiag(filename, int64(len(src)))}
 	}
 	isJSON := strings.HasSuffix(filename, ".json")
 	// HCL's parser recurses once per level of nesting; measure it first.
@@ -83,8 +102,13 @@ func Parse(src []byte, filename string, opts Options) (*Inventory, hcl.Diagnosti
 	}
 	l.ctx = ctx
 
+	budget, moreDiags := newExpansionBudget(file.Body)
+	diags = append(diags, moreDiags...)
+	if moreDiags.HasErrors() {
+		return partial, diags
+	}
 	var raw fileSchema
-	body := dynblock.Expand(file.Body, ctx)
+	body := dynblock.Expand(file.Body, ctx, dynblock.OptCheckForEach(budget.check))
 	moreDiags = gohcl.DecodeBody(body, ctx, &raw)
 	diags = append(diags, moreDiags...)
 	if moreDiags.HasErrors() {

@@ -48,6 +48,7 @@ func TestEveryRuleHasItsError(t *testing.T) {
 		"bad-data-dir":      "Invalid etcd data_dir",
 		"bad-kubelet-args":  "Invalid kubelet_extra_args",
 		"deep-nesting":      "Nesting too deep",
+		"too-many-hosts":    "Too many hosts",
 
 		"duplicate-mapped-address": "Duplicate host address",
 	}

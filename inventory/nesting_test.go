@@ -65,9 +65,9 @@ func TestNestingWithinLimit(t *testing.T) {
 	}
 	cases := map[string]string{
 		"brackets":       "length(" + strings.Repeat("[", n) + strings.Repeat("]", n) + ")",
-		"long tuple":     "length([" + strings.Repeat("1+1, ", 10000) + "1])",
+		"long tuple":     "length([" + strings.Repeat("1+1, ", 2000) + "1])",
 		"long object":    "length(keys({\n" + longObject + "}))",
-		"interpolations": `"` + strings.Repeat("${1}", 10000) + `"`,
+		"interpolations": `"` + strings.Repeat("${1}", 2000) + `"`,
 		"sum":            "1" + strings.Repeat("+1", n),
 	}
 	for name, expr := range cases {
