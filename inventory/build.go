@@ -59,7 +59,7 @@ func (l *loader) build(raw *fileSchema) (*Inventory, hcl.Diagnostics) {
 		Taints: []Taint{{Key: InfraRoleLabel, Effect: "NoSchedule"}},
 	}
 	if len(raw.Infra) > 0 {
-		diags = append(diags, buildInfra(raw.Infra[0], &inv.Infra)...)
+		diags = append(diags, l.buildInfra(raw.Infra[0], &inv.Infra)...)
 	}
 
 	if len(raw.Artifacts) > 0 {
@@ -130,6 +130,7 @@ func (l *loader) buildCluster(cb *clusterBlock, c *Cluster) hcl.Diagnostics {
 			diags = append(diags, errorAt(cb.ControlPlaneEndpointRange, "Invalid control_plane_endpoint", "%v.", err))
 		}
 		c.ControlPlaneEndpoint = ep
+		l.derived(*cb.ControlPlaneEndpoint, ep)
 	}
 
 	c.PodSubnet, diags = parseSubnet(diags, "pod_subnet", cb.PodSubnet, DefaultPodSubnet, cb.PodSubnetRange)
@@ -384,6 +385,7 @@ func (l *loader) buildArtifacts(ab *artifactsBlock) ([]Artifact, hcl.Diagnostics
 				a.Path = ev.AsString()
 			case "sha256":
 				a.SHA256 = strings.ToLower(strings.TrimSpace(ev.AsString()))
+				l.derived(ev.AsString(), a.SHA256)
 			default:
 				diags = append(diags, errorAt(attr.Range, "Unknown artifact field",
 					"%s has no field %q; an artifact takes path and sha256.%s", name, field, suggestion(field, []string{"path", "sha256"})))
@@ -416,7 +418,7 @@ func (l *loader) buildArtifacts(ab *artifactsBlock) ([]Artifact, hcl.Diagnostics
 	return out, diags
 }
 
-func buildInfra(ib *infraBlock, d *InfraDefaults) hcl.Diagnostics {
+func (l *loader) buildInfra(ib *infraBlock, d *InfraDefaults) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	if ib.Labels != nil {
 		diags = append(diags, checkLabels(*ib.Labels, ib.LabelsRange)...)
@@ -424,6 +426,7 @@ func buildInfra(ib *infraBlock, d *InfraDefaults) hcl.Diagnostics {
 	}
 	if ib.Taints != nil {
 		ts, td := parseTaints(*ib.Taints, ib.TaintsRange)
+		l.derivedTaints(ts)
 		diags = append(diags, td...)
 		d.Taints = ts
 	}
@@ -452,6 +455,7 @@ func (l *loader) buildHost(hb *hostBlock, defaults SSHConfig) (*Host, hcl.Diagno
 		diags = append(diags, errorAt(hb.AddressRange, "Invalid address", "Host %q: %v.", hb.Name, err))
 	} else if a, err := netip.ParseAddr(h.Address); err == nil {
 		h.Address = a.String()
+		l.derived(hb.Address, h.Address)
 	}
 
 	if len(hb.Roles) == 0 {
@@ -480,6 +484,7 @@ func (l *loader) buildHost(hb *hostBlock, defaults SSHConfig) (*Host, hcl.Diagno
 	diags = append(diags, checkLabels(hb.Labels, hb.LabelsRange)...)
 	h.Labels = hb.Labels
 	ts, td := parseTaints(hb.Taints, hb.TaintsRange)
+	l.derivedTaints(ts)
 	diags = append(diags, td...)
 	h.Taints = ts
 
@@ -570,14 +575,39 @@ func parseTaints(in []string, r hcl.Range) ([]Taint, hcl.Diagnostics) {
 
 // path resolves a path from the inventory: ~ is the home directory, and a
 // relative path is relative to the inventory's directory, not the caller's.
-func (l *loader) path(p string) string {
+func (l *loader) path(raw string) string {
+	p := raw
 	if p == "~" || strings.HasPrefix(p, "~/") {
 		p = filepath.Join(l.opts.HomeDir, strings.TrimPrefix(p, "~"))
 	}
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(l.dir, p)
 	}
-	return filepath.Clean(p)
+	p = filepath.Clean(p)
+	l.derived(raw, p)
+	return p
+}
+
+// derived records a field's final form as sensitive when kprov rewrote a
+// sensitive value into it (a resolved path, a normalized address), so the
+// final form is redacted too.
+func (l *loader) derived(raw, final string) {
+	if raw != final && l.sens.contains(raw) {
+		l.sens.add(final)
+	}
+}
+
+// derivedTaints records the value of a taint built from a sensitive value,
+// since the value is printed on its own too (validate --json prints key,
+// value and effect). The key is left alone: it names what the taint is
+// about, like a label key, and is redacted only where it holds a sensitive
+// value itself.
+func (l *loader) derivedTaints(ts []Taint) {
+	for _, t := range ts {
+		if l.sens.contains(t.String()) {
+			l.sens.add(t.Value)
+		}
+	}
 }
 
 // suggestion returns ` Did you mean "x"?` for the nearest candidate, or "".

@@ -72,14 +72,24 @@ func Parse(src []byte, filename string, opts Options) (*Inventory, hcl.Diagnosti
 	if err != nil {
 		dir = filepath.Dir(filename)
 	}
+	l := &loader{opts: opts, dir: dir, sens: sensitiveSet{}}
+	inv, diags := l.parse(src, filename)
+	// Whatever stage stopped the load, nothing it reports may show a
+	// sensitive value.
+	inv.setSensitive(l.sens)
+	redactDiagnostics(diags, inv.redactor, l.marked)
+	return inv, diags
+}
+
+func (l *loader) parse(src []byte, filename string) (*Inventory, hcl.Diagnostics) {
 	if len(src) > MaxInventoryBytes {
-		return &Inventory{Path: filename, Dir: dir, Files: map[string]*hcl.File{}}, hcl.Diagnostics{tooLargeDiag(filename, int64(len(src)))}
+		return &Inventory{Path: filename, Dir: l.dir, Files: map[string]*hcl.File{}}, hcl.Diagnostics{tooLargeDiag(filename, int64(len(src)))}
 	}
 	isJSON := strings.HasSuffix(filename, ".json")
 	// HCL's parser recurses once per level of nesting; measure it first.
 	// The file is not kept for snippets: its offending line may be huge.
 	if diags := checkSourceNesting(src, filename, isJSON); diags.HasErrors() {
-		return &Inventory{Path: filename, Dir: dir, Files: map[string]*hcl.File{}}, diags
+		return &Inventory{Path: filename, Dir: l.dir, Files: map[string]*hcl.File{}}, diags
 	}
 	parser := hclparse.NewParser()
 	var file *hcl.File
@@ -89,17 +99,22 @@ func Parse(src []byte, filename string, opts Options) (*Inventory, hcl.Diagnosti
 	} else {
 		file, diags = parser.ParseHCL(src, filename)
 	}
-	partial := &Inventory{Path: filename, Dir: dir, Files: parser.Files()}
+	partial := &Inventory{Path: filename, Dir: l.dir, Files: parser.Files()}
 	if diags.HasErrors() {
 		return partial, diags
 	}
-	l := &loader{opts: opts, dir: dir}
 
 	ctx, moreDiags := l.evalContext(file.Body)
 	diags = append(diags, moreDiags...)
+	if len(l.sens) > 0 {
+		l.marked = ctx
+	}
 	if moreDiags.HasErrors() {
 		return partial, diags
 	}
+	// gohcl cannot decode marked values: decode without the marks, and find
+	// where sensitive values went by evaluating again with them.
+	ctx = unmarkedContext(ctx)
 	l.ctx = ctx
 
 	budget, moreDiags := newExpansionBudget(file.Body)
@@ -109,9 +124,18 @@ func Parse(src []byte, filename string, opts Options) (*Inventory, hcl.Diagnosti
 	}
 	var raw fileSchema
 	body := dynblock.Expand(file.Body, ctx, dynblock.OptCheckForEach(budget.check))
-	moreDiags = gohcl.DecodeBody(body, ctx, &raw)
-	diags = append(diags, moreDiags...)
-	if moreDiags.HasErrors() {
+	decodeDiags := gohcl.DecodeBody(body, ctx, &raw)
+	diags = append(diags, decodeDiags...)
+	if l.marked != nil {
+		// Also after a failed decoding: its errors may quote values
+		// computed from sensitive ones, which the walk finds.
+		moreDiags = walkSensitive(file.Body, l.marked, l.sens)
+		diags = append(diags, moreDiags...)
+		if moreDiags.HasErrors() {
+			return partial, diags
+		}
+	}
+	if decodeDiags.HasErrors() {
 		return partial, diags
 	}
 
@@ -142,6 +166,11 @@ type loader struct {
 	opts Options
 	dir  string
 	ctx  *hcl.EvalContext // variables, locals and functions, for attributes decoded by hand
+	// marked is ctx with the values of sensitive variables, and everything
+	// computed from them, marked; nil when no variable is sensitive.
+	marked *hcl.EvalContext
+	// sens holds the strings that came from sensitive variables.
+	sens sensitiveSet
 }
 
 // firstPass is the part of the schema read before anything else, because every
@@ -162,6 +191,7 @@ func (l *loader) evalContext(body hcl.Body) (*hcl.EvalContext, hcl.Diagnostics) 
 
 	vars := map[string]cty.Value{}
 	declared := map[string]hcl.Range{}
+	sensitive := map[string]bool{}
 	var locals []*hcl.Attribute
 	for _, block := range content.Blocks {
 		switch block.Type {
@@ -193,6 +223,9 @@ func (l *loader) evalContext(body hcl.Body) (*hcl.EvalContext, hcl.Diagnostics) 
 				continue
 			}
 			declared[v.Name] = block.DefRange
+			if v.Sensitive {
+				sensitive[v.Name] = true
+			}
 			val := cty.NullVal(cty.DynamicPseudoType)
 			if v.Default != nil {
 				dv, d := v.Default.Expr.Value(base)
@@ -209,7 +242,11 @@ func (l *loader) evalContext(body hcl.Body) (*hcl.EvalContext, hcl.Diagnostics) 
 		}
 	}
 
-	diags = append(diags, l.overrideVars(vars, declared)...)
+	diags = append(diags, l.overrideVars(vars, declared, sensitive)...)
+	for name := range sensitive {
+		l.sens.addValue(vars[name])
+		vars[name] = vars[name].Mark(sensitiveMark)
+	}
 	for name, v := range vars {
 		if v.IsNull() {
 			diags = append(diags, &hcl.Diagnostic{
@@ -227,13 +264,20 @@ func (l *loader) evalContext(body hcl.Body) (*hcl.EvalContext, hcl.Diagnostics) 
 	localVals, d := evalLocals(ctx, locals)
 	diags = append(diags, d...)
 	ctx.Variables["local"] = cty.ObjectVal(localVals)
+	for _, v := range localVals {
+		l.sens.addMarked(v)
+	}
 	return ctx, diags
 }
 
-// overrideVars applies KPROV_VAR_* and then -var on top of the defaults.
-func (l *loader) overrideVars(vars map[string]cty.Value, declared map[string]hcl.Range) hcl.Diagnostics {
+// overrideVars applies KPROV_VAR_* and then -var on top of the defaults. The
+// text given for a sensitive variable is sensitive even when it is refused.
+func (l *loader) overrideVars(vars map[string]cty.Value, declared map[string]hcl.Range, sensitive map[string]bool) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	set := func(name, raw, source string) {
+		if sensitive[name] {
+			l.sens.add(raw)
+		}
 		if _, ok := declared[name]; !ok {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,

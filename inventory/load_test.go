@@ -49,6 +49,9 @@ func TestEveryRuleHasItsError(t *testing.T) {
 		"bad-kubelet-args":  "Invalid kubelet_extra_args",
 		"deep-nesting":      "Nesting too deep",
 		"too-many-hosts":    "Too many hosts",
+		"sensitive-values":  "Invalid label",
+
+		"sensitive-function-error": "Error in function call",
 
 		"duplicate-mapped-address": "Duplicate host address",
 	}
