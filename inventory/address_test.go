@@ -44,17 +44,7 @@ func TestHostRules(t *testing.T) {
 		strings.Repeat("a", 64) + ".example": "longer than 63",
 		strings.Repeat("a.", 127) + "ab":     "neither an IP address nor a DNS name",
 	}
-	for _, s := range valid {
-		if err := checkHost(s, zoneAllowed); err != nil {
-			t.Errorf("checkHost(%q) = %v, want nil", s, err)
-		}
-	}
-	for s, want := range invalid {
-		err := checkHost(s, zoneAllowed)
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("checkHost(%q) = %v, want an error containing %q", s, err, want)
-		}
-	}
+	checkTable(t, "checkHost", func(s string) error { return checkHost(s, zoneAllowed) }, valid, invalid)
 	if err := checkHost("fe80::1%eth0", zoneRefused); err == nil || !strings.Contains(err.Error(), "every node uses this address") {
 		t.Errorf("a zone where every node uses the address: %v", err)
 	}
@@ -93,17 +83,7 @@ func TestJumpHostRules(t *testing.T) {
 		"jump\n* ssh-ed25519 A": "whitespace or a control character",
 		"ops@192.0.2.011":       "looks like a number",
 	}
-	for _, s := range valid {
-		if err := checkJumpHost(s); err != nil {
-			t.Errorf("checkJumpHost(%q) = %v, want nil", s, err)
-		}
-	}
-	for s, want := range invalid {
-		err := checkJumpHost(s)
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("checkJumpHost(%q) = %v, want an error containing %q", s, err, want)
-		}
-	}
+	checkTable(t, "checkJumpHost", checkJumpHost, valid, invalid)
 }
 
 func TestEndpointRules(t *testing.T) {
@@ -123,6 +103,22 @@ func TestEndpointRules(t *testing.T) {
 	for _, in := range []string{"[fe80::1%eth0]:6443", "api.example.internal:", "api.example.internal:x", "192.0.2.010:6443", ":6443", "api\n* ssh-ed25519 A:6443"} {
 		if got, err := parseEndpoint(in); err == nil {
 			t.Errorf("parseEndpoint(%q) = %q, want an error", in, got)
+		}
+	}
+}
+
+// checkTable runs check over values it must accept and values it must refuse
+// with an error containing the given text.
+func checkTable(t *testing.T, name string, check func(string) error, valid []string, invalid map[string]string) {
+	t.Helper()
+	for _, s := range valid {
+		if err := check(s); err != nil {
+			t.Errorf("%s(%q) = %v, want nil", name, s, err)
+		}
+	}
+	for s, want := range invalid {
+		if err := check(s); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s(%q) = %v, want an error containing %q", name, s, err, want)
 		}
 	}
 }

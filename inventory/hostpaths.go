@@ -87,17 +87,20 @@ func CheckEtcdDataDir(p string) error {
 	if c := filepath.Clean(p); c != p {
 		return fmt.Errorf("%q is not a clean path (no trailing '/', '//', '.' or '..'); write %q", p, c)
 	}
-	for _, d := range VolatileDirs {
-		if p == d || isBelow(p, d) {
-			return fmt.Errorf("%q is in %s, which is emptied at boot or is not a disk: the member would lose its data; use a directory on a persistent disk, such as %q", p, d, DefaultEtcdDataDir)
-		}
-	}
-	for _, d := range SystemDirs {
-		switch {
-		case p == d:
-			return fmt.Errorf("%q is a system directory, and removing a member wipes the data directory; use a directory of its own, such as %q", p, DefaultEtcdDataDir)
-		case isBelow(d, p):
-			return fmt.Errorf("%q contains the system directory %s, and removing a member wipes the data directory; use a directory of its own, such as %q", p, d, DefaultEtcdDataDir)
+	for _, rule := range dataDirRules {
+		for _, d := range rule.dirs {
+			why := ""
+			switch {
+			case p == d:
+				why = rule.is
+			case isBelow(d, p):
+				why = rule.contains
+			case isBelow(p, d):
+				why = rule.inside
+			}
+			if why != "" {
+				return fmt.Errorf("%[1]q "+why+"; use a directory of its own, such as %[3]q", p, d, DefaultEtcdDataDir)
+			}
 		}
 	}
 	for _, d := range homeParents {
@@ -105,17 +108,32 @@ func CheckEtcdDataDir(p string) error {
 			return fmt.Errorf("%q is a user's home directory, and removing a member wipes the data directory; use a directory of its own, such as %q", p, DefaultEtcdDataDir)
 		}
 	}
-	for _, w := range HostPaths {
-		switch {
-		case p == w:
-			return fmt.Errorf("%q is a path kprov writes, and removing a member wipes the data directory; use a directory of its own, such as %q", p, DefaultEtcdDataDir)
-		case isBelow(w, p):
-			return fmt.Errorf("%q contains %s, which kprov writes, and removing a member wipes the data directory; use a directory of its own, such as %q", p, w, DefaultEtcdDataDir)
-		case isBelow(p, w):
-			return fmt.Errorf("%q is inside %s, which kprov writes; use a directory of its own, such as %q", p, w, DefaultEtcdDataDir)
-		}
-	}
 	return nil
+}
+
+// dataDirRules say, for each list, why the data directory may not be one of
+// its directories, contain one, or sit inside one ("" where that is fine).
+// %[2]s is the directory.
+var dataDirRules = []struct {
+	dirs                 []string
+	is, contains, inside string
+}{
+	{
+		dirs:   VolatileDirs,
+		is:     "is %[2]s, which is emptied at boot or is not a disk: the member would lose its data",
+		inside: "is in %[2]s, which is emptied at boot or is not a disk: the member would lose its data",
+	},
+	{
+		dirs:     SystemDirs,
+		is:       "is a system directory, and removing a member wipes the data directory",
+		contains: "contains the system directory %[2]s, and removing a member wipes the data directory",
+	},
+	{
+		dirs:     HostPaths,
+		is:       "is a path kprov writes, and removing a member wipes the data directory",
+		contains: "contains %[2]s, which kprov writes, and removing a member wipes the data directory",
+		inside:   "is inside %[2]s, which kprov writes",
+	},
 }
 
 // isBelow reports whether the clean absolute path p is strictly inside dir.

@@ -1,9 +1,6 @@
 package inventory
 
-import (
-	"strings"
-	"testing"
-)
+import "testing"
 
 // TestEtcdDataDirRules: every directory named in issue 12 and each rule of
 // CheckEtcdDataDir, refused with its reason; ordinary data directories pass.
@@ -57,15 +54,5 @@ func TestEtcdDataDirRules(t *testing.T) {
 		"/var/lib/etcd\x00":                "control character (U+0000)",
 		"/var/lib/\xffetcd":                "not valid UTF-8",
 	}
-	for _, p := range valid {
-		if err := CheckEtcdDataDir(p); err != nil {
-			t.Errorf("CheckEtcdDataDir(%q) = %v, want nil", p, err)
-		}
-	}
-	for p, want := range invalid {
-		err := CheckEtcdDataDir(p)
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("CheckEtcdDataDir(%q) = %v, want an error containing %q", p, err, want)
-		}
-	}
+	checkTable(t, "CheckEtcdDataDir", CheckEtcdDataDir, valid, invalid)
 }

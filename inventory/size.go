@@ -76,25 +76,24 @@ func (b *expansionBudget) check(each cty.Value, expr hcl.Expression, _ *hcl.Eval
 	}
 	n := v.LengthInt()
 	if b.hostForEach[expr.Range()] {
-		if n > b.hostsLeft {
-			d := errorAt(expr.Range(), "Too many hosts",
-				"This dynamic block would generate %d hosts; with the %d already counted, that is more than the %d an inventory may describe, far more than any cluster (Kubernetes is tested up to 5,000 nodes). Check the for_each expression.",
-				n, MaxHosts-b.hostsLeft, MaxHosts)
-			b.hostsLeft = 0
-			return hcl.Diagnostics{d}
-		}
-		b.hostsLeft -= n
+		return spend(&b.hostsLeft, n, MaxHosts, expr.Range(), "Too many hosts",
+			"This dynamic block would generate %d hosts; with the %d already counted, that is more than the %d an inventory may describe, far more than any cluster (Kubernetes is tested up to 5,000 nodes). Check the for_each expression.")
+	}
+	return spend(&b.blocksLeft, n, MaxGeneratedBlocks, expr.Range(), "Too many generated blocks",
+		"This dynamic block would generate %d blocks; with the %d already generated, that is more than the %d that dynamic blocks other than hosts may generate in one inventory. Check the for_each expression.")
+}
+
+// spend takes n from *left, or refuses at r, leaving nothing for later
+// blocks so that each of them is refused too. format takes n, the number
+// already used and limit.
+func spend(left *int, n, limit int, r hcl.Range, summary, format string) hcl.Diagnostics {
+	if n <= *left {
+		*left -= n
 		return nil
 	}
-	if n > b.blocksLeft {
-		d := errorAt(expr.Range(), "Too many generated blocks",
-			"This dynamic block would generate %d blocks; with the %d already generated, that is more than the %d that dynamic blocks other than hosts may generate in one inventory. Check the for_each expression.",
-			n, MaxGeneratedBlocks-b.blocksLeft, MaxGeneratedBlocks)
-		b.blocksLeft = 0
-		return hcl.Diagnostics{d}
-	}
-	b.blocksLeft -= n
-	return nil
+	d := errorAt(r, summary, format, n, limit-*left, limit)
+	*left = 0
+	return hcl.Diagnostics{d}
 }
 
 // tooLargeDiag is the error for a file over MaxInventoryBytes.
