@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/lab"
 )
 
@@ -25,11 +26,11 @@ import (
 // runs kubeadm init, and one compute node to stop.
 func faultSpecs() []lab.MachineSpec {
 	return []lab.MachineSpec{
-		{Name: "etcd-1", Roles: []string{lab.RoleEtcd}},
-		{Name: "etcd-2", Roles: []string{lab.RoleEtcd}},
-		{Name: "etcd-3", Roles: []string{lab.RoleEtcd}},
-		{Name: "master-1", Roles: []string{lab.RoleMaster}},
-		{Name: "compute-1", Roles: []string{lab.RoleCompute}},
+		{Name: "etcd-1", Roles: []inventory.Role{inventory.RoleEtcd}},
+		{Name: "etcd-2", Roles: []inventory.Role{inventory.RoleEtcd}},
+		{Name: "etcd-3", Roles: []inventory.Role{inventory.RoleEtcd}},
+		{Name: "master-1", Roles: []inventory.Role{inventory.RoleMaster}},
+		{Name: "compute-1", Roles: []inventory.Role{inventory.RoleCompute}},
 	}
 }
 

@@ -19,17 +19,21 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/lab"
 	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
 )
 
 // TestApplyExternalEtcd applies the ha-external lab (3 etcd, 2 masters, 1
 // infra, 1 compute) with the binaries pushed from the artifact cache:
 //
 //   - the first apply is killed (SIGKILL) right after etcd-2 was added as a
-//     learner; the next apply is refused by the lock the dead one left, and
-//     with --break-lock it converges without adding etcd-2 again;
+//     learner; the next apply is refused by the lock the dead one left (as
+//     live while its heartbeat is fresh, even with --break-lock; as stale
+//     once it is not), and with --break-lock it converges without adding
+//     etcd-2 again;
 //   - etcd's own client then sees three voting members over TLS, healthy,
 //     with one leader, and a write reads back linearizably;
 //   - where it stops: the lab's machines are containers without a container
@@ -57,10 +61,27 @@ func TestApplyExternalEtcd(t *testing.T) {
 	// 1. Killed halfway: right after etcd-2 joined as a learner.
 	killedAfterLearner(t, ctx, l, inv)
 
-	// 2. The dead apply's lock stops the next one, naming it.
-	out, err := kprovErr(t, "-f", inv, "apply", "--auto-approve")
-	if err == nil || !strings.Contains(out, "another apply holds the cluster lock") || !strings.Contains(out, "--break-lock") {
-		t.Fatalf("apply over a dead apply's lock: %v\n%s", err, out)
+	// 2. The dead apply's lock stops the next one, naming it: first as a
+	// live lock (refreshed moments ago, which --break-lock will not
+	// remove), then, once its heartbeat is older than the stale limit, as
+	// left by an apply that stopped. Each try only takes the lock (it comes
+	// first), so polling is cheap; it ends on what apply says, not a sleep.
+	out, err := kprovErr(t, "-f", inv, "apply", "--auto-approve", "--break-lock")
+	if err == nil || !strings.Contains(out, "another apply holds the cluster lock") || !strings.Contains(out, "still running") {
+		t.Fatalf("apply --break-lock over a just-killed apply's lock: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(3 * provision.DefaultLockStaleAfter)
+	for {
+		out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")
+		if err == nil {
+			t.Fatalf("apply ran over a dead apply's lock:\n%s", out)
+		}
+		if strings.Contains(out, "has stopped") && strings.Contains(out, "--break-lock") {
+			break
+		}
+		if !strings.Contains(out, "still running") || time.Now().After(deadline) {
+			t.Fatalf("apply over a dead apply's lock: %v\n%s", err, out)
+		}
 	}
 
 	// 3. Resume: converges etcd, never adds etcd-2 again, stops at kubeadm init.
@@ -166,8 +187,8 @@ func etcdClient(t *testing.T, ctx context.Context, l *lab.Lab, inv string) *clie
 	}
 	var eps []string
 	for _, m := range l.Machines() {
-		if slices.Contains(m.Roles, lab.RoleEtcd) {
-			eps = append(eps, provision.EtcdClientURL(m.Address.String()))
+		if slices.Contains(m.Roles, inventory.RoleEtcd) {
+			eps = append(eps, plan.EtcdClientURL(m.Address.String()))
 		}
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), Context: ctx})

@@ -38,9 +38,10 @@ func (l *loader) build(raw *fileSchema) (*Inventory, hcl.Diagnostics) {
 
 	diags = append(diags, l.buildCluster(raw.Clusters[0], &inv.Cluster)...)
 
+	// User and port stay unset unless the inventory sets them, so that
+	// ~/.ssh/config's User and Port can fill them before the transport's
+	// own defaults (root, 22) do: the inventory's explicit values win.
 	inv.SSH = SSHConfig{
-		User:           DefaultSSHUser,
-		Port:           DefaultSSHPort,
 		KnownHosts:     l.path(DefaultKnownHosts),
 		HostKeyPolicy:  HostKeyPolicyStrict,
 		ConnectTimeout: DefaultConnectTimeout,

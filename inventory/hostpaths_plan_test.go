@@ -7,26 +7,34 @@ import (
 	"time"
 
 	"github.com/kprov/kprov/inventory"
-	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/roles"
 )
 
 // TestHostPathsCoverThePlan plans every example topology (and the roles
 // tests' air-gapped one, which uploads binaries) on fresh hosts and checks
 // that each path a step writes is in inventory.HostPaths, as are the paths
-// provision writes outside the plan. A new file kprov writes must be added
+// of the host layout (provision/plan) that kprov and kubeadm write. A new file kprov writes must be added
 // to HostPaths, or a data_dir could be pointed at it and wiped.
 func TestHostPathsCoverThePlan(t *testing.T) {
 	paths := map[string]string{
-		"provision.LockPath":       provision.LockPath,
-		"provision.EtcdConfigPath": provision.EtcdConfigPath,
-		"pki.RemotePKIDir":         pki.RemotePKIDir,
-		"roles.KubeadmInitPath":    roles.KubeadmInitPath,
-		"roles.KubeadmJoinPath":    roles.KubeadmJoinPath,
+		"plan.LockPath":             plan.LockPath,
+		"plan.EtcdConfigPath":       plan.EtcdConfigPath,
+		"plan.KubeadmInitPath":      plan.KubeadmInitPath,
+		"plan.KubeadmJoinPath":      plan.KubeadmJoinPath,
+		"plan.EtcdUnitPath":         plan.EtcdUnitPath,
+		"plan.SysctlPath":           plan.SysctlPath,
+		"plan.ModulesPath":          plan.ModulesPath,
+		"plan.ContainerdConfigPath": plan.ContainerdConfigPath,
+		"plan.SwapOffUnitPath":      plan.SwapOffUnitPath,
+		"plan.KubeletConfPath":      plan.KubeletConfPath,
+		"plan.APIServerManifest":    plan.APIServerManifestPath,
+		"plan.AdminKubeconfigPath":  plan.AdminKubeconfigPath,
+		"pki.RemotePKIDir":          pki.RemotePKIDir,
 	}
 	for _, name := range inventory.ArtifactNames {
-		paths["artifact "+name] = roles.BinDir + "/" + name
+		paths["artifact "+name] = plan.BinDir + "/" + name
 	}
 	files, _ := filepath.Glob("../examples/*.kprov.hcl")
 	files = append(files, "../roles/testdata/inventories/airgap.kprov.hcl")
@@ -46,13 +54,13 @@ func TestHostPathsCoverThePlan(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		plan, err := roles.Plan(inv, provision.FreshFacts(names), st, roles.PlanOptions{Parallel: 10})
+		p, err := roles.Plan(inv, plan.FreshFacts(names), st, roles.PlanOptions{Parallel: 10})
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		for _, stage := range plan.Stages {
+		for _, stage := range p.Stages {
 			for _, s := range stage.Steps {
-				if s.Path == "" || s.Op == provision.OpWipeDataDir || s.Op == provision.OpFetchKubeconfig {
+				if s.Path == "" || s.Op == plan.OpWipeDataDir || s.Op == plan.OpFetchKubeconfig {
 					continue // the data directory itself, and a read
 				}
 				paths[filepath.Base(f)+": "+s.String()] = s.Path

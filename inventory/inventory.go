@@ -34,8 +34,6 @@ const (
 	DefaultDNSDomain       = "cluster.local"
 	DefaultEtcdVersion     = "3.6.16"
 	DefaultEtcdDataDir     = "/var/lib/etcd"
-	DefaultSSHUser         = "root"
-	DefaultSSHPort         = 22
 	DefaultKnownHosts      = "~/.ssh/known_hosts"
 	DefaultConnectTimeout  = 10 * time.Second
 	DefaultAPIServerPort   = 6443
@@ -82,8 +80,8 @@ type Cluster struct {
 
 // SSHConfig is how kprov reaches a host: the top-level ssh block merged with the host's own.
 type SSHConfig struct {
-	User           string
-	Port           int
+	User           string   // empty when the inventory sets none: ~/.ssh/config's User, else root
+	Port           int      // 0 when the inventory sets none: ~/.ssh/config's Port, else 22
 	IdentityFile   string   // absolute, ~ expanded; empty to rely on the agent and ~/.ssh/config
 	KnownHosts     string   // absolute, ~ expanded
 	HostKeyPolicy  string   // strict | accept-new

@@ -242,7 +242,7 @@ host "cp-1" {
 		"state_dir":     {inv.Cluster.StateDir, filepath.Join(dir, ".kprov/paths")},
 		"host_key":      {h.HostKey, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKprovtestkey pinned"},
 		"bastions":      {strings.Join(h.SSH.Bastions, ","), "ops@outer:22,inner:2200"},
-		"default user":  {h.SSH.User, "root"},
+		"unset user":    {h.SSH.User, ""}, // ~/.ssh/config's User, else root, when connecting
 		"port":          {fmt.Sprint(h.SSH.Port), "2222"},
 		"top bastion":   {strings.Join(inv.SSH.Bastions, ","), "jump.example.internal"},
 	}

@@ -47,11 +47,6 @@ type variableBlock struct {
 	DefRange    hcl.Range      `hcl:",def_range"`
 }
 
-// localsBlock is `locals { name = expr ... }`.
-type localsBlock struct {
-	Attrs hcl.Attributes `hcl:",remain"`
-}
-
 type clusterBlock struct {
 	Name                 string  `hcl:"name,label"`
 	KubernetesVersion    *string `hcl:"kubernetes_version,optional"`

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/charmbracelet/log"
+
+	"github.com/kprov/kprov/internal/atomicfile"
 )
 
 // ManifestFile lists every cached artifact with its SHA-256, in sha256sum's format.
@@ -473,5 +475,5 @@ func writeManifest(path string, m map[string]string) error {
 	for _, f := range files {
 		fmt.Fprintf(&b, "%s  %s\n", m[f], f)
 	}
-	return writeFileAtomic(path, []byte(b.String()), 0o644)
+	return atomicfile.Write(path, []byte(b.String()), 0o644)
 }

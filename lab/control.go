@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/charmbracelet/log"
+
+	"github.com/kprov/kprov/inventory"
 )
 
 // withMachine runs f on the named machine under the lab lock and saves the state afterwards.
@@ -253,7 +255,7 @@ func noQdisc(err error) bool {
 type MachineStatus struct {
 	Name    string
 	Address string
-	Roles   []string
+	Roles   []inventory.Role
 	// State is running, stopped (by `lab stop`) or down (its processes died).
 	State string
 	// SSH reports whether sshd answered with the pinned host key.
@@ -287,11 +289,6 @@ func (l *Lab) Status(ctx context.Context) []MachineStatus {
 		<-done
 	}
 	return out
-}
-
-// Down stops the lab and removes everything it made on the host.
-func (l *Lab) Down(ctx context.Context) error {
-	return Down(ctx, l.state.Name, l.state.Dir, l.logger)
 }
 
 // Down removes the lab named name with state in dir: every process,

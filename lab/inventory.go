@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/kprov/kprov/inventory"
 )
 
 // Default versions written into a lab's inventory.
@@ -42,7 +44,7 @@ func RenderInventory(s *State, p InventoryParams) []byte {
 	fmt.Fprintf(&b, "cluster %s {\n", strconv.Quote(s.Name))
 	fmt.Fprintf(&b, "  kubernetes_version     = %s\n", strconv.Quote(p.KubernetesVersion))
 	for _, m := range s.Machines {
-		if slices.Contains(m.Roles, RoleMaster) {
+		if slices.Contains(m.Roles, inventory.RoleMaster) {
 			fmt.Fprintf(&b, "  control_plane_endpoint = %s\n", strconv.Quote(m.Address.String()+":6443"))
 			break
 		}
@@ -69,7 +71,7 @@ func RenderInventory(s *State, p InventoryParams) []byte {
 	for _, m := range s.Machines {
 		roles := make([]string, len(m.Roles))
 		for i, r := range m.Roles {
-			roles[i] = strconv.Quote(r)
+			roles[i] = strconv.Quote(string(r))
 		}
 		fmt.Fprintf(&b, "\nhost %s {\n", strconv.Quote(m.Name))
 		fmt.Fprintf(&b, "  address = %s\n", strconv.Quote(m.Address.String()))

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/charmbracelet/log"
+
+	"github.com/kprov/kprov/internal/atomicfile"
 )
 
 // Options describe the lab `Up` brings up.
@@ -257,10 +259,10 @@ func (l *Lab) create(ctx context.Context, opts Options) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(s.Dir, IdentityFile), client.private, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.Dir, IdentityFile), client.private, 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(s.Dir, IdentityFile+".pub"), client.public, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.Dir, IdentityFile+".pub"), client.public, 0o644); err != nil {
 		return nil, err
 	}
 	for i, spec := range opts.Machines {
@@ -280,7 +282,7 @@ func (l *Lab) create(ctx context.Context, opts Options) (*State, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: host key: %w", spec.Name, err)
 		}
-		if err := writeFileAtomic(filepath.Join(dir, "ssh_host_ed25519_key"), hostKey.private, 0o600); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, "ssh_host_ed25519_key"), hostKey.private, 0o600); err != nil {
 			return nil, fmt.Errorf("%s: %w", spec.Name, err)
 		}
 		m.HostKey = string(hostKey.public)
@@ -301,10 +303,10 @@ func (l *Lab) create(ctx context.Context, opts Options) (*State, error) {
 	if len(p.Artifacts) == 0 {
 		l.logger.Info("no cached artifacts: the lab's hosts must bring their own binaries (kprov lab artifacts builds them)", "cache", opts.ArtifactsDir)
 	}
-	if err := writeFileAtomic(p.KnownHostsPath, RenderKnownHosts(s), 0o644); err != nil {
+	if err := atomicfile.Write(p.KnownHostsPath, RenderKnownHosts(s), 0o644); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(s.Dir, InventoryFile), RenderInventory(s, p), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.Dir, InventoryFile), RenderInventory(s, p), 0o644); err != nil {
 		return nil, err
 	}
 	if err := ensureBridge(ctx, l.run, s.Bridge, s.Gateway, s.Subnet); err != nil {
@@ -468,7 +470,7 @@ func (l *Lab) personalize(m *MachineState) error {
 		return err
 	}
 	for _, f := range files {
-		if err := writeFileAtomic(filepath.Join(root, f.path), f.data, f.perm); err != nil {
+		if err := atomicfile.Write(filepath.Join(root, f.path), f.data, f.perm); err != nil {
 			return err
 		}
 	}

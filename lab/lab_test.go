@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kprov/kprov/inventory"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata")
@@ -89,7 +91,7 @@ func TestNames(t *testing.T) {
 }
 
 func TestTopologies(t *testing.T) {
-	count := func(specs []MachineSpec, role string) int {
+	count := func(specs []MachineSpec, role inventory.Role) int {
 		n := 0
 		for _, s := range specs {
 			for _, r := range s.Roles {
@@ -113,7 +115,7 @@ func TestTopologies(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := [4]int{count(specs, RoleMaster), count(specs, RoleEtcd), count(specs, RoleInfra), count(specs, RoleCompute)}
+		got := [4]int{count(specs, inventory.RoleMaster), count(specs, inventory.RoleEtcd), count(specs, inventory.RoleInfra), count(specs, inventory.RoleCompute)}
 		if want := [4]int{tc.masters, tc.etcd, tc.infra, tc.compute}; got != want {
 			t.Errorf("%s: masters, etcd, infra, compute = %v, want %v", tc.topology, got, want)
 		}
@@ -123,7 +125,7 @@ func TestTopologies(t *testing.T) {
 	}
 	for n, masters := range map[int]int{1: 1, 2: 1, 3: 3, 6: 3} {
 		specs, err := CountMachines(n)
-		if err != nil || len(specs) != n || count(specs, RoleMaster) != masters {
+		if err != nil || len(specs) != n || count(specs, inventory.RoleMaster) != masters {
 			t.Errorf("CountMachines(%d) = %v, %v; want %d masters", n, specs, err, masters)
 		}
 	}

@@ -8,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/kprov/kprov/internal/atomicfile"
+	"github.com/kprov/kprov/inventory"
 )
 
 // stateFile is the lab's record of everything it made on the host, inside the lab directory.
@@ -33,12 +36,12 @@ type State struct {
 
 // MachineState is one machine's host-side resources and fault settings.
 type MachineState struct {
-	Name     string     `json:"name"`
-	Index    int        `json:"index"`
-	Roles    []string   `json:"roles"`
-	Address  netip.Addr `json:"address"`
-	Netns    string     `json:"netns"`
-	HostVeth string     `json:"host_veth"`
+	Name     string           `json:"name"`
+	Index    int              `json:"index"`
+	Roles    []inventory.Role `json:"roles"`
+	Address  netip.Addr       `json:"address"`
+	Netns    string           `json:"netns"`
+	HostVeth string           `json:"host_veth"`
 	// Merged is the overlayfs mount point the machine boots from.
 	Merged string `json:"merged"`
 	// PID is systemd-nspawn's process ID, 0 when the machine is not running.
@@ -83,34 +86,5 @@ func (s *State) save() error {
 	if err != nil {
 		return fmt.Errorf("encode lab state: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(s.Dir, stateFile), append(data, '\n'), 0o600)
-}
-
-// writeFileAtomic writes data to a temporary file beside path, then renames it over path.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	// chmod before the first byte, so a secret is never readable by others.
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(filepath.Join(s.Dir, stateFile), append(data, '\n'), 0o600)
 }

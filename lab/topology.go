@@ -3,14 +3,8 @@ package lab
 import (
 	"fmt"
 	"slices"
-)
 
-// Roles a lab machine can carry in the inventory; they are kprov's host roles.
-const (
-	RoleMaster  = "master"
-	RoleEtcd    = "etcd"
-	RoleInfra   = "infra"
-	RoleCompute = "compute"
+	"github.com/kprov/kprov/inventory"
 )
 
 // Topologies lists the named layouts `lab up --topology` accepts.
@@ -19,27 +13,27 @@ var Topologies = []string{"single", "ha-stacked", "ha-external", "openshift"}
 // MachineSpec is one machine a lab is asked to have, before it has an address.
 type MachineSpec struct {
 	Name  string
-	Roles []string
+	Roles []inventory.Role
 }
 
 // TopologyMachines returns the machines of a named topology.
 func TopologyMachines(topology string) ([]MachineSpec, error) {
 	switch topology {
 	case "single":
-		return group(nil, "master", 1, RoleMaster), nil
+		return group(nil, "master", 1, inventory.RoleMaster), nil
 	case "ha-stacked":
-		m := group(nil, "master", 3, RoleMaster)
-		return group(m, "compute", 1, RoleCompute), nil
+		m := group(nil, "master", 3, inventory.RoleMaster)
+		return group(m, "compute", 1, inventory.RoleCompute), nil
 	case "ha-external":
 		// Three etcd members: voting members must be odd so that one failure leaves a majority.
-		m := group(nil, "etcd", 3, RoleEtcd)
-		m = group(m, "master", 2, RoleMaster)
-		m = group(m, "infra", 1, RoleInfra)
-		return group(m, "compute", 1, RoleCompute), nil
+		m := group(nil, "etcd", 3, inventory.RoleEtcd)
+		m = group(m, "master", 2, inventory.RoleMaster)
+		m = group(m, "infra", 1, inventory.RoleInfra)
+		return group(m, "compute", 1, inventory.RoleCompute), nil
 	case "openshift":
-		m := group(nil, "master", 3, RoleMaster)
-		m = group(m, "infra", 3, RoleInfra)
-		return group(m, "compute", 2, RoleCompute), nil
+		m := group(nil, "master", 3, inventory.RoleMaster)
+		m = group(m, "infra", 3, inventory.RoleInfra)
+		return group(m, "compute", 2, inventory.RoleCompute), nil
 	}
 	return nil, fmt.Errorf("unknown topology %q (want one of %v)", topology, Topologies)
 }
@@ -57,16 +51,16 @@ func CountMachines(n int) ([]MachineSpec, error) {
 	}
 	specs := make([]MachineSpec, n)
 	for i := range specs {
-		role := RoleCompute
+		role := inventory.RoleCompute
 		if i < masters {
-			role = RoleMaster
+			role = inventory.RoleMaster
 		}
-		specs[i] = MachineSpec{Name: fmt.Sprintf("node-%d", i+1), Roles: []string{role}}
+		specs[i] = MachineSpec{Name: fmt.Sprintf("node-%d", i+1), Roles: []inventory.Role{role}}
 	}
 	return specs, nil
 }
 
-func group(specs []MachineSpec, prefix string, n int, roles ...string) []MachineSpec {
+func group(specs []MachineSpec, prefix string, n int, roles ...inventory.Role) []MachineSpec {
 	for i := 1; i <= n; i++ {
 		specs = append(specs, MachineSpec{Name: fmt.Sprintf("%s-%d", prefix, i), Roles: slices.Clone(roles)})
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
 
@@ -51,6 +52,8 @@ type ApplyOptions struct {
 	// OnStage is told when a stage starts and ends; nil ignores. It is how
 	// the CLI prints one progress line per stage: libraries do not print.
 	OnStage func(StageEvent)
+	// OnChange is told of every step that changed something; nil ignores.
+	OnChange func(st *plan.Stage, host string, step plan.Step)
 	// Logger receives each step at debug level and changes at info; nil discards.
 	Logger *log.Logger
 }
@@ -72,7 +75,7 @@ const (
 // StageEvent is a stage starting (Done false) or ending (Done true).
 type StageEvent struct {
 	Index, Total int
-	Stage        *Stage
+	Stage        *plan.Stage
 	Done         bool
 	Duration     time.Duration
 	Changed      int // steps that changed something (when Done)
@@ -83,7 +86,7 @@ type StageEvent struct {
 type Report struct {
 	Stages []StageReport `json:"stages"`
 	// Changes lists, per host, the steps that changed something, in order.
-	Changes map[string][]string `json:"changes"`
+	Changes map[string][]plan.Step `json:"changes"`
 	// Failed names the first failing host and step; empty on success.
 	FailedStage string `json:"failed_stage,omitempty"`
 	FailedHost  string `json:"failed_host,omitempty"`
@@ -114,7 +117,7 @@ func (r *Report) Changed() int {
 // StepError is a failed step: which host, which step, why.
 type StepError struct {
 	Host string
-	Step Step
+	Step plan.Step
 	Err  error
 }
 
@@ -132,34 +135,34 @@ func (e *StepError) Unwrap() error { return e.Err }
 // failed host and step. Every step checks the live state first and does
 // nothing when its effect is already there, so applying again after any
 // interruption converges. Apply is the only code in kprov that changes hosts.
-func Apply(ctx context.Context, plan *Plan, conn Connector, opts ApplyOptions) (*Report, error) {
+func Apply(ctx context.Context, pl *plan.Plan, conn Connector, opts ApplyOptions) (*Report, error) {
 	if opts.Inventory == nil {
 		return nil, errors.New("apply: no inventory")
 	}
 	a := newApplier(conn, opts)
 	defer a.close()
 	start := time.Now()
-	rep := &Report{Changes: map[string][]string{}}
+	rep := &Report{Changes: map[string][]plan.Step{}}
 	defer func() { rep.Duration = time.Since(start) }()
-	for i := range plan.Stages {
-		st := &plan.Stages[i]
+	for i := range pl.Stages {
+		st := &pl.Stages[i]
 		if len(st.Steps) == 0 {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			return rep, fmt.Errorf("apply: before stage %s: %w", st.Name, err)
+			return rep, fmt.Errorf("apply: before stage %s: %w", st.Name(), err)
 		}
-		a.notify(StageEvent{Index: i + 1, Total: len(plan.Stages), Stage: st})
+		a.notify(StageEvent{Index: i + 1, Total: len(pl.Stages), Stage: st})
 		sr, err := a.stage(ctx, st, rep)
 		rep.Stages = append(rep.Stages, sr)
-		a.notify(StageEvent{Index: i + 1, Total: len(plan.Stages), Stage: st, Done: true, Duration: sr.Duration, Changed: sr.Changed, Err: err})
+		a.notify(StageEvent{Index: i + 1, Total: len(pl.Stages), Stage: st, Done: true, Duration: sr.Duration, Changed: sr.Changed, Err: err})
 		if err != nil {
-			rep.FailedStage = st.Name
+			rep.FailedStage = st.Name()
 			var se *StepError
 			if errors.As(err, &se) {
 				rep.FailedHost, rep.FailedStep = se.Host, se.Step.String()
 			}
-			return rep, fmt.Errorf("stage %s: %w", st.Name, err)
+			return rep, fmt.Errorf("stage %s: %w", st.Name(), err)
 		}
 	}
 	return rep, nil
@@ -172,9 +175,7 @@ type applier struct {
 	inv  *inventory.Inventory
 	log  *log.Logger
 
-	mu      sync.Mutex
-	changes map[string][]string
-	etcd    *etcdOps
+	etcd *etcdOps
 }
 
 func newApplier(conn Connector, opts ApplyOptions) *applier {
@@ -215,20 +216,20 @@ func (a *applier) connect(ctx context.Context, name string) (ssh.Executor, error
 
 // stage runs one stage: hosts in parallel within the bound, each host's
 // steps in order, stopping that host at its first failure.
-func (a *applier) stage(ctx context.Context, st *Stage, rep *Report) (StageReport, error) {
+func (a *applier) stage(ctx context.Context, st *plan.Stage, rep *Report) (StageReport, error) {
 	start := time.Now()
 	var hosts []string
-	byHost := map[string][]Step{}
+	byHost := map[string][]plan.Step{}
 	for _, s := range st.Steps {
 		if _, ok := byHost[s.Host]; !ok {
 			hosts = append(hosts, s.Host)
 		}
 		byHost[s.Host] = append(byHost[s.Host], s)
 	}
-	sr := StageReport{Name: st.Name, Parallel: st.Parallel, Hosts: len(hosts), Steps: len(st.Steps)}
+	sr := StageReport{Name: st.Name(), Parallel: st.Parallel, Hosts: len(hosts), Steps: len(st.Steps)}
 	var changedMu sync.Mutex
 	_, err := ssh.ForEach(ctx, hosts, max(st.Parallel, 1), func(ctx context.Context, host string) (struct{}, error) {
-		fail := func(step Step, err error) (struct{}, error) {
+		fail := func(step plan.Step, err error) (struct{}, error) {
 			return struct{}{}, &ssh.HostError{Host: host, Err: &StepError{Host: host, Step: step, Err: err}}
 		}
 		ex, err := a.connect(ctx, host)
@@ -239,13 +240,13 @@ func (a *applier) stage(ctx context.Context, st *Stage, rep *Report) (StageRepor
 		for _, step := range byHost[host] {
 			// The directories are made once, before the host's first upload,
 			// so a failure there is reported at the upload that needed them.
-			if step.Op == OpUploadFile && !dirsMade {
+			if step.Op == plan.OpUploadFile && !dirsMade {
 				if err := a.makeDirs(ctx, ex, byHost[host]); err != nil {
 					return fail(step, err)
 				}
 				dirsMade = true
 			}
-			a.log.Debug("step", "stage", st.Name, "host", host, "step", step.String())
+			a.log.Debug("step", "stage", st.Name(), "host", host, "step", step.String())
 			changed, err := a.step(ctx, ex, step)
 			if err != nil {
 				return fail(step, err)
@@ -254,8 +255,11 @@ func (a *applier) stage(ctx context.Context, st *Stage, rep *Report) (StageRepor
 				a.log.Info("changed", "host", host, "step", step.String())
 				changedMu.Lock()
 				sr.Changed++
-				rep.Changes[host] = append(rep.Changes[host], step.String())
+				rep.Changes[host] = append(rep.Changes[host], step)
 				changedMu.Unlock()
+				if a.opts.OnChange != nil {
+					a.opts.OnChange(st, host, step)
+				}
 			}
 		}
 		return struct{}{}, nil
@@ -270,10 +274,10 @@ func (a *applier) stage(ctx context.Context, st *Stage, rep *Report) (StageRepor
 // makeDirs creates the directories the host's uploads go into, in one
 // command: the transport writes a temporary file beside the target, so the
 // directory must exist first.
-func (a *applier) makeDirs(ctx context.Context, ex ssh.Executor, steps []Step) error {
+func (a *applier) makeDirs(ctx context.Context, ex ssh.Executor, steps []plan.Step) error {
 	var dirs []string
 	for _, s := range steps {
-		if s.Op != OpUploadFile {
+		if s.Op != plan.OpUploadFile {
 			continue
 		}
 		if d := filepath.Dir(s.Path); !slices.Contains(dirs, d) {
@@ -283,60 +287,25 @@ func (a *applier) makeDirs(ctx context.Context, ex ssh.Executor, steps []Step) e
 	if len(dirs) == 0 {
 		return nil
 	}
-	quoted := make([]string, len(dirs))
-	for i, d := range dirs {
-		quoted[i] = shellQuote(d)
-	}
-	if _, err := a.run(ctx, ex, "mkdir -p -- "+strings.Join(quoted, " "), a.opts.CommandTimeout); err != nil {
+	if _, err := a.run(ctx, ex, scriptMakeDirs(dirs), a.opts.CommandTimeout); err != nil {
 		return fmt.Errorf("create directories for uploads: %w", err)
 	}
 	return nil
 }
 
-// step carries out one step and reports whether it changed anything.
-func (a *applier) step(ctx context.Context, ex ssh.Executor, s Step) (bool, error) {
-	switch s.Op {
-	case OpUploadFile:
-		return a.upload(ctx, ex, s)
-	case OpRunCommand:
-		_, err := a.run(ctx, ex, s.Command, a.opts.CommandTimeout)
-		return err == nil, err
-	case OpStartService:
-		return a.startService(ctx, ex, s.Service)
-	case OpRestartService:
-		_, err := a.run(ctx, ex, "{ systemctl daemon-reload && systemctl restart "+shellQuote(s.Service)+"; }"+unitJournalOnFailure(shellQuote(s.Service)), a.opts.CommandTimeout)
-		return err == nil, err
-	case OpStopService:
-		return a.changedBy(ctx, ex, fmt.Sprintf("if systemctl is-active --quiet %[1]s || systemctl is-enabled --quiet %[1]s; then systemctl disable --now %[1]s && echo changed; fi", shellQuote(s.Service)))
-	case OpWipeDataDir:
-		return a.wipeDataDir(ctx, ex, s)
-	case OpEtcdAddLearner:
-		return a.etcd.addLearner(ctx, s)
-	case OpEtcdPromote:
-		return a.etcd.promote(ctx, s)
-	case OpEtcdRemove:
-		return a.etcd.remove(ctx, s)
-	case OpEtcdMoveLeader:
-		return a.etcd.moveLeader(ctx, s)
-	case OpWaitEtcdHealthy:
-		return false, a.etcd.waitHealthy(ctx, s)
-	case OpWaitCaughtUp:
-		return false, a.etcd.waitCaughtUp(ctx, s)
-	case OpKubeadmInit, OpKubeadmJoin:
-		return a.kubeadm(ctx, ex, s)
-	case OpWaitAPIServer:
-		return false, a.waitAPIServer(ctx, ex, s)
-	case OpLabelNode:
-		return a.labelNode(ctx, s)
-	case OpFetchKubeconfig:
-		return a.fetchKubeconfig(ctx, ex, s)
+// step carries out one step through the table of executors and reports
+// whether it changed anything.
+func (a *applier) step(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
+	run, ok := executors[s.Op]
+	if !ok {
+		return false, fmt.Errorf("unknown operation %q", s.Op)
 	}
-	return false, fmt.Errorf("unknown operation %q", s.Op)
+	return run(ctx, a, ex, s)
 }
 
 // run runs a command with the run's secrets redacted.
 func (a *applier) run(ctx context.Context, ex ssh.Executor, cmd string, timeout time.Duration) (ssh.Result, error) {
-	return ex.Run(ctx, ssh.Command{Cmd: cmd, Timeout: timeout, Secrets: a.opts.Secrets})
+	return runCapped(ctx, ex, ssh.Command{Cmd: cmd, Timeout: timeout, Secrets: a.opts.Secrets})
 }
 
 // changedBy runs a command that checks the live state itself and prints
@@ -349,25 +318,11 @@ func (a *applier) changedBy(ctx context.Context, ex ssh.Executor, cmd string) (b
 	return strings.Contains(string(res.Stdout), "changed"), nil
 }
 
-// startService enables and starts a unit unless it already runs enabled.
-// daemon-reload first: the unit file may have just been written.
-func (a *applier) startService(ctx context.Context, ex ssh.Executor, unit string) (bool, error) {
-	u := shellQuote(unit)
-	return a.changedBy(ctx, ex, fmt.Sprintf("if systemctl is-active --quiet %[1]s && systemctl is-enabled --quiet %[1]s; then :; else systemctl daemon-reload && systemctl enable --now %[1]s && echo changed%[2]s; fi", u, unitJournalOnFailure(u)))
-}
-
-// unitJournalOnFailure appends the unit's last journal lines to stderr when
-// the command before it fails, so the error names the cause instead of
-// pointing the operator at the host's journal.
-func unitJournalOnFailure(quotedUnit string) string {
-	return fmt.Sprintf(" || { rc=$?; journalctl -u %s -n 15 --no-pager -o cat >&2; exit $rc; }", quotedUnit)
-}
-
 // upload writes a file. An artifact (Source) is checked against the
 // inventory's SHA-256 before a byte is sent, so a tampered or stale local
 // file never reaches a host; the transport itself skips a file whose
 // content, mode and owner already match.
-func (a *applier) upload(ctx context.Context, ex ssh.Executor, s Step) (bool, error) {
+func (a *applier) upload(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
 	spec := ssh.FileSpec{Path: s.Path, Mode: s.Mode, Secret: s.Secret}
 	if s.Source == "" {
 		spec.Content = bytes.NewReader(s.Content)
@@ -394,7 +349,7 @@ func (a *applier) upload(ctx context.Context, ex ssh.Executor, s Step) (bool, er
 
 // wipeDataDir removes the etcd data directory, and only that: a plan edited
 // by hand (or a bug) must never turn this step into `rm -rf` elsewhere.
-func (a *applier) wipeDataDir(ctx context.Context, ex ssh.Executor, s Step) (bool, error) {
+func (a *applier) wipeDataDir(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
 	want := a.inv.Etcd.DataDir
 	if want == "" {
 		want = inventory.DefaultEtcdDataDir
@@ -402,6 +357,5 @@ func (a *applier) wipeDataDir(ctx context.Context, ex ssh.Executor, s Step) (boo
 	if s.Path != want || !filepath.IsAbs(s.Path) || filepath.Clean(s.Path) != s.Path || s.Path == "/" {
 		return false, fmt.Errorf("refusing to wipe %q: only the inventory's etcd data_dir (%s) may be wiped", s.Path, want)
 	}
-	p := shellQuote(s.Path)
-	return a.changedBy(ctx, ex, fmt.Sprintf("if [ -e %[1]s ]; then rm -rf -- %[1]s && echo changed; fi", p))
+	return a.changedBy(ctx, ex, scriptWipeDataDir(s.Path))
 }

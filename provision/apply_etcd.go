@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
 )
 
 // etcdPollInterval is how often a wait asks etcd again. The waits are
@@ -90,15 +92,22 @@ func (e *etcdOps) newClient(ctx context.Context, endpoints []string) (*clientv3.
 	if e.a.opts.EtcdTLS == nil {
 		return nil, errors.New("no etcd client TLS configuration (the state directory's healthcheck client)")
 	}
-	return clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		TLS:         e.a.opts.EtcdTLS.Clone(),
-		DialTimeout: DefaultEtcdTimeout,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(e.dialer())},
-		// The client would otherwise build a logger writing to stderr.
-		Logger:  zap.NewNop(),
-		Context: ctx,
-	})
+	return clientv3.New(etcdClientConfig(ctx, endpoints, e.a.opts.EtcdTLS, DefaultEtcdTimeout, e.dialer()))
+}
+
+// etcdClientConfig is how kprov talks to etcd: through an SSH tunnel
+// (dial), with its own TLS client, replies capped at maxEtcdReply, and no
+// logger of the client's own (it would write to stderr).
+func etcdClientConfig(ctx context.Context, endpoints []string, tlsCfg *tls.Config, timeout time.Duration, dial func(context.Context, string) (net.Conn, error)) clientv3.Config {
+	return clientv3.Config{
+		Endpoints:          endpoints,
+		TLS:                tlsCfg.Clone(),
+		DialTimeout:        timeout,
+		DialOptions:        []grpc.DialOption{grpc.WithContextDialer(dial)},
+		Logger:             zap.NewNop(),
+		MaxCallRecvMsgSize: maxEtcdReply,
+		Context:            ctx,
+	}
 }
 
 // client is the run's shared client, balanced over every etcd host's client
@@ -112,7 +121,7 @@ func (e *etcdOps) client() (*clientv3.Client, error) {
 	}
 	var eps []string
 	for _, h := range e.etcdHosts() {
-		eps = append(eps, EtcdClientURL(h.Address))
+		eps = append(eps, plan.EtcdClientURL(h.Address))
 	}
 	if len(eps) == 0 {
 		return nil, errors.New("the inventory has no etcd hosts")
@@ -128,7 +137,7 @@ func (e *etcdOps) client() (*clientv3.Client, error) {
 
 // peerURL is the step's member peer URL: the step's own when it has one, else
 // the one kprov gives the member on its host.
-func (e *etcdOps) peerURL(s Step) (string, error) {
+func (e *etcdOps) peerURL(s plan.Step) (string, error) {
 	if s.PeerURL != "" {
 		return s.PeerURL, nil
 	}
@@ -136,7 +145,7 @@ func (e *etcdOps) peerURL(s Step) (string, error) {
 	if h == nil {
 		return "", fmt.Errorf("host %s is not in the inventory", s.Host)
 	}
-	return EtcdPeerURL(h.Address), nil
+	return plan.EtcdPeerURL(h.Address), nil
 }
 
 // memberList lists members linearizably: a member cut off from the quorum
@@ -169,7 +178,7 @@ func byPeerURL(members []*etcdserverpb.Member, peer string) *etcdserverpb.Member
 // addLearner adds the member as a learner unless a member with its exact
 // peer URL exists: after an interrupted run the add may already have taken
 // effect, and adding twice would leave a second, never-starting member.
-func (e *etcdOps) addLearner(ctx context.Context, s Step) (bool, error) {
+func (e *etcdOps) addLearner(ctx context.Context, s plan.Step) (bool, error) {
 	peer, err := e.peerURL(s)
 	if err != nil {
 		return false, err
@@ -233,7 +242,7 @@ func retryablePromote(err error) bool {
 }
 
 // promote makes the learner a voter; a member that already votes is done.
-func (e *etcdOps) promote(ctx context.Context, s Step) (bool, error) {
+func (e *etcdOps) promote(ctx context.Context, s plan.Step) (bool, error) {
 	peer, err := e.peerURL(s)
 	if err != nil {
 		return false, err
@@ -278,7 +287,7 @@ func (e *etcdOps) promote(ctx context.Context, s Step) (bool, error) {
 }
 
 // remove removes the member found by its exact peer URL; absent means done.
-func (e *etcdOps) remove(ctx context.Context, s Step) (bool, error) {
+func (e *etcdOps) remove(ctx context.Context, s plan.Step) (bool, error) {
 	peer, err := e.peerURL(s)
 	if err != nil {
 		return false, err
@@ -328,7 +337,7 @@ func memberName(m *etcdserverpb.Member) string {
 
 // moveLeader moves leadership away from the step's member when it leads, to
 // a healthy voter, asking the leader itself (only the leader can hand over).
-func (e *etcdOps) moveLeader(ctx context.Context, s Step) (bool, error) {
+func (e *etcdOps) moveLeader(ctx context.Context, s plan.Step) (bool, error) {
 	peer, err := e.peerURL(s)
 	if err != nil {
 		return false, err
@@ -389,7 +398,7 @@ func (e *etcdOps) checkHealthy(ctx context.Context, voters []string) error {
 			problems = append(problems, name+" is not in the inventory")
 			continue
 		}
-		m := byPeerURL(list.Members, EtcdPeerURL(h.Address))
+		m := byPeerURL(list.Members, plan.EtcdPeerURL(h.Address))
 		switch {
 		case m == nil:
 			problems = append(problems, name+" is not a member")
@@ -443,7 +452,7 @@ func (e *etcdOps) poll(ctx context.Context, what string, check func(context.Cont
 }
 
 // waitHealthy waits until the step's voters are healthy (RELIABILITY 1, 2).
-func (e *etcdOps) waitHealthy(ctx context.Context, s Step) error {
+func (e *etcdOps) waitHealthy(ctx context.Context, s plan.Step) error {
 	return e.poll(ctx, "etcd healthy", func(ctx context.Context) error { return e.checkHealthy(ctx, s.Voters) })
 }
 
@@ -453,7 +462,7 @@ const caughtUpRatio = 0.9
 
 // waitCaughtUp waits until the learner has applied nearly the leader's log;
 // a member that already votes has nothing to catch up.
-func (e *etcdOps) waitCaughtUp(ctx context.Context, s Step) error {
+func (e *etcdOps) waitCaughtUp(ctx context.Context, s plan.Step) error {
 	peer, err := e.peerURL(s)
 	if err != nil {
 		return err

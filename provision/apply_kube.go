@@ -10,20 +10,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/kprov/kprov/internal/atomicfile"
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
-
-// binPath puts the directory kprov installs artifacts into on the path of
-// kubeadm and kubectl commands: a non-login shell may not have it.
-const binPath = `PATH="/usr/local/sbin:/usr/local/bin:$PATH"; export PATH; `
-
-// AdminKubeconfigPath is the admin kubeconfig kubeadm writes on masters.
-const AdminKubeconfigPath = "/etc/kubernetes/admin.conf"
 
 // configArg returns the value of --config in a kubeadm command line.
 func configArg(cmd string) string {
@@ -43,13 +37,13 @@ func configArg(cmd string) string {
 // it: the API server manifest exists after init or a control-plane join,
 // kubelet.conf after any join. A join that took effect is never repeated.
 // The host's own kubeadm validates the configuration first (RELIABILITY 13).
-func (a *applier) kubeadm(ctx context.Context, ex ssh.Executor, s Step) (bool, error) {
+func (a *applier) kubeadm(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
 	h := a.inv.Host(s.Host)
-	marker := KubeletConfPath
-	if s.Op == OpKubeadmInit || (h != nil && h.Has(inventory.RoleMaster)) {
-		marker = APIServerManifestPath
+	marker := plan.KubeletConfPath
+	if s.Op == plan.OpKubeadmInit || (h != nil && h.Has(inventory.RoleMaster)) {
+		marker = plan.APIServerManifestPath
 	}
-	res, err := a.run(ctx, ex, "if [ -e "+shellQuote(marker)+" ]; then echo present; fi", a.opts.CommandTimeout)
+	res, err := a.run(ctx, ex, scriptExists(marker), a.opts.CommandTimeout)
 	if err != nil {
 		return false, err
 	}
@@ -61,11 +55,11 @@ func (a *applier) kubeadm(ctx context.Context, ex ssh.Executor, s Step) (bool, e
 	if cfg == "" {
 		return false, fmt.Errorf("%q has no --config to validate", s.Command)
 	}
-	if _, err := a.run(ctx, ex, binPath+"kubeadm config validate --config "+shellQuote(cfg), a.opts.CommandTimeout); err != nil {
+	if _, err := a.run(ctx, ex, scriptKubeadmValidate(cfg), a.opts.CommandTimeout); err != nil {
 		return false, fmt.Errorf("kubeadm config validate: %w", err)
 	}
 	a.log.Info("kubeadm configuration valid", "host", s.Host, "config", cfg)
-	if _, err := a.run(ctx, ex, binPath+s.Command, a.opts.KubeadmTimeout); err != nil {
+	if _, err := a.run(ctx, ex, scriptKubeadm(s.Command), a.opts.KubeadmTimeout); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -73,7 +67,7 @@ func (a *applier) kubeadm(ctx context.Context, ex ssh.Executor, s Step) (bool, e
 
 // waitAPIServer polls https://ADDRESS:6443/livez through a tunnel from the
 // host itself, trusting only the cluster CA, until it answers 200.
-func (a *applier) waitAPIServer(ctx context.Context, ex ssh.Executor, s Step) error {
+func (a *applier) waitAPIServer(ctx context.Context, ex ssh.Executor, s plan.Step) error {
 	h := a.inv.Host(s.Host)
 	if h == nil {
 		return fmt.Errorf("host %s is not in the inventory", s.Host)
@@ -119,36 +113,22 @@ func (a *applier) kubectlHost() string {
 
 // labelNode sets the node's labels and taints through the API with the
 // admin kubeconfig on a master; --overwrite makes both idempotent.
-func (a *applier) labelNode(ctx context.Context, s Step) (bool, error) {
+func (a *applier) labelNode(ctx context.Context, s plan.Step) (bool, error) {
 	via := a.kubectlHost()
 	ex, err := a.connect(ctx, via)
 	if err != nil {
 		return false, fmt.Errorf("kubectl on %s: %w", via, err)
 	}
-	kubectl := binPath + "kubectl --kubeconfig " + AdminKubeconfigPath + " "
 	changed := false
 	if len(s.Labels) > 0 {
-		keys := make([]string, 0, len(s.Labels))
-		for k := range s.Labels {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		var args []string
-		for _, k := range keys {
-			args = append(args, shellQuote(k+"="+s.Labels[k]))
-		}
-		res, err := a.run(ctx, ex, kubectl+"label node "+shellQuote(s.Host)+" --overwrite "+strings.Join(args, " "), a.opts.CommandTimeout)
+		res, err := a.run(ctx, ex, scriptLabelNode(s.Host, s.Labels), a.opts.CommandTimeout)
 		if err != nil {
 			return false, fmt.Errorf("label: %w", err)
 		}
 		changed = changed || !strings.Contains(string(res.Stdout), "not labeled")
 	}
 	if len(s.Taints) > 0 {
-		var args []string
-		for _, t := range s.Taints {
-			args = append(args, shellQuote(t))
-		}
-		if _, err := a.run(ctx, ex, kubectl+"taint node "+shellQuote(s.Host)+" --overwrite "+strings.Join(args, " "), a.opts.CommandTimeout); err != nil {
+		if _, err := a.run(ctx, ex, scriptTaintNode(s.Host, s.Taints), a.opts.CommandTimeout); err != nil {
 			return false, fmt.Errorf("taint: %w", err)
 		}
 		changed = true
@@ -158,46 +138,20 @@ func (a *applier) labelNode(ctx context.Context, s Step) (bool, error) {
 
 // fetchKubeconfig copies the admin kubeconfig into the state directory,
 // 0600 (it holds the cluster-admin key), through a temporary name.
-func (a *applier) fetchKubeconfig(ctx context.Context, ex ssh.Executor, s Step) (bool, error) {
+func (a *applier) fetchKubeconfig(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
 	if a.opts.StateDir == "" {
 		return false, fmt.Errorf("no state directory to keep the kubeconfig in")
 	}
 	var buf bytes.Buffer
-	if err := ex.Download(ctx, s.Path, &buf); err != nil {
+	if err := ex.Download(ctx, s.Path, &cappedWriter{w: &buf, max: maxKubeconfig, what: s.Path}); err != nil {
 		return false, err
 	}
 	dst := filepath.Join(a.opts.StateDir, "admin.conf")
 	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, buf.Bytes()) {
 		return false, nil
 	}
-	if err := writeFile0600(dst, buf.Bytes()); err != nil {
+	if err := atomicfile.Write(dst, buf.Bytes(), 0o600); err != nil {
 		return false, fmt.Errorf("kubeconfig: %w", err)
 	}
 	return true, nil
-}
-
-// writeFile0600 writes a secret file atomically: mode set before a byte is
-// written, fsynced, renamed over the target.
-func writeFile0600(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

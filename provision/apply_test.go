@@ -12,8 +12,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
 
@@ -64,12 +66,22 @@ func (h *applyHost) next(kind, arg string) (applyCall, error) {
 	return c, nil
 }
 
+// Run answers like the real transport: stdout beyond the command's
+// MaxOutput (ssh.DefaultMaxOutput when unset) is cut and reported.
 func (h *applyHost) Run(_ context.Context, cmd ssh.Command) (ssh.Result, error) {
 	c, err := h.next("run", cmd.Cmd)
 	if err != nil {
 		return ssh.Result{}, err
 	}
-	return ssh.Result{Stdout: []byte(c.stdout)}, c.err
+	limit := cmd.MaxOutput
+	if limit <= 0 {
+		limit = ssh.DefaultMaxOutput
+	}
+	res := ssh.Result{Stdout: []byte(c.stdout)}
+	if len(res.Stdout) > limit {
+		res.Stdout, res.Truncated = res.Stdout[:limit], true
+	}
+	return res, c.err
 }
 
 func (h *applyHost) Upload(_ context.Context, f ssh.FileSpec) (bool, error) {
@@ -83,9 +95,16 @@ func (h *applyHost) Upload(_ context.Context, f ssh.FileSpec) (bool, error) {
 	return c.changed, c.err
 }
 
-func (h *applyHost) Download(_ context.Context, path string, _ io.Writer) error {
-	_, err := h.next("download", path)
-	return err
+// Download writes the call's stdout as the file's content.
+func (h *applyHost) Download(_ context.Context, path string, w io.Writer) error {
+	c, err := h.next("download", path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, c.stdout); err != nil {
+		return err
+	}
+	return c.err
 }
 
 func (h *applyHost) Checksum(context.Context, string) (string, bool, error) {
@@ -132,22 +151,22 @@ func TestApplyStopsAtFirstFailingStage(t *testing.T) {
 	b := newApplyHost(t, "b",
 		applyCall{kind: "run", arg: started, stdout: ""}, // already running: no change
 	)
-	plan := &Plan{Stages: []Stage{
-		{Name: "prepare", Parallel: 2, Steps: []Step{
-			{Op: OpUploadFile, Host: "a", Path: "/etc/x/x.conf", Mode: 0o644, Content: []byte("x")},
-			{Op: OpStartService, Host: "b", Service: "x.service"},
-			{Op: OpRunCommand, Host: "a", Command: "systemctl daemon-reload"},
+	plan := &plan.Plan{Stages: []plan.Stage{
+		{Kind: plan.StagePrepare, Parallel: 2, Steps: []plan.Step{
+			{Op: plan.OpUploadFile, Host: "a", Path: "/etc/x/x.conf", Mode: 0o644, Content: []byte("x")},
+			{Op: plan.OpStartService, Host: "b", Service: "x.service"},
+			{Op: plan.OpRunCommand, Host: "a", Command: "systemctl daemon-reload"},
 		}},
-		{Name: "second", Parallel: 1, Steps: []Step{{Op: OpRunCommand, Host: "a", Command: "false"}}},
-		{Name: "never", Parallel: 1, Steps: []Step{{Op: OpRunCommand, Host: "b", Command: "never"}}},
+		{Kind: "second", Parallel: 1, Steps: []plan.Step{{Op: plan.OpRunCommand, Host: "a", Command: "false"}}},
+		{Kind: "never", Parallel: 1, Steps: []plan.Step{{Op: plan.OpRunCommand, Host: "b", Command: "never"}}},
 	}}
 	var events []string
 	rep, err := Apply(context.Background(), plan, applyConnector{"a": a, "b": b}, ApplyOptions{Inventory: inv,
 		OnStage: func(ev StageEvent) {
 			if ev.Done {
-				events = append(events, ev.Stage.Name+" done")
+				events = append(events, ev.Stage.Name()+" done")
 			} else {
-				events = append(events, ev.Stage.Name)
+				events = append(events, ev.Stage.Name())
 			}
 		}})
 	if err == nil {
@@ -177,9 +196,9 @@ func TestApplyMakeDirsFailureNamesTheUpload(t *testing.T) {
 		applyCall{kind: "run", arg: "true"},
 		applyCall{kind: "run", arg: "mkdir -p -- '/etc/x'", err: lost},
 	)
-	plan := &Plan{Stages: []Stage{{Name: "etcd/add/a", Parallel: 1, Steps: []Step{
-		{Op: OpRunCommand, Host: "a", Command: "true"},
-		{Op: OpUploadFile, Host: "a", Path: "/etc/x/x.conf", Mode: 0o644, Content: []byte("x")},
+	plan := &plan.Plan{Stages: []plan.Stage{{Kind: plan.StageEtcdAdd, Target: "a", Parallel: 1, Steps: []plan.Step{
+		{Op: plan.OpRunCommand, Host: "a", Command: "true"},
+		{Op: plan.OpUploadFile, Host: "a", Path: "/etc/x/x.conf", Mode: 0o644, Content: []byte("x")},
 	}}}}
 	rep, err := Apply(context.Background(), plan, applyConnector{"a": a}, ApplyOptions{Inventory: applyInventory("a")})
 	if rep.FailedStep != "upload-file /etc/x/x.conf (0644)" {
@@ -205,8 +224,8 @@ func TestApplyRefusesArtifactWithWrongChecksum(t *testing.T) {
 		applyCall{kind: "upload", arg: "/usr/local/bin/etcd", changed: true},
 		applyCall{kind: "run", arg: "mkdir -p -- '/usr/local/bin'"},
 	)
-	step := Step{Op: OpUploadFile, Host: "a", Path: "/usr/local/bin/etcd", Mode: 0o755, Source: src, SHA256: hex.EncodeToString(good[:])}
-	plan := &Plan{Stages: []Stage{{Name: "prepare", Parallel: 1, Steps: []Step{step}}}}
+	step := plan.Step{Op: plan.OpUploadFile, Host: "a", Path: "/usr/local/bin/etcd", Mode: 0o755, Source: src, SHA256: hex.EncodeToString(good[:])}
+	plan := &plan.Plan{Stages: []plan.Stage{{Kind: plan.StagePrepare, Parallel: 1, Steps: []plan.Step{step}}}}
 	if _, err := Apply(context.Background(), plan, applyConnector{"a": a}, ApplyOptions{Inventory: applyInventory("a")}); err != nil {
 		t.Fatalf("matching artifact: %v", err)
 	}
@@ -221,10 +240,10 @@ func TestApplyRefusesArtifactWithWrongChecksum(t *testing.T) {
 func TestApplyWipeOnlyTheDataDir(t *testing.T) {
 	inv := applyInventory("a")
 	a := newApplyHost(t, "a",
-		applyCall{kind: "run", arg: "if [ -e '/var/lib/etcd' ]; then rm -rf -- '/var/lib/etcd' && echo changed; fi", stdout: "changed\n"},
+		applyCall{kind: "run", arg: scriptWipeDataDir("/var/lib/etcd"), stdout: "changed\n"},
 	)
 	for _, path := range []string{"/var/lib/etcd", "/", "/var/lib", "/var/lib/etcd/../..", "var/lib/etcd"} {
-		plan := &Plan{Stages: []Stage{{Name: "wipe", Parallel: 1, Steps: []Step{{Op: OpWipeDataDir, Host: "a", Path: path}}}}}
+		plan := &plan.Plan{Stages: []plan.Stage{{Kind: "wipe", Parallel: 1, Steps: []plan.Step{{Op: plan.OpWipeDataDir, Host: "a", Path: path}}}}}
 		rep, err := Apply(context.Background(), plan, applyConnector{"a": a}, ApplyOptions{Inventory: inv})
 		if path == "/var/lib/etcd" {
 			if err != nil || rep.Changed() != 1 {
@@ -251,9 +270,9 @@ func TestApplyKubeadmSkipsDoneAndValidatesFirst(t *testing.T) {
 		applyCall{kind: "run", arg: binPath + "kubeadm config validate --config '/etc/kprov/kubeadm-join.yaml'"},
 		applyCall{kind: "run", arg: binPath + "kubeadm join --config /etc/kprov/kubeadm-join.yaml"},
 	)
-	plan := &Plan{Stages: []Stage{
-		{Name: "control-plane/init/m", Parallel: 1, Steps: []Step{{Op: OpKubeadmInit, Host: "m", Command: "kubeadm init --config /etc/kprov/kubeadm-init.yaml --upload-certs"}}},
-		{Name: "nodes/join", Parallel: 2, Steps: []Step{{Op: OpKubeadmJoin, Host: "w", Command: "kubeadm join --config /etc/kprov/kubeadm-join.yaml"}}},
+	plan := &plan.Plan{Stages: []plan.Stage{
+		{Kind: plan.StageControlPlaneInit, Target: "m", Parallel: 1, Steps: []plan.Step{{Op: plan.OpKubeadmInit, Host: "m", Command: "kubeadm init --config /etc/kprov/kubeadm-init.yaml --upload-certs"}}},
+		{Kind: plan.StageNodesJoin, Parallel: 2, Steps: []plan.Step{{Op: plan.OpKubeadmJoin, Host: "w", Command: "kubeadm join --config /etc/kprov/kubeadm-join.yaml"}}},
 	}}
 	rep, err := Apply(context.Background(), plan, applyConnector{"m": m, "w": w}, ApplyOptions{Inventory: inv})
 	if err != nil {
@@ -268,7 +287,7 @@ func TestApplyKubeadmSkipsDoneAndValidatesFirst(t *testing.T) {
 func TestApplyCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	plan := &Plan{Stages: []Stage{{Name: "prepare", Parallel: 1, Steps: []Step{{Op: OpRunCommand, Host: "a", Command: "x"}}}}}
+	plan := &plan.Plan{Stages: []plan.Stage{{Kind: plan.StagePrepare, Parallel: 1, Steps: []plan.Step{{Op: plan.OpRunCommand, Host: "a", Command: "x"}}}}}
 	a := newApplyHost(t, "a")
 	if _, err := Apply(ctx, plan, applyConnector{"a": a}, ApplyOptions{Inventory: applyInventory("a")}); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled apply: %v", err)
@@ -278,26 +297,76 @@ func TestApplyCancelled(t *testing.T) {
 // The lock is taken with noclobber, refused with the holder named, broken
 // only when asked, and released only by its owner.
 func TestLock(t *testing.T) {
-	acquire := "mkdir -p /var/lib/kprov && if (set -o noclobber; printf '%s\\n' 'me@op pid 1' > '/var/lib/kprov/apply.lock') 2>/dev/null; then echo acquired; else echo held; cat '/var/lib/kprov/apply.lock'; fi"
-	release := `if [ "$(cat '/var/lib/kprov/apply.lock' 2>/dev/null)" = 'me@op pid 1' ]; then rm -f '/var/lib/kprov/apply.lock'; fi`
-	breakCmd := "if [ -f '/var/lib/kprov/apply.lock' ]; then cat '/var/lib/kprov/apply.lock'; rm -f '/var/lib/kprov/apply.lock'; fi"
+	owner := "me@op pid 1"
+	holder := "you@there pid 7 since 2026-01-01T00:00:00Z"
+	acquire := scriptLockAcquire(plan.LockPath, owner)
 	h := newApplyHost(t, "m",
-		applyCall{kind: "run", arg: acquire, stdout: "held\nyou@there pid 7 since 2026-01-01T00:00:00Z\n"},
-		applyCall{kind: "run", arg: breakCmd, stdout: "you@there pid 7 since 2026-01-01T00:00:00Z\n"},
+		// A live holder: refused, also with --break-lock, which never removes a live lock.
+		applyCall{kind: "run", arg: acquire, stdout: "held 4\n" + holder + "\n"},
+		applyCall{kind: "run", arg: acquire, stdout: "held 4\n" + holder + "\n"},
+		// A stale lock: refused without --break-lock, naming it stale.
+		applyCall{kind: "run", arg: acquire, stdout: "held 95\n" + holder + "\n"},
+		// A stale lock with --break-lock: removed only while still the same stale holder's, then taken.
+		applyCall{kind: "run", arg: acquire, stdout: "held 95\n" + holder + "\n"},
+		applyCall{kind: "run", arg: scriptLockBreakStale(plan.LockPath, holder, DefaultLockStaleAfter), stdout: "broken\n"},
 		applyCall{kind: "run", arg: acquire, stdout: "acquired\n"},
-		applyCall{kind: "run", arg: release},
+		applyCall{kind: "run", arg: scriptLockRelease(plan.LockPath, owner)},
 	)
 	ctx := context.Background()
-	_, _, err := AcquireLock(ctx, h, "me@op pid 1", false)
+	_, _, err := AcquireLock(ctx, h, LockOptions{Owner: owner})
 	var held *LockHeldError
-	if !errors.As(err, &held) || !errors.Is(err, ErrLockHeld) || !strings.Contains(err.Error(), "you@there pid 7") || !strings.Contains(err.Error(), "--break-lock") {
-		t.Fatalf("held lock: %v", err)
+	if !errors.As(err, &held) || !errors.Is(err, ErrLockHeld) || held.Stale || !strings.Contains(err.Error(), holder) || !strings.Contains(err.Error(), "still running") {
+		t.Fatalf("live lock: %v", err)
 	}
-	lock, broken, err := AcquireLock(ctx, h, "me@op pid 1", true)
-	if err != nil || broken != "you@there pid 7 since 2026-01-01T00:00:00Z" {
-		t.Fatalf("break lock: %v, broke %q", err, broken)
+	_, broken, err := AcquireLock(ctx, h, LockOptions{Owner: owner, Break: true})
+	if !errors.As(err, &held) || !held.BreakRefused || broken != "" || !strings.Contains(err.Error(), "--break-lock only removes a lock not refreshed for 30s") {
+		t.Fatalf("--break-lock on a live lock: %v (broke %q)", err, broken)
+	}
+	_, _, err = AcquireLock(ctx, h, LockOptions{Owner: owner})
+	if !errors.As(err, &held) || !held.Stale || held.Age != 95*time.Second || !strings.Contains(err.Error(), "run again with --break-lock") {
+		t.Fatalf("stale lock: %v", err)
+	}
+	lock, broken, err := AcquireLock(ctx, h, LockOptions{Owner: owner, Break: true})
+	if err != nil || broken != holder {
+		t.Fatalf("break a stale lock: %v, broke %q", err, broken)
 	}
 	if err := lock.Release(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLockStaleBreakLosesRace: when the stale lock was refreshed or taken
+// over between the look and the removal, nothing is removed and the apply
+// is refused.
+func TestLockStaleBreakLosesRace(t *testing.T) {
+	owner, holder := "me@op pid 1", "you@there pid 7"
+	h := newApplyHost(t, "m",
+		applyCall{kind: "run", arg: scriptLockAcquire(plan.LockPath, owner), stdout: "held 31\n" + holder + "\n"},
+		applyCall{kind: "run", arg: scriptLockBreakStale(plan.LockPath, holder, DefaultLockStaleAfter), stdout: ""},
+	)
+	if _, _, err := AcquireLock(context.Background(), h, LockOptions{Owner: owner, Break: true}); !errors.Is(err, ErrLockHeld) {
+		t.Fatalf("err = %v, want the lock still held", err)
+	}
+}
+
+// TestLockHeartbeat: the holder refreshes its lock; when a refresh finds
+// the lock gone (broken by someone else), the apply's context is cancelled
+// with ErrLockLost.
+func TestLockHeartbeat(t *testing.T) {
+	owner := "me@op pid 1"
+	h := newApplyHost(t, "m",
+		applyCall{kind: "run", arg: scriptLockAcquire(plan.LockPath, owner), stdout: "acquired\n"},
+		applyCall{kind: "run", arg: scriptLockRefresh(plan.LockPath, owner), stdout: "ok\n"},
+		applyCall{kind: "run", arg: scriptLockRefresh(plan.LockPath, owner), stdout: "lost\n"},
+	)
+	lock, _, err := AcquireLock(context.Background(), h, LockOptions{Owner: owner, Heartbeat: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := lock.Keep(context.Background())
+	defer stop()
+	<-ctx.Done()
+	if !errors.Is(context.Cause(ctx), ErrLockLost) {
+		t.Fatalf("cause %v, want ErrLockLost", context.Cause(ctx))
 	}
 }

@@ -8,37 +8,18 @@ import (
 	"net"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/charmbracelet/log"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
-
-// The ports an external etcd member listens on.
-const (
-	EtcdClientPort = 2379
-	EtcdPeerPort   = 2380
-)
-
-// EtcdPeerURL is the peer URL kprov gives the member on a host with this
-// address; members are matched to hosts by this exact string.
-func EtcdPeerURL(address string) string {
-	return "https://" + net.JoinHostPort(address, strconv.Itoa(EtcdPeerPort))
-}
-
-// EtcdClientURL is the client URL of the member on a host with this address.
-func EtcdClientURL(address string) string {
-	return "https://" + net.JoinHostPort(address, strconv.Itoa(EtcdClientPort))
-}
 
 // EtcdClientTLS is the TLS configuration kprov talks to external etcd with:
 // the healthcheck client certificate, trusting only the etcd CA.
@@ -76,7 +57,7 @@ func (g *etcdGatherer) reachable(name string) *probed {
 // members returns the live member list and where it came from: the first
 // etcd host with an active service that answers MemberList, or, when none
 // does, the member configs on hosts that hold etcd data (fromConfigs).
-func (g *etcdGatherer) members(ctx context.Context) ([]EtcdMember, string, error) {
+func (g *etcdGatherer) members(ctx context.Context) ([]plan.EtcdMember, string, error) {
 	for _, name := range g.inv.Topology.EtcdHosts {
 		p := g.reachable(name)
 		if p == nil || p.res.Facts.Services["etcd"] != "active" {
@@ -103,7 +84,7 @@ func (g *etcdGatherer) members(ctx context.Context) ([]EtcdMember, string, error
 		g.log.Debug("etcd member list", "via", name, "members", len(list.Members))
 		members := g.withStatus(ctx, cli, list)
 		cli.Close()
-		return members, EtcdSourceLive, nil
+		return members, plan.EtcdSourceLive, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, "", err
@@ -113,7 +94,7 @@ func (g *etcdGatherer) members(ctx context.Context) ([]EtcdMember, string, error
 		return nil, "", nil
 	}
 	g.log.Warn("no etcd member answered; member list rebuilt from config files", "members", len(members))
-	return members, EtcdSourceConfig, nil
+	return members, plan.EtcdSourceConfig, nil
 }
 
 // client opens an etcd client whose every connection is tunnelled through
@@ -134,31 +115,23 @@ func (g *etcdGatherer) client(ctx context.Context, via *probed) (*clientv3.Clien
 		}
 		return ex.Dial(ctx, "tcp", addr)
 	}
-	return clientv3.New(clientv3.Config{
-		Endpoints:   []string{EtcdClientURL(via.host.Address)},
-		TLS:         g.tls.Clone(),
-		DialTimeout: g.timeout,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
-		// The client would otherwise build a logger writing to stderr.
-		Logger:  zap.NewNop(),
-		Context: ctx,
-	})
+	return clientv3.New(etcdClientConfig(ctx, []string{plan.EtcdClientURL(via.host.Address)}, g.tls, g.timeout, dial))
 }
 
 // withStatus joins the member list with each member's status (asked of the
 // member itself, all at once so a dead member costs one timeout, not one
 // each) and with its host's facts.
-func (g *etcdGatherer) withStatus(ctx context.Context, cli *clientv3.Client, list *clientv3.MemberListResponse) []EtcdMember {
+func (g *etcdGatherer) withStatus(ctx context.Context, cli *clientv3.Client, list *clientv3.MemberListResponse) []plan.EtcdMember {
 	clusterID := list.Header.GetClusterId()
 	byPeer := map[string]*inventory.Host{}
 	for _, h := range g.inv.Hosts {
-		byPeer[EtcdPeerURL(h.Address)] = h
+		byPeer[plan.EtcdPeerURL(h.Address)] = h
 	}
-	out := make([]EtcdMember, len(list.Members))
+	out := make([]plan.EtcdMember, len(list.Members))
 	statuses := make([]*clientv3.StatusResponse, len(list.Members))
 	var wg sync.WaitGroup
 	for i, m := range list.Members {
-		em := EtcdMember{ID: m.ID, Name: m.Name, Learner: m.IsLearner}
+		em := plan.EtcdMember{ID: m.ID, Name: m.Name, Learner: m.IsLearner}
 		if len(m.PeerURLs) > 0 {
 			em.PeerURL = m.PeerURLs[0]
 		}
@@ -252,13 +225,13 @@ func statusEndpoint(clientURLs []string, h *inventory.Host) string {
 // mistaken for a smaller one. What cannot be known without a live member is
 // left at its zero value: ID 0, Learner false (a learner looks like a voter
 // here), Leader and Healthy false.
-func (g *etcdGatherer) fromConfigs() []EtcdMember {
-	var out []EtcdMember
+func (g *etcdGatherer) fromConfigs() []plan.EtcdMember {
+	var out []plan.EtcdMember
 	seen := map[string]bool{}
 	listed := map[string]string{} // peer URL -> name, from initial-cluster
 	byPeer := map[string]*inventory.Host{}
 	for _, h := range g.inv.Hosts {
-		byPeer[EtcdPeerURL(h.Address)] = h
+		byPeer[plan.EtcdPeerURL(h.Address)] = h
 		p := g.reachable(h.Name)
 		if p == nil || !p.res.EtcdData || p.res.EtcdConfig == nil {
 			continue
@@ -280,12 +253,12 @@ func (g *etcdGatherer) fromConfigs() []EtcdMember {
 			listed[u] = n
 		}
 	}
-	var extra []EtcdMember
+	var extra []plan.EtcdMember
 	for u, n := range listed {
 		if seen[u] {
 			continue
 		}
-		m := EtcdMember{Name: n, PeerURL: u}
+		m := plan.EtcdMember{Name: n, PeerURL: u}
 		if h := byPeer[u]; h != nil {
 			if p := g.reachable(h.Name); p != nil {
 				m = g.memberOnHost(h, p)
@@ -295,17 +268,17 @@ func (g *etcdGatherer) fromConfigs() []EtcdMember {
 		extra = append(extra, m)
 	}
 	// Map order must not leak into the facts (their digest is compared).
-	slices.SortFunc(extra, func(a, b EtcdMember) int { return strings.Compare(a.PeerURL, b.PeerURL) })
+	slices.SortFunc(extra, func(a, b plan.EtcdMember) int { return strings.Compare(a.PeerURL, b.PeerURL) })
 	return append(out, extra...)
 }
 
 // memberOnHost is what a reachable host says about its member without asking etcd.
-func (g *etcdGatherer) memberOnHost(h *inventory.Host, p *probed) EtcdMember {
-	m := EtcdMember{Name: h.Name, PeerURL: EtcdPeerURL(h.Address), HostReachable: true,
+func (g *etcdGatherer) memberOnHost(h *inventory.Host, p *probed) plan.EtcdMember {
+	m := plan.EtcdMember{Name: h.Name, PeerURL: plan.EtcdPeerURL(h.Address), HostReachable: true,
 		Running: p.res.Facts.Services["etcd"] == "active"}
 	if p.res.EtcdConfig != nil {
 		m.ConfigSHA256 = sha256Hex(p.res.EtcdConfig)
-		m.ConfigCoreSHA256 = sha256Hex(NormalizeEtcdConfig(p.res.EtcdConfig))
+		m.ConfigCoreSHA256 = sha256Hex(plan.NormalizeEtcdConfig(p.res.EtcdConfig))
 	}
 	return m
 }

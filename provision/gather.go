@@ -12,6 +12,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
 
@@ -96,7 +97,7 @@ type probed struct {
 // Gather stops with those hosts' errors, since talking on could mean talking
 // to an impostor. Gather does not close connections: they belong to conn,
 // and an ssh.Pool keeps them for the apply that follows.
-func Gather(ctx context.Context, inv *inventory.Inventory, conn Connector, opts GatherOptions) (*Facts, error) {
+func Gather(ctx context.Context, inv *inventory.Inventory, conn Connector, opts GatherOptions) (*plan.Facts, error) {
 	logger := opts.Logger
 	if logger == nil {
 		logger = log.New(io.Discard)
@@ -116,8 +117,8 @@ func Gather(ctx context.Context, inv *inventory.Inventory, conn Connector, opts 
 	results, _ := ssh.ForEach(ctx, names, opts.Parallel, func(ctx context.Context, name string) (*probed, error) {
 		h := inv.Host(name)
 		p := &probed{host: h}
-		probe := hostProbe{Files: opts.Files[name], EtcdConfig: EtcdConfigPath, EtcdDataDir: dataDir,
-			KubeletConf: KubeletConfPath, APIServerManifest: APIServerManifestPath}
+		probe := hostProbe{Files: opts.Files[name], EtcdConfig: plan.EtcdConfigPath, EtcdDataDir: dataDir,
+			KubeletConf: plan.KubeletConfPath, APIServerManifest: plan.APIServerManifestPath}
 		script, err := probe.script()
 		if err != nil {
 			return p, err
@@ -143,7 +144,7 @@ func Gather(ctx context.Context, inv *inventory.Inventory, conn Connector, opts 
 		return nil, fmt.Errorf("gather facts: %w", err)
 	}
 
-	facts := &Facts{Hosts: map[string]*HostFacts{}, EtcdDataPresent: map[string]bool{}}
+	facts := &plan.Facts{Hosts: map[string]*plan.HostFacts{}, EtcdDataPresent: map[string]bool{}}
 	etcdMember := map[string]bool{}
 	for _, n := range inv.Topology.EtcdMembers {
 		etcdMember[n] = true
@@ -164,7 +165,7 @@ func Gather(ctx context.Context, inv *inventory.Inventory, conn Connector, opts 
 				fatal = append(fatal, r.Err)
 			}
 			logger.Warn("host unreachable", "host", r.Host, "err", r.Err)
-			facts.Hosts[r.Host] = &HostFacts{Reachable: false, Error: withoutHost(r.Host, r.Err)}
+			facts.Hosts[r.Host] = &plan.HostFacts{Reachable: false, Error: withoutHost(r.Host, r.Err)}
 			p.res = nil
 			continue
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
 )
 
 // etcdTestAddrs are loopback addresses for the test members. etcd's ports
@@ -108,7 +109,7 @@ func TestGatherLiveEtcd(t *testing.T) {
 
 	var initial []string
 	for i, addr := range etcdTestAddrs[:3] {
-		initial = append(initial, fmt.Sprintf("etcd-%d=%s", i+1, EtcdPeerURL(addr)))
+		initial = append(initial, fmt.Sprintf("etcd-%d=%s", i+1, plan.EtcdPeerURL(addr)))
 	}
 	var voters []testMember
 	for i, addr := range etcdTestAddrs[:3] {
@@ -117,7 +118,7 @@ func TestGatherLiveEtcd(t *testing.T) {
 	waitReady(t, voters...)
 
 	// etcd-4 joins as a learner, the way kprov adds members.
-	direct, err := clientv3.New(clientv3.Config{Endpoints: []string{EtcdClientURL(etcdTestAddrs[0])}, TLS: tlsCfg.Clone(),
+	direct, err := clientv3.New(clientv3.Config{Endpoints: []string{plan.EtcdClientURL(etcdTestAddrs[0])}, TLS: tlsCfg.Clone(),
 		DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +129,7 @@ func TestGatherLiveEtcd(t *testing.T) {
 	// etcd refuses membership changes until the voters have been connected
 	// for its health interval (5 s): "unhealthy cluster" is retried.
 	for {
-		_, err := direct.MemberAddAsLearner(ctx, []string{EtcdPeerURL(etcdTestAddrs[3])})
+		_, err := direct.MemberAddAsLearner(ctx, []string{plan.EtcdPeerURL(etcdTestAddrs[3])})
 		if err == nil {
 			break
 		}
@@ -138,7 +139,7 @@ func TestGatherLiveEtcd(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	learner := startMember(t, state, "etcd-4", etcdTestAddrs[3],
-		strings.Join(append(initial, "etcd-4="+EtcdPeerURL(etcdTestAddrs[3])), ","), embed.ClusterStateFlagExisting)
+		strings.Join(append(initial, "etcd-4="+plan.EtcdPeerURL(etcdTestAddrs[3])), ","), embed.ClusterStateFlagExisting)
 	waitReady(t, learner)
 
 	// etcd-3 stops; two of three voters keep quorum.
@@ -180,10 +181,10 @@ func TestGatherLiveEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("Gather took %s", time.Since(start).Round(time.Millisecond))
-	if facts.EtcdSource != EtcdSourceLive || len(facts.Etcd) != 4 {
+	if facts.EtcdSource != plan.EtcdSourceLive || len(facts.Etcd) != 4 {
 		t.Fatalf("etcd from %q: %+v", facts.EtcdSource, facts.Etcd)
 	}
-	byName := map[string]EtcdMember{}
+	byName := map[string]plan.EtcdMember{}
 	leaders := 0
 	for _, m := range facts.Etcd {
 		byName[m.Name] = m
@@ -201,7 +202,7 @@ func TestGatherLiveEtcd(t *testing.T) {
 			t.Errorf("member %s missing", name)
 			continue
 		}
-		if m.PeerURL != EtcdPeerURL(addr) {
+		if m.PeerURL != plan.EtcdPeerURL(addr) {
 			t.Errorf("%s: peer URL %s", name, m.PeerURL)
 		}
 		wantLearner, wantUp := name == "etcd-4", name != "etcd-3"
@@ -210,10 +211,10 @@ func TestGatherLiveEtcd(t *testing.T) {
 		}
 	}
 	if m := byName["etcd-3"]; m.ID != stoppedID || m.Leader || m.ConfigSHA256 != sha256Hex([]byte(cfg3)) ||
-		m.ConfigCoreSHA256 != sha256Hex(NormalizeEtcdConfig([]byte(cfg3))) {
+		m.ConfigCoreSHA256 != sha256Hex(plan.NormalizeEtcdConfig([]byte(cfg3))) {
 		t.Errorf("stopped etcd-3: %+v", m)
 	}
-	status, err := direct.Status(ctx, EtcdClientURL(etcdTestAddrs[0]))
+	status, err := direct.Status(ctx, plan.EtcdClientURL(etcdTestAddrs[0]))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
 
@@ -157,8 +158,8 @@ func probeRun(t *testing.T, files []string, lines ...string) fakeRun {
 }
 
 func defaultProbe(files []string) hostProbe {
-	return hostProbe{Files: files, EtcdConfig: EtcdConfigPath, EtcdDataDir: "/var/lib/etcd",
-		KubeletConf: KubeletConfPath, APIServerManifest: APIServerManifestPath}
+	return hostProbe{Files: files, EtcdConfig: plan.EtcdConfigPath, EtcdDataDir: "/var/lib/etcd",
+		KubeletConf: plan.KubeletConfPath, APIServerManifest: plan.APIServerManifestPath}
 }
 
 // freshHost is the probe output of an untouched Debian host.
@@ -277,7 +278,7 @@ func TestParseProbe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &HostFacts{Reachable: true, Hostname: "cp-1.example", OS: "rocky 9.6", Arch: "aarch64", SwapOn: true,
+	want := &plan.HostFacts{Reachable: true, Hostname: "cp-1.example", OS: "rocky 9.6", Arch: "aarch64", SwapOn: true,
 		Files:    map[string]string{"/etc/has space.conf": sum},
 		Services: map[string]string{"etcd": "inactive", "kubelet": "activating", "containerd": "unknown"},
 		Versions: map[string]string{"etcd": "3.6.16", "kubeadm": "1.34.1", "kubelet": "1.34.1", "kubectl": "1.34.1-rc.0", "broken": ""},
@@ -321,7 +322,7 @@ func TestGatherHosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCP := &HostFacts{Reachable: true, Hostname: "cp-1", OS: "debian 13", Arch: "x86_64", SwapOn: true,
+	wantCP := &plan.HostFacts{Reachable: true, Hostname: "cp-1", OS: "debian 13", Arch: "x86_64", SwapOn: true,
 		Files:    map[string]string{"/etc/kubernetes/pki/ca.crt": sum},
 		Services: map[string]string{"etcd": "inactive", "kubelet": "active", "containerd": "inactive"},
 		Versions: map[string]string{"kubeadm": "1.34.1"}, Joined: true, ControlPlane: true}
@@ -426,14 +427,14 @@ func TestGatherColdStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	core := sha256Hex(NormalizeEtcdConfig([]byte(cfg1)))
-	want := []EtcdMember{
+	core := sha256Hex(plan.NormalizeEtcdConfig([]byte(cfg1)))
+	want := []plan.EtcdMember{
 		{Name: "etcd-1", PeerURL: "https://10.0.0.11:2380", HostReachable: true, ConfigSHA256: sha256Hex([]byte(cfg1)), ConfigCoreSHA256: core},
 		{Name: "etcd-2", PeerURL: "https://10.0.0.12:2380", HostReachable: true, ConfigSHA256: sha256Hex([]byte(cfg2)),
-			ConfigCoreSHA256: sha256Hex(NormalizeEtcdConfig([]byte(cfg2)))},
+			ConfigCoreSHA256: sha256Hex(plan.NormalizeEtcdConfig([]byte(cfg2)))},
 		{Name: "etcd-3", PeerURL: "https://10.0.0.13:2380"},
 	}
-	if !reflect.DeepEqual(facts.Etcd, want) || facts.EtcdSource != EtcdSourceConfig {
+	if !reflect.DeepEqual(facts.Etcd, want) || facts.EtcdSource != plan.EtcdSourceConfig {
 		t.Errorf("etcd from %q:\ngot  %+v\nwant %+v", facts.EtcdSource, facts.Etcd, want)
 	}
 	if !reflect.DeepEqual(facts.EtcdDataPresent, map[string]bool{"etcd-1": true, "etcd-2": true}) {

@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
-
-// nodesCommand lists the cluster's nodes from a master, read-only.
-const nodesCommand = binPath + "kubectl --kubeconfig " + AdminKubeconfigPath + " get nodes -o json --request-timeout=20s"
 
 // kubeNodeList is the part of `kubectl get nodes -o json` kprov reads.
 type kubeNodeList struct {
@@ -32,8 +30,8 @@ type kubeNodeList struct {
 // GatherNodes reads every node's labels and taints through kubectl on a
 // master that runs the control plane, so the planner sets labels and taints
 // only where they differ.
-func GatherNodes(ctx context.Context, master ssh.Executor) (map[string]*NodeFacts, error) {
-	res, err := master.Run(ctx, ssh.Command{Cmd: nodesCommand, MaxOutput: 64 << 20})
+func GatherNodes(ctx context.Context, master ssh.Executor) (map[string]*plan.NodeFacts, error) {
+	res, err := master.Run(ctx, ssh.Command{Cmd: scriptListNodes, MaxOutput: 64 << 20})
 	if err != nil {
 		return nil, fmt.Errorf("%s: list nodes: %w", master.Name(), err)
 	}
@@ -43,14 +41,14 @@ func GatherNodes(ctx context.Context, master ssh.Executor) (map[string]*NodeFact
 	return parseNodes(res.Stdout)
 }
 
-func parseNodes(b []byte) (map[string]*NodeFacts, error) {
+func parseNodes(b []byte) (map[string]*plan.NodeFacts, error) {
 	var list kubeNodeList
 	if err := json.Unmarshal(b, &list); err != nil {
 		return nil, fmt.Errorf("list nodes: kubectl output is not a node list: %w", err)
 	}
-	out := make(map[string]*NodeFacts, len(list.Items))
+	out := make(map[string]*plan.NodeFacts, len(list.Items))
 	for _, it := range list.Items {
-		nf := &NodeFacts{Labels: it.Metadata.Labels}
+		nf := &plan.NodeFacts{Labels: it.Metadata.Labels}
 		if nf.Labels == nil {
 			nf.Labels = map[string]string{}
 		}

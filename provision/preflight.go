@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
 
@@ -86,37 +86,6 @@ type preflightProbe struct {
 	Fsync      time.Duration
 }
 
-// preflightScript only reads, except for the fsync probe, which writes and
-// removes one small file beside the etcd data directory (nothing on a host
-// without etcd).
-func preflightScript(binaries []string, etcdDataDir string) string {
-	var b strings.Builder
-	b.WriteString(`# kprov preflight
-export LC_ALL=C
-PATH="/usr/local/sbin:/usr/local/bin:$PATH"
-echo "clock=$(date +%s%N)"
-if command -v ss >/dev/null 2>&1; then
-  echo ports=known
-  ss -Hltn 2>/dev/null | awk '{print $4}' | sed 's/.*://' | sort -un | sed 's/^/listen=/'
-fi
-`)
-	for _, bin := range binaries {
-		fmt.Fprintf(&b, "if command -v %[1]s >/dev/null 2>&1; then echo bin.%[1]s=yes; else echo bin.%[1]s=no; fi\n", shellQuote(bin))
-	}
-	if etcdDataDir != "" {
-		fmt.Fprintf(&b, `d=%s
-while [ ! -d "$d" ]; do d=$(dirname "$d"); done
-echo "disk_free_kib=$(df -Pk "$d" | awk 'NR==2 {print $4}')"
-p="$d/.kprov-fsync-probe.$$"
-s=$(date +%%s%%N)
-if dd if=/dev/zero of="$p" bs=8k count=25 oflag=dsync 2>/dev/null; then e=$(date +%%s%%N); echo "fsync_ns=$(( (e - s) / 25 ))"; fi
-rm -f "$p"
-`, shellQuote(etcdDataDir))
-	}
-	b.WriteString("echo end=ok\n")
-	return b.String()
-}
-
 func parsePreflight(out []byte) (*preflightProbe, error) {
 	p := &preflightProbe{Binaries: map[string]bool{}, DiskFree: -1}
 	complete := false
@@ -166,7 +135,7 @@ func parsePreflight(out []byte) (*preflightProbe, error) {
 // hosts, OS and architecture, duplicate hostnames, ports taken, clock skew,
 // disk space and fsync latency for etcd, binaries missing. The error is
 // only for Preflight itself failing (a cancelled context).
-func Preflight(ctx context.Context, inv *inventory.Inventory, facts *Facts, conn Connector, opts PreflightOptions) ([]Problem, error) {
+func Preflight(ctx context.Context, inv *inventory.Inventory, facts *plan.Facts, conn Connector, opts PreflightOptions) ([]Problem, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -192,7 +161,7 @@ func Preflight(ctx context.Context, inv *inventory.Inventory, facts *Facts, conn
 			return nil, err
 		}
 		sent := opts.Now()
-		res, err := ex.Run(ctx, ssh.Command{Cmd: "sh -s", Stdin: strings.NewReader(preflightScript(opts.Binaries[name], dataDir)), Timeout: DefaultProbeTimeout})
+		res, err := runCapped(ctx, ex, ssh.Command{Cmd: "sh -s", Stdin: strings.NewReader(preflightScript(opts.Binaries[name], dataDir)), Timeout: DefaultProbeTimeout, MaxOutput: 64 << 10})
 		got := opts.Now()
 		if err != nil {
 			return nil, fmt.Errorf("preflight probe: %w", err)
@@ -218,107 +187,4 @@ func Preflight(ctx context.Context, inv *inventory.Inventory, facts *Facts, conn
 		probes[r.Host] = r.Value
 	}
 	return append(problems, checkPreflight(inv, facts, probes, opts)...), nil
-}
-
-// supportedOS and supportedArch are what kprov's templates and the
-// artifacts are made for.
-var (
-	supportedOS   = []string{"debian", "ubuntu"}
-	supportedArch = []string{"x86_64", "aarch64"}
-)
-
-// checkPreflight judges the facts and probes; it is pure, so each rule has a
-// table test.
-func checkPreflight(inv *inventory.Inventory, facts *Facts, probes map[string]*preflightProbe, opts PreflightOptions) []Problem {
-	maxSkew := orDefault(opts.MaxClockSkew, DefaultMaxClockSkew)
-	maxFsync := orDefault(opts.MaxFsyncLatency, DefaultMaxFsyncLatency)
-	minFree := opts.MinEtcdDiskFree
-	if minFree <= 0 {
-		minFree = DefaultMinEtcdDiskFree
-	}
-	external := inv.Topology.EtcdMode == inventory.EtcdExternal
-	var out []Problem
-	add := func(host, check, format string, args ...any) {
-		out = append(out, Problem{Host: host, Check: check, Message: fmt.Sprintf(format, args...)})
-	}
-	hostnames := map[string][]string{}
-	for _, h := range inv.Hosts {
-		hf := facts.Hosts[h.Name]
-		if hf == nil || !hf.Reachable {
-			msg := "no facts gathered"
-			if hf != nil && hf.Error != "" {
-				msg = hf.Error
-			}
-			add(h.Name, "reachable", "%s", msg)
-			continue
-		}
-		id, _, _ := strings.Cut(hf.OS, " ")
-		if !slices.Contains(supportedOS, id) {
-			add(h.Name, "os", "%q is not supported (want Debian or Ubuntu)", hf.OS)
-		}
-		if !slices.Contains(supportedArch, hf.Arch) {
-			add(h.Name, "arch", "%q is not supported (want x86_64 or aarch64)", hf.Arch)
-		}
-		if hf.Hostname != "" {
-			hostnames[hf.Hostname] = append(hostnames[hf.Hostname], h.Name)
-		}
-		p := probes[h.Name]
-		if p == nil {
-			continue
-		}
-		// Ports another process already holds: etcd and the kubelet would
-		// fail to bind long after the plan started.
-		var ports []int
-		etcdHost := external && h.Has(inventory.RoleEtcd)
-		if etcdHost && hf.Services["etcd"] != "active" {
-			ports = append(ports, EtcdClientPort, EtcdPeerPort)
-		}
-		if h.Has(inventory.RoleMaster) && !hf.ControlPlane {
-			ports = append(ports, inventory.DefaultAPIServerPort)
-		}
-		if h.IsNode() && !hf.Joined && !hf.ControlPlane {
-			ports = append(ports, 10250)
-		}
-		if p.PortsKnown {
-			for _, port := range ports {
-				if slices.Contains(p.Listening, port) {
-					add(h.Name, "ports", "port %d is already in use (ss -ltnp shows by what)", port)
-				}
-			}
-		}
-		// The host's clock is compared with the middle of the round trip.
-		mid := p.Sent.Add(p.Got.Sub(p.Sent) / 2)
-		if skew := p.Clock.Sub(mid); !p.Clock.IsZero() && (skew > maxSkew+p.Got.Sub(p.Sent)/2 || -skew > maxSkew+p.Got.Sub(p.Sent)/2) {
-			add(h.Name, "clock", "clock is %s off the operator's (at most %s): run an NTP client (chrony, systemd-timesyncd)", skew.Round(time.Millisecond), maxSkew)
-		}
-		for _, bin := range opts.Binaries[h.Name] {
-			if !p.Binaries[bin] {
-				add(h.Name, "binaries", "%s is not installed and the inventory's artifacts block does not provide it", bin)
-			}
-		}
-		if etcdHost {
-			if p.DiskFree >= 0 && p.DiskFree < minFree {
-				add(h.Name, "disk", "%d MiB free for etcd's data directory %s, want at least %d MiB", p.DiskFree>>20, inv.Etcd.DataDir, minFree>>20)
-			}
-			if p.Fsync > maxFsync {
-				add(h.Name, "fsync", "a synchronous write on %s takes %s on average, etcd needs under %s: use an SSD for the data directory", inv.Etcd.DataDir, p.Fsync.Round(100*time.Microsecond), maxFsync)
-			}
-		}
-	}
-	for name, hosts := range hostnames {
-		if len(hosts) > 1 {
-			for _, h := range hosts {
-				add(h, "hostname", "hostname %q is also the hostname of %s: Kubernetes and etcd need unique names", name, strings.Join(slices.DeleteFunc(slices.Clone(hosts), func(x string) bool { return x == h }), ", "))
-			}
-		}
-	}
-	slices.SortStableFunc(out, func(a, b Problem) int { return strings.Compare(a.Host, b.Host) })
-	return out
-}
-
-func orDefault(v, def time.Duration) time.Duration {
-	if v <= 0 {
-		return def
-	}
-	return v
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
 )
 
 func preflightInventory() *inventory.Inventory {
@@ -23,8 +24,8 @@ func preflightInventory() *inventory.Inventory {
 	return inv
 }
 
-func goodHost(name string) *HostFacts {
-	return &HostFacts{Reachable: true, Hostname: name, OS: "debian 12", Arch: "x86_64", Services: map[string]string{}}
+func goodHost(name string) *plan.HostFacts {
+	return &plan.HostFacts{Reachable: true, Hostname: name, OS: "debian 12", Arch: "x86_64", Services: map[string]string{}}
 }
 
 // Every rule reports its own problem, all of them together in one run.
@@ -42,7 +43,7 @@ func TestCheckPreflight(t *testing.T) {
 		p.PortsKnown = true
 		return &p
 	}
-	facts := &Facts{Hosts: map[string]*HostFacts{
+	facts := &plan.Facts{Hosts: map[string]*plan.HostFacts{
 		"etcd-1":    goodHost("etcd-1"),
 		"master-1":  goodHost("master-1"),
 		"compute-1": goodHost("same"),
@@ -65,7 +66,7 @@ func TestCheckPreflight(t *testing.T) {
 
 	facts.Hosts["etcd-1"].OS = "centos 9"
 	facts.Hosts["master-1"].Arch = "riscv64"
-	facts.Hosts["compute-2"] = &HostFacts{Reachable: false, Error: "connect: connection refused"}
+	facts.Hosts["compute-2"] = &plan.HostFacts{Reachable: false, Error: "connect: connection refused"}
 	probes["etcd-1"] = probe(preflightProbe{Listening: []int{2379}, DiskFree: 1 << 30, Fsync: 30 * time.Millisecond})
 	probes["master-1"] = probe(preflightProbe{Listening: []int{6443, 10250}, DiskFree: -1, Clock: now.Add(10 * time.Second)})
 	probes["compute-1"] = probe(preflightProbe{DiskFree: -1, Binaries: map[string]bool{}})

@@ -10,16 +10,9 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-)
 
-// Paths whose existence says how far kubeadm got on a host.
-const (
-	KubeletConfPath       = "/etc/kubernetes/kubelet.conf"
-	APIServerManifestPath = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+	"github.com/kprov/kprov/provision/plan"
 )
-
-// probedServices are the systemd units whose ActiveState the probe reports.
-const probedServices = "etcd kubelet containerd kprov-swapoff.service"
 
 // hostProbe says what the probe script looks at. Paths are parameters, not
 // constants in the script, so a test can run the real script under a local
@@ -32,62 +25,10 @@ type hostProbe struct {
 	APIServerManifest string
 }
 
-// script renders the probe: one POSIX sh script that only reads, so a host's
-// facts cost one SSH session. Every line it prints is key=value and the last
-// is end=ok, so output cut short is detected instead of read as "absent".
-// Nothing in it fails the script: a probe that cannot answer prints nothing
-// (or "unreadable") and the others still run.
-func (p hostProbe) script() (string, error) {
-	var b strings.Builder
-	b.WriteString(`# kprov fact probe: read-only
-export LC_ALL=C
-PATH="$PATH:/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin"
-echo "hostname=$(uname -n)"
-echo "arch=$(uname -m)"
-if [ -r /etc/os-release ]; then grep -E '^(ID|VERSION_ID)=' /etc/os-release | sed 's/^/os_release./'; fi
-# /proc/swaps has a header line and one line per active swap area.
-if [ -r /proc/swaps ] && [ "$(sed 1d /proc/swaps | grep -c .)" -gt 0 ]; then echo swap=on; else echo swap=off; fi
-if command -v systemctl >/dev/null 2>&1; then
-  for u in ` + probedServices + `; do echo "service.$u=$(systemctl is-active "$u" 2>/dev/null)"; done
-fi
-v() { if command -v "$1" >/dev/null 2>&1; then echo "version.$1=$("$@" 2>/dev/null | head -n 1)"; fi; }
-v etcd --version
-v kubeadm version -o short
-v kubelet --version
-v kubectl version --client
-sum() {
-  if [ ! -f "$1" ]; then echo "file=absent $1"
-  elif s=$(sha256sum < "$1" 2>/dev/null); then echo "file=${s%% *} $1"
-  else echo "file=unreadable $1"; fi
-}
-exists() { if [ -e "$2" ]; then echo "$1=yes"; else echo "$1=no"; fi; }
-`)
-	for _, f := range p.Files {
-		if strings.ContainsAny(f, "\n\x00") || !strings.HasPrefix(f, "/") {
-			return "", fmt.Errorf("file %q: want an absolute path on one line", f)
-		}
-		fmt.Fprintf(&b, "sum %s\n", shellQuote(f))
-	}
-	fmt.Fprintf(&b, "exists joined %s\n", shellQuote(p.KubeletConf))
-	fmt.Fprintf(&b, "exists control_plane %s\n", shellQuote(p.APIServerManifest))
-	// etcd keeps its WAL and snapshots under DATA_DIR/member: an empty or
-	// half-created data directory is not a member's data.
-	fmt.Fprintf(&b, "exists etcd_data %s\n", shellQuote(p.EtcdDataDir+"/member"))
-	// base64 keeps the file on one line whatever it holds.
-	fmt.Fprintf(&b, "if [ -f %[1]s ]; then printf 'etcd_config='; base64 < %[1]s | tr -d '\\n'; echo; fi\n", shellQuote(p.EtcdConfig))
-	b.WriteString("echo end=ok\n")
-	return b.String(), nil
-}
-
-// shellQuote quotes s for sh.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 // probeResult is what one host's probe found: its facts, plus what only
 // gathering needs (the etcd config's content, whether etcd has data).
 type probeResult struct {
-	Facts      *HostFacts
+	Facts      *plan.HostFacts
 	EtcdData   bool
 	EtcdConfig []byte // nil when the file is absent
 }
@@ -100,7 +41,7 @@ var versionPattern = regexp.MustCompile(`v?(\d+\.\d+\.\d+[0-9A-Za-z.+-]*)`)
 // error: the script and this parser change together, and a silent skip would
 // turn a drift between them into a host that looks fresh.
 func parseProbe(out []byte) (*probeResult, error) {
-	r := &probeResult{Facts: &HostFacts{Reachable: true, Files: map[string]string{}, Services: map[string]string{}, Versions: map[string]string{}}}
+	r := &probeResult{Facts: &plan.HostFacts{Reachable: true, Files: map[string]string{}, Services: map[string]string{}, Versions: map[string]string{}}}
 	f := r.Facts
 	var osID, osVersion string
 	complete := false

@@ -22,6 +22,11 @@ const (
 // SSHConfig maps a host's effective ssh settings (the inventory's ssh block
 // merged with the host's own) onto the transport's configuration.
 //
+// What the inventory leaves unset stays unset here (an empty user, port 0, no
+// identity file, no bastion), so that the transport can fill it from
+// ~/.ssh/config before its own defaults (root, 22) apply; what the inventory
+// sets, including the address, always wins over ~/.ssh/config.
+//
 // Trust settings are spelled out on every hop rather than left to the
 // transport's defaults, so that what this returns is exactly what will be
 // checked: the inventory's known_hosts file first (accept-new records keys

@@ -1,43 +1,35 @@
-// Package roles decides what each role needs and in which order it is safe
-// to do it. Everything here is pure: it reads the inventory and the facts and
-// returns plan stages; it never talks to a host.
 package roles
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io/fs"
 	"slices"
 	"strings"
 
 	"github.com/kprov/kprov/inventory"
-	"github.com/kprov/kprov/provision"
+	"github.com/kprov/kprov/provision/plan"
 )
 
-// EtcdTarget is a member the inventory wants.
+// EtcdTarget is an external etcd member the inventory wants, as rendered.
+// The planner needs only its name and peer URL.
 type EtcdTarget struct {
-	Name    string // the host name, which is also the member name
-	PeerURL string // https://ADDRESS:2380
-}
-
-// ConfigFile is a rendered file a step uploads.
-type ConfigFile struct {
-	Path    string
-	Mode    fs.FileMode
-	Content []byte
-	Secret  bool
+	Name      string // the host name, which is also the member name
+	PeerURL   string // https://ADDRESS:2380
+	ClientURL string // https://ADDRESS:2379
+	// Bootstrap is how the member finds its cluster when its data directory is empty.
+	Bootstrap EtcdBootstrap
 }
 
 // EtcdInput is what PlanEtcd needs: the live membership (empty for a new
 // cluster), the wanted members in inventory order, and how to render a
 // member's configuration for a given initial cluster and state.
 type EtcdInput struct {
-	Live    []provision.EtcdMember
+	Live    []plan.EtcdMember
 	Want    []EtcdTarget
 	DataDir string
 	Service string
-	Config  func(member EtcdTarget, initialCluster []EtcdTarget, state string) ConfigFile
+	Config  func(member EtcdTarget, initialCluster []EtcdTarget, state string) File
 	// Normalize strips the settings etcd reads only when it bootstraps its data
 	// directory (initial-cluster, initial-cluster-state), so a change to them
 	// alone is written without a restart. Nil compares whole files.
@@ -69,7 +61,7 @@ type planState struct {
 }
 
 type planMember struct {
-	provision.EtcdMember
+	plan.EtcdMember
 	added bool // its configuration is rewritten in finalize (added by this plan, or only bootstrap settings differ)
 }
 
@@ -117,7 +109,7 @@ func quorumNote(voting int) string {
 //   - healthy members leaving are removed one at a time after the members
 //     replacing them are voting, with leadership moved away first;
 //   - configuration changes restart one member at a time, the leader last.
-func PlanEtcd(in EtcdInput) ([]provision.Stage, []string, error) {
+func PlanEtcd(in EtcdInput) ([]plan.Stage, []string, error) {
 	if len(in.Want) == 0 && len(in.Live) == 0 {
 		return nil, nil, nil
 	}
@@ -154,22 +146,33 @@ type etcdPlanner struct {
 	in     EtcdInput
 	st     *planState
 	want   map[string]EtcdTarget
-	stages []provision.Stage
+	stages []plan.Stage
 	notes  []string
 }
 
-func (p *etcdPlanner) finalConfig(t EtcdTarget) ConfigFile {
+func (p *etcdPlanner) finalConfig(t EtcdTarget) File {
 	return p.in.Config(t, p.in.Want, StateExisting)
 }
 
-func (p *etcdPlanner) upload(host string, f ConfigFile, reason string) provision.Step {
+func (p *etcdPlanner) upload(host string, f File, reason string) plan.Step {
 	sum := sha256.Sum256(f.Content)
-	return provision.Step{Op: provision.OpUploadFile, Host: host, Path: f.Path, Mode: f.Mode, Content: f.Content,
+	return plan.Step{Op: plan.OpUploadFile, Host: host, Path: f.Path, Mode: f.Mode, Content: f.Content,
 		SHA256: hex.EncodeToString(sum[:]), Secret: f.Secret, Reason: reason}
 }
 
-func (p *etcdPlanner) waitHealthy(host string, voters []string, reason string) provision.Step {
-	return provision.Step{Op: provision.OpWaitEtcdHealthy, Host: host, Voters: slices.Clone(voters), Reason: reason}
+func (p *etcdPlanner) waitHealthy(host string, voters []string, reason string) plan.Step {
+	return plan.Step{Op: plan.OpWaitEtcdHealthy, Host: host, Voters: slices.Clone(voters), Reason: reason}
+}
+
+// addStage opens the serial stage that adds one member.
+func (p *etcdPlanner) addStage(name string, voting int) plan.Stage {
+	return plan.Stage{Kind: plan.StageEtcdAdd, Target: name, Title: "adding member " + p.nth(name), Parallel: 1, Quorum: quorumNote(voting)}
+}
+
+// nth names a wanted member with its place among them, e.g. "2/3 (etcd-2)".
+func (p *etcdPlanner) nth(name string) string {
+	i := slices.IndexFunc(p.in.Want, func(t EtcdTarget) bool { return t.Name == name })
+	return fmt.Sprintf("%d/%d (%s)", i+1, len(p.in.Want), name)
 }
 
 func targetsOf(ms []*planMember) []EtcdTarget {
@@ -184,15 +187,15 @@ func targetsOf(ms []*planMember) []EtcdTarget {
 func (p *etcdPlanner) bootstrap() {
 	first := p.in.Want[0]
 	cfg := p.in.Config(first, []EtcdTarget{first}, StateNew)
-	p.stages = append(p.stages, provision.Stage{
-		Name: "etcd/bootstrap/" + first.Name, Parallel: 1, Quorum: quorumNote(1),
-		Steps: []provision.Step{
+	p.stages = append(p.stages, plan.Stage{
+		Kind: plan.StageEtcdBootstrap, Target: first.Name, Title: "starting member " + p.nth(first.Name) + " as a new cluster", Parallel: 1, Quorum: quorumNote(1),
+		Steps: []plan.Step{
 			p.upload(first.Name, cfg, "the first member starts alone as a new cluster; the others join it as learners one at a time"),
-			{Op: provision.OpStartService, Host: first.Name, Service: p.in.Service, Reason: "start the first member"},
+			{Op: plan.OpStartService, Host: first.Name, Service: p.in.Service, Reason: "start the first member"},
 			p.waitHealthy(first.Name, []string{first.Name}, "the new cluster must have elected its leader before anything joins it"),
 		},
 	})
-	p.st.members = append(p.st.members, &planMember{EtcdMember: provision.EtcdMember{Name: first.Name, PeerURL: first.PeerURL,
+	p.st.members = append(p.st.members, &planMember{EtcdMember: plan.EtcdMember{Name: first.Name, PeerURL: first.PeerURL,
 		Healthy: true, Running: true, HostReachable: true, Leader: true}, added: true})
 }
 
@@ -208,7 +211,7 @@ func (p *etcdPlanner) recover() error {
 		}
 	}
 	if len(stopped) > 0 {
-		stage := provision.Stage{Name: "etcd/start-stopped", Parallel: len(stopped)}
+		stage := plan.Stage{Kind: plan.StageEtcdStartStopped, Title: "starting stopped etcd members", Parallel: len(stopped)}
 		allStopped := true
 		for _, m := range p.st.voters() {
 			if m.Running {
@@ -222,7 +225,7 @@ func (p *etcdPlanner) recover() error {
 			reason = "cold start: every member is stopped, so they start together to form a quorum"
 		}
 		for _, m := range stopped {
-			stage.Steps = append(stage.Steps, provision.Step{Op: provision.OpStartService, Host: m.Name, Service: p.in.Service, Reason: reason})
+			stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpStartService, Host: m.Name, Service: p.in.Service, Reason: reason})
 			m.Running = true
 			m.Healthy = true
 		}
@@ -351,12 +354,12 @@ func boolCmp(a, b bool) int {
 // learner does not count toward quorum, so a member that fails to start
 // never costs the cluster its quorum.
 func (p *etcdPlanner) addLearner(t EtcdTarget) {
-	m := &planMember{EtcdMember: provision.EtcdMember{Name: t.Name, PeerURL: t.PeerURL, Learner: true, HostReachable: true}, added: true}
+	m := &planMember{EtcdMember: plan.EtcdMember{Name: t.Name, PeerURL: t.PeerURL, Learner: true, HostReachable: true}, added: true}
 	voters := p.st.voters()
-	stage := provision.Stage{Name: "etcd/add/" + t.Name, Parallel: 1, Quorum: quorumNote(len(voters))}
+	stage := p.addStage(t.Name, len(voters))
 	stage.Steps = append(stage.Steps,
 		p.waitHealthy(t.Name, names(voters), "every voting member must be healthy before a membership change"),
-		provision.Step{Op: provision.OpEtcdAddLearner, Host: t.Name, Member: t.Name, PeerURL: t.PeerURL,
+		plan.Step{Op: plan.OpEtcdAddLearner, Host: t.Name, Member: t.Name, PeerURL: t.PeerURL,
 			Reason: "join as a learner: it receives the log but does not vote until promoted"},
 	)
 	p.stages = append(p.stages, stage)
@@ -369,8 +372,8 @@ func (p *etcdPlanner) addLearner(t EtcdTarget) {
 func (p *etcdPlanner) promote(m *planMember, t EtcdTarget, why string) {
 	voters := p.st.voters()
 	initial := append(targetsOf(voters), t)
-	if len(p.stages) == 0 || p.stages[len(p.stages)-1].Name != "etcd/add/"+t.Name {
-		p.stages = append(p.stages, provision.Stage{Name: "etcd/add/" + t.Name, Parallel: 1, Quorum: quorumNote(len(voters))})
+	if last := len(p.stages) - 1; last < 0 || p.stages[last].Kind != plan.StageEtcdAdd || p.stages[last].Target != t.Name {
+		p.stages = append(p.stages, p.addStage(t.Name, len(voters)))
 	}
 	stage := &p.stages[len(p.stages)-1]
 	startReason := "start the learner against the existing cluster"
@@ -379,9 +382,9 @@ func (p *etcdPlanner) promote(m *planMember, t EtcdTarget, why string) {
 	}
 	stage.Steps = append(stage.Steps,
 		p.upload(t.Name, p.in.Config(t, initial, StateExisting), "initial-cluster-state existing with the current members and itself: it joins, never forms a cluster of its own"),
-		provision.Step{Op: provision.OpStartService, Host: t.Name, Service: p.in.Service, Reason: startReason},
-		provision.Step{Op: provision.OpWaitCaughtUp, Host: t.Name, Member: t.Name, Reason: "promotion is refused until the learner holds most of the leader's log"},
-		provision.Step{Op: provision.OpEtcdPromote, Host: t.Name, Member: t.Name, MemberID: m.ID, Reason: "make the caught-up learner a voting member"},
+		plan.Step{Op: plan.OpStartService, Host: t.Name, Service: p.in.Service, Reason: startReason},
+		plan.Step{Op: plan.OpWaitCaughtUp, Host: t.Name, Member: t.Name, Reason: "promotion is refused until the learner holds most of the leader's log"},
+		plan.Step{Op: plan.OpEtcdPromote, Host: t.Name, Member: t.Name, MemberID: m.ID, Reason: "make the caught-up learner a voting member"},
 	)
 	m.Learner, m.Running, m.Healthy, m.added = false, true, true, true
 	stage.Steps = append(stage.Steps, p.waitHealthy(t.Name, names(p.st.voters()), "every voting member, the new one included, must be healthy before the next change"))
@@ -398,17 +401,17 @@ func (p *etcdPlanner) remove(m *planMember, reason string) {
 			expect = append(expect, v.Name)
 		}
 	}
-	stage := provision.Stage{Name: "etcd/remove/" + m.Name, Parallel: 1, Quorum: quorumNote(len(voters))}
+	stage := plan.Stage{Kind: plan.StageEtcdRemove, Target: m.Name, Title: "removing member " + m.Name, Parallel: 1, Quorum: quorumNote(len(voters))}
 	stage.Steps = append(stage.Steps, p.waitHealthy(m.Name, expect, "every remaining member must be healthy before a member is removed"))
 	if !m.Learner && m.Healthy {
-		stage.Steps = append(stage.Steps, provision.Step{Op: provision.OpEtcdMoveLeader, Host: m.Name, Member: m.Name,
+		stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpEtcdMoveLeader, Host: m.Name, Member: m.Name,
 			Reason: "if this member leads, leadership moves to a healthy member first so the cluster never waits out an election"})
 	}
-	stage.Steps = append(stage.Steps, provision.Step{Op: provision.OpEtcdRemove, Host: m.Name, Member: m.Name, MemberID: m.ID, PeerURL: m.PeerURL, Reason: reason})
+	stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpEtcdRemove, Host: m.Name, Member: m.Name, MemberID: m.ID, PeerURL: m.PeerURL, Reason: reason})
 	if m.HostReachable {
 		stage.Steps = append(stage.Steps,
-			provision.Step{Op: provision.OpStopService, Host: m.Name, Service: p.in.Service, Reason: "stop the removed member, only now that it is out of the member list"},
-			provision.Step{Op: provision.OpWipeDataDir, Host: m.Name, Path: p.in.DataDir, Reason: "a removed member's data must not let it rejoin with its old identity"},
+			plan.Step{Op: plan.OpStopService, Host: m.Name, Service: p.in.Service, Reason: "stop the removed member, only now that it is out of the member list"},
+			plan.Step{Op: plan.OpWipeDataDir, Host: m.Name, Path: p.in.DataDir, Reason: "a removed member's data must not let it rejoin with its old identity"},
 		)
 	}
 	p.stages = append(p.stages, stage)
@@ -438,13 +441,13 @@ func (p *etcdPlanner) rollConfig() {
 	for _, m := range changed {
 		t := p.want[m.PeerURL]
 		voters := p.st.voters()
-		p.stages = append(p.stages, provision.Stage{
-			Name: "etcd/restart/" + m.Name, Parallel: 1, Quorum: quorumNote(len(voters)),
-			Steps: []provision.Step{
+		p.stages = append(p.stages, plan.Stage{
+			Kind: plan.StageEtcdRestart, Target: m.Name, Title: "restarting member " + m.Name, Parallel: 1, Quorum: quorumNote(len(voters)),
+			Steps: []plan.Step{
 				p.waitHealthy(m.Name, names(voters), "a member restarts only while every other member is healthy"),
-				{Op: provision.OpEtcdMoveLeader, Host: m.Name, Member: m.Name, Reason: "if this member leads, leadership moves away before it restarts"},
+				{Op: plan.OpEtcdMoveLeader, Host: m.Name, Member: m.Name, Reason: "if this member leads, leadership moves away before it restarts"},
 				p.upload(m.Name, p.finalConfig(t), "the member's configuration changed"),
-				{Op: provision.OpRestartService, Host: m.Name, Service: p.in.Service, Reason: "etcd reads its configuration at start"},
+				{Op: plan.OpRestartService, Host: m.Name, Service: p.in.Service, Reason: "etcd reads its configuration at start"},
 				p.waitHealthy(m.Name, names(voters), "the restarted member must be back before the next one restarts"),
 			},
 		})
@@ -458,7 +461,7 @@ func (p *etcdPlanner) rollConfig() {
 // day its data directory is lost. No restart: etcd ignores these settings once
 // its data directory exists.
 func (p *etcdPlanner) finalize() {
-	stage := provision.Stage{Name: "etcd/finalize-config", Parallel: len(p.st.members)}
+	stage := plan.Stage{Kind: plan.StageEtcdFinalize, Title: "recording the full member list in every added member's configuration", Parallel: len(p.st.members)}
 	for _, m := range p.st.members {
 		if !m.added {
 			continue
@@ -482,8 +485,3 @@ func sha(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
-
-// NormalizeEtcdConfig drops the settings etcd reads only when it bootstraps an
-// empty data directory; see provision.NormalizeEtcdConfig, which fact
-// gathering shares.
-func NormalizeEtcdConfig(b []byte) []byte { return provision.NormalizeEtcdConfig(b) }

@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
 )
 
 // TestEtcdConfigAcceptedByEtcd loads every rendered etcd configuration with
@@ -31,7 +32,7 @@ func TestEtcdConfigAcceptedByEtcd(t *testing.T) {
 			for _, name := range inv.Topology.EtcdMembers {
 				h := r.Host(name)
 				path := filepath.Join(dir, name+".yaml")
-				if err := os.WriteFile(path, fileAt(t, h, EtcdConfigPath).Content, 0o600); err != nil {
+				if err := os.WriteFile(path, fileAt(t, h, plan.EtcdConfigPath).Content, 0o600); err != nil {
 					t.Fatal(err)
 				}
 				cfg, err := embed.ConfigFromFile(path)

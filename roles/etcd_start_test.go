@@ -14,6 +14,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/kprov/kprov/provision/plan"
 )
 
 // TestEtcdFirstMemberStarts starts the first member of the ha-external
@@ -52,7 +54,7 @@ func TestEtcdFirstMemberStarts(t *testing.T) {
 		h.Address+":2379", "127.0.0.2:"+clientPort,
 		h.Address+":2380", "127.0.0.2:"+peerPort,
 		"127.0.0.1:2379", "127.0.0.1:"+clientPort,
-	).Replace(string(fileAt(t, h, EtcdConfigPath).Content))
+	).Replace(string(fileAt(t, h, plan.EtcdConfigPath).Content))
 	confPath := filepath.Join(dir, "etcd.yaml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/kprov/kprov/inventory"
-	"github.com/kprov/kprov/provision"
+	"github.com/kprov/kprov/provision/plan"
 )
 
 // simMember is one etcd member in the simulated cluster.
@@ -38,16 +38,16 @@ func newSim() *simCluster {
 
 func simPeerURL(name string) string { return "https://" + name + ":2380" }
 
-func testConfig(t EtcdTarget, initial []EtcdTarget, state string) ConfigFile {
+func testConfig(t EtcdTarget, initial []EtcdTarget, state string) File {
 	var ns []string
 	for _, m := range initial {
 		ns = append(ns, m.Name+"="+m.PeerURL)
 	}
-	return ConfigFile{Path: "/etc/etcd/etcd.yaml", Mode: 0o600, Content: []byte(fmt.Sprintf(
+	return File{Path: "/etc/etcd/etcd.yaml", Mode: 0o600, Content: []byte(fmt.Sprintf(
 		"name: %s\ninitial-cluster: %s\ninitial-cluster-state: %s\n", t.Name, strings.Join(ns, ","), state))}
 }
 
-func testNormalize(b []byte) []byte { return NormalizeEtcdConfig(b) }
+func testNormalize(b []byte) []byte { return plan.NormalizeEtcdConfig(b) }
 
 // addExisting creates a live member that was formed earlier, running with the final config.
 func (c *simCluster) addExisting(name string, want []EtcdTarget) {
@@ -55,7 +55,7 @@ func (c *simCluster) addExisting(name string, want []EtcdTarget) {
 	c.members = append(c.members, &simMember{id: c.nextID, name: name, peerURL: simPeerURL(name)})
 	c.running[name] = true
 	c.hasData[name] = true
-	c.config[name] = string(testConfig(EtcdTarget{name, simPeerURL(name)}, want, StateExisting).Content)
+	c.config[name] = string(testConfig(EtcdTarget{Name: name, PeerURL: simPeerURL(name)}, want, StateExisting).Content)
 }
 
 func (c *simCluster) member(name string) *simMember {
@@ -105,7 +105,7 @@ func (c *simCluster) ensureLeader() {
 }
 
 // facts reports the cluster as kprov's fact gathering would see it.
-func (c *simCluster) facts() []provision.EtcdMember {
+func (c *simCluster) facts() []plan.EtcdMember {
 	c.ensureLeader()
 	anyUp := false
 	for _, m := range c.members {
@@ -116,10 +116,10 @@ func (c *simCluster) facts() []provision.EtcdMember {
 	if !anyUp && len(c.members) > 0 {
 		// With every member down, the member list comes from the hosts' data directories.
 	}
-	var out []provision.EtcdMember
+	var out []plan.EtcdMember
 	for _, m := range c.members {
 		cfg := c.config[m.name]
-		out = append(out, provision.EtcdMember{ID: m.id, Name: m.name, PeerURL: m.peerURL, Learner: m.learner, Leader: m.leader,
+		out = append(out, plan.EtcdMember{ID: m.id, Name: m.name, PeerURL: m.peerURL, Learner: m.learner, Leader: m.leader,
 			Healthy: c.healthy(m) && (c.hasQuorum() || m.learner), Running: c.running[m.name] && !c.dead[m.name], HostReachable: !c.dead[m.name],
 			ConfigSHA256: sha([]byte(cfg)), ConfigCoreSHA256: sha(testNormalize([]byte(cfg)))})
 	}
@@ -127,16 +127,16 @@ func (c *simCluster) facts() []provision.EtcdMember {
 }
 
 // apply performs one step, failing on anything etcd or kprov's rules forbid.
-func (c *simCluster) apply(s provision.Step) error {
+func (c *simCluster) apply(s plan.Step) error {
 	c.steps++
 	host := s.Host
-	if c.dead[host] && s.Op != provision.OpEtcdRemove && s.Op != provision.OpWaitEtcdHealthy && s.Op != provision.OpEtcdMoveLeader {
+	if c.dead[host] && s.Op != plan.OpEtcdRemove && s.Op != plan.OpWaitEtcdHealthy && s.Op != plan.OpEtcdMoveLeader {
 		return fmt.Errorf("step %s on dead host %s", s.Op, host)
 	}
 	switch s.Op {
-	case provision.OpUploadFile:
+	case plan.OpUploadFile:
 		c.config[host] = string(s.Content)
-	case provision.OpStartService:
+	case plan.OpStartService:
 		if c.running[host] {
 			return nil
 		}
@@ -161,7 +161,7 @@ func (c *simCluster) apply(s provision.Step) error {
 			return nil
 		}
 		return fmt.Errorf("%s started with state existing but is not a member", host)
-	case provision.OpRestartService:
+	case plan.OpRestartService:
 		n, h := c.voters()
 		if m := c.member(host); m != nil && !m.learner && c.healthy(m) && h-1 < inventory.Quorum(n) {
 			return fmt.Errorf("restarting %s leaves %d of %d voting members: below quorum", host, h-1, n)
@@ -169,17 +169,17 @@ func (c *simCluster) apply(s provision.Step) error {
 		if m := c.member(host); m != nil && m.leader {
 			return fmt.Errorf("restarting the leader %s without moving leadership away", host)
 		}
-	case provision.OpStopService:
+	case plan.OpStopService:
 		if c.member(host) != nil {
 			return fmt.Errorf("stopping %s while it is still a member", host)
 		}
 		c.running[host] = false
-	case provision.OpWipeDataDir:
+	case plan.OpWipeDataDir:
 		if c.member(host) != nil {
 			return fmt.Errorf("wiping %s while it is still a member", host)
 		}
 		c.hasData[host] = false
-	case provision.OpEtcdAddLearner:
+	case plan.OpEtcdAddLearner:
 		if !c.hasQuorum() {
 			return fmt.Errorf("member add without quorum")
 		}
@@ -193,17 +193,17 @@ func (c *simCluster) apply(s provision.Step) error {
 		}
 		c.nextID++
 		c.members = append(c.members, &simMember{id: c.nextID, name: s.Member, peerURL: s.PeerURL, learner: true})
-	case provision.OpWaitCaughtUp:
+	case plan.OpWaitCaughtUp:
 		if m := c.member(s.Member); m == nil || !c.healthy(m) {
 			return fmt.Errorf("learner %s never caught up", s.Member)
 		}
-	case provision.OpEtcdPromote:
+	case plan.OpEtcdPromote:
 		m := c.member(s.Member)
 		if m == nil || !c.healthy(m) || !c.hasQuorum() {
 			return fmt.Errorf("promote %s refused", s.Member)
 		}
 		m.learner = false
-	case provision.OpEtcdMoveLeader:
+	case plan.OpEtcdMoveLeader:
 		c.ensureLeader()
 		m := c.member(s.Member)
 		if m == nil || !m.leader {
@@ -216,7 +216,7 @@ func (c *simCluster) apply(s provision.Step) error {
 			}
 		}
 		return fmt.Errorf("no healthy member to take leadership from %s", s.Member)
-	case provision.OpEtcdRemove:
+	case plan.OpEtcdRemove:
 		if !c.hasQuorum() {
 			return fmt.Errorf("member remove without quorum")
 		}
@@ -229,7 +229,7 @@ func (c *simCluster) apply(s provision.Step) error {
 		}
 		c.members = slices.DeleteFunc(c.members, func(x *simMember) bool { return x == m })
 		c.running[host] = false // a removed member stops itself
-	case provision.OpWaitEtcdHealthy:
+	case plan.OpWaitEtcdHealthy:
 		for _, v := range s.Voters {
 			m := c.member(v)
 			if m == nil || m.learner || !c.healthy(m) {
@@ -264,16 +264,16 @@ func (c *simCluster) checkInvariants(started bool) error {
 	return nil
 }
 
-func planFor(c *simCluster, want []EtcdTarget) ([]provision.Stage, error) {
+func planFor(c *simCluster, want []EtcdTarget) ([]plan.Stage, error) {
 	stages, _, err := PlanEtcd(EtcdInput{Live: c.facts(), Want: want, DataDir: "/var/lib/etcd", Service: "etcd", Config: testConfig, Normalize: testNormalize})
 	return stages, err
 }
 
-func flatten(stages []provision.Stage) []provision.Step {
-	var out []provision.Step
+func flatten(stages []plan.Stage) []plan.Step {
+	var out []plan.Step
 	for _, st := range stages {
-		if st.Parallel != 1 && strings.HasPrefix(st.Name, "etcd/") && !strings.HasPrefix(st.Name, "etcd/start-stopped") && st.Name != "etcd/finalize-config" {
-			panic("membership stage " + st.Name + " must be serial")
+		if membership := st.Kind == plan.StageEtcdBootstrap || st.Kind == plan.StageEtcdAdd || st.Kind == plan.StageEtcdRemove || st.Kind == plan.StageEtcdRestart; membership && st.Parallel != 1 {
+			panic("membership stage " + st.Name() + " must be serial")
 		}
 		out = append(out, st.Steps...)
 	}
@@ -281,7 +281,7 @@ func flatten(stages []provision.Stage) []provision.Step {
 }
 
 // run applies steps [0, limit) and checks the invariants after each one.
-func (c *simCluster) run(t *testing.T, steps []provision.Step, limit int) {
+func (c *simCluster) run(t *testing.T, steps []plan.Step, limit int) {
 	t.Helper()
 	quorate := c.hasQuorum()
 	for i, s := range steps {
@@ -330,10 +330,10 @@ func (c *simCluster) assertConverged(t *testing.T, want []EtcdTarget) {
 	}
 }
 
-func stageNames(stages []provision.Stage) []string {
+func stageNames(stages []plan.Stage) []string {
 	var out []string
 	for _, s := range stages {
-		out = append(out, s.Name)
+		out = append(out, s.Name())
 	}
 	return out
 }
@@ -423,7 +423,7 @@ func TestEtcdLeaderLeavesLast(t *testing.T) {
 		t.Fatalf("the leader must be removed last: %v", got)
 	}
 	steps := stages[1].Steps
-	if steps[1].Op != provision.OpEtcdMoveLeader || steps[2].Op != provision.OpEtcdRemove || steps[3].Op != provision.OpStopService || steps[4].Op != provision.OpWipeDataDir {
+	if steps[1].Op != plan.OpEtcdMoveLeader || steps[2].Op != plan.OpEtcdRemove || steps[3].Op != plan.OpStopService || steps[4].Op != plan.OpWipeDataDir {
 		t.Fatalf("remove order must be wait, move leader, remove, stop, wipe: %v", steps)
 	}
 	c.run(t, flatten(stages), -1)
@@ -454,7 +454,7 @@ func TestEtcdRollingConfigChange(t *testing.T) {
 	for _, n := range seq("e", 1, 3) {
 		c2.addExisting(n, targets(seq("e", 1, 3)...))
 	}
-	c2.config["e1"] = string(testConfig(EtcdTarget{"e1", simPeerURL("e1")}, targets("e1"), StateNew).Content)
+	c2.config["e1"] = string(testConfig(EtcdTarget{Name: "e1", PeerURL: simPeerURL("e1")}, targets("e1"), StateNew).Content)
 	stages, err = planFor(c2, targets(seq("e", 1, 3)...))
 	if err != nil {
 		t.Fatal(err)

@@ -6,8 +6,8 @@ import (
 	"strings"
 
 	"github.com/kprov/kprov/inventory"
-	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/templates"
 )
 
@@ -39,11 +39,11 @@ func (e *UnreachableError) Error() string {
 // Plan computes the ordered stages that take the hosts from what the facts
 // show to what the inventory wants, keeping etcd and control-plane quorum at
 // every step. It is pure: no network, no clock, no writes.
-func Plan(inv *inventory.Inventory, facts *provision.Facts, st *pki.State, opts PlanOptions) (*provision.Plan, error) {
+func Plan(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opts PlanOptions) (*plan.Plan, error) {
 	if opts.Parallel < 1 {
 		opts.Parallel = 1
 	}
-	p := &planner{inv: inv, facts: facts, st: st, opts: opts, etcdCache: map[string]ConfigFile{}}
+	p := &planner{inv: inv, facts: facts, st: st, opts: opts, etcdCache: map[string]File{}}
 	if err := p.checkReachable(); err != nil {
 		return nil, err
 	}
@@ -55,42 +55,42 @@ func Plan(inv *inventory.Inventory, facts *provision.Facts, st *pki.State, opts 
 	}
 	p.final = final
 
-	plan := &provision.Plan{Cluster: inv.Cluster.Name, FactsDigest: facts.Digest()}
-	plan.Stages = append(plan.Stages, p.prepare())
+	out := &plan.Plan{Cluster: inv.Cluster.Name, FactsDigest: facts.Digest()}
+	out.Stages = append(out.Stages, p.prepare())
 	if inv.Topology.EtcdMode == inventory.EtcdExternal && len(members) > 0 {
 		stages, notes, err := p.etcd()
 		if err != nil {
 			return nil, err
 		}
-		plan.Stages = append(plan.Stages, stages...)
-		plan.Notes = append(plan.Notes, notes...)
+		out.Stages = append(out.Stages, stages...)
+		out.Notes = append(out.Notes, notes...)
 	}
-	plan.Stages = append(plan.Stages, p.controlPlane()...)
-	plan.Stages = append(plan.Stages, p.nodes()...)
-	plan.Stages = slices.DeleteFunc(plan.Stages, func(s provision.Stage) bool { return len(s.Steps) == 0 })
+	out.Stages = append(out.Stages, p.controlPlane()...)
+	out.Stages = append(out.Stages, p.nodes()...)
+	out.Stages = slices.DeleteFunc(out.Stages, func(s plan.Stage) bool { return len(s.Steps) == 0 })
 	if facts.Offline {
-		plan.Notes = append(plan.Notes, "planned offline against fresh hosts: nothing was checked on the hosts")
+		out.Notes = append(out.Notes, "planned offline against fresh hosts: nothing was checked on the hosts")
 	}
-	plan.Count()
-	return plan, nil
+	out.Count()
+	return out, nil
 }
 
 type planner struct {
 	inv        *inventory.Inventory
-	facts      *provision.Facts
+	facts      *plan.Facts
 	st         *pki.State
 	opts       PlanOptions
 	initMaster string
 	final      *Rendering
-	etcdCache  map[string]ConfigFile
+	etcdCache  map[string]File
 	renderErr  error
 }
 
-func (p *planner) host(name string) *provision.HostFacts {
+func (p *planner) host(name string) *plan.HostFacts {
 	if hf := p.facts.Hosts[name]; hf != nil {
 		return hf
 	}
-	return &provision.HostFacts{}
+	return &plan.HostFacts{}
 }
 
 // checkReachable refuses to plan when a host the inventory names could not be
@@ -138,13 +138,10 @@ func (p *planner) formed() map[string]EtcdBootstrap {
 	return FormedEtcdBootstrap(p.inv.Topology.EtcdMembers)
 }
 
-func uploadStep(host string, f File, reason string) provision.Step {
-	return provision.Step{Op: provision.OpUploadFile, Host: host, Path: f.Path, Mode: f.Mode, Content: f.Content,
+func uploadStep(host string, f File, reason string) plan.Step {
+	return plan.Step{Op: plan.OpUploadFile, Host: host, Path: f.Path, Mode: f.Mode, Content: f.Content,
 		SHA256: f.SHA256(), Secret: f.Secret, Reason: reason}
 }
-
-// BinDir is where kprov installs the binaries of the inventory's artifacts block.
-const BinDir = "/usr/local/bin"
 
 // ArtifactsFor lists the artifacts host h needs: the etcd binaries on an
 // external etcd member, kubeadm, kubelet and kubectl on a Kubernetes node.
@@ -174,11 +171,11 @@ func NeededBinaries(inv *inventory.Inventory, h *inventory.Host) []string {
 }
 
 // installSteps uploads each artifact whose checksum on the host differs.
-func (p *planner) installSteps(name string) []provision.Step {
-	var steps []provision.Step
+func (p *planner) installSteps(name string) []plan.Step {
+	var steps []plan.Step
 	hf := p.host(name)
 	for _, a := range ArtifactsFor(p.inv, p.inv.Host(name)) {
-		path := BinDir + "/" + a.Name
+		path := plan.BinDir + "/" + a.Name
 		have, ok := hf.Files[path]
 		if ok && have == a.SHA256 {
 			continue
@@ -187,7 +184,7 @@ func (p *planner) installSteps(name string) []provision.Step {
 		if ok {
 			reason = "differs from the inventory's artifact (another version?)"
 		}
-		steps = append(steps, provision.Step{Op: provision.OpUploadFile, Host: name, Path: path, Mode: 0o755,
+		steps = append(steps, plan.Step{Op: plan.OpUploadFile, Host: name, Path: path, Mode: 0o755,
 			SHA256: a.SHA256, Source: a.Path, Reason: reason})
 	}
 	return steps
@@ -196,14 +193,14 @@ func (p *planner) installSteps(name string) []provision.Step {
 // prepare writes every file whose content differs from the host's, runs the
 // commands that make a changed file take effect, and starts the host's units.
 // Hosts are independent here, so the stage runs in parallel within the bound.
-func (p *planner) prepare() provision.Stage {
-	stage := provision.Stage{Name: "prepare", Parallel: p.opts.Parallel}
+func (p *planner) prepare() plan.Stage {
+	stage := plan.Stage{Kind: plan.StagePrepare, Title: "preparing hosts: binaries, files and units", Parallel: p.opts.Parallel}
 	for _, hfiles := range p.final.Hosts {
 		hf := p.host(hfiles.Name)
 		stage.Steps = append(stage.Steps, p.installSteps(hfiles.Name)...)
 		var changed []string
 		for _, f := range hfiles.Files {
-			if f.Path == EtcdConfigPath {
+			if f.Path == plan.EtcdConfigPath {
 				continue // written by the etcd stages, in membership order
 			}
 			have, ok := hf.Files[f.Path]
@@ -219,18 +216,18 @@ func (p *planner) prepare() provision.Stage {
 		}
 		for _, path := range changed {
 			for _, cmd := range hfiles.OnChange[path] {
-				stage.Steps = append(stage.Steps, provision.Step{Op: provision.OpRunCommand, Host: hfiles.Name, Command: cmd,
+				stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpRunCommand, Host: hfiles.Name, Command: cmd,
 					Reason: "make the new " + path + " take effect"})
 			}
 		}
 		for _, unit := range hfiles.Units {
-			if unit == EtcdUnit {
+			if unit == plan.EtcdUnit {
 				continue // started by the etcd stages
 			}
 			if hf.Services[unit] == "active" && !slices.ContainsFunc(changed, func(p string) bool { return strings.HasSuffix(p, "/"+unit) }) {
 				continue
 			}
-			stage.Steps = append(stage.Steps, provision.Step{Op: provision.OpStartService, Host: hfiles.Name, Service: unit,
+			stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpStartService, Host: hfiles.Name, Service: unit,
 				Reason: "enable and start " + unit})
 		}
 	}
@@ -238,7 +235,7 @@ func (p *planner) prepare() provision.Stage {
 }
 
 // etcd plans the external etcd cluster's membership from the live member list.
-func (p *planner) etcd() ([]provision.Stage, []string, error) {
+func (p *planner) etcd() ([]plan.Stage, []string, error) {
 	var want []EtcdTarget
 	for _, name := range p.inv.Topology.EtcdMembers {
 		m := p.final.Host(name).Etcd
@@ -248,9 +245,9 @@ func (p *planner) etcd() ([]provision.Stage, []string, error) {
 		Live:      p.facts.Etcd,
 		Want:      want,
 		DataDir:   p.inv.Etcd.DataDir,
-		Service:   EtcdUnit,
+		Service:   plan.EtcdUnit,
 		Config:    p.etcdConfig,
-		Normalize: NormalizeEtcdConfig,
+		Normalize: plan.NormalizeEtcdConfig,
 	})
 	if err == nil && p.renderErr != nil {
 		err = p.renderErr
@@ -261,7 +258,7 @@ func (p *planner) etcd() ([]provision.Stage, []string, error) {
 // etcdConfig renders one member's etcd.yaml for a given initial cluster and
 // state; the etcd planner asks for it once per membership step, so results
 // are cached by their inputs.
-func (p *planner) etcdConfig(t EtcdTarget, initial []EtcdTarget, state string) ConfigFile {
+func (p *planner) etcdConfig(t EtcdTarget, initial []EtcdTarget, state string) File {
 	names := make([]string, len(initial))
 	for i, m := range initial {
 		names[i] = m.Name
@@ -287,17 +284,17 @@ func (p *planner) etcdConfig(t EtcdTarget, initial []EtcdTarget, state string) C
 	}
 	if err != nil {
 		p.renderErr = err
-		return ConfigFile{}
+		return File{}
 	}
 	for _, f := range r.Host(t.Name).Files {
-		if f.Path == EtcdConfigPath {
-			cf := ConfigFile{Path: f.Path, Mode: f.Mode, Content: f.Content, Secret: f.Secret}
+		if f.Path == plan.EtcdConfigPath {
+			cf := f
 			p.etcdCache[key] = cf
 			return cf
 		}
 	}
-	p.renderErr = fmt.Errorf("%s: no %s rendered", t.Name, EtcdConfigPath)
-	return ConfigFile{}
+	p.renderErr = fmt.Errorf("%s: no %s rendered", t.Name, plan.EtcdConfigPath)
+	return File{}
 }
 
 func kubeadmCommand(args []string) string { return "kubeadm " + strings.Join(args, " ") }
@@ -305,8 +302,8 @@ func kubeadmCommand(args []string) string { return "kubeadm " + strings.Join(arg
 // controlPlane initializes the first master and joins the others one at a
 // time: kubeadm's own CI joins control-plane nodes sequentially, and parallel
 // joins race on the stacked etcd membership and the kubeadm-config map.
-func (p *planner) controlPlane() []provision.Stage {
-	var stages []provision.Stage
+func (p *planner) controlPlane() []plan.Stage {
+	var stages []plan.Stage
 	var joined []string
 	for _, name := range p.inv.Topology.Masters {
 		if p.host(name).ControlPlane {
@@ -316,12 +313,12 @@ func (p *planner) controlPlane() []provision.Stage {
 	stacked := p.inv.Topology.EtcdMode == inventory.EtcdStacked
 	if p.initMaster != "" && !p.host(p.initMaster).ControlPlane {
 		node := p.final.Host(p.initMaster).Node
-		stages = append(stages, provision.Stage{
-			Name: "control-plane/init/" + p.initMaster, Parallel: 1, Quorum: "the first master founds the control plane",
-			Steps: []provision.Step{
-				{Op: provision.OpKubeadmInit, Host: p.initMaster, Command: kubeadmCommand(node.KubeadmArgs),
+		stages = append(stages, plan.Stage{
+			Kind: plan.StageControlPlaneInit, Target: p.initMaster, Title: "kubeadm init on " + p.initMaster, Parallel: 1, Quorum: "the first master founds the control plane",
+			Steps: []plan.Step{
+				{Op: plan.OpKubeadmInit, Host: p.initMaster, Command: kubeadmCommand(node.KubeadmArgs),
 					Reason: "no master runs a control plane yet; kubeadm uses kprov's CA from /etc/kubernetes/pki"},
-				{Op: provision.OpWaitAPIServer, Host: p.initMaster, Reason: "the API server must answer before anything joins it"},
+				{Op: plan.OpWaitAPIServer, Host: p.initMaster, Reason: "the API server must answer before anything joins it"},
 			},
 		})
 		joined = append(joined, p.initMaster)
@@ -331,26 +328,26 @@ func (p *planner) controlPlane() []provision.Stage {
 			continue
 		}
 		node := p.final.Host(name).Node
-		steps := []provision.Step{
-			{Op: provision.OpWaitAPIServer, Host: p.initMaster, Reason: "join only while the control plane answers"},
-			{Op: provision.OpKubeadmJoin, Host: name, Command: kubeadmCommand(node.KubeadmArgs),
+		steps := []plan.Step{
+			{Op: plan.OpWaitAPIServer, Host: p.initMaster, Reason: "join only while the control plane answers"},
+			{Op: plan.OpKubeadmJoin, Host: name, Command: kubeadmCommand(node.KubeadmArgs),
 				Reason: "masters join one at a time; parallel control-plane joins race in kubeadm"},
-			{Op: provision.OpWaitAPIServer, Host: name, Reason: "the new master's API server must be healthy before the next master joins"},
+			{Op: plan.OpWaitAPIServer, Host: name, Reason: "the new master's API server must be healthy before the next master joins"},
 		}
 		quorum := ""
 		if stacked {
 			joined = append(joined, name)
-			steps = append(steps, provision.Step{Op: provision.OpWaitEtcdHealthy, Host: name, Voters: slices.Clone(joined),
+			steps = append(steps, plan.Step{Op: plan.OpWaitEtcdHealthy, Host: name, Voters: slices.Clone(joined),
 				Reason: "its stacked etcd member must be a healthy voting member before the next master joins"})
 			quorum = fmt.Sprintf("stacked etcd grows to %d voting, quorum %d", len(joined), inventory.Quorum(len(joined)))
 		} else {
 			joined = append(joined, name)
 		}
-		stages = append(stages, provision.Stage{Name: "control-plane/join/" + name, Parallel: 1, Quorum: quorum, Steps: steps})
+		stages = append(stages, plan.Stage{Kind: plan.StageControlPlaneJoin, Target: name, Title: "joining " + name + " to the control plane", Parallel: 1, Quorum: quorum, Steps: steps})
 	}
 	if p.initMaster != "" && !p.facts.KubeconfigFetched {
-		stages = append(stages, provision.Stage{Name: "control-plane/kubeconfig", Parallel: 1, Steps: []provision.Step{
-			{Op: provision.OpFetchKubeconfig, Host: p.initMaster, Path: "/etc/kubernetes/admin.conf",
+		stages = append(stages, plan.Stage{Kind: plan.StageKubeconfig, Title: "fetching the admin kubeconfig", Parallel: 1, Steps: []plan.Step{
+			{Op: plan.OpFetchKubeconfig, Host: p.initMaster, Path: plan.AdminKubeconfigPath,
 				Reason: "keep the admin kubeconfig in the state directory (0600) for kubectl and later runs"},
 		}})
 	}
@@ -359,30 +356,30 @@ func (p *planner) controlPlane() []provision.Stage {
 
 // nodes joins infra and compute hosts in parallel within the bound, then
 // settles every node's labels and taints through the API.
-func (p *planner) nodes() []provision.Stage {
-	join := provision.Stage{Name: "nodes/join", Parallel: p.opts.Parallel}
-	label := provision.Stage{Name: "nodes/labels", Parallel: p.opts.Parallel}
+func (p *planner) nodes() []plan.Stage {
+	join := plan.Stage{Kind: plan.StageNodesJoin, Title: "joining workers", Parallel: p.opts.Parallel}
+	label := plan.Stage{Kind: plan.StageNodesLabels, Title: "setting node labels and taints", Parallel: p.opts.Parallel}
 	for _, hfiles := range p.final.Hosts {
 		node := hfiles.Node
 		if node == nil {
 			continue
 		}
 		if node.Kubeadm == KubeadmJoin && !p.host(hfiles.Name).Joined {
-			join.Steps = append(join.Steps, provision.Step{Op: provision.OpKubeadmJoin, Host: hfiles.Name, Command: kubeadmCommand(node.KubeadmArgs),
+			join.Steps = append(join.Steps, plan.Step{Op: plan.OpKubeadmJoin, Host: hfiles.Name, Command: kubeadmCommand(node.KubeadmArgs),
 				Reason: "workers are independent of quorum and join in parallel"})
 		}
 		if step, ok := p.labelStep(hfiles.Name, node); ok {
 			label.Steps = append(label.Steps, step)
 		}
 	}
-	return []provision.Stage{join, label}
+	return []plan.Stage{join, label}
 }
 
 // labelStep sets labels the kubelet may not set itself (NodeRestriction
 // forbids node-role.kubernetes.io/* from the node) and checks the taints.
-func (p *planner) labelStep(host string, node *NodeSpec) (provision.Step, bool) {
+func (p *planner) labelStep(host string, node *NodeSpec) (plan.Step, bool) {
 	if len(node.Labels) == 0 && len(node.Taints) == 0 {
-		return provision.Step{}, false
+		return plan.Step{}, false
 	}
 	var taints []string
 	for _, t := range node.Taints {
@@ -401,9 +398,9 @@ func (p *planner) labelStep(host string, node *NodeSpec) (provision.Step, bool) 
 			}
 		}
 		if !missing {
-			return provision.Step{}, false
+			return plan.Step{}, false
 		}
 	}
-	return provision.Step{Op: provision.OpLabelNode, Host: host, Labels: node.Labels, Taints: taints,
+	return plan.Step{Op: plan.OpLabelNode, Host: host, Labels: node.Labels, Taints: taints,
 		Reason: "node-role labels cannot come from the kubelet itself; set them and the taints through the API"}, true
 }

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/kprov/kprov/inventory"
-	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
 )
 
 // BenchmarkPlan5000 plans a fresh 5000-host cluster (3 masters, 3 external
@@ -55,12 +55,12 @@ dynamic "host" {
 	for i, h := range inv.Hosts {
 		names[i] = h.Name
 	}
-	facts := provision.FreshFacts(names)
+	facts := plan.FreshFacts(names)
 	b.ReportAllocs()
 	for b.Loop() {
-		plan, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
-		if err != nil || plan.Summary.NodesToJoin != 4994 {
-			b.Fatalf("%v, %+v", err, plan.Summary)
+		pl, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
+		if err != nil || pl.Summary.NodesToJoin != 4994 {
+			b.Fatalf("%v, %+v", err, pl.Summary)
 		}
 	}
 }

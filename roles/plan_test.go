@@ -11,25 +11,13 @@ import (
 	"testing"
 
 	"github.com/kprov/kprov/inventory"
-	"github.com/kprov/kprov/provision"
+	"github.com/kprov/kprov/provision/plan"
 )
 
 func hostNames(inv *inventory.Inventory) []string {
 	var out []string
 	for _, h := range inv.Hosts {
 		out = append(out, h.Name)
-	}
-	return out
-}
-
-func roleMap(inv *inventory.Inventory) map[string]string {
-	out := map[string]string{}
-	for _, h := range inv.Hosts {
-		var rs []string
-		for _, r := range h.Roles {
-			rs = append(rs, string(r))
-		}
-		out[h.Name] = strings.Join(rs, ",")
 	}
 	return out
 }
@@ -50,19 +38,22 @@ func TestPlanGolden(t *testing.T) {
 		t.Run(topo, func(t *testing.T) {
 			inv := loadInventory(t, path)
 			st := newState(t, inv)
-			facts := provision.FreshFacts(hostNames(inv))
+			facts := plan.FreshFacts(hostNames(inv))
 			if a, ok := inv.Artifact("etcd"); ok {
-				facts.Hosts["etcd-1"].Files = map[string]string{BinDir + "/etcd": a.SHA256}
+				facts.Hosts["etcd-1"].Files = map[string]string{plan.BinDir + "/etcd": a.SHA256}
 			}
-			plan, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
+			pl, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
 			if err != nil {
 				t.Fatal(err)
 			}
-			var text bytes.Buffer
-			if err := plan.WriteText(&text, plan.HostChanges(hostNames(inv), roleMap(inv), facts)); err != nil {
+			var text, detail bytes.Buffer
+			if err := pl.WriteText(&text, pl.HostChanges(inv, facts), plan.TextOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			js, err := json.MarshalIndent(plan, "", "  ")
+			if err := pl.WriteText(&detail, pl.HostChanges(inv, facts), plan.TextOptions{Detail: true}); err != nil {
+				t.Fatal(err)
+			}
+			js, err := json.MarshalIndent(pl, "", "  ")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -71,7 +62,7 @@ func TestPlanGolden(t *testing.T) {
 			js = shaRE.ReplaceAll(js, []byte(`"$1": "<sha256>"`))
 			// Artifact paths are absolute on the operator's machine.
 			js = bytes.ReplaceAll(js, []byte(inv.Dir+"/"), []byte("INVENTORY_DIR/"))
-			for name, got := range map[string][]byte{topo + ".plan.txt": text.Bytes(), topo + ".plan.json": append(js, '\n')} {
+			for name, got := range map[string][]byte{topo + ".plan.txt": text.Bytes(), topo + ".plan-detail.txt": detail.Bytes(), topo + ".plan.json": append(js, '\n')} {
 				golden := filepath.Join("testdata", "plan", name)
 				if *update {
 					os.MkdirAll(filepath.Dir(golden), 0o755)
@@ -88,10 +79,10 @@ func TestPlanGolden(t *testing.T) {
 					t.Errorf("%s differs (go test ./roles -update rewrites it):\n%s", golden, lineDiff(string(want), string(got)))
 				}
 			}
-			if bytes.Contains(js, []byte("BEGIN")) || bytes.Contains(text.Bytes(), []byte("BEGIN")) {
+			if bytes.Contains(js, []byte("BEGIN")) || bytes.Contains(detail.Bytes(), []byte("BEGIN")) {
 				t.Error("a private key or certificate body reached the printed plan")
 			}
-			if tok := st.Secrets.BootstrapToken.Reveal(); bytes.Contains(js, []byte(tok)) || bytes.Contains(text.Bytes(), []byte(tok)) {
+			if tok := st.Secrets.BootstrapToken.Reveal(); bytes.Contains(js, []byte(tok)) || bytes.Contains(detail.Bytes(), []byte(tok)) {
 				t.Error("the bootstrap token reached the printed plan")
 			}
 		})
@@ -99,11 +90,11 @@ func TestPlanGolden(t *testing.T) {
 }
 
 // convergedFacts are the facts of hosts on which the plan has fully run.
-func convergedFacts(t *testing.T, inv *inventory.Inventory, plan *provision.Plan, final *Rendering) *provision.Facts {
+func convergedFacts(t *testing.T, inv *inventory.Inventory, _ *plan.Plan, final *Rendering) *plan.Facts {
 	t.Helper()
-	f := &provision.Facts{Hosts: map[string]*provision.HostFacts{}, Nodes: map[string]*provision.NodeFacts{}, KubeconfigFetched: true}
+	f := &plan.Facts{Hosts: map[string]*plan.HostFacts{}, Nodes: map[string]*plan.NodeFacts{}, KubeconfigFetched: true}
 	for _, h := range final.Hosts {
-		hf := &provision.HostFacts{Reachable: true, Files: map[string]string{}, Services: map[string]string{}}
+		hf := &plan.HostFacts{Reachable: true, Files: map[string]string{}, Services: map[string]string{}}
 		for _, file := range h.Files {
 			hf.Files[file.Path] = file.SHA256()
 		}
@@ -117,18 +108,18 @@ func convergedFacts(t *testing.T, inv *inventory.Inventory, plan *provision.Plan
 			for _, tt := range h.Node.Taints {
 				taints = append(taints, tt.String())
 			}
-			f.Nodes[h.Name] = &provision.NodeFacts{Labels: h.Node.Labels, Taints: taints}
+			f.Nodes[h.Name] = &plan.NodeFacts{Labels: h.Node.Labels, Taints: taints}
 		}
 		if h.Etcd != nil {
 			var cfg []byte
 			for _, file := range h.Files {
-				if file.Path == EtcdConfigPath {
+				if file.Path == plan.EtcdConfigPath {
 					cfg = file.Content
 				}
 			}
-			f.Etcd = append(f.Etcd, provision.EtcdMember{ID: uint64(len(f.Etcd) + 1), Name: h.Name, PeerURL: h.Etcd.PeerURL,
+			f.Etcd = append(f.Etcd, plan.EtcdMember{ID: uint64(len(f.Etcd) + 1), Name: h.Name, PeerURL: h.Etcd.PeerURL,
 				Healthy: true, Running: true, HostReachable: true, Leader: len(f.Etcd) == 0,
-				ConfigSHA256: sha(cfg), ConfigCoreSHA256: sha(NormalizeEtcdConfig(cfg))})
+				ConfigSHA256: sha(cfg), ConfigCoreSHA256: sha(plan.NormalizeEtcdConfig(cfg))})
 		}
 		f.Hosts[h.Name] = hf
 	}
@@ -147,15 +138,15 @@ func TestPlanConvergedIsEmpty(t *testing.T) {
 			final, _ = Render(inv, st, Options{})
 		}
 		facts := convergedFacts(t, inv, nil, final)
-		plan, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
+		pl, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !plan.Empty() {
-			t.Errorf("%s: a converged cluster plans changes: %v", topo, plan.Stages)
+		if !pl.Empty() {
+			t.Errorf("%s: a converged cluster plans changes: %v", topo, pl.Stages)
 		}
 		var text bytes.Buffer
-		plan.WriteText(&text, plan.HostChanges(hostNames(inv), roleMap(inv), facts))
+		pl.WriteText(&text, pl.HostChanges(inv, facts), plan.TextOptions{})
 		if !strings.Contains(text.String(), "No changes.") {
 			t.Errorf("%s: converged plan text: %s", topo, text.String())
 		}
@@ -165,19 +156,19 @@ func TestPlanConvergedIsEmpty(t *testing.T) {
 func TestPlanOrderingRules(t *testing.T) {
 	inv := loadInventory(t, filepath.Join("..", "examples", "ha-external.kprov.hcl"))
 	st := newState(t, inv)
-	plan, err := Plan(inv, provision.FreshFacts(hostNames(inv)), st, PlanOptions{Parallel: 7})
+	pl, err := Plan(inv, plan.FreshFacts(hostNames(inv)), st, PlanOptions{Parallel: 7})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var order []string
-	for _, s := range plan.Stages {
-		order = append(order, s.Name)
-		serial := strings.HasPrefix(s.Name, "etcd/add/") || strings.HasPrefix(s.Name, "etcd/bootstrap/") || strings.HasPrefix(s.Name, "control-plane/")
+	for _, s := range pl.Stages {
+		order = append(order, s.Name())
+		serial := s.Kind == plan.StageEtcdAdd || s.Kind == plan.StageEtcdBootstrap || s.Kind == plan.StageControlPlaneInit || s.Kind == plan.StageControlPlaneJoin || s.Kind == plan.StageKubeconfig
 		if serial && s.Parallel != 1 {
-			t.Errorf("%s must be serial, has parallel %d", s.Name, s.Parallel)
+			t.Errorf("%s must be serial, has parallel %d", s.Name(), s.Parallel)
 		}
-		if (s.Name == "prepare" || s.Name == "nodes/join") && s.Parallel != 7 {
-			t.Errorf("%s should use the --parallel bound, has %d", s.Name, s.Parallel)
+		if (s.Kind == plan.StagePrepare || s.Kind == plan.StageNodesJoin) && s.Parallel != 7 {
+			t.Errorf("%s should use the --parallel bound, has %d", s.Name(), s.Parallel)
 		}
 	}
 	want := []string{"prepare", "etcd/bootstrap/etcd-1", "etcd/add/etcd-2", "etcd/add/etcd-3", "etcd/finalize-config",
@@ -185,7 +176,7 @@ func TestPlanOrderingRules(t *testing.T) {
 	if !slices.Equal(order, want) {
 		t.Fatalf("stage order\n got %v\nwant %v", order, want)
 	}
-	if got := plan.Summary.String(); got != "Plan: 8 hosts to prepare, 3 etcd members to add, 2 masters to join, 2 nodes to join, 0 etcd restarts, 0 to remove" {
+	if got := pl.Summary.String(); got != "Plan: 8 hosts to prepare, 3 etcd members to add, 2 masters to join, 2 nodes to join, 0 etcd restarts, 0 to remove" {
 		t.Errorf("summary %q", got)
 	}
 }
@@ -193,9 +184,9 @@ func TestPlanOrderingRules(t *testing.T) {
 func TestPlanRefusesUnreachableHost(t *testing.T) {
 	inv := loadInventory(t, filepath.Join("..", "examples", "ha-stacked.kprov.hcl"))
 	st := newState(t, inv)
-	facts := provision.FreshFacts(hostNames(inv))
+	facts := plan.FreshFacts(hostNames(inv))
 	facts.Offline = false
-	facts.Hosts["compute-2"] = &provision.HostFacts{Reachable: false, Error: "dial tcp 192.0.2.102:22: i/o timeout"}
+	facts.Hosts["compute-2"] = &plan.HostFacts{Reachable: false, Error: "dial tcp 192.0.2.102:22: i/o timeout"}
 	_, err := Plan(inv, facts, st, PlanOptions{Parallel: 4})
 	if err == nil || !strings.Contains(err.Error(), "compute-2: dial tcp 192.0.2.102:22: i/o timeout") {
 		t.Fatalf("want an error naming the unreachable host and why, got %v", err)
@@ -207,7 +198,7 @@ func TestPlanRefusesUnreachableHost(t *testing.T) {
 func TestEtcdConfigFromSubsetMatchesFullRender(t *testing.T) {
 	inv := loadInventory(t, filepath.Join("..", "examples", "ha-external.kprov.hcl"))
 	st := newState(t, inv)
-	p := &planner{inv: inv, st: st, etcdCache: map[string]ConfigFile{}, initMaster: "master-1"}
+	p := &planner{inv: inv, st: st, etcdCache: map[string]File{}, initMaster: "master-1"}
 	full, err := Render(inv, st, Options{InitMaster: "master-1", EtcdBootstrap: p.formed()})
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +213,7 @@ func TestEtcdConfigFromSubsetMatchesFullRender(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range want.Host("etcd-2").Files {
-		if f.Path == EtcdConfigPath && !bytes.Equal(f.Content, got.Content) {
+		if f.Path == plan.EtcdConfigPath && !bytes.Equal(f.Content, got.Content) {
 			t.Fatalf("subset render differs:\n%s\nwant\n%s", got.Content, f.Content)
 		}
 	}

@@ -14,27 +14,9 @@ import (
 	"strings"
 
 	"github.com/kprov/kprov/inventory"
-	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/templates"
-)
-
-// Where the rendered files go on the hosts.
-const (
-	KubeadmInitPath      = "/etc/kprov/kubeadm-init.yaml" // first master: kubeadm init --config
-	KubeadmJoinPath      = "/etc/kprov/kubeadm-join.yaml" // every other node: kubeadm join --config
-	EtcdConfigPath       = provision.EtcdConfigPath       // fact gathering reads the same file
-	EtcdUnitPath         = "/etc/systemd/system/etcd.service"
-	SysctlPath           = "/etc/sysctl.d/99-kprov-kubernetes.conf"
-	ModulesPath          = "/etc/modules-load.d/kprov-kubernetes.conf"
-	ContainerdConfigPath = "/etc/containerd/config.toml"
-	SwapOffUnitPath      = "/etc/systemd/system/kprov-swapoff.service"
-)
-
-// Systemd units kprov renders, as the apply enables them.
-const (
-	EtcdUnit    = "etcd.service"
-	SwapOffUnit = "kprov-swapoff.service"
 )
 
 // Modes of rendered files. Anything with a secret in it is 0600 whatever the template.
@@ -141,7 +123,7 @@ type HostFiles struct {
 	Roles   []inventory.Role
 	Files   []File      // sorted by path, each path once
 	Node    *NodeSpec   // nil on a dedicated etcd host, which runs no kubelet
-	Etcd    *EtcdMember // nil unless the host is an external etcd member
+	Etcd    *EtcdTarget // nil unless the host is an external etcd member
 	// Units are the systemd units the apply enables and starts once the
 	// files are in place, in this order.
 	Units []string
@@ -154,7 +136,7 @@ type HostFiles struct {
 type NodeSpec struct {
 	Name          string
 	Kubeadm       KubeadmAction
-	KubeadmConfig string // the file kubeadm reads: KubeadmInitPath or KubeadmJoinPath
+	KubeadmConfig string // the file kubeadm reads: plan.KubeadmInitPath or plan.KubeadmJoinPath
 	// KubeadmArgs is the kubeadm command line, e.g. init --config FILE
 	// --upload-certs. The init uploads the control-plane certificates
 	// (encrypted with the certificate key) because every control-plane
@@ -169,14 +151,6 @@ type NodeSpec struct {
 	// Taints are the node's final taints; kubeadm registers the node with
 	// them (nodeRegistration.taints), and the apply checks them afterwards.
 	Taints []inventory.Taint
-}
-
-// EtcdMember is an external etcd member as rendered.
-type EtcdMember struct {
-	Name      string
-	ClientURL string // https://ADDRESS:2379
-	PeerURL   string // https://ADDRESS:2380
-	Bootstrap EtcdBootstrap
 }
 
 // PKIRequest is what the PKI must cover for inv: the external etcd members, if any.
@@ -350,8 +324,8 @@ func checkBootstrap(name string, b EtcdBootstrap, members []string) error {
 }
 
 // The URLs rendered here are the ones fact gathering matches members by, exactly.
-func clientURL(addr string) string { return provision.EtcdClientURL(addr) }
-func peerURL(addr string) string   { return provision.EtcdPeerURL(addr) }
+func clientURL(addr string) string { return plan.EtcdClientURL(addr) }
+func peerURL(addr string) string   { return plan.EtcdPeerURL(addr) }
 
 func uniqueInOrder(in []string) []string {
 	seen := map[string]bool{}
@@ -382,12 +356,12 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 	hf := &HostFiles{Name: h.Name, Address: h.Address, Roles: slices.Clone(h.Roles), OnChange: map[string][]string{}}
 	external := r.inv.Topology.EtcdMode == inventory.EtcdExternal
 
-	var pkiRoles []pki.Role
+	var pkiRoles []inventory.Role
 	for _, role := range h.Roles {
 		if role == inventory.RoleEtcd && !external {
 			continue // stacked: kubeadm issues the member's certificates on the master
 		}
-		pkiRoles = append(pkiRoles, pki.Role(role))
+		pkiRoles = append(pkiRoles, role)
 	}
 	pkiFiles, err := r.st.FilesFor(h.Name, pkiRoles...)
 	if err != nil {
@@ -417,32 +391,32 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 		}
 		switch {
 		case h.Name == r.initMaster:
-			node.Kubeadm, node.KubeadmConfig = KubeadmInit, KubeadmInitPath
-			node.KubeadmArgs = []string{"init", "--config", KubeadmInitPath, "--upload-certs"}
-			renders = append(renders, templateFile{templates.KubeadmInit, KubeadmInitPath, nil})
+			node.Kubeadm, node.KubeadmConfig = KubeadmInit, plan.KubeadmInitPath
+			node.KubeadmArgs = []string{"init", "--config", plan.KubeadmInitPath, "--upload-certs"}
+			renders = append(renders, templateFile{templates.KubeadmInit, plan.KubeadmInitPath, nil})
 		case h.Has(inventory.RoleMaster):
-			node.Kubeadm, node.KubeadmConfig = KubeadmJoinControlPlane, KubeadmJoinPath
-			node.KubeadmArgs = []string{"join", "--config", KubeadmJoinPath}
+			node.Kubeadm, node.KubeadmConfig = KubeadmJoinControlPlane, plan.KubeadmJoinPath
+			node.KubeadmArgs = []string{"join", "--config", plan.KubeadmJoinPath}
 			data.Kubeadm.ControlPlane = true
-			renders = append(renders, templateFile{templates.KubeadmJoin, KubeadmJoinPath, nil})
+			renders = append(renders, templateFile{templates.KubeadmJoin, plan.KubeadmJoinPath, nil})
 		default:
-			node.Kubeadm, node.KubeadmConfig = KubeadmJoin, KubeadmJoinPath
-			node.KubeadmArgs = []string{"join", "--config", KubeadmJoinPath}
-			renders = append(renders, templateFile{templates.KubeadmJoin, KubeadmJoinPath, nil})
+			node.Kubeadm, node.KubeadmConfig = KubeadmJoin, plan.KubeadmJoinPath
+			node.KubeadmArgs = []string{"join", "--config", plan.KubeadmJoinPath}
+			renders = append(renders, templateFile{templates.KubeadmJoin, plan.KubeadmJoinPath, nil})
 		}
 		hf.Node = node
 		renders = append(renders,
-			templateFile{templates.Sysctl, SysctlPath, []string{ApplySysctls}},
-			templateFile{templates.Modules, ModulesPath, []string{"systemctl restart systemd-modules-load.service"}},
-			templateFile{templates.ContainerdConfig, ContainerdConfigPath, []string{RestartContainerd}},
-			templateFile{templates.SwapOffUnit, SwapOffUnitPath, []string{"systemctl daemon-reload"}},
+			templateFile{templates.Sysctl, plan.SysctlPath, []string{ApplySysctls}},
+			templateFile{templates.Modules, plan.ModulesPath, []string{"systemctl restart systemd-modules-load.service"}},
+			templateFile{templates.ContainerdConfig, plan.ContainerdConfigPath, []string{RestartContainerd}},
+			templateFile{templates.SwapOffUnit, plan.SwapOffUnitPath, []string{"systemctl daemon-reload"}},
 		)
-		hf.Units = append(hf.Units, SwapOffUnit)
+		hf.Units = append(hf.Units, plan.SwapOffUnit)
 	}
 
 	if external && h.Has(inventory.RoleEtcd) {
 		b := r.etcd[h.Name]
-		member := &EtcdMember{Name: h.Name, ClientURL: clientURL(h.Address), PeerURL: peerURL(h.Address), Bootstrap: b}
+		member := &EtcdTarget{Name: h.Name, ClientURL: clientURL(h.Address), PeerURL: peerURL(h.Address), Bootstrap: b}
 		var initial []string
 		for _, name := range b.Cluster {
 			initial = append(initial, name+"="+peerURL(r.inv.Host(name).Address))
@@ -461,10 +435,10 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 		// A changed etcd configuration takes effect on a restart, which the
 		// planner orders one member at a time; the unit change alone needs a reload.
 		renders = append(renders,
-			templateFile{templates.EtcdConfig, EtcdConfigPath, nil},
-			templateFile{templates.EtcdUnit, EtcdUnitPath, []string{"systemctl daemon-reload"}},
+			templateFile{templates.EtcdConfig, plan.EtcdConfigPath, nil},
+			templateFile{templates.EtcdUnit, plan.EtcdUnitPath, []string{"systemctl daemon-reload"}},
 		)
-		hf.Units = append(hf.Units, EtcdUnit)
+		hf.Units = append(hf.Units, plan.EtcdUnit)
 	}
 
 	redactedData := data

@@ -2,6 +2,7 @@ package roles
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"maps"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,12 +64,45 @@ func loadInventory(t *testing.T, path string) *inventory.Inventory {
 }
 
 // newState creates a fresh PKI for inv in a new temporary state directory.
+// The test PKI is made once per test binary for each distinct request
+// (generating CAs and keys is most of this package's test time), in a
+// directory TestMain removes. Tests only read it.
+var (
+	stateMu    sync.Mutex
+	stateRoot  string
+	stateCache = map[string]*pki.State{}
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "kprov-roles-pki-")
+	if err != nil {
+		panic(err)
+	}
+	stateRoot = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// newState returns the shared test PKI for inv's request.
 func newState(t *testing.T, inv *inventory.Inventory) *pki.State {
 	t.Helper()
-	st, _, err := pki.Ensure(filepath.Join(t.TempDir(), "state"), PKIRequest(inv), issued)
+	req := PKIRequest(inv)
+	key, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	stateMu.Lock()
+	defer stateMu.Unlock()
+	if st, ok := stateCache[string(key)]; ok {
+		return st
+	}
+	st, _, err := pki.Ensure(filepath.Join(stateRoot, fmt.Sprint(len(stateCache))), req, issued)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateCache[string(key)] = st
 	return st
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
 )
 
 // TestSecrets checks, for every case, that each file holding a join secret or
@@ -77,7 +78,7 @@ func TestNodeSpec(t *testing.T) {
 		t.Errorf("infra-1: labels %v lack %s", infra.Node.Labels, inventory.InfraRoleLabel)
 	}
 	for _, f := range infra.Files {
-		if f.Path == KubeadmJoinPath && strings.Contains(string(f.Content), "node-role.kubernetes.io/infra=") {
+		if f.Path == plan.KubeadmJoinPath && strings.Contains(string(f.Content), "node-role.kubernetes.io/infra=") {
 			t.Error("infra-1: the join configuration sets the infra label, which NodeRestriction refuses")
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/charmbracelet/log"
 	"github.com/spf13/cobra"
 
+	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/lab"
 )
 
@@ -195,7 +196,7 @@ func printStatus(g *globalOptions, l *lab.Lab, machines []lab.MachineStatus) {
 		if len(faults) == 0 {
 			faults = []string{"-"}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Address, strings.Join(m.Roles, ","), m.State, ssh, strings.Join(faults, ", "))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Address, roleList(m.Roles), m.State, ssh, strings.Join(faults, ", "))
 	}
 	tw.Flush()
 	fmt.Fprintf(g.stdout, "inventory %s\n", l.InventoryPath())
@@ -340,3 +341,12 @@ func newLabNetemCmd(g *globalOptions, o *labOptions) *cobra.Command {
 
 // parseSubnet reads a --subnet value.
 func parseSubnet(s string) (p netip.Prefix, err error) { return netip.ParsePrefix(s) }
+
+// roleList joins roles with commas, as the tables show them.
+func roleList(roles []inventory.Role) string {
+	out := make([]string, len(roles))
+	for i, r := range roles {
+		out[i] = string(r)
+	}
+	return strings.Join(out, ",")
+}

@@ -9,31 +9,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/ssh"
 )
 
 func init() { commands = append(commands, newStatusCmd) }
-
-// statusReport is what kprov status --json prints.
-type statusReport struct {
-	Hosts []hostStatus             `json:"hosts"`
-	Etcd  []provision.MemberStatus `json:"etcd,omitempty"`
-	// Quorum is the etcd figure, e.g. "3 voting, quorum 2, 3 healthy".
-	Quorum    string `json:"quorum,omitempty"`
-	EtcdError string `json:"etcd_error,omitempty"`
-}
-
-type hostStatus struct {
-	Name         string            `json:"name"`
-	Reachable    bool              `json:"reachable"`
-	Error        string            `json:"error,omitempty"`
-	Roles        string            `json:"roles"`
-	Versions     map[string]string `json:"versions,omitempty"`
-	ControlPlane bool              `json:"control_plane"`
-	Joined       bool              `json:"joined"`
-}
 
 func newStatusCmd(g *globalOptions) *cobra.Command {
 	var asJSON bool
@@ -48,44 +28,11 @@ func newStatusCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pool := g.sshPool()
+			p, pool := g.pipeline(c, ssh.DefaultParallel, nil)
 			defer pool.Close()
-			conn := &provision.PoolConnector{Pool: pool, Inventory: c.inv}
-			facts, err := g.gatherFacts(ctx, c, conn, ssh.DefaultParallel)
+			rep, err := p.Status(ctx)
 			if err != nil {
 				return err
-			}
-			rep := statusReport{}
-			roles := hostRoles(c)
-			for _, h := range c.inv.Hosts {
-				hf := facts.Hosts[h.Name]
-				hs := hostStatus{Name: h.Name, Roles: roles[h.Name]}
-				if hf != nil {
-					hs.Reachable, hs.Error, hs.Versions = hf.Reachable, hf.Error, hf.Versions
-					hs.ControlPlane, hs.Joined = hf.ControlPlane, hf.Joined
-				}
-				rep.Hosts = append(rep.Hosts, hs)
-			}
-			if c.inv.Topology.EtcdMode == inventory.EtcdExternal {
-				tlsCfg, err := provision.EtcdClientTLS(c.state)
-				if err != nil {
-					return err
-				}
-				if rep.Etcd, err = provision.EtcdStatus(ctx, c.inv, conn, tlsCfg); err != nil {
-					rep.EtcdError = err.Error()
-				}
-				voting, healthy := 0, 0
-				for _, m := range rep.Etcd {
-					if !m.Learner {
-						voting++
-						if m.Healthy {
-							healthy++
-						}
-					}
-				}
-				if len(rep.Etcd) > 0 {
-					rep.Quorum = fmt.Sprintf("%d voting, quorum %d, %d healthy", voting, inventory.Quorum(voting), healthy)
-				}
 			}
 			if asJSON {
 				return writeJSON(g.stdout, rep)
@@ -98,7 +45,7 @@ func newStatusCmd(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-func writeStatus(g *globalOptions, rep statusReport) {
+func writeStatus(g *globalOptions, rep *provision.StatusReport) {
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tREACHABLE\tROLES\tVERSIONS\tKUBERNETES")
 	for _, h := range rep.Hosts {

@@ -53,9 +53,6 @@ type Pair struct {
 	keyPEM  []byte
 }
 
-// KeyPEM returns the private key file's bytes, as a Secret so it cannot be logged by accident.
-func (p *Pair) KeyPEM() Secret { return Secret(p.keyPEM) }
-
 // TLSCertificate returns the pair for a crypto/tls client or server (kprov's own etcd client uses the healthcheck pair).
 func (p *Pair) TLSCertificate() tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{p.Cert.Raw}, PrivateKey: p.key, Leaf: p.Cert}

@@ -6,7 +6,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+
+	"github.com/kprov/kprov/internal/atomicfile"
 )
 
 // Modes of what kprov writes into the state directory.
@@ -70,65 +71,15 @@ func readFile(path string, secret bool) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
-// writeFile replaces path atomically: a crash leaves either the old file or
-// the complete new one, never half a key. The temporary file is created
-// 0600 in the same directory (so the rename cannot cross file systems and a
-// key is never readable by others, not even briefly), fsynced, renamed over
-// path, and the directory is fsynced so the rename survives a power loss.
-//
-// With replace false an existing path is an error (fs.ErrExist) instead:
-// CAs are written that way, so two kprov runs racing on a fresh state
-// directory cannot silently replace each other's CA.
-func writeFile(path string, data []byte, mode fs.FileMode, replace bool) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(mode); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
+// writeFile replaces path atomically (atomicfile.Write), or with replace
+// false creates it and fails with fs.ErrExist when it exists: CAs are
+// written that way, so two kprov runs racing on a fresh state directory
+// cannot silently replace each other's CA.
+func writeFile(path string, data []byte, mode fs.FileMode, replace bool) error {
 	if replace {
-		err = os.Rename(tmp, path)
-	} else {
-		// A hard link fails when path exists, which rename would not.
-		if err = os.Link(tmp, path); err == nil {
-			err = os.Remove(tmp)
-		}
+		return atomicfile.Write(path, data, mode)
 	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("%s: sync: %w", dir, err)
-	}
-	return nil
+	return atomicfile.Create(path, data, mode)
 }
 
 // exists reports whether path exists, treating any error other than "not found" as existing so it is reported when read.

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kprov/kprov/inventory"
 )
 
 // testNow is the fixed issuing time of the shared fixture.
@@ -350,7 +352,7 @@ func TestRemovedMemberIsLeftOnDiskButNotInState(t *testing.T) {
 	if s.EtcdMembers["etcd-3"] != nil {
 		t.Error("etcd-3 is no longer requested but is in the state")
 	}
-	if _, err := s.FilesFor("etcd-3", RoleEtcd); err == nil {
+	if _, err := s.FilesFor("etcd-3", inventory.RoleEtcd); err == nil {
 		t.Error("FilesFor a removed member succeeded")
 	}
 }
@@ -519,7 +521,7 @@ func TestStackedEtcd(t *testing.T) {
 	if s.External() || s.EtcdHealthcheckClient != nil || len(s.EtcdMembers) != 0 {
 		t.Error("stacked state carries external etcd certificates")
 	}
-	files, err := s.FilesFor("cp-1", RoleMaster)
+	files, err := s.FilesFor("cp-1", inventory.RoleMaster)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,7 +534,7 @@ func TestStackedEtcd(t *testing.T) {
 	if got := filePaths(files); !slices.Equal(got, want) {
 		t.Errorf("master files %v, want %v", got, want)
 	}
-	if _, err := s.FilesFor("cp-1", RoleEtcd); err == nil {
+	if _, err := s.FilesFor("cp-1", inventory.RoleEtcd); err == nil {
 		t.Error("role etcd with stacked etcd succeeded")
 	}
 }
@@ -547,7 +549,7 @@ func filePaths(files []File) []string {
 
 func TestFilesForExternal(t *testing.T) {
 	s := mustLoad(t, stateCopy(t))
-	master, err := s.FilesFor("cp-1", RoleMaster)
+	master, err := s.FilesFor("cp-1", inventory.RoleMaster)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -561,7 +563,7 @@ func TestFilesForExternal(t *testing.T) {
 	if got := filePaths(master); !slices.Equal(got, wantMaster) {
 		t.Errorf("master files %v, want %v", got, wantMaster)
 	}
-	etcd, err := s.FilesFor("etcd-2", RoleEtcd)
+	etcd, err := s.FilesFor("etcd-2", inventory.RoleEtcd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -585,19 +587,19 @@ func TestFilesForExternal(t *testing.T) {
 		t.Error("etcd-2 received another member's server certificate")
 	}
 	// A host that is both master and etcd gets etcd/ca.crt once.
-	both, err := s.FilesFor("etcd-1", RoleMaster, RoleEtcd)
+	both, err := s.FilesFor("etcd-1", inventory.RoleMaster, inventory.RoleEtcd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(both) != len(wantMaster)+len(wantEtcd)-1 {
 		t.Errorf("master+etcd: %d files: %v", len(both), filePaths(both))
 	}
-	for _, r := range []Role{RoleCompute, RoleInfra} {
+	for _, r := range []inventory.Role{inventory.RoleCompute, inventory.RoleInfra} {
 		if files, err := s.FilesFor("w-1", r); err != nil || len(files) != 0 {
 			t.Errorf("%s: %v %v, want no files", r, filePaths(files), err)
 		}
 	}
-	if _, err := s.FilesFor("w-1", Role("bastion")); err == nil {
+	if _, err := s.FilesFor("w-1", inventory.Role("bastion")); err == nil {
 		t.Error("an unknown role was accepted")
 	}
 }

@@ -11,22 +11,12 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/kprov/kprov/inventory"
 )
 
 // RemotePKIDir is where kubeadm, the API server and kprov's etcd units read certificates on every host.
 const RemotePKIDir = "/etc/kubernetes/pki"
-
-// Role is a host's role in the inventory, as far as the PKI cares.
-type Role string
-
-// The roles of the inventory. Infra and compute hosts join with the
-// bootstrap token and discovery hash alone and receive no PKI files.
-const (
-	RoleMaster  Role = "master"
-	RoleEtcd    Role = "etcd"
-	RoleInfra   Role = "infra"
-	RoleCompute Role = "compute"
-)
 
 // File is one PKI file to put on a host.
 type File struct {
@@ -90,7 +80,7 @@ func (f File) SHA256() string {
 //     and peer pairs as etcd/server.* and etcd/peer.*, and the healthcheck
 //     client. The etcd CA key never leaves the operator's machine.
 //   - infra, compute: nothing.
-func (s *State) FilesFor(host string, roles ...Role) ([]File, error) {
+func (s *State) FilesFor(host string, roles ...inventory.Role) ([]File, error) {
 	var files []File
 	add := func(rel string, content []byte, secret bool) {
 		mode := publicMode
@@ -105,7 +95,7 @@ func (s *State) FilesFor(host string, roles ...Role) ([]File, error) {
 	}
 	for _, r := range roles {
 		switch r {
-		case RoleMaster:
+		case inventory.RoleMaster:
 			addPair("ca", s.CA)
 			addPair("front-proxy-ca", s.FrontProxyCA)
 			add("sa.key", s.ServiceAccount.keyPEM, true)
@@ -116,7 +106,7 @@ func (s *State) FilesFor(host string, roles ...Role) ([]File, error) {
 			} else {
 				addPair("etcd/ca", s.EtcdCA)
 			}
-		case RoleEtcd:
+		case inventory.RoleEtcd:
 			m := s.EtcdMembers[host]
 			if m == nil || s.EtcdHealthcheckClient == nil {
 				return nil, fmt.Errorf("host %q: role etcd, but the PKI holds no etcd member certificates for it: list it among the external etcd members", host)
@@ -125,7 +115,7 @@ func (s *State) FilesFor(host string, roles ...Role) ([]File, error) {
 			addPair("etcd/server", m.Server)
 			addPair("etcd/peer", m.Peer)
 			addPair("etcd/healthcheck-client", s.EtcdHealthcheckClient)
-		case RoleInfra, RoleCompute:
+		case inventory.RoleInfra, inventory.RoleCompute:
 		default:
 			return nil, fmt.Errorf("host %q: unknown role %q", host, r)
 		}

@@ -89,9 +89,6 @@ type ServiceAccountKey struct {
 	keyPEM    []byte
 }
 
-// KeyPEM returns sa.key's bytes, as a Secret so it cannot be logged by accident.
-func (k *ServiceAccountKey) KeyPEM() Secret { return Secret(k.keyPEM) }
-
 // State is the cluster's PKI and secrets as kept in the state directory.
 type State struct {
 	Dir            string             // the state directory

@@ -3,13 +3,17 @@ package ssh
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/term"
+
+	"github.com/kprov/kprov/internal/shell"
 )
 
 // PassphraseFunc returns the passphrase for an encrypted private key file.
@@ -92,7 +96,7 @@ func (k *keyring) load(file string) ([]ssh.Signer, error) {
 }
 
 func (k *keyring) readKey(file string) ([]ssh.Signer, error) {
-	pem, err := os.ReadFile(file)
+	pem, err := readPrivateKeyFile(file)
 	if err != nil {
 		return nil, err
 	}
@@ -163,4 +167,39 @@ func (k *keyring) close() error {
 		return k.agentC.Close()
 	}
 	return nil
+}
+
+// readPrivateKeyFile reads a private key, refusing it as OpenSSH does
+// ("UNPROTECTED PRIVATE KEY FILE!") when the file belongs to the user
+// running kprov and its mode gives group or others any access: a key others
+// can read is no longer a secret, and one they can write can be replaced.
+// The mode is taken from the open file, so it is the mode of what is read.
+// A key owned by someone else is read as OpenSSH reads it: its owner, not
+// this user, decides its mode.
+func readPrivateKeyFile(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 && ownedByCaller(st) {
+		return nil, fmt.Errorf("mode %04o gives group or others access to the private key (OpenSSH refuses it too); run \"chmod 600 %s\"",
+			perm, shellWord(file))
+	}
+	return io.ReadAll(f)
+}
+
+// shellWord quotes s for a shell only when it needs it, so that the usual
+// path in an error message reads as typed and an unusual one still pastes.
+func shellWord(s string) string {
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("/._-+,:@%", c)) {
+			return shell.Quote(s)
+		}
+	}
+	return s
 }

@@ -47,7 +47,7 @@ func BenchmarkFanOut(b *testing.B) {
 		os.Mkdir(dir, 0o755)
 		target := filepath.Join(dir, "blob")
 		s.expect("uptime", script("up 1 day\n", "", 0))
-		s.expect(statCommand(target), shell(statCommand(target)))
+		s.expect(statCommand(target), shellHandler(statCommand(target)))
 		s.expectPrefix("sync -- ", script("", "", 0))
 		lines = append(lines, s.knownLine(s.hostKeys[0].PublicKey()))
 		cfg := s.hostConfig(name, id, "")

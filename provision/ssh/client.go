@@ -96,7 +96,7 @@ func (p *Pool) Resolve(cfg Config) (Config, error) {
 	}
 	for _, b := range cfg.Bastions {
 		if err := b.validate(); err != nil {
-			return cfg, fmt.Errorf("bastion %s: %w", b.Host, err)
+			return cfg, fmt.Errorf("bastion %q: %w", b.Host, err)
 		}
 	}
 	return cfg, nil
@@ -184,14 +184,26 @@ func (p *Pool) dialHost(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// chainKey identifies a bastion hop by the whole path to it, so two hosts
-// behind the same jump chain share its connections.
+// chainKey identifies a cached bastion connection by the whole path to it
+// and, for every hop on that path, by everything that decided whether the
+// hop was trusted: its known_hosts files, its host key policy and pinned
+// key, and the identities it logged in with. Two hosts share a bastion
+// connection only when each would have accepted it on its own terms. Keyed
+// by user@host:port alone, whichever host dialled first decided how the
+// bastion's key was checked: a strict host could then go through a bastion
+// whose key an accept-new host had just recorded in another file, or that a
+// host with a different pinned key had let through.
+//
+// Connection settings that do not bear on trust (timeouts, attempts) are
+// left out, so hosts that differ only in patience still share the hop.
 func chainKey(hops []Config) string {
-	parts := make([]string, len(hops))
-	for i, h := range hops {
-		parts[i] = h.User + "@" + h.hostport()
+	var b strings.Builder
+	for _, h := range hops {
+		// %q keeps the fields apart whatever a path or key contains.
+		fmt.Fprintf(&b, "%q@%q policy=%q known_hosts=%q host_key=%q identities=%q;",
+			h.User, h.hostport(), h.HostKeyPolicy, h.KnownHostsFiles, h.HostKey, h.IdentityFiles)
 	}
-	return strings.Join(parts, ",")
+	return b.String()
 }
 
 // dialHop connects to one hop, directly or through via, with bounded attempts.
@@ -237,7 +249,8 @@ func retryable(ctx context.Context, err error) bool {
 	var hk *HostKeyError
 	var noKeys noKeysError
 	switch {
-	case errors.As(err, &hk), errors.Is(err, ErrKeyFile), errors.Is(err, ErrSudo), errors.As(err, &noKeys):
+	case errors.As(err, &hk), errors.Is(err, ErrHostKeyUnknown), errors.Is(err, ErrHostKeyMismatch), errors.Is(err, ErrHostKeyRevoked),
+		errors.Is(err, ErrKeyFile), errors.Is(err, ErrSudo), errors.As(err, &noKeys):
 		return false
 	case ctx.Err() != nil:
 		return false

@@ -40,13 +40,14 @@ const (
 )
 
 // Config is how to reach and trust one host. The inventory maps its ssh
-// block onto it; explicit values here win over ~/.ssh/config.
+// block onto it; values set here win over ~/.ssh/config, which fills only
+// what is left unset (ApplySSHConfig).
 type Config struct {
 	Host            string        // inventory name, used in logs and errors
-	Address         string        // DNS name or IP; empty means Host
-	Port            int           // 0 means ssh_config or 22
-	User            string        // empty means ssh_config or root
-	IdentityFiles   []string      // private keys; KEY-cert.pub beside one is offered as a certificate
+	Address         string        // DNS name or IP; empty means ssh_config's HostName, else Host
+	Port            int           // 0 means ssh_config's Port, else 22
+	User            string        // empty means ssh_config's User, else root
+	IdentityFiles   []string      // private keys; none means ssh_config's IdentityFile; KEY-cert.pub beside one is offered as a certificate
 	KnownHostsFiles []string      // checked in order; accept-new writes to the first
 	HostKeyPolicy   HostKeyPolicy // empty means strict
 	HostKey         string        // pinned key, authorized_keys format; replaces known_hosts for this host
@@ -58,9 +59,11 @@ type Config struct {
 	RetryBackoff    time.Duration // first wait between attempts, doubled each time
 }
 
-// hostport is the address used both to dial and to look up known_hosts.
+// hostport is the address used to dial, to look up known_hosts and to
+// record a key there, with the host in canonicalHost's form, so that every
+// lookup and every write sees one spelling of a host.
 func (c Config) hostport() string {
-	return net.JoinHostPort(c.Address, strconv.Itoa(c.Port))
+	return net.JoinHostPort(canonicalHost(c.Address), strconv.Itoa(c.Port))
 }
 
 // withDefaults fills zero fields; it does not read any file.
@@ -130,6 +133,12 @@ func (c Config) validate() error {
 	if c.Address == "" {
 		return errors.New("no address")
 	}
+	// Checked before anything is dialled or recorded: Go's dialer ignores
+	// an IPv6 zone it does not know, so "::1%lo<newline>..." would connect,
+	// and the rest of it would reach known_hosts under accept-new.
+	if err := checkPlainHost(c.Address); err != nil {
+		return fmt.Errorf("address %w; fix the address in the inventory (or the HostName in ~/.ssh/config it came from)", err)
+	}
 	if c.Port < 1 || c.Port > 65535 {
 		return fmt.Errorf("port %d out of range", c.Port)
 	}
@@ -192,11 +201,30 @@ func ParseBastions(list string) ([]Config, error) {
 	return hops, nil
 }
 
-// ApplySSHConfig fills fields the inventory left empty from an OpenSSH client
-// config file (usually ~/.ssh/config): HostName, User, Port, IdentityFile,
-// ProxyJump and UserKnownHostsFile, looked up by Address (or Host). A missing
-// file is not an error. Explicit Config values always win, so a stray
-// ~/.ssh/config entry cannot redirect a host the inventory pins down.
+// ApplySSHConfig fills what the Config leaves unset from an OpenSSH client
+// config file (usually ~/.ssh/config), matched against the Config's Address
+// (or Host when it has none) as OpenSSH matches the name on its command line.
+// A missing file is not an error.
+//
+// The precedence is the same for every field: a value the Config sets (the
+// inventory's) wins; ssh_config fills a field left unset; the built-in
+// defaults (root, port 22) come last, in withDefaults. So:
+//
+//   - HostName replaces the Address only when there is none: an address the
+//     inventory wrote is used as written, so a stray ~/.ssh/config entry
+//     cannot redirect a host the inventory pins down. Hops that come from
+//     ssh_config's own ProxyJump are aliases, and resolve through HostName as
+//     OpenSSH resolves them.
+//   - User, Port and IdentityFile fill an unset user, port or identity list,
+//     for the host and for each bastion (the inventory's or ProxyJump's).
+//   - ProxyJump supplies the bastions when the Config has none.
+//
+// Nothing that decides trust is read from ssh_config: UserKnownHostsFile,
+// GlobalKnownHostsFile and StrictHostKeyChecking are ignored, and a hop from
+// ProxyJump checks its key exactly as the host it leads to (withDefaults),
+// so an ssh_config written for interactive use ("UserKnownHostsFile
+// /dev/null", "StrictHostKeyChecking no") cannot weaken what the inventory
+// asks for.
 func ApplySSHConfig(c Config, path, home string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -209,10 +237,50 @@ func ApplySSHConfig(c Config, path, home string) (Config, error) {
 	if err != nil {
 		return c, fmt.Errorf("ssh config %s: %w", path, err)
 	}
-	return applySSHConfig(c, sc, path, home, 0)
+	return applySSHConfig(c, sc, path, home)
 }
 
-func applySSHConfig(c Config, sc *ssh_config.Config, path, home string, depth int) (Config, error) {
+func applySSHConfig(c Config, sc *ssh_config.Config, path, home string) (Config, error) {
+	// Every field is looked up under the name the Config gave, as OpenSSH
+	// matches Host lines against the name on its command line, not against
+	// the HostName they lead to.
+	alias := c.Address
+	if alias == "" {
+		alias = c.Host
+	}
+	c, err := applyHostSSHConfig(c, sc, path, home)
+	if err != nil {
+		return c, err
+	}
+	if len(c.Bastions) == 0 {
+		jump, _ := sc.Get(alias, "ProxyJump")
+		hops, err := ParseBastions(jump)
+		if err != nil {
+			return c, fmt.Errorf("ssh config %s: host %s: ProxyJump: %w", path, alias, err)
+		}
+		for i := range hops {
+			// A ProxyJump hop names an ssh_config alias, not an address.
+			hops[i].Address = ""
+		}
+		c.Bastions = hops
+	} else {
+		// Copy before filling in: the caller's slice is shared.
+		c.Bastions = slices.Clone(c.Bastions)
+	}
+	for i, h := range c.Bastions {
+		// A hop's own ProxyJump is already represented by the hops before it.
+		h, err = applyHostSSHConfig(h, sc, path, home)
+		if err != nil {
+			return c, err
+		}
+		c.Bastions[i] = h
+	}
+	return c, nil
+}
+
+// applyHostSSHConfig fills one hop's unset HostName, User, Port and
+// IdentityFile; see ApplySSHConfig for the precedence.
+func applyHostSSHConfig(c Config, sc *ssh_config.Config, path, home string) (Config, error) {
 	alias := c.Address
 	if alias == "" {
 		alias = c.Host
@@ -221,8 +289,10 @@ func applySSHConfig(c Config, sc *ssh_config.Config, path, home string, depth in
 		v, _ := sc.Get(alias, key)
 		return v
 	}
-	if hn := get("HostName"); hn != "" {
-		c.Address = strings.ReplaceAll(hn, "%h", alias)
+	if c.Address == "" {
+		if hn := get("HostName"); hn != "" {
+			c.Address = strings.NewReplacer("%h", alias, "%%", "%").Replace(hn)
+		}
 	}
 	if c.Host == "" {
 		c.Host = alias
@@ -233,53 +303,30 @@ func applySSHConfig(c Config, sc *ssh_config.Config, path, home string, depth in
 	if c.Port == 0 {
 		if p := get("Port"); p != "" {
 			n, err := strconv.Atoi(p)
-			if err != nil {
-				return c, fmt.Errorf("ssh config %s: host %s: Port %q: %w", path, alias, p, err)
+			if err != nil || n < 1 || n > 65535 {
+				return c, fmt.Errorf("ssh config %s: host %s: Port %q is not a number from 1 to 65535", path, alias, p)
 			}
 			c.Port = n
 		}
 	}
-	expand := func(p string) string {
+	if len(c.IdentityFiles) == 0 {
+		host := c.Address
+		if host == "" {
+			host = alias
+		}
 		user := c.User
 		if user == "" {
 			user = DefaultUser
 		}
-		p = strings.NewReplacer("%d", home, "%h", c.Address, "%r", user, "%%", "%").Replace(p)
-		if rest, ok := strings.CutPrefix(p, "~/"); ok {
-			p = filepath.Join(home, rest)
-		}
-		return p
-	}
-	if len(c.IdentityFiles) == 0 {
+		expand := strings.NewReplacer("%d", home, "%h", host, "%r", user, "%%", "%")
 		ids, _ := sc.GetAll(alias, "IdentityFile")
 		for _, id := range ids {
-			c.IdentityFiles = append(c.IdentityFiles, expand(id))
-		}
-	}
-	if len(c.KnownHostsFiles) == 0 {
-		if v := get("UserKnownHostsFile"); v != "" {
-			for _, f := range strings.Fields(v) {
-				c.KnownHostsFiles = append(c.KnownHostsFiles, expand(f))
+			id = expand.Replace(id)
+			if rest, ok := strings.CutPrefix(id, "~/"); ok {
+				id = filepath.Join(home, rest)
 			}
+			c.IdentityFiles = append(c.IdentityFiles, id)
 		}
-	}
-	if len(c.Bastions) == 0 && depth < 8 {
-		hops, err := ParseBastions(get("ProxyJump"))
-		if err != nil {
-			return c, fmt.Errorf("ssh config %s: host %s: ProxyJump: %w", path, alias, err)
-		}
-		for i, h := range hops {
-			// Each hop may itself be an alias with its own User or Port;
-			// depth bounds a config whose hops jump through each other.
-			h, err = applySSHConfig(h, sc, path, home, depth+1)
-			if err != nil {
-				return c, err
-			}
-			// A hop's own ProxyJump is already represented by the hops before it.
-			h.Bastions = nil
-			hops[i] = h
-		}
-		c.Bastions = hops
 	}
 	return c, nil
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/kprov/kprov/internal/shell"
 )
 
 // Command is one remote shell command.
@@ -114,11 +116,6 @@ func (b *capBuffer) bytes() ([]byte, bool) {
 	return slices.Clone(b.buf), b.dropped > 0
 }
 
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 // wrap turns a command into the line sent to the host: as root it is sent
 // as is; otherwise through sudo -n, which fails at once instead of waiting
 // for a password prompt no one will answer.
@@ -126,7 +123,7 @@ func (c *Client) wrap(cmd string) string {
 	if !c.sudo {
 		return cmd
 	}
-	return "sudo -n -- sh -c " + shellQuote(cmd)
+	return "sudo -n -- sh -c " + shell.Quote(cmd)
 }
 
 // remoteCommand is a command line as the session executes it.
@@ -165,7 +162,7 @@ const pgidMarker = "kprov-pgid="
 // setsid started), so it is right either way. Stdin and stdout are the
 // session's, untouched.
 func groupWrap(cmd string) string {
-	return `setsid -w sh -c 'echo "` + pgidMarker + `$$" >&2; exec sh -c "$1"' kprov ` + shellQuote(cmd) + `; exit $?`
+	return `setsid -w sh -c 'echo "` + pgidMarker + `$$" >&2; exec sh -c "$1"' kprov ` + shell.Quote(cmd) + `; exit $?`
 }
 
 // killGroupGrace is how long a cancelled command's process group has after

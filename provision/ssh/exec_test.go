@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -21,6 +22,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/kprov/kprov/internal/shell"
 )
 
 // trusted starts a fake server for id and returns a pool and config that
@@ -72,7 +75,7 @@ func TestExitStatusAndBoundedOutput(t *testing.T) {
 func TestCommandTimeout(t *testing.T) {
 	id := newIdentity(t)
 	s, p, _, cfg := trusted(t, id)
-	s.expect("sleep 30", shell("sleep 30")).expectGroupKill(false)
+	s.expect("sleep 30", shellHandler("sleep 30")).expectGroupKill(false)
 	cfg.CommandTimeout = 200 * time.Millisecond
 	c := connectOK(t, p, cfg)
 	start := time.Now()
@@ -97,7 +100,7 @@ func TestCancelKillsRemoteCommand(t *testing.T) {
 	line := "echo started >&2; (sleep 2 && touch " + marker + ".child) & sleep 2 && touch " + marker
 	killed := make(chan struct{})
 	s.expect(line, func(in io.Reader, o, e io.Writer, sig <-chan string) int {
-		status := shell(line)(in, o, e, sig)
+		status := shellHandler(line)(in, o, e, sig)
 		close(killed)
 		return status
 	}).expectGroupKill(false)
@@ -146,7 +149,7 @@ func TestCancelThroughSudo(t *testing.T) {
 	s.refuseSignals = true
 	marker := filepath.Join(t.TempDir(), "finished")
 	cmd := "sleep 2 && touch " + marker
-	line := "sudo -n -- sh -c " + shellQuote(groupWrap(cmd))
+	line := "sudo -n -- sh -c " + shell.Quote(groupWrap(cmd))
 	s.expectRaw("sudo -n true", rawShell("sudo -n true")).expectRaw(line, rawShell(line)).expectGroupKill(true)
 	c := connectOK(t, p, cfg)
 	ctx, cancel := context.WithCancel(ctxT(t))
@@ -210,7 +213,7 @@ func TestSudo(t *testing.T) {
 		s, p, _, cfg := trusted(t, id)
 		cfg.User = "deploy"
 		s.expectRaw("sudo -n true", script("", "", 0))
-		s.expectRaw("sudo -n -- sh -c "+shellQuote(groupWrap("echo 'hi'")), script("hi\n", "", 0))
+		s.expectRaw("sudo -n -- sh -c "+shell.Quote(groupWrap("echo 'hi'")), script("hi\n", "", 0))
 		c := connectOK(t, p, cfg)
 		if res, err := c.Run(ctxT(t), Command{Cmd: "echo 'hi'"}); err != nil || string(res.Stdout) != "hi\n" {
 			t.Fatalf("run = %q, %v", res.Stdout, err)
@@ -366,6 +369,42 @@ func TestAuthMethods(t *testing.T) {
 			t.Errorf("passphrase asked %d times, want once per run", asked)
 		}
 	})
+	// As OpenSSH: a key file of ours that group or others may use is refused,
+	// naming the host, the file and the chmod that fixes it, before any dial.
+	t.Run("key file open to others", func(t *testing.T) {
+		id := newIdentity(t)
+		s := newFakeServer(t, id.pub).start()
+		cfg := s.hostConfig("cp-1", id, knownHosts(t, s.knownLine(s.hostKeys[0].PublicKey())))
+		cfg.Attempts, cfg.RetryBackoff = 3, time.Millisecond
+		for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o620, 0o660, 0o601} {
+			if err := os.Chmod(id.file, mode); err != nil {
+				t.Fatal(err)
+			}
+			p, _ := newPool(t, Options{})
+			_, err := p.Connect(ctxT(t), cfg)
+			want := fmt.Sprintf("%s %s: mode %04o", ErrKeyFile, id.file, mode)
+			if !errors.Is(err, ErrKeyFile) || !strings.HasPrefix(err.Error(), "cp-1: ") || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), `run "chmod 600 `+id.file+`"`) {
+				t.Errorf("mode %04o: err = %v, want %q ... chmod 600", mode, err, want)
+			}
+		}
+		if n := s.conns.Load(); n != 0 {
+			t.Errorf("dialled %d times with an unprotected key", n)
+		}
+		for _, mode := range []os.FileMode{0o600, 0o400, 0o700} {
+			os.Chmod(id.file, mode)
+			p, _ := newPool(t, Options{})
+			connectOK(t, p, cfg)
+		}
+		// A path that needs quoting is quoted in the advice.
+		odd := filepath.Join(t.TempDir(), "my key")
+		data, _ := os.ReadFile(id.file)
+		os.WriteFile(odd, data, 0o644)
+		cfg.IdentityFiles = []string{odd}
+		p, _ := newPool(t, Options{})
+		if _, err := p.Connect(ctxT(t), cfg); err == nil || !strings.Contains(err.Error(), `run "chmod 600 '`+odd+`'"`) {
+			t.Errorf("err = %v, want the path quoted", err)
+		}
+	})
 	t.Run("certificate", func(t *testing.T) {
 		userCA := newSigner(t)
 		id := newIdentity(t)
@@ -446,6 +485,83 @@ func TestBastionChain(t *testing.T) {
 			t.Fatalf("err = %v, want a bastion host key mismatch", err)
 		}
 	})
+}
+
+// A bastion connection is shared only by hosts that trust it the same way:
+// a host never goes through a bastion whose key was accepted under another
+// host's known_hosts files, policy or pinned key.
+func TestBastionSharedOnlyWithSameTrust(t *testing.T) {
+	id := newIdentity(t)
+	b := newFakeServer(t, id.pub).start()
+	targets := map[string]*fakeServer{}
+	for _, name := range []string{"a", "b", "c", "d"} {
+		targets[name] = newFakeServer(t, id.pub).start()
+	}
+	line := func(s *fakeServer) string { return s.knownLine(s.hostKeys[0].PublicKey()) }
+	hop := Config{Host: "bastion", Address: "127.0.0.1", Port: b.port, User: "jump"}
+	p, _ := newPool(t, Options{})
+
+	// a: accept-new with its own file, which now records the bastion's key.
+	khA := filepath.Join(t.TempDir(), "known_hosts")
+	a := targets["a"].hostConfig("a", id, khA)
+	a.HostKeyPolicy = PolicyAcceptNew
+	a.Bastions = []Config{hop}
+	connectOK(t, p, a)
+
+	// b: strict, and its known_hosts knows its own key but not the bastion's.
+	bc := targets["b"].hostConfig("b", id, knownHosts(t, line(targets["b"])))
+	bc.Bastions = []Config{hop}
+	_, err := p.Connect(ctxT(t), bc)
+	if !errors.Is(err, ErrHostKeyUnknown) || !strings.HasPrefix(err.Error(), "b: bastion ") {
+		t.Errorf("strict host through a bastion only an accept-new host knows: err = %v, want its bastion's key unknown", err)
+	}
+
+	// c: its bastion hop pins a key the bastion does not have.
+	cc := targets["c"].hostConfig("c", id, knownHosts(t, line(b), line(targets["c"])))
+	pinned := hop
+	pinned.HostKey = string(ssh.MarshalAuthorizedKey(newSigner(t).PublicKey()))
+	cc.Bastions = []Config{pinned}
+	if _, err := p.Connect(ctxT(t), cc); !errors.Is(err, ErrHostKeyMismatch) || !strings.HasPrefix(err.Error(), "c: bastion ") {
+		t.Errorf("host whose bastion pins another key: err = %v, want its bastion's key refused", err)
+	}
+
+	// d trusts the bastion exactly as a does, so it reuses a's connection.
+	d := targets["d"].hostConfig("d", id, khA)
+	d.HostKeyPolicy = PolicyAcceptNew
+	d.Bastions = []Config{hop}
+	connectOK(t, p, d)
+	if n := b.conns.Load(); n != 3 {
+		t.Errorf("bastion connections = %d, want 3 (a and d share one; b and c each dial their own)", n)
+	}
+}
+
+func TestChainKey(t *testing.T) {
+	base := Config{Host: "bastion", Address: "jump.example", Port: 22, User: "ops", KnownHostsFiles: []string{"/kh"},
+		HostKeyPolicy: PolicyStrict, IdentityFiles: []string{"/id"}, ConnectTimeout: time.Second, Attempts: 1}
+	key := chainKey([]Config{base})
+	for name, change := range map[string]func(*Config){
+		"user":        func(c *Config) { c.User = "root" },
+		"address":     func(c *Config) { c.Address = "jump2.example" },
+		"port":        func(c *Config) { c.Port = 2222 },
+		"known_hosts": func(c *Config) { c.KnownHostsFiles = []string{"/kh", "/other"} },
+		"policy":      func(c *Config) { c.HostKeyPolicy = PolicyAcceptNew },
+		"pinned key":  func(c *Config) { c.HostKey = "ssh-ed25519 AAAA" },
+		"identities":  func(c *Config) { c.IdentityFiles = nil },
+	} {
+		c := base
+		change(&c)
+		if chainKey([]Config{c}) == key {
+			t.Errorf("%s does not change the key", name)
+		}
+	}
+	same := base
+	same.Host, same.Address, same.ConnectTimeout, same.Attempts = "other-name", "JUMP.example", time.Minute, 5
+	if chainKey([]Config{same}) != key {
+		t.Error("name, case or patience changed the key")
+	}
+	if chainKey([]Config{base, base}) == key {
+		t.Error("the path to a hop is not part of its key")
+	}
 }
 
 func TestForwarding(t *testing.T) {

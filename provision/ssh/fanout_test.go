@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync/atomic"
@@ -65,44 +63,6 @@ func TestForEachCancelledSkipsHosts(t *testing.T) {
 	_, err := ForEach(ctx, []string{"a", "b"}, 1, func(context.Context, string) (int, error) { called++; return 0, nil })
 	if called != 0 || !errors.Is(err, context.Canceled) {
 		t.Errorf("called %d, err %v", called, err)
-	}
-}
-
-func TestApplySSHConfig(t *testing.T) {
-	home := t.TempDir()
-	cfgFile := filepath.Join(home, "config")
-	os.WriteFile(cfgFile, []byte(`
-Host cp1
-  HostName 10.0.0.5
-  User admin
-  Port 2222
-  IdentityFile ~/.ssh/id_cp
-  ProxyJump jump
-  UserKnownHostsFile ~/.ssh/kh_lab
-
-Host jump
-  HostName 192.0.2.1
-  User ops
-`), 0o600)
-	got, err := ApplySSHConfig(Config{Host: "cp-1", Address: "cp1"}, cfgFile, home)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Config{Host: "cp-1", Address: "10.0.0.5", Port: 2222, User: "admin",
-		IdentityFiles:   []string{filepath.Join(home, ".ssh/id_cp")},
-		KnownHostsFiles: []string{filepath.Join(home, ".ssh/kh_lab")},
-		Bastions:        []Config{{Host: "jump", Address: "192.0.2.1", User: "ops"}}}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("got  %+v\nwant %+v", got, want)
-	}
-	// The inventory's explicit values win.
-	got, _ = ApplySSHConfig(Config{Host: "cp-1", Address: "cp1", User: "root", Port: 22, IdentityFiles: []string{"/k"},
-		Bastions: []Config{{Address: "b"}}}, cfgFile, home)
-	if got.User != "root" || got.Port != 22 || got.IdentityFiles[0] != "/k" || got.Bastions[0].Address != "b" {
-		t.Errorf("inventory values overridden: %+v", got)
-	}
-	if _, err := ApplySSHConfig(Config{Address: "x"}, filepath.Join(home, "missing"), home); err != nil {
-		t.Errorf("missing ssh config: %v", err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/charmbracelet/log"
@@ -266,6 +267,16 @@ func (v *hostKeyVerifier) acceptNew(key ssh.PublicKey) error {
 		return fmt.Errorf("%w: accept-new needs a known_hosts file to record %s in", v.keyError(ErrHostKeyUnknown, key), ssh.FingerprintSHA256(key))
 	}
 	file := v.cfg.KnownHostsFiles[0]
+	// The pattern is checked here, at the only place kprov writes
+	// known_hosts, whatever validated the address before: one stray
+	// newline, space or comma in it would add a line or a pattern of the
+	// attacker's choosing, such as "* ssh-ed25519 AAAA...", that every host
+	// (for OpenSSH too) would then trust.
+	pattern := knownhosts.Normalize(v.cfg.hostport())
+	if err := checkKnownHostsPattern(pattern); err != nil {
+		return fmt.Errorf("%w for %s: not recording %s %s in %s: %v; known_hosts only ever gets a plain host or [host]:port, so fix the host's address",
+			ErrHostKeyUnknown, strconv.Quote(pattern), key.Type(), ssh.FingerprintSHA256(key), file, err)
+	}
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		return fmt.Errorf("record host key: %w", err)
 	}
@@ -273,7 +284,7 @@ func (v *hostKeyVerifier) acceptNew(key ssh.PublicKey) error {
 	if err != nil {
 		return fmt.Errorf("record host key: %w", err)
 	}
-	line := knownhosts.Line([]string{knownhosts.Normalize(v.cfg.hostport())}, key) + "\n"
+	line := knownhosts.Line([]string{pattern}, key) + "\n"
 	if needsNewline(file) {
 		line = "\n" + line
 	}

@@ -25,6 +25,8 @@ import (
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/kprov/kprov/internal/shell"
 )
 
 // handler runs one exec request on the fake server and returns its exit
@@ -69,10 +71,19 @@ type fakeServer struct {
 
 func newFakeServer(t testing.TB, clientKey ssh.PublicKey, hostKeys ...ssh.Signer) *fakeServer {
 	t.Helper()
+	return newFakeServerAt(t, "127.0.0.1:0", clientKey, hostKeys...)
+}
+
+// newFakeServerAt is newFakeServer listening on listenAddr (e.g. "[::1]:0").
+func newFakeServerAt(t testing.TB, listenAddr string, clientKey ssh.PublicKey, hostKeys ...ssh.Signer) *fakeServer {
+	t.Helper()
 	if len(hostKeys) == 0 {
 		hostKeys = []ssh.Signer{newSigner(t)}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", listenAddr)
+	if err != nil && strings.HasPrefix(listenAddr, "[") {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,8 +180,8 @@ func (s *fakeServer) expectGroupKill(sudo bool) *fakeServer {
 func unwrapGroup(line string) (string, bool) {
 	const probe = "\x00"
 	w := groupWrap(probe)
-	i := strings.Index(w, shellQuote(probe))
-	pre, post := w[:i], w[i+len(shellQuote(probe)):]
+	i := strings.Index(w, shell.Quote(probe))
+	pre, post := w[:i], w[i+len(shell.Quote(probe)):]
 	q, ok := strings.CutPrefix(line, pre)
 	if !ok {
 		return "", false
@@ -179,7 +190,7 @@ func unwrapGroup(line string) (string, bool) {
 		return "", false
 	}
 	cmd := strings.ReplaceAll(q[1:len(q)-1], `'\''`, `'`)
-	return cmd, shellQuote(cmd) == q
+	return cmd, shell.Quote(cmd) == q
 }
 
 func (s *fakeServer) commands() []string {
@@ -392,12 +403,12 @@ func script(stdout, stderr string, status int) handler {
 	}
 }
 
-// shell runs a line with sh as sshd would, the login shell killed (with its
+// shellHandler runs a line with sh as sshd would, the login shell killed (with its
 // process group) on a signal, so that commands touching t.TempDir files
 // behave for real. For a command registered with expect, line is the
 // command and what runs is groupWrap(line), as sent: the command gets a
 // session of its own, and the signal does not reach it.
-func shell(line string) handler {
+func shellHandler(line string) handler {
 	return rawShell(groupWrap(line))
 }
 

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/pkg/sftp"
+
+	"github.com/kprov/kprov/internal/shell"
 )
 
 // FileSpec is a file to place on a host.
@@ -137,18 +139,18 @@ func (c *Client) stat(ctx context.Context, p string) (remoteStat, error) {
 
 // statCommand prints "absent", or the mode, owner and SHA-256 of p.
 func statCommand(p string) string {
-	q := shellQuote(p)
+	q := shell.Quote(p)
 	return "if [ -e " + q + " ]; then stat -c '%a %U:%G' " + q + " && sha256sum < " + q + "; else echo absent; fi"
 }
 
 // chownCommand gives tmp its final owner before it is renamed into place.
 func chownCommand(owner, tmp string) string {
-	return "chown -- " + shellQuote(owner) + " " + shellQuote(tmp)
+	return "chown -- " + shell.Quote(owner) + " " + shell.Quote(tmp)
 }
 
 // syncCommand flushes one file to disk (coreutils sync with a file argument).
 func syncCommand(file string) string {
-	return "sync -- " + shellQuote(file)
+	return "sync -- " + shell.Quote(file)
 }
 
 // matches reports whether the remote file already is what spec describes.

@@ -19,7 +19,7 @@ func uploadServer(t *testing.T, target string) (*fakeServer, *Client) {
 	t.Helper()
 	id := newIdentity(t)
 	s, p, _, cfg := trusted(t, id)
-	s.expect(statCommand(target), shell(statCommand(target)))
+	s.expect(statCommand(target), shellHandler(statCommand(target)))
 	s.expectPrefix("chown -- 'root:root' ", script("", "", 0))
 	// pkg/sftp's server lacks fsync@openssh.com, so uploads fall back to sync(1).
 	s.expectPrefix("sync -- '"+filepath.Dir(target)+"/.", script("", "", 0))

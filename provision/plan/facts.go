@@ -1,4 +1,11 @@
-package provision
+package plan
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+)
 
 // EtcdMember is one etcd member as the live cluster reports it, joined with
 // what kprov saw on the member's host.
@@ -79,4 +86,16 @@ func FreshFacts(hosts []string) *Facts {
 		f.Hosts[h] = &HostFacts{Reachable: true}
 	}
 	return f
+}
+
+// Digest identifies facts: a saved plan records it, and apply refuses the plan
+// when the facts it gathers then have another digest.
+func (f *Facts) Digest() string {
+	// encoding/json sorts map keys, so equal facts always encode the same.
+	b, err := json.Marshal(f)
+	if err != nil {
+		panic(fmt.Sprintf("facts must always encode: %v", err))
+	}
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }

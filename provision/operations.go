@@ -1,0 +1,87 @@
+package provision
+
+import (
+	"context"
+
+	"github.com/kprov/kprov/provision/plan"
+	"github.com/kprov/kprov/provision/ssh"
+)
+
+// executor carries out one step on its host's connection and reports
+// whether it changed anything. Each one checks the live state first and
+// does nothing when the step's effect is already there, so applying a plan
+// again after any interruption converges.
+type executor func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error)
+
+// executors is the table of what every operation of the plan vocabulary
+// does on a host; plan's table holds how each one reads. A test checks that
+// the two name the same operations.
+var executors = map[plan.Op]executor{
+	// The transport compares content, mode and owner, and skips a file that matches.
+	plan.OpUploadFile: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.upload(ctx, ex, s)
+	},
+	// The planner emits a command only when the file it follows changed.
+	plan.OpRunCommand: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		_, err := a.run(ctx, ex, s.Command, a.opts.CommandTimeout)
+		return err == nil, err
+	},
+	// Started only unless it already runs enabled.
+	plan.OpStartService: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.changedBy(ctx, ex, scriptStartService(s.Service))
+	},
+	// The planner emits a restart only for a changed configuration.
+	plan.OpRestartService: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		_, err := a.run(ctx, ex, scriptRestartService(s.Service), a.opts.CommandTimeout)
+		return err == nil, err
+	},
+	// Stopped only while it runs or is enabled.
+	plan.OpStopService: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.changedBy(ctx, ex, scriptStopService(s.Service))
+	},
+	// Only the inventory's data_dir, and only when it exists.
+	plan.OpWipeDataDir: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.wipeDataDir(ctx, ex, s)
+	},
+	// A member with the exact peer URL already listed is done.
+	plan.OpEtcdAddLearner: func(ctx context.Context, a *applier, _ ssh.Executor, s plan.Step) (bool, error) {
+		return a.etcd.addLearner(ctx, s)
+	},
+	// A member that already votes is done; "not in sync" is retried.
+	plan.OpEtcdPromote: func(ctx context.Context, a *applier, _ ssh.Executor, s plan.Step) (bool, error) {
+		return a.etcd.promote(ctx, s)
+	},
+	// A member no longer listed is done.
+	plan.OpEtcdRemove: func(ctx context.Context, a *applier, _ ssh.Executor, s plan.Step) (bool, error) {
+		return a.etcd.remove(ctx, s)
+	},
+	// Only a member that leads hands leadership over.
+	plan.OpEtcdMoveLeader: func(ctx context.Context, a *applier, _ ssh.Executor, s plan.Step) (bool, error) {
+		return a.etcd.moveLeader(ctx, s)
+	},
+	// Waits change nothing: they poll until the condition holds or time runs out.
+	plan.OpWaitEtcdHealthy: func(ctx context.Context, a *applier, _ ssh.Executor, s plan.Step) (bool, error) {
+		return false, a.etcd.waitHealthy(ctx, s)
+	},
+	plan.OpWaitCaughtUp: func(ctx context.Context, a *applier, _ ssh.Executor, s plan.Step) (bool, error) {
+		return false, a.etcd.waitCaughtUp(ctx, s)
+	},
+	// A host whose kubeadm already ran (its marker file exists) is done.
+	plan.OpKubeadmInit: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.kubeadm(ctx, ex, s)
+	},
+	plan.OpKubeadmJoin: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.kubeadm(ctx, ex, s)
+	},
+	plan.OpWaitAPIServer: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return false, a.waitAPIServer(ctx, ex, s)
+	},
+	// kubectl --overwrite: setting what is already set changes nothing.
+	plan.OpLabelNode: func(ctx context.Context, a *applier, _ ssh.Executor, s plan.Step) (bool, error) {
+		return a.labelNode(ctx, s)
+	},
+	// An identical local copy is left alone.
+	plan.OpFetchKubeconfig: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.fetchKubeconfig(ctx, ex, s)
+	},
+}

@@ -1,0 +1,397 @@
+package provision
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/charmbracelet/log"
+
+	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
+	"github.com/kprov/kprov/roles"
+	"github.com/kprov/kprov/templates"
+)
+
+// Cluster is what every operation past validation starts from: the valid
+// inventory, its templates, and its PKI from the state directory.
+type Cluster struct {
+	Inventory *inventory.Inventory
+	Templates *templates.Set
+	State     *pki.State
+}
+
+// LoadCluster loads the templates of a valid inventory and creates or
+// reuses the PKI in its state directory, logging each file it creates
+// (nil discards).
+func LoadCluster(inv *inventory.Inventory, now time.Time, logger *log.Logger) (*Cluster, error) {
+	if logger == nil {
+		logger = log.New(io.Discard)
+	}
+	set, err := templates.Load(inv.Cluster.TemplatesDir)
+	if err != nil {
+		return nil, err
+	}
+	st, changes, err := pki.Ensure(inv.Cluster.StateDir, roles.PKIRequest(inv), now)
+	if err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", inv.Cluster.StateDir, err)
+	}
+	for _, c := range changes {
+		logger.Info("pki", "file", c.Path, "change", c.Reason)
+	}
+	return &Cluster{Inventory: inv, Templates: set, State: st}, nil
+}
+
+// KubeconfigPath is where kprov keeps the cluster's admin kubeconfig.
+func (c *Cluster) KubeconfigPath() string {
+	return filepath.Join(c.Inventory.Cluster.StateDir, "admin.conf")
+}
+
+// HostChanges says, per inventory host, what a plan does to it.
+func (c *Cluster) HostChanges(p *plan.Plan, facts *plan.Facts) []plan.HostChange {
+	return p.HostChanges(c.Inventory, facts)
+}
+
+// View is how a pipeline reports what it does. Libraries do not print:
+// cmd/kprov implements it as text, JSON or a terminal view.
+type View interface {
+	// Plan shows a plan with changes before it is confirmed and applied.
+	Plan(p *plan.Plan, changes []plan.HostChange) error
+	// Confirm asks whether to apply the plan just shown; an error stops the
+	// run before anything changes.
+	Confirm(ctx context.Context) error
+	// Stage is told when a stage starts and when it ends.
+	Stage(ev StageEvent)
+	// StepChanged is told of every step that changed something on a host.
+	StepChanged(st *plan.Stage, host string, step plan.Step)
+	// Warn reports something a person should know that does not stop the run.
+	Warn(msg string, keyvals ...any)
+}
+
+// Pipeline runs kprov's sequence (gather facts, preflight, plan, lock,
+// apply) for one cluster over one set of connections. Every command that
+// changes a cluster goes through it, so each gets the same checks in the
+// same order.
+type Pipeline struct {
+	Cluster *Cluster
+	Conn    Connector
+	// Parallel bounds hosts worked on at once where quorum allows.
+	Parallel int
+	View     View
+	// Logger receives progress at debug level; nil discards.
+	Logger *log.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (p *Pipeline) logger() *log.Logger {
+	if p.Logger == nil {
+		return log.New(io.Discard)
+	}
+	return p.Logger
+}
+
+// ManagedFiles maps each host to the paths kprov manages there: every
+// rendered file, and every artifact the host installs (compared by
+// checksum like any other file).
+func ManagedFiles(c *Cluster) (map[string][]string, error) {
+	inv := c.Inventory
+	final, err := roles.Render(inv, c.State, roles.Options{Templates: c.Templates, EtcdBootstrap: roles.FormedEtcdBootstrap(inv.Topology.EtcdMembers)})
+	if err != nil {
+		return nil, err
+	}
+	files := map[string][]string{}
+	for _, h := range final.Hosts {
+		for _, f := range h.Files {
+			files[h.Name] = append(files[h.Name], f.Path)
+		}
+	}
+	for _, h := range inv.Hosts {
+		for _, a := range roles.ArtifactsFor(inv, h) {
+			files[h.Name] = append(files[h.Name], plan.BinDir+"/"+a.Name)
+		}
+	}
+	return files, nil
+}
+
+// Facts connects to every host read-only and reads what the plan needs:
+// each host's probe, the external etcd membership, the Kubernetes nodes
+// from a master that runs a control plane, and whether the state directory
+// holds the admin kubeconfig.
+func (p *Pipeline) Facts(ctx context.Context) (*plan.Facts, error) {
+	c := p.Cluster
+	inv := c.Inventory
+	files, err := ManagedFiles(c)
+	if err != nil {
+		return nil, err
+	}
+	opts := GatherOptions{Parallel: p.Parallel, Files: files, Logger: p.Logger}
+	if inv.Topology.EtcdMode == inventory.EtcdExternal {
+		if opts.EtcdTLS, err = EtcdClientTLS(c.State); err != nil {
+			return nil, err
+		}
+	}
+	facts, err := Gather(ctx, inv, p.Conn, opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range inv.Topology.Masters {
+		if hf := facts.Hosts[name]; hf == nil || !hf.Reachable || !hf.ControlPlane {
+			continue
+		}
+		exec, err := p.Conn.Connect(ctx, inv.Host(name))
+		if err == nil {
+			facts.Nodes, err = GatherNodes(ctx, exec)
+		}
+		if err == nil {
+			break
+		}
+		// Without the node list the plan sets every node's labels and taints
+		// again, which is harmless; say why instead of failing the plan.
+		p.warn("cannot list nodes; labels and taints will be set again", "master", name, "err", err)
+	}
+	if fi, err := os.Stat(c.KubeconfigPath()); err == nil && fi.Size() > 0 {
+		facts.KubeconfigFetched = true
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	return facts, nil
+}
+
+func (p *Pipeline) warn(msg string, kv ...any) {
+	if p.View != nil {
+		p.View.Warn(msg, kv...)
+		return
+	}
+	p.logger().Warn(msg, kv...)
+}
+
+// Plan is the pure planning step over gathered facts.
+func (p *Pipeline) Plan(facts *plan.Facts) (*plan.Plan, error) {
+	return roles.Plan(p.Cluster.Inventory, facts, p.Cluster.State, roles.PlanOptions{Parallel: p.Parallel, Templates: p.Cluster.Templates})
+}
+
+// PlanRequest is what kprov plan asks for.
+type PlanRequest struct {
+	// Offline plans against fresh hosts without connecting.
+	Offline bool
+	// Out, when set, is where the plan and its facts are saved (0600) for a
+	// later apply to carry out exactly.
+	Out string
+}
+
+// PlanOnly gathers facts (read-only, or none offline) and plans, saving
+// the plan with its facts when asked. It changes nothing on any host.
+func (p *Pipeline) PlanOnly(ctx context.Context, req PlanRequest) (*plan.Plan, *plan.Facts, error) {
+	var facts *plan.Facts
+	if req.Offline {
+		names := make([]string, len(p.Cluster.Inventory.Hosts))
+		for i, h := range p.Cluster.Inventory.Hosts {
+			names[i] = h.Name
+		}
+		facts = plan.FreshFacts(names)
+	} else {
+		var err error
+		if facts, err = p.Facts(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	pl, err := p.Plan(facts)
+	if err != nil {
+		return nil, facts, err
+	}
+	if req.Out != "" {
+		sp := &SavedPlan{Version: SavedPlanVersion, Inventory: p.Cluster.Inventory.Path, Facts: facts, Plan: pl}
+		if err := WriteSavedPlan(req.Out, sp); err != nil {
+			return pl, facts, err
+		}
+	}
+	return pl, facts, nil
+}
+
+// Preflight checks every host before anything changes and returns every
+// problem found, on every host, as one *PreflightError.
+func (p *Pipeline) Preflight(ctx context.Context, facts *plan.Facts) error {
+	problems, err := Preflight(ctx, p.Cluster.Inventory, facts, p.Conn, PreflightOptions{
+		Parallel: p.Parallel, Binaries: HostBinaries(p.Cluster.Inventory), Now: p.Now, Logger: p.Logger})
+	if err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		return &PreflightError{Problems: problems}
+	}
+	return nil
+}
+
+// HostBinaries lists, per host, the binaries it needs that no artifact
+// provides: those must be on the host already.
+func HostBinaries(inv *inventory.Inventory) map[string][]string {
+	out := map[string][]string{}
+	for _, h := range inv.Hosts {
+		for _, b := range roles.NeededBinaries(inv, h) {
+			if _, ok := inv.Artifact(b); !ok {
+				out[h.Name] = append(out[h.Name], b)
+			}
+		}
+	}
+	return out
+}
+
+// ApplyRequest is what the person running apply chose.
+type ApplyRequest struct {
+	// Saved, when set, is the plan to carry out exactly: apply refuses it
+	// when the hosts or the inventory changed since it was made.
+	Saved *SavedPlan
+	// AutoApprove skips View.Confirm.
+	AutoApprove bool
+	// BreakLock removes a lock whose holder stopped refreshing it (an apply
+	// that died), after a warning; a live lock is never removed.
+	BreakLock bool
+	// LockOwner is one line naming who holds the lock (user@host, pid, since when).
+	LockOwner string
+	// LockHeartbeat and LockStaleAfter tune the lock (LockOptions); 0 means the defaults.
+	LockHeartbeat, LockStaleAfter time.Duration
+}
+
+// ApplyResult is what an apply saw and did.
+type ApplyResult struct {
+	Facts *plan.Facts
+	Plan  *plan.Plan
+	// Report is nil when nothing ran (no changes, or refused before the lock).
+	Report *Report
+	// Kubeconfig is the admin kubeconfig's path when this run fetched it.
+	Kubeconfig string
+}
+
+// Apply runs the whole sequence under the cluster lock: take the lock (and
+// keep it refreshed), gather facts, preflight (every problem on every host
+// reported together), plan, check a saved plan against the facts, show the
+// plan and confirm, and carry the plan out. The lock comes first so the
+// plan a person confirms is the one carried out: no other apply can change
+// the hosts between the facts and the last step. A plan without changes
+// stops after planning.
+func (p *Pipeline) Apply(ctx context.Context, req ApplyRequest) (res *ApplyResult, err error) {
+	c := p.Cluster
+	res = &ApplyResult{}
+	lock, err := p.lock(ctx, req)
+	if err != nil {
+		return res, err
+	}
+	ctx, stopHeartbeat := lock.Keep(ctx)
+	defer func() {
+		stopHeartbeat()
+		// The run's context may be cancelled (Ctrl-C): release with a fresh one.
+		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if rerr := lock.Release(rctx); rerr != nil {
+			p.warn("cluster lock not released; it goes stale and the next apply can break it with --break-lock", "host", lock.ex.Name(), "err", rerr)
+		}
+		if cause := context.Cause(ctx); errors.Is(cause, ErrLockLost) && err != nil {
+			err = fmt.Errorf("%w (%v)", ErrLockLost, err)
+		}
+	}()
+
+	facts, err := p.Facts(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Facts = facts
+	if err := p.Preflight(ctx, facts); err != nil {
+		return res, err
+	}
+	pl, err := p.Plan(facts)
+	if err != nil {
+		return res, err
+	}
+	res.Plan = pl
+	if req.Saved != nil {
+		if err := req.Saved.Check(facts, pl); err != nil {
+			return res, err
+		}
+	}
+	if pl.Empty() {
+		return res, nil
+	}
+	if err := p.View.Plan(pl, c.HostChanges(pl, facts)); err != nil {
+		return res, err
+	}
+	if !req.AutoApprove {
+		if err := p.View.Confirm(ctx); err != nil {
+			return res, err
+		}
+	}
+
+	opts, err := p.applyOptions(pl)
+	if err != nil {
+		return res, err
+	}
+	rep, err := Apply(ctx, pl, p.Conn, opts)
+	res.Report = rep
+	if err != nil {
+		if rep != nil && rep.FailedHost != "" {
+			return res, fmt.Errorf("apply failed on %s at %q (stage %s): %w", rep.FailedHost, rep.FailedStep, rep.FailedStage, err)
+		}
+		return res, fmt.Errorf("apply: %w", err)
+	}
+	if pl.Has(plan.StageKubeconfig) {
+		res.Kubeconfig = c.KubeconfigPath()
+	}
+	return res, nil
+}
+
+// lock takes the cluster lock on the first master.
+func (p *Pipeline) lock(ctx context.Context, req ApplyRequest) (*Lock, error) {
+	inv := p.Cluster.Inventory
+	lockHost := inv.Topology.Masters[0]
+	ex, err := p.Conn.Connect(ctx, inv.Host(lockHost))
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	lock, broken, err := AcquireLock(ctx, ex, LockOptions{Owner: req.LockOwner, Break: req.BreakLock,
+		Heartbeat: req.LockHeartbeat, StaleAfter: req.LockStaleAfter, Logger: p.Logger})
+	if broken != "" {
+		p.warn("broke the cluster lock: its holder had stopped refreshing it", "host", lockHost, "was", broken)
+	}
+	return lock, err
+}
+
+// applyOptions are what Apply needs from the cluster: the CA that verifies
+// API servers, the etcd client, the secrets to redact, where kubectl runs.
+func (p *Pipeline) applyOptions(pl *plan.Plan) (ApplyOptions, error) {
+	c := p.Cluster
+	roots := x509.NewCertPool()
+	roots.AddCert(c.State.CA.Cert)
+	opts := ApplyOptions{
+		Inventory: c.Inventory, ClusterCA: roots, StateDir: c.Inventory.Cluster.StateDir, KubectlHost: kubectlHost(pl, c.Inventory),
+		Secrets: []string{c.State.Secrets.BootstrapToken.Reveal(), c.State.Secrets.CertificateKey.Reveal()},
+		Logger:  p.Logger,
+	}
+	if p.View != nil {
+		opts.OnStage = p.View.Stage
+		opts.OnChange = p.View.StepChanged
+	}
+	if c.Inventory.Topology.EtcdMode == inventory.EtcdExternal {
+		var err error
+		if opts.EtcdTLS, err = EtcdClientTLS(c.State); err != nil {
+			return opts, err
+		}
+	}
+	return opts, nil
+}
+
+// kubectlHost is the master whose admin kubeconfig labels nodes: the one the
+// plan initializes, else the first master.
+func kubectlHost(pl *plan.Plan, inv *inventory.Inventory) string {
+	for _, st := range pl.Stages {
+		if st.Kind == plan.StageControlPlaneInit {
+			return st.Target
+		}
+	}
+	return inv.Topology.Masters[0]
+}

@@ -1,0 +1,182 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/plan"
+)
+
+// recordingView is a View that records what the pipeline told it, and
+// answers Confirm as it was told to.
+type recordingView struct {
+	events  []string
+	confirm error
+}
+
+func (v *recordingView) Plan(p *plan.Plan, changes []plan.HostChange) error {
+	v.events = append(v.events, "plan "+p.Summary.String())
+	return nil
+}
+
+func (v *recordingView) Confirm(context.Context) error {
+	v.events = append(v.events, "confirm")
+	return v.confirm
+}
+
+func (v *recordingView) Stage(ev StageEvent) { v.events = append(v.events, "stage "+ev.Stage.Name()) }
+
+func (v *recordingView) StepChanged(_ *plan.Stage, host string, step plan.Step) {
+	v.events = append(v.events, "changed "+host+" "+step.String())
+}
+
+func (v *recordingView) Warn(msg string, _ ...any) { v.events = append(v.events, "warn "+msg) }
+
+// singleCluster loads the single-node starter inventory with its state
+// directory in a temporary directory.
+func singleCluster(t *testing.T) *Cluster {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("..", "examples", "single.kprov.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kprov.hcl")
+	if err := os.WriteFile(path, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inv, diags := inventory.Load(path, inventory.Options{})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	c, err := LoadCluster(inv, time.Now(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// pipelineClock is the operator's clock the fake hosts agree with.
+var pipelineClock = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
+// probeFor expects node-1's fact probe and answers with the given lines.
+func probeFor(t *testing.T, c *Cluster, lines ...string) fakeRun {
+	t.Helper()
+	files, err := ManagedFiles(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return probeRun(t, files["node-1"], lines...)
+}
+
+// preflightFor expects node-1's preflight probe and answers a healthy host
+// (clock in step, no port taken, every binary present).
+func preflightFor(c *Cluster, extra ...string) fakeRun {
+	bins := HostBinaries(c.Inventory)["node-1"]
+	out := []string{"clock=" + strconv.FormatInt(pipelineClock.UnixNano(), 10), "ports=known"}
+	for _, b := range bins {
+		out = append(out, "bin."+b+"=yes")
+	}
+	out = append(out, extra...)
+	return fakeRun{cmd: "sh -s", stdin: preflightScript(bins, ""), stdout: strings.Join(append(out, "end=ok"), "\n") + "\n"}
+}
+
+const testOwner = "test owner"
+
+func lockRun(answer string) fakeRun {
+	return fakeRun{cmd: scriptLockAcquire(plan.LockPath, testOwner), stdout: answer + "\n"}
+}
+
+func releaseRun() fakeRun { return fakeRun{cmd: scriptLockRelease(plan.LockPath, testOwner)} }
+
+func newPipeline(c *Cluster, host *fakeHost, view *recordingView) *Pipeline {
+	return &Pipeline{Cluster: c, Conn: &fakeConnector{hosts: map[string]*fakeHost{"node-1": host}}, Parallel: 2, View: view,
+		Now: func() time.Time { return pipelineClock }}
+}
+
+// TestPipelineRefusesSavedPlanWhenFactsChanged: a plan saved against fresh
+// hosts is refused once a host has changed, before anything is shown,
+// confirmed or locked (the strict fake fails on any further command).
+func TestPipelineRefusesSavedPlanWhenFactsChanged(t *testing.T) {
+	c := singleCluster(t)
+	fresh := plan.FreshFacts([]string{"node-1"})
+	fresh.Offline = false
+	fresh.Hosts["node-1"] = &plan.HostFacts{Reachable: true, Hostname: "node-1", OS: "debian 13", Arch: "x86_64",
+		Files: map[string]string{}, Services: map[string]string{"etcd": "inactive", "kubelet": "inactive", "containerd": "inactive"}, Versions: map[string]string{}}
+	saved := &SavedPlan{Version: SavedPlanVersion, Facts: fresh}
+	view := &recordingView{}
+	p := newPipeline(c, nil, view)
+	var err error
+	if saved.Plan, err = p.Plan(fresh); err != nil {
+		t.Fatal(err)
+	}
+
+	// Now the host has swap on: another fact than the saved plan's.
+	changed := append(freshHost("node-1"), "swap=on")
+	host := newFakeHost(t, "node-1", lockRun("acquired"), probeFor(t, c, changed...), preflightFor(c), releaseRun())
+	p.Conn = &fakeConnector{hosts: map[string]*fakeHost{"node-1": host}}
+	_, err = p.Apply(context.Background(), ApplyRequest{Saved: saved, AutoApprove: true, LockOwner: testOwner, LockHeartbeat: time.Hour})
+	if err == nil || !strings.Contains(err.Error(), "the hosts changed since the plan was saved") || !strings.Contains(err.Error(), "node-1: swap") {
+		t.Fatalf("err = %v; want the saved plan refused, naming node-1's swap", err)
+	}
+	if len(view.events) != 0 {
+		t.Errorf("view events %v; want none (refused before showing the plan)", view.events)
+	}
+}
+
+// TestPipelineLockFirst: the lock is taken before any fact is read, so no
+// other apply can change the hosts between the facts and the last step; a
+// held lock stops the run before anything else happens.
+func TestPipelineLockFirst(t *testing.T) {
+	c := singleCluster(t)
+	host := newFakeHost(t, "node-1", lockRun("held 3\nops@laptop pid 7 since 2026-12-01T11:00:00Z"))
+	view := &recordingView{}
+	res, err := newPipeline(c, host, view).Apply(context.Background(), ApplyRequest{LockOwner: testOwner, LockHeartbeat: time.Hour})
+	if !errors.Is(err, ErrLockHeld) {
+		t.Fatalf("err = %v; want the lock held", err)
+	}
+	if res.Facts != nil || res.Plan != nil || len(view.events) != 0 {
+		t.Errorf("result %+v, view %v; want nothing done", res, view.events)
+	}
+}
+
+// TestPipelineOrder: lock, facts, preflight, plan shown, confirmation; a
+// declined plan changes nothing and releases the lock.
+func TestPipelineOrder(t *testing.T) {
+	c := singleCluster(t)
+	host := newFakeHost(t, "node-1", lockRun("acquired"), probeFor(t, c, freshHost("node-1")...), preflightFor(c), releaseRun())
+	view := &recordingView{confirm: errors.New("cancelled")}
+	res, err := newPipeline(c, host, view).Apply(context.Background(), ApplyRequest{LockOwner: testOwner, LockHeartbeat: time.Hour})
+	if err == nil || err.Error() != "cancelled" {
+		t.Fatalf("err = %v; want the view's refusal", err)
+	}
+	if res.Plan == nil || res.Plan.Empty() || res.Report != nil {
+		t.Errorf("result %+v; want a plan with changes and no report", res)
+	}
+	want := []string{"plan " + res.Plan.Summary.String(), "confirm"}
+	if strings.Join(view.events, "|") != strings.Join(want, "|") {
+		t.Errorf("view events %q, want %q", view.events, want)
+	}
+}
+
+// TestPipelinePreflightStopsBeforePlan: every preflight problem is reported
+// and no plan is shown.
+func TestPipelinePreflightStopsBeforePlan(t *testing.T) {
+	c := singleCluster(t)
+	host := newFakeHost(t, "node-1", lockRun("acquired"), probeFor(t, c, freshHost("node-1")...), preflightFor(c, "listen=6443", "listen=10250"), releaseRun())
+	view := &recordingView{}
+	_, err := newPipeline(c, host, view).Apply(context.Background(), ApplyRequest{AutoApprove: true, LockOwner: testOwner, LockHeartbeat: time.Hour})
+	var pe *PreflightError
+	if !errors.As(err, &pe) || len(pe.Problems) != 2 {
+		t.Fatalf("err = %v; want a preflight error with both taken ports", err)
+	}
+	if len(view.events) != 0 {
+		t.Errorf("view events %v; want none", view.events)
+	}
+}

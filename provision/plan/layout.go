@@ -1,0 +1,77 @@
+package plan
+
+import (
+	"net"
+	"strconv"
+	"strings"
+)
+
+// The host layout: where kprov puts things on a host and what it names them.
+// The planner renders into these paths and fact gathering reads the same
+// ones, so the two can never drift apart.
+
+// Files kprov renders onto hosts.
+const (
+	KubeadmInitPath      = "/etc/kprov/kubeadm-init.yaml" // first master: kubeadm init --config
+	KubeadmJoinPath      = "/etc/kprov/kubeadm-join.yaml" // every other node: kubeadm join --config
+	EtcdConfigPath       = "/etc/etcd/etcd.yaml"          // an external etcd member's configuration
+	EtcdUnitPath         = "/etc/systemd/system/etcd.service"
+	SysctlPath           = "/etc/sysctl.d/99-kprov-kubernetes.conf"
+	ModulesPath          = "/etc/modules-load.d/kprov-kubernetes.conf"
+	ContainerdConfigPath = "/etc/containerd/config.toml"
+	SwapOffUnitPath      = "/etc/systemd/system/kprov-swapoff.service"
+)
+
+// BinDir is where kprov installs the binaries of the inventory's artifacts block.
+const BinDir = "/usr/local/bin"
+
+// Files kubeadm writes, whose existence says how far it got on a host.
+const (
+	KubeletConfPath       = "/etc/kubernetes/kubelet.conf"                  // after any join
+	APIServerManifestPath = "/etc/kubernetes/manifests/kube-apiserver.yaml" // after init or a control-plane join
+	AdminKubeconfigPath   = "/etc/kubernetes/admin.conf"                    // the admin kubeconfig on masters
+)
+
+// LockPath is the file on the first master that says an apply is running
+// against the cluster. It lives on a host, not on the operator's machine, so
+// two operators on two laptops see each other.
+const LockPath = "/var/lib/kprov/apply.lock"
+
+// Systemd units kprov renders or manages.
+const (
+	EtcdUnit    = "etcd.service"
+	SwapOffUnit = "kprov-swapoff.service"
+)
+
+// The ports an external etcd member listens on.
+const (
+	EtcdClientPort = 2379
+	EtcdPeerPort   = 2380
+)
+
+// EtcdPeerURL is the peer URL kprov gives the member on a host with this
+// address; members are matched to hosts by this exact string.
+func EtcdPeerURL(address string) string {
+	return "https://" + net.JoinHostPort(address, strconv.Itoa(EtcdPeerPort))
+}
+
+// EtcdClientURL is the client URL of the member on a host with this address.
+func EtcdClientURL(address string) string {
+	return "https://" + net.JoinHostPort(address, strconv.Itoa(EtcdClientPort))
+}
+
+// NormalizeEtcdConfig drops the settings etcd reads only when it bootstraps an
+// empty data directory (initial-cluster, initial-cluster-state,
+// initial-cluster-token), so two configurations that differ only there compare
+// equal: such a change is written without restarting the member. The planner
+// and fact gathering both hash exactly these bytes.
+func NormalizeEtcdConfig(b []byte) []byte {
+	var keep []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "initial-cluster") {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	return []byte(strings.Join(keep, "\n"))
+}

@@ -1,0 +1,107 @@
+package plan
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// Op is the kind of operation a step performs. Every operation is
+// idempotent when applied: it checks the live state first and does nothing
+// when its effect is already there. What each one does on a host is in
+// provision's table of executors, keyed by the same Op.
+type Op string
+
+// The operations a plan can contain.
+const (
+	OpUploadFile      Op = "upload-file"       // write a file atomically (temp name, fsync, rename)
+	OpRunCommand      Op = "run-command"       // run a command on the host
+	OpStartService    Op = "start-service"     // enable and start a systemd unit
+	OpRestartService  Op = "restart-service"   // restart a systemd unit
+	OpStopService     Op = "stop-service"      // stop and disable a systemd unit
+	OpWipeDataDir     Op = "wipe-data-dir"     // remove an etcd data directory
+	OpEtcdAddLearner  Op = "etcd-add-learner"  // MemberAddAsLearner with the member's peer URL
+	OpEtcdPromote     Op = "etcd-promote"      // MemberPromote once the learner has caught up
+	OpEtcdRemove      Op = "etcd-remove"       // MemberRemove by the member's peer URL
+	OpEtcdMoveLeader  Op = "etcd-move-leader"  // move leadership away from a member, if it leads
+	OpWaitEtcdHealthy Op = "wait-etcd-healthy" // every voting member answers and the cluster has one leader
+	OpWaitCaughtUp    Op = "wait-etcd-caught-up"
+	OpKubeadmInit     Op = "kubeadm-init"
+	OpKubeadmJoin     Op = "kubeadm-join"
+	OpWaitAPIServer   Op = "wait-apiserver-healthy"
+	OpLabelNode       Op = "label-taint-node"
+	OpFetchKubeconfig Op = "fetch-kubeconfig"
+)
+
+// operation is what the plan knows of an Op: how a step of it reads on one
+// line (after the op's name), and whether it changes a host or only waits.
+type operation struct {
+	describe func(Step) string // nil: the op's name says it all
+	wait     bool              // reads and waits, never changes a host
+	// plural names a run of n > 1 steps of the op in a grouped plan, e.g.
+	// "upload-file ×9"; nil lists each step's description instead.
+	plural func(n int) string
+}
+
+// brief says what a run of consecutive steps of this op does.
+func (o operation) brief(run []Step) string {
+	if len(run) > 1 && o.plural != nil {
+		return o.plural(len(run))
+	}
+	var descs []string
+	for _, s := range run {
+		if o.describe == nil {
+			descs = append(descs, "")
+			continue
+		}
+		descs = append(descs, o.describe(s))
+	}
+	out := string(run[0].Op)
+	if d := strings.TrimSpace(strings.Join(descs, ", ")); d != "" {
+		out += " " + d
+	}
+	return out
+}
+
+// operations is the table of every operation the planner may emit.
+var operations = map[Op]operation{
+	OpUploadFile:      {describe: func(s Step) string { return fmt.Sprintf("%s (%04o)", s.Path, uint32(s.Mode)) }, plural: count("upload-file")},
+	OpRunCommand:      {describe: func(s Step) string { return fmt.Sprintf("%q", s.Command) }, plural: count("run-command")},
+	OpStartService:    {describe: service},
+	OpRestartService:  {describe: service},
+	OpStopService:     {describe: service},
+	OpWipeDataDir:     {describe: func(s Step) string { return s.Path }},
+	OpEtcdAddLearner:  {describe: func(s Step) string { return s.Member + " " + s.PeerURL }},
+	OpEtcdPromote:     {describe: member},
+	OpEtcdRemove:      {describe: member},
+	OpEtcdMoveLeader:  {describe: member},
+	OpWaitCaughtUp:    {describe: member, wait: true},
+	OpWaitEtcdHealthy: {describe: voters, wait: true},
+	OpKubeadmInit:     {},
+	OpKubeadmJoin:     {},
+	OpWaitAPIServer:   {wait: true},
+	OpLabelNode:       {},
+	OpFetchKubeconfig: {},
+}
+
+// count names n steps of an op by the op's name and the number.
+func count(op string) func(int) string {
+	return func(n int) string { return fmt.Sprintf("%s ×%d", op, n) }
+}
+
+func service(s Step) string { return s.Service }
+func member(s Step) string  { return s.Member }
+func voters(s Step) string {
+	return fmt.Sprintf("(%d voting: quorum %d)", len(s.Voters), len(s.Voters)/2+1)
+}
+
+// Ops lists every operation, sorted, so the executor's table can be checked
+// against it.
+func Ops() []Op { return slices.Sorted(maps.Keys(operations)) }
+
+// Known reports whether op is an operation of the plan vocabulary.
+func (op Op) Known() bool { _, ok := operations[op]; return ok }
+
+// Waits reports whether the op only reads and waits, changing nothing.
+func (op Op) Waits() bool { return operations[op].wait }

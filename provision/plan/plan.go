@@ -1,0 +1,222 @@
+// Package plan is kprov's plan vocabulary: the plan as plain data (stages of
+// typed steps), the facts it is made from, and the host layout (paths, ports,
+// units) that the planner renders into and fact gathering reads. It imports
+// nothing of kprov's but the inventory, so the planner (roles) and the code
+// that carries a plan out (provision) share it without the planner linking
+// any transport.
+package plan
+
+import (
+	"encoding/json"
+	"fmt"
+	"io/fs"
+)
+
+// Step is one typed operation on one host, with the reason it is needed.
+type Step struct {
+	Op     Op     `json:"op"`
+	Host   string `json:"host"`
+	Reason string `json:"reason"`
+
+	// Files.
+	Path   string      `json:"path,omitempty"`
+	Mode   fs.FileMode `json:"mode,omitempty"`
+	SHA256 string      `json:"sha256,omitempty"`
+	Secret bool        `json:"secret,omitempty"`
+	// Content is what an upload writes; it never goes into a printed or saved plan.
+	Content []byte `json:"-"`
+	// Source is a file on the operator's machine an upload streams instead of
+	// Content (a binary from the inventory's artifacts block); apply checks
+	// its SHA-256 against SHA256 before sending a byte.
+	Source string `json:"source,omitempty"`
+
+	// Commands and services.
+	Command string `json:"command,omitempty"`
+	Service string `json:"service,omitempty"`
+
+	// etcd membership.
+	Member   string   `json:"member,omitempty"`    // member name
+	MemberID uint64   `json:"member_id,omitempty"` // for remove, promote (0 when assigned at apply time)
+	PeerURL  string   `json:"peer_url,omitempty"`
+	Voters   []string `json:"voters,omitempty"` // for waits: the voting members expected healthy
+
+	// Kubernetes nodes.
+	Labels map[string]string `json:"labels,omitempty"`
+	Taints []string          `json:"taints,omitempty"`
+}
+
+// String renders a step on one line for the plan display, as its
+// operation's entry in the table of operations says.
+func (s Step) String() string {
+	if op, ok := operations[s.Op]; ok && op.describe != nil {
+		return string(s.Op) + " " + op.describe(s)
+	}
+	return string(s.Op)
+}
+
+// StageKind is what a stage does; with its target it identifies the stage.
+type StageKind string
+
+// The kinds of stage the planner makes, in the order a plan runs them.
+const (
+	StagePrepare          StageKind = "prepare"              // files, binaries and units on every host, in parallel
+	StageEtcdBootstrap    StageKind = "etcd/bootstrap"       // the first member starts alone as a new cluster
+	StageEtcdStartStopped StageKind = "etcd/start-stopped"   // members that are down start (together on a cold start)
+	StageEtcdAdd          StageKind = "etcd/add"             // one member added as a learner and promoted
+	StageEtcdRemove       StageKind = "etcd/remove"          // one member removed, then stopped and wiped
+	StageEtcdRestart      StageKind = "etcd/restart"         // one member restarted for a changed configuration
+	StageEtcdFinalize     StageKind = "etcd/finalize-config" // every member's config records the full member list
+	StageControlPlaneInit StageKind = "control-plane/init"   // kubeadm init on the first master
+	StageControlPlaneJoin StageKind = "control-plane/join"   // one further master joins
+	StageKubeconfig       StageKind = "control-plane/kubeconfig"
+	StageNodesJoin        StageKind = "nodes/join"   // workers join, in parallel
+	StageNodesLabels      StageKind = "nodes/labels" // labels and taints through the API
+)
+
+// Stage is a group of steps with a concurrency bound: 1 where quorum demands
+// that changes happen one at a time, more where hosts are independent. The
+// planner sets its kind, target and title; nothing parses them back.
+type Stage struct {
+	Kind StageKind `json:"kind"`
+	// Target is the member or master a one-host stage is about; empty for
+	// stages over many hosts.
+	Target string `json:"target,omitempty"`
+	// Title says what the stage does for a person, e.g. "adding etcd member
+	// 2/3 (etcd-2)".
+	Title    string `json:"title"`
+	Parallel int    `json:"parallel"`
+	// Quorum describes the etcd quorum during a serial stage, e.g. "3 voting, quorum 2".
+	Quorum string `json:"quorum,omitempty"`
+	Steps  []Step `json:"steps"`
+}
+
+// Name identifies the stage in reports and logs: its kind, then its target,
+// e.g. "etcd/add/etcd-2".
+func (s *Stage) Name() string {
+	if s.Target == "" {
+		return string(s.Kind)
+	}
+	return string(s.Kind) + "/" + s.Target
+}
+
+// Hosts lists the hosts the stage's steps run on, in first-step order.
+func (s *Stage) Hosts() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, st := range s.Steps {
+		if !seen[st.Host] {
+			seen[st.Host] = true
+			out = append(out, st.Host)
+		}
+	}
+	return out
+}
+
+// stageJSON is how a stage is written: its fields plus its name, for people
+// and scripts that read saved plans.
+type stageJSON struct {
+	Name string `json:"name"`
+	stageFields
+}
+
+type stageFields Stage
+
+// MarshalJSON writes the stage with its name.
+func (s Stage) MarshalJSON() ([]byte, error) {
+	return json.Marshal(stageJSON{Name: s.Name(), stageFields: stageFields(s)})
+}
+
+// UnmarshalJSON reads a stage written by MarshalJSON; the name is derived, so
+// it is not read back.
+func (s *Stage) UnmarshalJSON(b []byte) error {
+	var v stageJSON
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*s = Stage(v.stageFields)
+	return nil
+}
+
+// Plan is everything kprov will do, in order. It is plain data: printing it
+// is the dry run, and applying it is the only thing that changes hosts.
+type Plan struct {
+	Cluster string   `json:"cluster"`
+	Stages  []Stage  `json:"stages"`
+	Summary Summary  `json:"summary"`
+	Notes   []string `json:"notes,omitempty"` // warnings a person should read before applying
+	// FactsDigest identifies the facts the plan was made from; apply refuses a
+	// saved plan when the live facts no longer match.
+	FactsDigest string `json:"facts_digest"`
+}
+
+// Summary counts what the plan changes.
+type Summary struct {
+	HostsToPrepare     int `json:"hosts_to_prepare"`
+	EtcdMembersToAdd   int `json:"etcd_members_to_add"`
+	EtcdMembersRemoved int `json:"etcd_members_to_remove"`
+	EtcdRestarts       int `json:"etcd_restarts"`
+	MastersToJoin      int `json:"masters_to_join"`
+	NodesToJoin        int `json:"nodes_to_join"`
+	FilesToWrite       int `json:"files_to_write"`
+}
+
+// Empty reports whether the plan changes nothing.
+func (p *Plan) Empty() bool {
+	for _, st := range p.Stages {
+		if len(st.Steps) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Has reports whether the plan has a stage of this kind with steps.
+func (p *Plan) Has(kind StageKind) bool {
+	for _, st := range p.Stages {
+		if st.Kind == kind && len(st.Steps) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// String renders the summary line, e.g.
+// "Plan: 12 hosts to prepare, 3 etcd members to add, 2 masters to join, 0 to remove".
+func (s Summary) String() string {
+	return fmt.Sprintf("Plan: %d hosts to prepare, %d etcd members to add, %d masters to join, %d nodes to join, %d etcd restarts, %d to remove",
+		s.HostsToPrepare, s.EtcdMembersToAdd, s.MastersToJoin, s.NodesToJoin, s.EtcdRestarts, s.EtcdMembersRemoved)
+}
+
+// Count fills in the summary from the stages and steps.
+func (p *Plan) Count() {
+	s := Summary{}
+	prepared := map[string]bool{}
+	for _, st := range p.Stages {
+		for _, step := range st.Steps {
+			switch step.Op {
+			case OpEtcdAddLearner:
+				s.EtcdMembersToAdd++
+			case OpEtcdRemove:
+				s.EtcdMembersRemoved++
+			case OpRestartService:
+				s.EtcdRestarts++
+			case OpKubeadmJoin:
+				if st.Kind == StageControlPlaneJoin {
+					s.MastersToJoin++
+				} else {
+					s.NodesToJoin++
+				}
+			case OpUploadFile:
+				s.FilesToWrite++
+			}
+			if st.Kind == StagePrepare {
+				prepared[step.Host] = true
+			}
+		}
+	}
+	if p.Has(StageEtcdBootstrap) {
+		s.EtcdMembersToAdd++ // the first member of a new cluster is added by starting it
+	}
+	s.HostsToPrepare = len(prepared)
+	p.Summary = s
+}

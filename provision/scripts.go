@@ -1,0 +1,228 @@
+package provision
+
+import (
+	"fmt"
+	"maps"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/kprov/kprov/internal/shell"
+	"github.com/kprov/kprov/provision/plan"
+)
+
+// Every command kprov runs on a host is written in this file, so a reviewer
+// can read in one sitting everything kprov can do to a host as root. The
+// golden test (scripts_test.go, testdata/scripts.golden) shows each one's
+// exact text. Every path, unit and value is quoted with shell.Quote; the
+// scripts that change something check the live state first and print
+// "changed" only when they did, so a step run twice changes nothing the
+// second time.
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string { return shell.Quote(s) }
+
+// binPath puts the directory kprov installs artifacts into on the path of
+// kubeadm and kubectl commands: a non-login shell may not have it.
+const binPath = `PATH="/usr/local/sbin:/usr/local/bin:$PATH"; export PATH; `
+
+// probedServices are the systemd units whose ActiveState the probe reports.
+const probedServices = "etcd kubelet containerd kprov-swapoff.service"
+
+// script renders the probe: one POSIX sh script that only reads, so a host's
+// facts cost one SSH session. Every line it prints is key=value and the last
+// is end=ok, so output cut short is detected instead of read as "absent".
+// Nothing in it fails the script: a probe that cannot answer prints nothing
+// (or "unreadable") and the others still run.
+func (p hostProbe) script() (string, error) {
+	var b strings.Builder
+	b.WriteString(`# kprov fact probe: read-only
+export LC_ALL=C
+PATH="$PATH:/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin"
+echo "hostname=$(uname -n)"
+echo "arch=$(uname -m)"
+if [ -r /etc/os-release ]; then grep -E '^(ID|VERSION_ID)=' /etc/os-release | sed 's/^/os_release./'; fi
+# /proc/swaps has a header line and one line per active swap area.
+if [ -r /proc/swaps ] && [ "$(sed 1d /proc/swaps | grep -c .)" -gt 0 ]; then echo swap=on; else echo swap=off; fi
+if command -v systemctl >/dev/null 2>&1; then
+  for u in ` + probedServices + `; do echo "service.$u=$(systemctl is-active "$u" 2>/dev/null)"; done
+fi
+v() { if command -v "$1" >/dev/null 2>&1; then echo "version.$1=$("$@" 2>/dev/null | head -n 1)"; fi; }
+v etcd --version
+v kubeadm version -o short
+v kubelet --version
+v kubectl version --client
+sum() {
+  if [ ! -f "$1" ]; then echo "file=absent $1"
+  elif s=$(sha256sum < "$1" 2>/dev/null); then echo "file=${s%% *} $1"
+  else echo "file=unreadable $1"; fi
+}
+exists() { if [ -e "$2" ]; then echo "$1=yes"; else echo "$1=no"; fi; }
+`)
+	for _, f := range p.Files {
+		if strings.ContainsAny(f, "\n\x00") || !strings.HasPrefix(f, "/") {
+			return "", fmt.Errorf("file %q: want an absolute path on one line", f)
+		}
+		fmt.Fprintf(&b, "sum %s\n", shellQuote(f))
+	}
+	fmt.Fprintf(&b, "exists joined %s\n", shellQuote(p.KubeletConf))
+	fmt.Fprintf(&b, "exists control_plane %s\n", shellQuote(p.APIServerManifest))
+	// etcd keeps its WAL and snapshots under DATA_DIR/member: an empty or
+	// half-created data directory is not a member's data.
+	fmt.Fprintf(&b, "exists etcd_data %s\n", shellQuote(p.EtcdDataDir+"/member"))
+	// base64 keeps the file on one line whatever it holds.
+	fmt.Fprintf(&b, "if [ -f %[1]s ]; then printf 'etcd_config='; base64 < %[1]s | tr -d '\\n'; echo; fi\n", shellQuote(p.EtcdConfig))
+	b.WriteString("echo end=ok\n")
+	return b.String(), nil
+}
+
+// preflightScript only reads, except for the fsync probe, which writes and
+// removes one small file in a private directory it makes beside the etcd
+// data directory (nothing on a host without etcd).
+func preflightScript(binaries []string, etcdDataDir string) string {
+	var b strings.Builder
+	b.WriteString(`# kprov preflight
+export LC_ALL=C
+PATH="/usr/local/sbin:/usr/local/bin:$PATH"
+echo "clock=$(date +%s%N)"
+if command -v ss >/dev/null 2>&1; then
+  echo ports=known
+  ss -Hltn 2>/dev/null | awk '{print $4}' | sed 's/.*://' | sort -un | sed 's/^/listen=/'
+fi
+`)
+	for _, bin := range binaries {
+		fmt.Fprintf(&b, "if command -v %[1]s >/dev/null 2>&1; then echo bin.%[1]s=yes; else echo bin.%[1]s=no; fi\n", shellQuote(bin))
+	}
+	if etcdDataDir != "" {
+		fmt.Fprintf(&b, `d=%s
+while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+echo "disk_free_kib=$(df -Pk "$d" | awk 'NR==2 {print $4}')"
+# The probe writes inside a fresh private directory (mktemp -d: a new
+# name, mode 0700, created exclusively), so a link or file planted in a
+# shared parent such as /tmp is never followed or overwritten.
+if t=$(mktemp -d "$d/.kprov-fsync.XXXXXXXX" 2>/dev/null); then
+  s=$(date +%%s%%N)
+  if dd if=/dev/zero of="$t/probe" bs=8k count=25 oflag=dsync 2>/dev/null; then e=$(date +%%s%%N); echo "fsync_ns=$(( (e - s) / 25 ))"; fi
+  rm -rf -- "$t"
+fi
+`, shellQuote(etcdDataDir))
+	}
+	b.WriteString("echo end=ok\n")
+	return b.String()
+}
+
+// scriptMakeDirs creates the directories uploads go into: the transport
+// writes a temporary file beside its target, so the directory must exist.
+func scriptMakeDirs(dirs []string) string {
+	return "mkdir -p -- " + shell.Join(dirs...)
+}
+
+// scriptStartService enables and starts a unit unless it already runs
+// enabled; daemon-reload first, since the unit file may have just been written.
+func scriptStartService(unit string) string {
+	u := shellQuote(unit)
+	return fmt.Sprintf("if systemctl is-active --quiet %[1]s && systemctl is-enabled --quiet %[1]s; then :; else systemctl daemon-reload && systemctl enable --now %[1]s && echo changed%[2]s; fi", u, unitJournalOnFailure(u))
+}
+
+// scriptRestartService restarts a unit, for a configuration it reads only at start.
+func scriptRestartService(unit string) string {
+	u := shellQuote(unit)
+	return "{ systemctl daemon-reload && systemctl restart " + u + "; }" + unitJournalOnFailure(u)
+}
+
+// scriptStopService stops and disables a unit that runs or is enabled.
+func scriptStopService(unit string) string {
+	return fmt.Sprintf("if systemctl is-active --quiet %[1]s || systemctl is-enabled --quiet %[1]s; then systemctl disable --now %[1]s && echo changed; fi", shellQuote(unit))
+}
+
+// unitJournalOnFailure appends the unit's last journal lines to stderr when
+// the command before it fails, so the error names the cause instead of
+// pointing the operator at the host's journal.
+func unitJournalOnFailure(quotedUnit string) string {
+	return fmt.Sprintf(" || { rc=$?; journalctl -u %s -n 15 --no-pager -o cat >&2; exit $rc; }", quotedUnit)
+}
+
+// scriptWipeDataDir removes an etcd data directory, and only one that is
+// provably etcd's (RELIABILITY 20): it must be a real directory (never a
+// symbolic link, which rm would not follow but a later write would) that
+// holds an etcd member's data (member/, itself a real directory) or
+// nothing. Anything else stops the step with what was found, exit 3, and
+// nothing removed. Files kprov does not know are never deleted.
+func scriptWipeDataDir(dir string) string {
+	return fmt.Sprintf(`d=%s
+if [ -L "$d" ]; then echo "refusing to wipe $d: it is a symbolic link" >&2; exit 3; fi
+if [ ! -e "$d" ]; then exit 0; fi
+if [ ! -d "$d" ]; then echo "refusing to wipe $d: it is not a directory" >&2; exit 3; fi
+if [ -L "$d/member" ]; then echo "refusing to wipe $d: $d/member is a symbolic link" >&2; exit 3; fi
+other=$(find "$d" -mindepth 1 -maxdepth 1 ! -name member -print | head -n 5)
+if [ -n "$other" ]; then echo "refusing to wipe $d: it holds more than an etcd member's data:" >&2; printf '%%s\n' "$other" >&2; exit 3; fi
+if [ -e "$d/member" ] && [ ! -d "$d/member" ]; then echo "refusing to wipe $d: $d/member is not a directory" >&2; exit 3; fi
+rm -rf -- "$d" && echo changed`, shellQuote(dir))
+}
+
+// scriptExists prints "present" when path exists.
+func scriptExists(path string) string {
+	return "if [ -e " + shellQuote(path) + " ]; then echo present; fi"
+}
+
+// scriptKubeadmValidate has the host's own kubeadm check a configuration
+// before it is used (RELIABILITY 13).
+func scriptKubeadmValidate(config string) string {
+	return binPath + "kubeadm config validate --config " + shellQuote(config)
+}
+
+// scriptKubeadm runs a kubeadm command line the planner built from fixed
+// words and the rendered configuration's path.
+func scriptKubeadm(command string) string { return binPath + command }
+
+// kubectl is kubectl with the admin kubeconfig of a master.
+const kubectl = binPath + "kubectl --kubeconfig " + plan.AdminKubeconfigPath + " "
+
+// scriptListNodes lists the cluster's nodes from a master, read-only.
+const scriptListNodes = kubectl + "get nodes -o json --request-timeout=20s"
+
+// scriptLabelNode sets a node's labels; --overwrite makes it idempotent.
+func scriptLabelNode(node string, labels map[string]string) string {
+	var args []string
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		args = append(args, shellQuote(k+"="+labels[k]))
+	}
+	return kubectl + "label node " + shellQuote(node) + " --overwrite " + strings.Join(args, " ")
+}
+
+// scriptTaintNode sets a node's taints; --overwrite makes it idempotent.
+func scriptTaintNode(node string, taints []string) string {
+	return kubectl + "taint node " + shellQuote(node) + " --overwrite " + shell.Join(taints...)
+}
+
+// lockAge prints the seconds since the lock file was last refreshed, by
+// the lock host's own clock.
+const lockAge = `$(( $(date +%%s) - $(stat -c %%Y %[1]s 2>/dev/null || date +%%s) ))`
+
+// scriptLockAcquire creates the lock file unless it exists. noclobber makes
+// the shell open it with O_EXCL, so of two applies racing exactly one wins;
+// the loser prints "held", the lock's age in seconds, and the holder's line.
+func scriptLockAcquire(lockPath, owner string) string {
+	return fmt.Sprintf("mkdir -p %[3]s && if (set -o noclobber; printf '%%s\\n' %[2]s > %[1]s) 2>/dev/null; then echo acquired; else echo \"held "+lockAge+"\"; cat %[1]s; fi",
+		shellQuote(lockPath), shellQuote(owner), shellQuote(path.Dir(lockPath)))
+}
+
+// scriptLockBreakStale removes the lock only while it still names the
+// holder that was seen and is still older than staleAfter, so a lock that
+// was refreshed or taken over in between is left alone.
+func scriptLockBreakStale(lockPath, holder string, staleAfter time.Duration) string {
+	return fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ] && [ "`+lockAge+`" -ge %[3]d ]; then rm -f %[1]s && echo broken; fi`,
+		shellQuote(lockPath), shellQuote(holder), int64(staleAfter/time.Second))
+}
+
+// scriptLockRefresh is the holder's heartbeat: it touches the lock while
+// the lock is still its own, and says "lost" otherwise.
+func scriptLockRefresh(lockPath, owner string) string {
+	return fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then touch %[1]s && echo ok; else echo lost; fi`, shellQuote(lockPath), shellQuote(owner))
+}
+
+// scriptLockRelease removes the lock only while it is still this run's.
+func scriptLockRelease(lockPath, owner string) string {
+	return fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then rm -f %[1]s; fi`, shellQuote(lockPath), shellQuote(owner))
+}

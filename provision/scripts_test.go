@@ -1,0 +1,238 @@
+package provision
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kprov/kprov/provision/plan"
+)
+
+// TestScriptsGolden writes every command kprov runs on a host, with sample
+// arguments, into one golden file: a reviewer reads there, in one sitting,
+// everything kprov can do to a host as root, and any change to a command
+// shows up in review as a diff of that file.
+func TestScriptsGolden(t *testing.T) {
+	probe, err := hostProbe{Files: []string{"/etc/kprov/kubeadm-init.yaml", "/usr/local/bin/kubelet"}, EtcdConfig: "/etc/etcd/etcd.yaml",
+		EtcdDataDir: "/var/lib/etcd", KubeletConf: "/etc/kubernetes/kubelet.conf", APIServerManifest: "/etc/kubernetes/manifests/kube-apiserver.yaml"}.script()
+	if err != nil {
+		t.Fatal(err)
+	}
+	scripts := []struct{ name, text string }{
+		{"fact probe (read-only)", probe},
+		{"preflight probe, etcd host", preflightScript([]string{"etcd", "etcdctl"}, "/var/lib/etcd")},
+		{"preflight probe, node", preflightScript([]string{"kubeadm", "kubelet"}, "")},
+		{"make upload directories", scriptMakeDirs([]string{"/etc/kprov", "/etc/etcd"})},
+		{"start a unit", scriptStartService("etcd.service")},
+		{"restart a unit", scriptRestartService("etcd.service")},
+		{"stop a unit", scriptStopService("etcd.service")},
+		{"wipe the etcd data directory", scriptWipeDataDir("/var/lib/etcd")},
+		{"kubeadm already ran?", scriptExists("/etc/kubernetes/manifests/kube-apiserver.yaml")},
+		{"kubeadm validate", scriptKubeadmValidate("/etc/kprov/kubeadm-join.yaml")},
+		{"kubeadm", scriptKubeadm("kubeadm join --config /etc/kprov/kubeadm-join.yaml")},
+		{"list nodes (read-only)", scriptListNodes},
+		{"label a node", scriptLabelNode("infra-1", map[string]string{"node-role.kubernetes.io/infra": "", "zone": "a"})},
+		{"taint a node", scriptTaintNode("infra-1", []string{"node-role.kubernetes.io/infra=:NoSchedule"})},
+		{"take the cluster lock", scriptLockAcquire(plan.LockPath, "ops@laptop pid 42 since "+time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC).Format(time.RFC3339))},
+		{"break a stale cluster lock", scriptLockBreakStale(plan.LockPath, "ops@laptop pid 42 since 2026-12-01T12:00:00Z", DefaultLockStaleAfter)},
+		{"refresh the cluster lock (heartbeat)", scriptLockRefresh(plan.LockPath, "ops@laptop pid 42 since 2026-12-01T12:00:00Z")},
+		{"release the cluster lock", scriptLockRelease(plan.LockPath, "ops@laptop pid 42 since 2026-12-01T12:00:00Z")},
+	}
+	var b bytes.Buffer
+	b.WriteString("# Every command kprov runs on a host (provision/scripts.go), with sample arguments.\n")
+	b.WriteString("# go test ./provision -run TestScriptsGolden -update rewrites this file.\n")
+	for _, s := range scripts {
+		fmt.Fprintf(&b, "\n## %s\n%s\n", s.name, s.text)
+	}
+	golden := filepath.Join("testdata", "scripts.golden")
+	if *update {
+		if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b.Bytes(), want) {
+		t.Errorf("%s differs (go test ./provision -run TestScriptsGolden -update rewrites it); got:\n%s", golden, b.Bytes())
+	}
+}
+
+// TestLockScriptsRunLocally runs the real lock scripts under a local sh on a
+// lock file in a temporary directory: one holder at a time, the age read
+// back, a live lock never broken, a stale one broken only while it is still
+// the same holder's, the heartbeat noticing a lost lock, and release
+// removing only the holder's own lock.
+func TestLockScriptsRunLocally(t *testing.T) {
+	lock := filepath.Join(t.TempDir(), "kprov", "apply.lock")
+	sh := func(script string) string {
+		t.Helper()
+		out, err := exec.Command("sh", "-c", script).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", script, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := sh(scriptLockAcquire(lock, "a")); got != "acquired" {
+		t.Fatalf("first acquire: %q", got)
+	}
+	if got := sh(scriptLockAcquire(lock, "b")); got != "held 0\na" {
+		t.Fatalf("second acquire: %q, want held 0 by a", got)
+	}
+	if got := sh(scriptLockBreakStale(lock, "a", time.Hour)); got != "" {
+		t.Fatalf("a live lock was broken: %q", got)
+	}
+	if got := sh(scriptLockRefresh(lock, "a")); got != "ok" {
+		t.Fatalf("holder's heartbeat: %q", got)
+	}
+	if got := sh(scriptLockRefresh(lock, "b")); got != "lost" {
+		t.Fatalf("another's heartbeat: %q", got)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(lock, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if got := sh(scriptLockAcquire(lock, "b")); !strings.HasPrefix(got, "held 36") {
+		t.Fatalf("acquire over an hour-old lock: %q, want held 36xx", got)
+	}
+	if got := sh(scriptLockBreakStale(lock, "someone else", time.Minute)); got != "" {
+		t.Fatalf("a stale lock of another holder than seen was broken: %q", got)
+	}
+	sh(scriptLockRelease(lock, "b"))
+	if _, err := os.Stat(lock); err != nil {
+		t.Fatalf("release by a non-holder removed the lock: %v", err)
+	}
+	if got := sh(scriptLockBreakStale(lock, "a", time.Minute)); got != "broken" {
+		t.Fatalf("stale lock: %q, want broken", got)
+	}
+	if got := sh(scriptLockAcquire(lock, "b")); got != "acquired" {
+		t.Fatalf("acquire after the break: %q", got)
+	}
+	sh(scriptLockRelease(lock, "b"))
+	if _, err := os.Stat(lock); !os.IsNotExist(err) {
+		t.Fatalf("release left the lock: %v", err)
+	}
+}
+
+// TestWipeScriptRunsLocally runs the real wipe script under a local sh: it
+// removes a member's data directory or an empty one, and refuses (exit 3,
+// nothing removed) a symbolic link, a directory holding anything but
+// member/, a member/ that is a link, and a file.
+func TestWipeScriptRunsLocally(t *testing.T) {
+	run := func(dir string) (string, error) {
+		out, err := exec.Command("sh", "-c", scriptWipeDataDir(dir)).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	mk := func(t *testing.T, paths ...string) string {
+		root := t.TempDir()
+		for _, p := range paths {
+			if strings.HasSuffix(p, "/") {
+				if err := os.MkdirAll(filepath.Join(root, p), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(root, p), []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return root
+	}
+	t.Run("member data", func(t *testing.T) {
+		root := mk(t, "etcd/member/wal/0.wal", "etcd/member/snap/db")
+		if out, err := run(root + "/etcd"); err != nil || out != "changed" {
+			t.Fatalf("%q, %v", out, err)
+		}
+		if _, err := os.Stat(root + "/etcd"); !os.IsNotExist(err) {
+			t.Fatalf("still there: %v", err)
+		}
+	})
+	t.Run("empty and absent", func(t *testing.T) {
+		root := mk(t, "etcd/")
+		if out, err := run(root + "/etcd"); err != nil || out != "changed" {
+			t.Fatalf("empty: %q, %v", out, err)
+		}
+		if out, err := run(root + "/etcd"); err != nil || out != "" {
+			t.Fatalf("absent: %q, %v", out, err)
+		}
+	})
+	refused := func(t *testing.T, dir, want string, keep string) {
+		t.Helper()
+		out, err := run(dir)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(out, want) {
+			t.Fatalf("%q, %v; want exit 3 saying %q", out, err, want)
+		}
+		if _, err := os.Stat(keep); err != nil {
+			t.Fatalf("%s was removed: %v", keep, err)
+		}
+	}
+	t.Run("other files", func(t *testing.T) {
+		root := mk(t, "var/member/db", "var/log/syslog")
+		refused(t, root+"/var", "holds more than an etcd member", root+"/var/log/syslog")
+	})
+	t.Run("symbolic link", func(t *testing.T) {
+		root := mk(t, "real/member/db")
+		if err := os.Symlink(root+"/real", root+"/etcd"); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, root+"/etcd", "is a symbolic link", root+"/real/member/db")
+	})
+	t.Run("member is a link", func(t *testing.T) {
+		root := mk(t, "precious/db", "etcd/")
+		if err := os.Symlink(root+"/precious", root+"/etcd/member"); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, root+"/etcd", "member is a symbolic link", root+"/precious/db")
+	})
+	t.Run("a file", func(t *testing.T) {
+		root := mk(t, "etcd")
+		refused(t, root+"/etcd", "not a directory", root+"/etcd")
+	})
+}
+
+// TestFsyncProbeUsesPrivateDirectory: the fsync probe writes only inside a
+// fresh directory of its own (mode 0700) beside the data directory, never a
+// predictable name in a parent that may be shared (like /tmp), and removes
+// it. A stand-in dd records where it was asked to write.
+func TestFsyncProbeUsesPrivateDirectory(t *testing.T) {
+	parent := t.TempDir()
+	bin := t.TempDir()
+	record := filepath.Join(t.TempDir(), "dd.log")
+	fakeDD := `#!/bin/sh
+for a in "$@"; do case "$a" in of=*) f="${a#of=}";; esac; done
+d=$(dirname "$f")
+echo "$d $(stat -c %a "$d")" >> ` + record + `
+: > "$f"
+`
+	if err := os.WriteFile(filepath.Join(bin, "dd"), []byte(fakeDD), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", preflightScript(nil, filepath.Join(parent, "etcd-data")))
+	cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	b, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatalf("dd never ran: %v\n%s", err, out)
+	}
+	dir, mode, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+	if filepath.Dir(dir) != parent || dir == parent || mode != "700" {
+		t.Errorf("the probe wrote in %s (mode %s); want a fresh 0700 directory inside %s", dir, mode, parent)
+	}
+	if entries, _ := os.ReadDir(parent); len(entries) != 0 {
+		t.Errorf("the probe left %v in %s", entries, parent)
+	}
+}
