@@ -60,7 +60,7 @@ func (l *loader) build(raw *fileSchema) (*Inventory, hcl.Diagnostics) {
 		Taints: []Taint{{Key: InfraRoleLabel, Effect: "NoSchedule"}},
 	}
 	if len(raw.Infra) > 0 {
-		diags = append(diags, buildInfra(raw.Infra[0], &inv.Infra)...)
+		diags = append(diags, l.buildInfra(raw.Infra[0], &inv.Infra)...)
 	}
 
 	if len(raw.Artifacts) > 0 {
@@ -131,6 +131,7 @@ func (l *loader) buildCluster(cb *clusterBlock, c *Cluster) hcl.Diagnostics {
 			diags = append(diags, errorAt(cb.ControlPlaneEndpointRange, "Invalid control_plane_endpoint", "%v.", err))
 		}
 		c.ControlPlaneEndpoint = ep
+		l.derived(*cb.ControlPlaneEndpoint, ep)
 	}
 
 	c.PodSubnet, diags = parseSubnet(diags, "pod_subnet", cb.PodSubnet, DefaultPodSubnet, cb.PodSubnetRange)
@@ -178,26 +179,25 @@ func parseVersion(s string) (string, error) {
 	return v, nil
 }
 
-// parseEndpoint accepts host or host:port and returns host:port (6443 by default).
+// parseEndpoint accepts host, host:port, [host] or [host]:port and returns
+// host:port (6443 by default). The host is an IP literal without a zone or a
+// DNS name: it goes into every node's kubeconfig and the API server's
+// certificate.
 func parseEndpoint(s string) (string, error) {
-	host, port, err := net.SplitHostPort(s)
+	host, port, hasPort, err := splitHostPort(s)
 	if err != nil {
-		if strings.Contains(err.Error(), "missing port") {
-			host, port = strings.Trim(s, "[]"), strconv.Itoa(DefaultAPIServerPort)
-		} else {
-			return "", fmt.Errorf("%q is not host:port (e.g. \"api.example.internal:6443\"): %v", s, err)
+		return "", fmt.Errorf("%v; write host:port, e.g. \"api.example.internal:6443\"", err)
+	}
+	p := DefaultAPIServerPort
+	if hasPort {
+		if p, err = checkPort(port); err != nil {
+			return "", fmt.Errorf("%q: %v", s, err)
 		}
 	}
-	if host == "" {
-		return "", fmt.Errorf("%q has no host", s)
+	if err := checkHost(host, zoneRefused); err != nil {
+		return "", fmt.Errorf("%q: %v", s, err)
 	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return "", fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, port)
-	}
-	if _, err := netip.ParseAddr(host); err != nil && !dns1123Subdomain.MatchString(strings.ToLower(host)) {
-		return "", fmt.Errorf("%q: %q is neither an IP address nor a DNS name", s, host)
-	}
-	return net.JoinHostPort(host, port), nil
+	return net.JoinHostPort(host, strconv.Itoa(p)), nil
 }
 
 func parseSubnet(diags hcl.Diagnostics, field string, val *string, def string, r hcl.Range) (netip.Prefix, hcl.Diagnostics) {
@@ -218,8 +218,8 @@ func parseSubnet(diags hcl.Diagnostics, field string, val *string, def string, r
 func (l *loader) mergeSSH(dst *SSHConfig, sb *sshBlock) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	if sb.User != nil {
-		if *sb.User == "" || strings.ContainsAny(*sb.User, " @:") {
-			diags = append(diags, errorAt(sb.UserRange, "Invalid ssh user", "%q is not a user name.", *sb.User))
+		if !validUser(*sb.User) {
+			diags = append(diags, errorAt(sb.UserRange, "Invalid ssh user", "%q is not a user name: it must not be empty or contain whitespace, control characters, '@' or ':'.", *sb.User))
 		}
 		dst.User = *sb.User
 	}
@@ -289,19 +289,37 @@ func bastionChain(v cty.Value) ([]string, error) {
 	return out, nil
 }
 
+// checkJumpHost checks one bastion, [user@]host[:port]. The user may not
+// contain '@', so this and provision/ssh (which splits at the first '@')
+// agree on where the host starts.
 func checkJumpHost(s string) error {
 	hostport := s
-	if at := strings.LastIndex(s, "@"); at >= 0 {
-		if at == 0 {
+	if user, rest, ok := strings.Cut(s, "@"); ok {
+		if user == "" {
 			return fmt.Errorf("bastion %q has an empty user", s)
 		}
-		hostport = s[at+1:]
+		if !validUser(user) {
+			return fmt.Errorf("bastion %q: the user %q must not contain whitespace, control characters, '@' or ':'", s, user)
+		}
+		if strings.Contains(rest, "@") {
+			return fmt.Errorf("bastion %q has more than one '@'; a user name cannot contain '@'", s)
+		}
+		hostport = rest
 	}
-	if _, _, err := net.SplitHostPort(hostport); err != nil && !strings.Contains(err.Error(), "missing port") {
+	host, port, hasPort, err := splitHostPort(hostport)
+	if err != nil {
 		return fmt.Errorf("bastion %q is not [user@]host[:port]: %v", s, err)
 	}
-	if strings.TrimSpace(hostport) == "" {
+	if hasPort {
+		if _, err := checkPort(port); err != nil {
+			return fmt.Errorf("bastion %q: %v", s, err)
+		}
+	}
+	if host == "" {
 		return fmt.Errorf("bastion %q has no host", s)
+	}
+	if err := checkHost(host, zoneAllowed); err != nil {
+		return fmt.Errorf("bastion %q: %v", s, err)
 	}
 	return nil
 }
@@ -318,10 +336,12 @@ func buildEtcd(eb *etcdBlock, e *Etcd) hcl.Diagnostics {
 		e.Version = v
 	}
 	if eb.DataDir != nil {
-		if !filepath.IsAbs(*eb.DataDir) || filepath.Clean(*eb.DataDir) == "/" {
-			diags = append(diags, errorAt(eb.DataDirRange, "Invalid etcd data_dir", "%q must be an absolute path other than /, such as %q.", *eb.DataDir, DefaultEtcdDataDir))
+		// Removing a member ends in rm -rf of this path on its host.
+		if err := CheckEtcdDataDir(*eb.DataDir); err != nil {
+			diags = append(diags, errorAt(eb.DataDirRange, "Invalid etcd data_dir", "%v.", err))
+		} else {
+			e.DataDir = *eb.DataDir
 		}
-		e.DataDir = filepath.Clean(*eb.DataDir)
 	}
 	return diags
 }
@@ -366,6 +386,7 @@ func (l *loader) buildArtifacts(ab *artifactsBlock) ([]Artifact, hcl.Diagnostics
 				a.Path = ev.AsString()
 			case "sha256":
 				a.SHA256 = strings.ToLower(strings.TrimSpace(ev.AsString()))
+				l.derived(ev.AsString(), a.SHA256)
 			default:
 				diags = append(diags, errorAt(attr.Range, "Unknown artifact field",
 					"%s has no field %q; an artifact takes path and sha256.%s", name, field, suggestion(field, []string{"path", "sha256"})))
@@ -398,7 +419,7 @@ func (l *loader) buildArtifacts(ab *artifactsBlock) ([]Artifact, hcl.Diagnostics
 	return out, diags
 }
 
-func buildInfra(ib *infraBlock, d *InfraDefaults) hcl.Diagnostics {
+func (l *loader) buildInfra(ib *infraBlock, d *InfraDefaults) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	if ib.Labels != nil {
 		diags = append(diags, checkLabels(*ib.Labels, ib.LabelsRange)...)
@@ -406,6 +427,7 @@ func buildInfra(ib *infraBlock, d *InfraDefaults) hcl.Diagnostics {
 	}
 	if ib.Taints != nil {
 		ts, td := parseTaints(*ib.Taints, ib.TaintsRange)
+		l.derivedTaints(ts)
 		diags = append(diags, td...)
 		d.Taints = ts
 	}
@@ -416,7 +438,7 @@ func (l *loader) buildHost(hb *hostBlock, defaults SSHConfig) (*Host, hcl.Diagno
 	var diags hcl.Diagnostics
 	h := &Host{
 		Name:             hb.Name,
-		Address:          strings.TrimSpace(hb.Address),
+		Address:          hb.Address,
 		HostKey:          "",
 		KubeletExtraArgs: hb.KubeletExtraArgs,
 		SSH:              defaults,
@@ -430,10 +452,11 @@ func (l *loader) buildHost(hb *hostBlock, defaults SSHConfig) (*Host, hcl.Diagno
 	}
 	if h.Address == "" {
 		diags = append(diags, errorAt(hb.AddressRange, "Invalid address", "Host %q has an empty address.", hb.Name))
+	} else if err := checkHost(h.Address, zoneAllowed); err != nil {
+		diags = append(diags, errorAt(hb.AddressRange, "Invalid address", "Host %q: %v.", hb.Name, err))
 	} else if a, err := netip.ParseAddr(h.Address); err == nil {
 		h.Address = a.String()
-	} else if !dns1123Subdomain.MatchString(strings.ToLower(h.Address)) {
-		diags = append(diags, errorAt(hb.AddressRange, "Invalid address", "Host %q: %q is neither an IP address nor a DNS name.", hb.Name, h.Address))
+		l.derived(hb.Address, h.Address)
 	}
 
 	if len(hb.Roles) == 0 {
@@ -458,9 +481,11 @@ func (l *loader) buildHost(hb *hostBlock, defaults SSHConfig) (*Host, hcl.Diagno
 	}
 	slices.SortFunc(h.Roles, func(a, b Role) int { return slices.Index(AllRoles, a) - slices.Index(AllRoles, b) })
 
+	diags = append(diags, checkKubeletExtraArgs(hb.Name, hb.KubeletExtraArgs, hb.KubeletExtraArgsRange)...)
 	diags = append(diags, checkLabels(hb.Labels, hb.LabelsRange)...)
 	h.Labels = hb.Labels
 	ts, td := parseTaints(hb.Taints, hb.TaintsRange)
+	l.derivedTaints(ts)
 	diags = append(diags, td...)
 	h.Taints = ts
 
@@ -551,14 +576,39 @@ func parseTaints(in []string, r hcl.Range) ([]Taint, hcl.Diagnostics) {
 
 // path resolves a path from the inventory: ~ is the home directory, and a
 // relative path is relative to the inventory's directory, not the caller's.
-func (l *loader) path(p string) string {
+func (l *loader) path(raw string) string {
+	p := raw
 	if p == "~" || strings.HasPrefix(p, "~/") {
 		p = filepath.Join(l.opts.HomeDir, strings.TrimPrefix(p, "~"))
 	}
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(l.dir, p)
 	}
-	return filepath.Clean(p)
+	p = filepath.Clean(p)
+	l.derived(raw, p)
+	return p
+}
+
+// derived records a field's final form as sensitive when kprov rewrote a
+// sensitive value into it (a resolved path, a normalized address), so the
+// final form is redacted too.
+func (l *loader) derived(raw, final string) {
+	if raw != final && l.sens.contains(raw) {
+		l.sens.add(final)
+	}
+}
+
+// derivedTaints records the value of a taint built from a sensitive value,
+// since the value is printed on its own too (validate --json prints key,
+// value and effect). The key is left alone: it names what the taint is
+// about, like a label key, and is redacted only where it holds a sensitive
+// value itself.
+func (l *loader) derivedTaints(ts []Taint) {
+	for _, t := range ts {
+		if l.sens.contains(t.String()) {
+			l.sens.add(t.Value)
+		}
+	}
 }
 
 // suggestion returns ` Did you mean "x"?` for the nearest candidate, or "".

@@ -7,6 +7,7 @@ package inventory
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -58,6 +59,10 @@ type Inventory struct {
 
 	// Files holds the parsed sources, for rendering diagnostics with snippets.
 	Files map[string]*hcl.File
+
+	// sensitive and redactor are what SensitiveValues and Redact use.
+	sensitive []string
+	redactor  *strings.Replacer
 }
 
 // Cluster is the cluster block.

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -37,7 +38,7 @@ type Options struct {
 // nil only when the file cannot be read; when the diagnostics hold errors it
 // carries at least Path and Files, so the caller can render them with snippets.
 func Load(path string, opts Options) (*Inventory, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
+	src, err := readInventory(path)
 	if err != nil {
 		return nil, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
@@ -48,40 +49,93 @@ func Load(path string, opts Options) (*Inventory, hcl.Diagnostics) {
 	return Parse(src, path, opts)
 }
 
+// readInventory reads at most one byte past MaxInventoryBytes, so Parse can
+// refuse a larger file without it being read whole.
+func readInventory(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, MaxInventoryBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return src, nil
+}
+
 // Parse is Load over bytes already read; filename is used in diagnostics and
 // to resolve relative paths. A name ending in .json is read as HCL's JSON syntax.
 func Parse(src []byte, filename string, opts Options) (*Inventory, hcl.Diagnostics) {
 	opts = opts.withDefaults()
-	parser := hclparse.NewParser()
-	var file *hcl.File
-	var diags hcl.Diagnostics
-	if strings.HasSuffix(filename, ".json") {
-		file, diags = parser.ParseJSON(src, filename)
-	} else {
-		file, diags = parser.ParseHCL(src, filename)
-	}
 	dir, err := filepath.Abs(filepath.Dir(filename))
 	if err != nil {
 		dir = filepath.Dir(filename)
 	}
-	partial := &Inventory{Path: filename, Dir: dir, Files: parser.Files()}
+	l := &loader{opts: opts, dir: dir, sens: sensitiveSet{}}
+	inv, diags := l.parse(src, filename)
+	// Whatever stage stopped the load, nothing it reports may show a
+	// sensitive value.
+	inv.setSensitive(l.sens)
+	redactDiagnostics(diags, inv.redactor, l.marked)
+	return inv, diags
+}
+
+func (l *loader) parse(src []byte, filename string) (*Inventory, hcl.Diagnostics) {
+	if len(src) > MaxInventoryBytes {
+		return &Inventory{Path: filename, Dir: l.dir, Files: map[string]*hcl.File{}}, hcl.Diagnostics{tooLargeDiag(filename, int64(len(src)))}
+	}
+	isJSON := strings.HasSuffix(filename, ".json")
+	// HCL's parser recurses once per level of nesting; measure it first.
+	// The file is not kept for snippets: its offending line may be huge.
+	if diags := checkSourceNesting(src, filename, isJSON); diags.HasErrors() {
+		return &Inventory{Path: filename, Dir: l.dir, Files: map[string]*hcl.File{}}, diags
+	}
+	parser := hclparse.NewParser()
+	var file *hcl.File
+	var diags hcl.Diagnostics
+	if isJSON {
+		file, diags = parser.ParseJSON(src, filename)
+	} else {
+		file, diags = parser.ParseHCL(src, filename)
+	}
+	partial := &Inventory{Path: filename, Dir: l.dir, Files: parser.Files()}
 	if diags.HasErrors() {
 		return partial, diags
 	}
-	l := &loader{opts: opts, dir: dir}
 
 	ctx, moreDiags := l.evalContext(file.Body)
+	diags = append(diags, moreDiags...)
+	if len(l.sens) > 0 {
+		l.marked = ctx
+	}
+	if moreDiags.HasErrors() {
+		return partial, diags
+	}
+	// gohcl cannot decode marked values: decode without the marks, and find
+	// where sensitive values went by evaluating again with them.
+	ctx = unmarkedContext(ctx)
+	l.ctx = ctx
+
+	budget, moreDiags := newExpansionBudget(file.Body)
 	diags = append(diags, moreDiags...)
 	if moreDiags.HasErrors() {
 		return partial, diags
 	}
-	l.ctx = ctx
-
 	var raw fileSchema
-	body := dynblock.Expand(file.Body, ctx)
-	moreDiags = gohcl.DecodeBody(body, ctx, &raw)
-	diags = append(diags, moreDiags...)
-	if moreDiags.HasErrors() {
+	body := dynblock.Expand(file.Body, ctx, dynblock.OptCheckForEach(budget.check))
+	decodeDiags := gohcl.DecodeBody(body, ctx, &raw)
+	diags = append(diags, decodeDiags...)
+	if l.marked != nil {
+		// Also after a failed decoding: its errors may quote values
+		// computed from sensitive ones, which the walk finds.
+		moreDiags = walkSensitive(file.Body, l.marked, l.sens)
+		diags = append(diags, moreDiags...)
+		if moreDiags.HasErrors() {
+			return partial, diags
+		}
+	}
+	if decodeDiags.HasErrors() {
 		return partial, diags
 	}
 
@@ -112,6 +166,11 @@ type loader struct {
 	opts Options
 	dir  string
 	ctx  *hcl.EvalContext // variables, locals and functions, for attributes decoded by hand
+	// marked is ctx with the values of sensitive variables, and everything
+	// computed from them, marked; nil when no variable is sensitive.
+	marked *hcl.EvalContext
+	// sens holds the strings that came from sensitive variables.
+	sens sensitiveSet
 }
 
 // firstPass is the part of the schema read before anything else, because every
@@ -132,6 +191,7 @@ func (l *loader) evalContext(body hcl.Body) (*hcl.EvalContext, hcl.Diagnostics) 
 
 	vars := map[string]cty.Value{}
 	declared := map[string]hcl.Range{}
+	sensitive := map[string]bool{}
 	var locals []*hcl.Attribute
 	for _, block := range content.Blocks {
 		switch block.Type {
@@ -163,6 +223,9 @@ func (l *loader) evalContext(body hcl.Body) (*hcl.EvalContext, hcl.Diagnostics) 
 				continue
 			}
 			declared[v.Name] = block.DefRange
+			if v.Sensitive {
+				sensitive[v.Name] = true
+			}
 			val := cty.NullVal(cty.DynamicPseudoType)
 			if v.Default != nil {
 				dv, d := v.Default.Expr.Value(base)
@@ -179,7 +242,11 @@ func (l *loader) evalContext(body hcl.Body) (*hcl.EvalContext, hcl.Diagnostics) 
 		}
 	}
 
-	diags = append(diags, l.overrideVars(vars, declared)...)
+	diags = append(diags, l.overrideVars(vars, declared, sensitive)...)
+	for name := range sensitive {
+		l.sens.addValue(vars[name])
+		vars[name] = vars[name].Mark(sensitiveMark)
+	}
 	for name, v := range vars {
 		if v.IsNull() {
 			diags = append(diags, &hcl.Diagnostic{
@@ -197,13 +264,20 @@ func (l *loader) evalContext(body hcl.Body) (*hcl.EvalContext, hcl.Diagnostics) 
 	localVals, d := evalLocals(ctx, locals)
 	diags = append(diags, d...)
 	ctx.Variables["local"] = cty.ObjectVal(localVals)
+	for _, v := range localVals {
+		l.sens.addMarked(v)
+	}
 	return ctx, diags
 }
 
-// overrideVars applies KPROV_VAR_* and then -var on top of the defaults.
-func (l *loader) overrideVars(vars map[string]cty.Value, declared map[string]hcl.Range) hcl.Diagnostics {
+// overrideVars applies KPROV_VAR_* and then -var on top of the defaults. The
+// text given for a sensitive variable is sensitive even when it is refused.
+func (l *loader) overrideVars(vars map[string]cty.Value, declared map[string]hcl.Range, sensitive map[string]bool) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	set := func(name, raw, source string) {
+		if sensitive[name] {
+			l.sens.add(raw)
+		}
 		if _, ok := declared[name]; !ok {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
@@ -251,6 +325,9 @@ func parseVarValue(raw string, def cty.Value) (cty.Value, error) {
 	if def.IsNull() || def.Type() == cty.String {
 		return cty.StringVal(raw), nil
 	}
+	if expressionTooDeep([]byte(raw)) {
+		return cty.NilVal, fmt.Errorf("the value nests brackets, template interpolations and operators more than %d levels deep; kprov stops rather than exhaust its stack", MaxNesting)
+	}
 	expr, diags := hclsyntax.ParseExpression([]byte(raw), "-var", hcl.InitialPos)
 	if diags.HasErrors() {
 		return cty.NilVal, fmt.Errorf("%q is not a valid value: %s", raw, diags[0].Summary)
@@ -267,7 +344,9 @@ func parseVarValue(raw string, def cty.Value) (cty.Value, error) {
 }
 
 // evalLocals evaluates locals in dependency order: a local may use other
-// locals, in any order of declaration, as long as there is no cycle.
+// locals, in any order of declaration, as long as there is no cycle. The
+// order is Kahn's, so the work grows with the number of locals and of
+// references, not with their product, however long a chain of locals is.
 func evalLocals(ctx *hcl.EvalContext, attrs []*hcl.Attribute) (map[string]cty.Value, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	vals := map[string]cty.Value{}
@@ -284,62 +363,127 @@ func evalLocals(ctx *hcl.EvalContext, attrs []*hcl.Attribute) (map[string]cty.Va
 		}
 		pending[a.Name] = a
 	}
-	for len(pending) > 0 {
-		progress := false
-		for _, name := range keys(pending) {
-			a := pending[name]
-			if !localDepsReady(a, vals, pending) {
-				continue
-			}
-			child := ctx.NewChild()
-			child.Variables = map[string]cty.Value{"local": cty.ObjectVal(vals)}
-			v, d := a.Expr.Value(child)
-			diags = append(diags, d...)
-			if d.HasErrors() {
-				v = cty.DynamicVal
-			}
-			vals[name] = v
-			delete(pending, name)
-			progress = true
+	names := keys(pending)
+	refs := make(map[string]localRefs, len(names))
+	waitingOn := make(map[string]int, len(names))
+	dependents := map[string][]string{}
+	var ready []string
+	for _, name := range names {
+		r := localReferences(pending[name], pending)
+		refs[name] = r
+		waitingOn[name] = len(r.names)
+		for _, dep := range r.names {
+			dependents[dep] = append(dependents[dep], name)
 		}
-		if !progress {
-			names := keys(pending)
-			a := pending[names[0]]
-			diags = append(diags, &hcl.Diagnostic{
-				Severity: hcl.DiagError,
-				Summary:  "Cycle in local values",
-				Detail:   fmt.Sprintf("These locals refer to each other in a cycle: %s. Break the cycle.", strings.Join(names, ", ")),
-				Subject:  a.Range.Ptr(),
-			})
-			for _, n := range names {
-				vals[n] = cty.DynamicVal
+		if len(r.names) == 0 {
+			ready = append(ready, name)
+		}
+	}
+	tooDeep := map[string]bool{} // reported once; the locals built on it are not evaluated
+	for i := 0; i < len(ready); i++ {
+		name := ready[i]
+		if slices.ContainsFunc(refs[name].names, func(n string) bool { return tooDeep[n] }) {
+			vals[name], tooDeep[name] = cty.DynamicVal, true
+		} else {
+			vals[name], tooDeep[name] = evalLocal(ctx, pending[name], refs[name], vals, &diags)
+		}
+		for _, d := range dependents[name] {
+			if waitingOn[d]--; waitingOn[d] == 0 {
+				ready = append(ready, d)
 			}
-			break
+		}
+	}
+	if len(ready) < len(names) {
+		var cycle []string
+		for _, n := range names {
+			if waitingOn[n] > 0 {
+				cycle = append(cycle, n)
+			}
+		}
+		diags = append(diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Cycle in local values",
+			Detail:   fmt.Sprintf("These locals refer to each other in a cycle: %s. Break the cycle.", strings.Join(cycle, ", ")),
+			Subject:  pending[cycle[0]].Range.Ptr(),
+		})
+		for _, n := range cycle {
+			vals[n] = cty.DynamicVal
 		}
 	}
 	return vals, diags
 }
 
-// localDepsReady reports whether every local.* the attribute uses is evaluated.
-// A reference to a local that does not exist counts as ready, so evaluation
-// reports it with HCL's own "unsupported attribute" diagnostic and suggestion.
-func localDepsReady(a *hcl.Attribute, done map[string]cty.Value, pending map[string]*hcl.Attribute) bool {
+// localRefs are the other locals an expression uses.
+type localRefs struct {
+	names []string // declared locals it refers to by name, each once, in order of first use
+	// all is set when the expression needs the whole local object: it uses
+	// local on its own, or a local that does not exist (so HCL's error can
+	// suggest the nearest name among those evaluated).
+	all bool
+}
+
+// localReferences finds the locals a uses. A local referring to itself is
+// left to evaluation, which reports it as unsupported.
+func localReferences(a *hcl.Attribute, declared map[string]*hcl.Attribute) localRefs {
+	var r localRefs
+	seen := map[string]bool{}
 	for _, tr := range a.Expr.Variables() {
-		if tr.RootName() != "local" || len(tr) < 2 {
+		if tr.RootName() != "local" {
 			continue
 		}
-		step, ok := tr[1].(hcl.TraverseAttr)
-		if !ok {
+		if len(tr) < 2 {
+			r.all = true
 			continue
 		}
-		if _, isDone := done[step.Name]; isDone {
+		attr, isAttr := tr[1].(hcl.TraverseAttr)
+		if !isAttr {
+			r.all = true
 			continue
 		}
-		if _, isPending := pending[step.Name]; isPending && step.Name != a.Name {
-			return false
+		if _, exists := declared[attr.Name]; !exists || attr.Name == a.Name {
+			r.all = true
+			continue
+		}
+		if !seen[attr.Name] {
+			seen[attr.Name] = true
+			r.names = append(r.names, attr.Name)
 		}
 	}
-	return true
+	return r
+}
+
+// evalLocal evaluates one local whose references are all evaluated, and
+// reports whether its value was refused as nested too deeply. It sees only
+// the locals it names, so each evaluation costs what the local uses, not
+// what the file declares.
+func evalLocal(ctx *hcl.EvalContext, a *hcl.Attribute, r localRefs, vals map[string]cty.Value, diags *hcl.Diagnostics) (cty.Value, bool) {
+	scope := vals
+	if !r.all {
+		scope = make(map[string]cty.Value, len(r.names))
+		for _, n := range r.names {
+			scope[n] = vals[n]
+		}
+	}
+	child := ctx.NewChild()
+	child.Variables = map[string]cty.Value{"local": cty.ObjectVal(scope)}
+	v, d := a.Expr.Value(child)
+	*diags = append(*diags, d...)
+	if d.HasErrors() {
+		v = cty.DynamicVal
+	}
+	// Each local may add up to MaxNesting levels to the ones it uses, so a
+	// chain of locals could build a value deep enough to exhaust the stack
+	// in whatever walks it next.
+	if deeperThan(v, MaxNesting) {
+		*diags = append(*diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Nesting too deep",
+			Detail:   fmt.Sprintf("Local %q is a value nested more than %d levels deep; kprov stops rather than exhaust its stack. Flatten it.", a.Name, MaxNesting),
+			Subject:  a.Range.Ptr(),
+		})
+		return cty.DynamicVal, true
+	}
+	return v, false
 }
 
 func keys[V any](m map[string]V) []string {

@@ -42,6 +42,18 @@ func TestEveryRuleHasItsError(t *testing.T) {
 		"bad-etcd":          "Unsupported etcd version",
 		"env-unset":         "Invalid function argument",
 		"bad-artifacts":     "Unknown artifact",
+		"bad-address":       "Invalid address",
+		"bad-bastion":       "Invalid bastion",
+		"bad-endpoint":      "Invalid control_plane_endpoint",
+		"bad-data-dir":      "Invalid etcd data_dir",
+		"bad-kubelet-args":  "Invalid kubelet_extra_args",
+		"deep-nesting":      "Nesting too deep",
+		"too-many-hosts":    "Too many hosts",
+		"sensitive-values":  "Invalid label",
+
+		"sensitive-function-error": "Error in function call",
+
+		"duplicate-mapped-address": "Duplicate host address",
 	}
 	files, _ := filepath.Glob("testdata/invalid/*.hcl")
 	if len(files) != len(cases) {

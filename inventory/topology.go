@@ -128,7 +128,7 @@ func validateTopology(inv *Inventory) hcl.Diagnostics {
 	if len(t.Masters) > 1 && inv.Cluster.ControlPlaneEndpoint != "" {
 		epHost, _, _ := net.SplitHostPort(inv.Cluster.ControlPlaneEndpoint)
 		for _, h := range inv.HostsWith(RoleMaster) {
-			if h.Address == epHost {
+			if addressKey(h.Address) == addressKey(epHost) {
 				diags = append(diags, warningAt(cluster, "Endpoint is one master",
 					"control_plane_endpoint points at master %q (%s): when that host is down, nodes lose the API server even though the other masters are up. Point it at a load balancer, virtual IP or DNS name that spans every master.", h.Name, h.Address))
 			}
@@ -264,10 +264,14 @@ func checkUnique(inv *Inventory) hcl.Diagnostics {
 		if h.Address == "" {
 			continue
 		}
-		key := strings.ToLower(h.Address)
+		key := addressKey(h.Address)
 		if first, dup := byAddr[key]; dup {
+			same := ""
+			if h.Address != first.Address {
+				same = fmt.Sprintf(" (%s is the same address as %s)", h.Address, first.Address)
+			}
 			diags = append(diags, errorAt(h.AddressRange, "Duplicate host address",
-				"Host %q uses address %s, already used by host %q at %s. Each host needs its own address.", h.Name, h.Address, first.Name, shortRange(first.AddressRange)))
+				"Host %q uses address %s, already used by host %q at %s%s. Each host needs its own address.", h.Name, h.Address, first.Name, shortRange(first.AddressRange), same))
 		} else {
 			byAddr[key] = h
 		}
@@ -284,6 +288,7 @@ func checkSubnets(inv *Inventory) hcl.Diagnostics {
 		if err != nil {
 			continue
 		}
+		a = a.Unmap() // ::ffff:10.96.0.1 is inside 10.96.0.0/12 too
 		for _, s := range []struct {
 			name string
 			p    netip.Prefix
