@@ -125,7 +125,7 @@ func redactor(values []string) *strings.Replacer {
 	}
 	pairs := make([]string, 0, 4*len(values))
 	for _, v := range values {
-		pairs = append(pairs, strconv.Quote(v), Redacted)
+		pairs = append(pairs, strconv.Quote(v), strconv.Quote(Redacted)) // stays a quoted string (JSON, %q)
 	}
 	for _, v := range values {
 		// The escaped form %q prints inside a longer quoted string.

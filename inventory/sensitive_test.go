@@ -156,7 +156,7 @@ host "worker-1" {
 		}
 	}
 	line := `cp-1 labels team="blue" tier=web taint dedicated=blue:NoSchedule`
-	if got, want := inv.Redact(line), "cp-1 labels team=(sensitive) tier=web taint (sensitive)"; got != want {
+	if got, want := inv.Redact(line), "cp-1 labels team=\"(sensitive)\" tier=web taint (sensitive)"; got != want {
 		t.Errorf("Redact(%q) = %q, want %q", line, got, want)
 	}
 	if got := inv.Redact(cp.Labels["tier"]); got != "web" {

@@ -208,7 +208,7 @@ func (p *Pipeline) PlanOnly(ctx context.Context, req PlanRequest) (*plan.Plan, *
 	}
 	if req.Out != "" {
 		sp := &SavedPlan{Version: SavedPlanVersion, Inventory: p.Cluster.Inventory.Path, Facts: facts, Plan: pl}
-		if err := WriteSavedPlan(req.Out, sp); err != nil {
+		if err := WriteSavedPlan(req.Out, sp, p.Cluster.Inventory.Redact); err != nil {
 			return pl, facts, err
 		}
 	}
@@ -311,7 +311,7 @@ func (p *Pipeline) Apply(ctx context.Context, req ApplyRequest) (res *ApplyResul
 	}
 	res.Plan = pl
 	if req.Saved != nil {
-		if err := req.Saved.Check(facts, pl); err != nil {
+		if err := req.Saved.Check(facts, pl, c.Inventory.Redact); err != nil {
 			return res, err
 		}
 	}

@@ -45,10 +45,19 @@ func ReadSavedPlan(path string) (*SavedPlan, error) {
 
 // WriteSavedPlan writes the plan file 0600 (it names every host and file of
 // the cluster) through a temporary name, so a crash never leaves half a plan.
-func WriteSavedPlan(path string, sp *SavedPlan) error {
+// redact (the inventory's Redact, or nil) removes the values of sensitive
+// variables: the file holds "(sensitive)" in their place, and Check
+// compares plans in that same form.
+func WriteSavedPlan(path string, sp *SavedPlan, redact func(string) string) error {
 	b, err := json.MarshalIndent(sp, "", "  ")
 	if err != nil {
 		return err
+	}
+	if redact != nil {
+		b = []byte(redact(string(b)))
+		if !json.Valid(b) {
+			return errors.New("save plan: redacting sensitive values left invalid JSON")
+		}
 	}
 	if err := atomicfile.Write(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save plan: %w", err)
@@ -60,8 +69,18 @@ func WriteSavedPlan(path string, sp *SavedPlan) error {
 // (other facts), or when the same facts now give another plan (the
 // inventory or templates changed). The plan applied is the fresh one, which
 // carries the file contents a saved plan leaves out; it equals the saved one.
-func (sp *SavedPlan) Check(facts *plan.Facts, fresh *plan.Plan) error {
-	if sp.Facts.Digest() != facts.Digest() || sp.Plan.FactsDigest != facts.Digest() {
+// redact is what WriteSavedPlan was given: the fresh facts and plan are
+// compared in the form the file holds them.
+func (sp *SavedPlan) Check(facts *plan.Facts, fresh *plan.Plan, redact func(string) string) error {
+	if redact == nil {
+		redact = func(s string) string { return s }
+	}
+	same := func(saved, live any) bool {
+		a, err1 := json.Marshal(saved)
+		b, err2 := json.Marshal(live)
+		return err1 == nil && err2 == nil && bytes.Equal(a, []byte(redact(string(b))))
+	}
+	if !same(sp.Facts, facts) || sp.Plan.FactsDigest != facts.Digest() {
 		what := "their facts differ"
 		if changes := sp.Facts.Changes(facts); len(changes) > 0 {
 			if len(changes) > maxListedChanges {
@@ -71,15 +90,7 @@ func (sp *SavedPlan) Check(facts *plan.Facts, fresh *plan.Plan) error {
 		}
 		return fmt.Errorf("the hosts changed since the plan was saved (%s): run kprov plan --out again and review it", what)
 	}
-	want, err := json.Marshal(sp.Plan)
-	if err != nil {
-		return err
-	}
-	got, err := json.Marshal(fresh)
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(want, got) {
+	if !same(sp.Plan, fresh) {
 		return errors.New("the inventory or templates changed since the plan was saved (the same facts now give another plan): run kprov plan --out again and review it")
 	}
 	return nil

@@ -33,6 +33,11 @@ func (g *globalOptions) loadInventory() (*inventory.Inventory, hcl.Diagnostics, 
 		return nil, nil, err
 	}
 	inv, diags := inventory.Load(g.file, inventory.Options{Vars: vars})
+	if inv != nil {
+		for _, r := range g.redactors {
+			r.set(inv.Redact)
+		}
+	}
 	return inv, diags, nil
 }
 
@@ -47,7 +52,7 @@ func writeDiagnostics(w io.Writer, inv *inventory.Inventory, diags hcl.Diagnosti
 		files = inv.Files
 	}
 	width, color := uint(0), false
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+	if f, ok := asFile(w); ok && term.IsTerminal(int(f.Fd())) {
 		if cols, _, err := term.GetSize(int(f.Fd())); err == nil {
 			width = uint(cols)
 		}

@@ -50,7 +50,10 @@ type globalOptions struct {
 
 	stdout io.Writer
 	stderr io.Writer
-	log    *log.Logger // set before any command runs, from --log-level and --log-format
+	// redactors are stdout and stderr; loading an inventory with sensitive
+	// variables sets its redactor on them.
+	redactors []*redactWriter
+	log       *log.Logger // set before any command runs, from --log-level and --log-format
 }
 
 // logger builds the charmbracelet logger the libraries receive as a parameter.
@@ -79,7 +82,16 @@ func (g *globalOptions) logger() (*log.Logger, error) {
 
 // newRootCmd assembles the kprov command tree; stdout and stderr are injected so tests can capture them.
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
-	g := &globalOptions{stdout: stdout, stderr: stderr}
+	root, _ := newRoot(stdout, stderr)
+	return root
+}
+
+// newRoot is newRootCmd that also returns the writers every command prints
+// through, which redact sensitive values once an inventory is loaded.
+func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globalOptions) {
+	out, errw := &redactWriter{w: stdout}, &redactWriter{w: stderr}
+	stdout, stderr = out, errw
+	g := &globalOptions{stdout: stdout, stderr: stderr, redactors: []*redactWriter{out, errw}}
 	root := &cobra.Command{
 		Use:   "kprov",
 		Short: "Provision Kubernetes clusters onto machines you already own, over SSH",
@@ -112,7 +124,7 @@ SSH in an order that keeps etcd and control-plane quorum at every step.`,
 	for _, add := range commands {
 		root.AddCommand(add(g))
 	}
-	return root
+	return root, g
 }
 
 // commands lists the constructors of the subcommands; each command file appends its own in init.
@@ -141,7 +153,9 @@ func Main() int {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	root := newRootCmd(stdout, stderr)
+	root, g := newRoot(stdout, stderr)
+	// Errors go through the same redaction as everything else printed.
+	stderr = g.stderr
 	root.SetArgs(terraformStyleFlags(args))
 	err := root.Execute()
 	if err == nil {
