@@ -80,14 +80,9 @@ func (g *globalOptions) logger() (*log.Logger, error) {
 	}), nil
 }
 
-// newRootCmd assembles the kprov command tree; stdout and stderr are injected so tests can capture them.
-func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
-	root, _ := newRoot(stdout, stderr)
-	return root
-}
-
-// newRoot is newRootCmd that also returns the writers every command prints
-// through, which redact sensitive values once an inventory is loaded.
+// newRoot assembles the kprov command tree; stdout and stderr are injected
+// so tests can capture them. It also returns the options every command
+// shares, whose writers redact sensitive values once an inventory is loaded.
 func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globalOptions) {
 	out, errw := &redactWriter{w: stdout}, &redactWriter{w: stderr}
 	stdout, stderr = out, errw
