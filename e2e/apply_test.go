@@ -216,7 +216,11 @@ func checkEtcd(t *testing.T, ctx context.Context, l *lab.Lab, inv string) []uint
 		names = append(names, m.Name)
 		ids = append(ids, m.ID)
 		if m.IsLearner {
-			t.Errorf("%s is still a learner", m.Name)
+			t.Errorf("%s (%x) is still a learner", m.Name, m.ID)
+		}
+		if len(m.ClientURLs) == 0 {
+			t.Errorf("member %x (%s) has never started: no client URL", m.ID, m.PeerURLs)
+			continue
 		}
 		st, err := cli.Status(ctx, m.ClientURLs[0])
 		if err != nil {

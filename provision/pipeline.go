@@ -281,7 +281,7 @@ func (p *Pipeline) Apply(ctx context.Context, req ApplyRequest) (res *ApplyResul
 	res = &ApplyResult{}
 	lock, err := p.lock(ctx, req)
 	if err != nil {
-		return res, err
+		return res, p.lockFailed(ctx, err)
 	}
 	ctx, stopHeartbeat := lock.Keep(ctx)
 	defer func() {
@@ -343,6 +343,26 @@ func (p *Pipeline) Apply(ctx context.Context, req ApplyRequest) (res *ApplyResul
 		res.Kubeconfig = c.KubeconfigPath()
 	}
 	return res, nil
+}
+
+// lockFailed explains a lock that could not be taken. When another apply
+// holds it, that is the answer. When the lock's host could not be used (no
+// connection, no sudo), the other hosts may have problems of their own:
+// gather facts and run the preflight, read-only, so one run reports every
+// host's problem, as it would have without the lock.
+func (p *Pipeline) lockFailed(ctx context.Context, lockErr error) error {
+	if errors.Is(lockErr, ErrLockHeld) || ctx.Err() != nil {
+		return lockErr
+	}
+	facts, err := p.Facts(ctx)
+	if err != nil {
+		return errors.Join(lockErr, err)
+	}
+	var pe *PreflightError
+	if err := p.Preflight(ctx, facts); errors.As(err, &pe) {
+		return fmt.Errorf("cannot take the cluster lock, and %w", pe)
+	}
+	return lockErr
 }
 
 // lock takes the cluster lock on the first master.

@@ -180,3 +180,19 @@ func TestPipelinePreflightStopsBeforePlan(t *testing.T) {
 		t.Errorf("view events %v; want none", view.events)
 	}
 }
+
+// TestPipelineLockHostDownReportsEveryHost: when the lock's host cannot be
+// used, apply still reports every host's problem at once (read-only facts
+// and preflight), not only the lock host's.
+func TestPipelineLockHostDownReportsEveryHost(t *testing.T) {
+	c := singleCluster(t)
+	down := errors.New(`user "ops" cannot run "sudo -n true"`)
+	p := newPipeline(c, nil, &recordingView{})
+	p.Conn = &fakeConnector{errs: map[string]error{"node-1": down}}
+	_, err := p.Apply(context.Background(), ApplyRequest{AutoApprove: true, LockOwner: testOwner, LockHeartbeat: time.Hour})
+	var pe *PreflightError
+	if !errors.As(err, &pe) || len(pe.Problems) != 1 || pe.Problems[0].Check != "reachable" || !strings.Contains(err.Error(), "cannot take the cluster lock") ||
+		!strings.Contains(err.Error(), "node-1: reachable: "+down.Error()) {
+		t.Fatalf("err = %v; want the lock failure and every host's problem", err)
+	}
+}
