@@ -56,6 +56,9 @@ type ApplyOptions struct {
 	OnChange func(st *plan.Stage, host string, step plan.Step)
 	// Logger receives each step at debug level and changes at info; nil discards.
 	Logger *log.Logger
+	// Now is the clock for what the apply records in the state directory
+	// (when a renewed join secret reached the cluster); nil means time.Now.
+	Now func() time.Time
 }
 
 // Defaults for ApplyOptions.
@@ -303,9 +306,23 @@ func (a *applier) step(ctx context.Context, ex ssh.Executor, s plan.Step) (bool,
 	return run(ctx, a, ex, s)
 }
 
-// run runs a command with the run's secrets redacted.
-func (a *applier) run(ctx context.Context, ex ssh.Executor, cmd string, timeout time.Duration) (ssh.Result, error) {
-	return runCapped(ctx, ex, ssh.Command{Cmd: cmd, Timeout: timeout, Secrets: a.opts.Secrets})
+// run runs a command with the run's secrets, and any more it is given (the
+// secret a step carries), redacted from its log lines and errors.
+func (a *applier) run(ctx context.Context, ex ssh.Executor, cmd string, timeout time.Duration, secrets ...string) (ssh.Result, error) {
+	if len(secrets) > 0 {
+		secrets = append(slices.Clone(a.opts.Secrets), secrets...)
+	} else {
+		secrets = a.opts.Secrets
+	}
+	return runCapped(ctx, ex, ssh.Command{Cmd: cmd, Timeout: timeout, Secrets: secrets})
+}
+
+// now is the apply's clock.
+func (a *applier) now() time.Time {
+	if a.opts.Now != nil {
+		return a.opts.Now()
+	}
+	return time.Now()
 }
 
 // changedBy runs a command that checks the live state itself and prints

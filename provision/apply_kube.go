@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,9 +13,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kprov/kprov/internal/atomicfile"
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/pki"
 	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
@@ -154,4 +157,73 @@ func (a *applier) fetchKubeconfig(ctx context.Context, ex ssh.Executor, s plan.S
 		return false, fmt.Errorf("kubeconfig: %w", err)
 	}
 	return true, nil
+}
+
+// createBootstrapToken creates the step's bootstrap token on the cluster
+// with the master's kubeadm (the usages, groups, description and ttl of the
+// one kubeadm init creates), then records in the state directory that the
+// token's lifetime starts now. The token is in the command line, whose log
+// lines and errors are redacted; kubeadm prints it on stdout, which the
+// script discards.
+func (a *applier) createBootstrapToken(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
+	token := pki.Secret(s.Content)
+	id := pki.Secrets{BootstrapToken: token}.BootstrapTokenID()
+	if id == "" {
+		return false, errors.New("the step carries no bootstrap token")
+	}
+	if a.opts.StateDir == "" {
+		return false, errors.New("no state directory to record the bootstrap token in")
+	}
+	if _, err := a.run(ctx, ex, scriptCreateBootstrapToken(id, token.Reveal(), pki.BootstrapTokenTTL), a.opts.CommandTimeout, token.Reveal()); err != nil {
+		return false, err
+	}
+	return true, a.recordSecret("bootstrap token", func(dir string, at time.Time) (bool, error) {
+		return pki.RecordBootstrapTokenCreated(dir, token, at)
+	})
+}
+
+// uploadCerts uploads the control-plane certificates again, encrypted with
+// the certificate key in the init configuration at s.Path, which the
+// prepare stage wrote with the state directory's key; then it records in the
+// state directory that the upload happened now (kubeadm deletes the
+// certificates pki.CertificateKeyTTL later).
+//
+// The key reaches kubeadm through the configuration, never the command
+// line: kubeadm refuses --certificate-key beside --config, and without the
+// configuration it uploads the certificates of a stacked etcd, so a master
+// joining a cluster with external etcd would fail for want of the external
+// etcd client certificate (kubernetes/kubeadm#1886). The host's kubeadm
+// validates the configuration first (RELIABILITY 13).
+func (a *applier) uploadCerts(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
+	key := pki.Secret(s.Content)
+	if key.IsZero() || s.Path == "" {
+		return false, errors.New("the step carries no certificate key or no init configuration")
+	}
+	if a.opts.StateDir == "" {
+		return false, errors.New("no state directory to record the certificate upload in")
+	}
+	if _, err := a.run(ctx, ex, scriptKubeadmValidate(s.Path), a.opts.CommandTimeout, key.Reveal()); err != nil {
+		return false, fmt.Errorf("kubeadm config validate: %w", err)
+	}
+	if _, err := a.run(ctx, ex, scriptUploadCerts(s.Path), a.opts.CommandTimeout, key.Reveal()); err != nil {
+		return false, err
+	}
+	return true, a.recordSecret("certificate key", func(dir string, at time.Time) (bool, error) {
+		return pki.RecordCertificatesUploaded(dir, key, at)
+	})
+}
+
+// recordSecret records in the state directory that a join secret reached
+// the cluster. A state directory that holds another value by now (a later
+// plan renewed it again) keeps that one pending, for the next apply to give
+// the cluster; this run's joins use the value the cluster has just got.
+func (a *applier) recordSecret(what string, record func(dir string, at time.Time) (bool, error)) error {
+	recorded, err := record(a.opts.StateDir, a.now())
+	if err != nil {
+		return fmt.Errorf("record the renewed %s in the state directory: %w", what, err)
+	}
+	if !recorded {
+		a.log.Warn("the state directory holds another "+what+" by now; it stays pending for the next apply", "state_dir", a.opts.StateDir)
+	}
+	return nil
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,7 +38,8 @@ type applyCall struct {
 	kind, arg string
 	stdout    string
 	err       error
-	changed   bool // what an upload reports
+	changed   bool   // what an upload reports
+	redact    string // a value the command's log lines and errors must redact
 }
 
 var _ ssh.Executor = (*applyHost)(nil)
@@ -72,6 +75,9 @@ func (h *applyHost) Run(_ context.Context, cmd ssh.Command) (ssh.Result, error) 
 	c, err := h.next("run", cmd.Cmd)
 	if err != nil {
 		return ssh.Result{}, err
+	}
+	if c.redact != "" && !slices.Contains(cmd.Secrets, c.redact) {
+		h.t.Errorf("%s: a command carrying a secret does not redact it", h.name)
 	}
 	limit := cmd.MaxOutput
 	if limit <= 0 {
@@ -369,4 +375,133 @@ func TestLockHeartbeat(t *testing.T) {
 	if !errors.Is(context.Cause(ctx), ErrLockLost) {
 		t.Fatalf("cause %v, want ErrLockLost", context.Cause(ctx))
 	}
+}
+
+// pendingSecretsDir is a state directory whose join secrets a plan has just
+// renewed (what pki.RenewBootstrapToken and RenewCertificateKey leave).
+func pendingSecretsDir(t *testing.T, token, key string, renewed time.Time) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(map[string]any{
+		"bootstrapToken": token, "bootstrapTokenCreated": renewed, "bootstrapTokenPending": true,
+		"certificateKey": key, "certificateKeyCreated": renewed, "certificateKeyPending": true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "secrets.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// The renewal stage runs exactly these commands on the master, each with
+// its secret redacted, and then records in the state directory that the
+// cluster has the secrets (their lifetimes start at the apply's clock). No
+// error or report carries a secret. Interrupted after the token, a second
+// run repeats the same commands, which is harmless (the script replaces a
+// token with the same ID; kubeadm replaces uploaded certificates), and
+// converges the state directory.
+func TestApplyRenewsJoinSecrets(t *testing.T) {
+	const token = "renewd.0123456789abcdef"
+	key := strings.Repeat("c", 64)
+	renewed := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	applied := renewed.Add(2 * time.Hour)
+	dir := pendingSecretsDir(t, token, key, renewed)
+	inv := applyInventory("m")
+	inv.Hosts[0].Roles = []inventory.Role{inventory.RoleMaster}
+
+	createToken := binPath + "if kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system get secret 'bootstrap-token-renewd' -o name --request-timeout=20s >/dev/null 2>&1; " +
+		"then kubeadm token delete 'renewd'; fi && kubeadm token create '" + token + "' --ttl 24h0m0s --description 'kprov bootstrap token' " +
+		"--usages signing,authentication --groups system:bootstrappers:kubeadm:default-node-token >/dev/null"
+	validate := binPath + "kubeadm config validate --config '/etc/kprov/kubeadm-init.yaml'"
+	upload := binPath + "kubeadm init phase upload-certs --upload-certs --skip-certificate-key-print --config '/etc/kprov/kubeadm-init.yaml' >/dev/null"
+	m := newApplyHost(t, "m",
+		// First run: interrupted at the upload.
+		applyCall{kind: "run", arg: createToken, redact: token},
+		applyCall{kind: "run", arg: validate, redact: key},
+		applyCall{kind: "run", arg: upload, redact: key, err: errors.New("exit status 1")},
+		// Second run: the same commands again.
+		applyCall{kind: "run", arg: createToken, redact: token},
+		applyCall{kind: "run", arg: validate, redact: key},
+		applyCall{kind: "run", arg: upload, redact: key},
+	)
+	pl := &plan.Plan{Stages: []plan.Stage{{Kind: plan.StageJoinSecrets, Target: "m", Parallel: 1, Steps: []plan.Step{
+		{Op: plan.OpCreateBootstrapToken, Host: "m", Secret: true, Content: []byte(token)},
+		{Op: plan.OpUploadCerts, Host: "m", Path: plan.KubeadmInitPath, Secret: true, Content: []byte(key)},
+	}}}}
+	opts := ApplyOptions{Inventory: inv, StateDir: dir, Now: func() time.Time { return applied }}
+
+	rep, err := Apply(context.Background(), pl, applyConnector{"m": m}, opts)
+	if err == nil || !strings.Contains(err.Error(), "upload-certs --config /etc/kprov/kubeadm-init.yaml: exit status 1") {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	if strings.Contains(err.Error(), token) || strings.Contains(err.Error(), key) {
+		t.Error("a join secret reached the error")
+	}
+	secrets := readStateSecrets(t, dir)
+	if secrets["bootstrapTokenPending"] != nil || secrets["bootstrapTokenCreated"] != applied.Format(time.RFC3339) || secrets["certificateKeyPending"] != true {
+		t.Errorf("after the token: %v", redactSecrets(secrets))
+	}
+
+	rep2, err := Apply(context.Background(), pl, applyConnector{"m": m}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets = readStateSecrets(t, dir)
+	if secrets["certificateKeyPending"] != nil || secrets["certificateKeyCreated"] != applied.Format(time.RFC3339) || secrets["bootstrapToken"] != token || secrets["certificateKey"] != key {
+		t.Errorf("after the second run: %v", redactSecrets(secrets))
+	}
+	if len(rep2.Changes["m"]) != 2 {
+		t.Errorf("second run changed %d steps, want 2", len(rep2.Changes["m"]))
+	}
+	for _, r := range []*Report{rep, rep2} {
+		js, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(js), token) || strings.Contains(string(js), key) {
+			t.Error("a join secret reached the apply's report")
+		}
+	}
+}
+
+// Without a state directory to record the renewal in, nothing runs.
+func TestApplyRenewalNeedsTheStateDir(t *testing.T) {
+	m := newApplyHost(t, "m")
+	pl := &plan.Plan{Stages: []plan.Stage{{Kind: plan.StageJoinSecrets, Target: "m", Parallel: 1, Steps: []plan.Step{
+		{Op: plan.OpCreateBootstrapToken, Host: "m", Secret: true, Content: []byte("abcdef.0123456789abcdef")},
+	}}}}
+	_, err := Apply(context.Background(), pl, applyConnector{"m": m}, ApplyOptions{Inventory: applyInventory("m")})
+	if err == nil || !strings.Contains(err.Error(), "no state directory") || strings.Contains(err.Error(), "0123456789abcdef") {
+		t.Errorf("renewal without a state directory: %v", err)
+	}
+}
+
+func readStateSecrets(t *testing.T, dir string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "secrets.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// redactSecrets is secrets.json without its values, for a test's message.
+func redactSecrets(m map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range m {
+		if k == "bootstrapToken" || k == "certificateKey" {
+			v = "[redacted]"
+		}
+		out[k] = v
+	}
+	return out
 }

@@ -84,4 +84,14 @@ var executors = map[plan.Op]executor{
 	plan.OpFetchKubeconfig: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
 		return a.fetchKubeconfig(ctx, ex, s)
 	},
+	// The planner emits these only for a join secret that is pending or
+	// expiring. Repeating either is harmless: a token with the same ID is
+	// replaced (its TTL starts again), and kubeadm replaces the uploaded
+	// certificates.
+	plan.OpCreateBootstrapToken: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.createBootstrapToken(ctx, ex, s)
+	},
+	plan.OpUploadCerts: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.uploadCerts(ctx, ex, s)
+	},
 }

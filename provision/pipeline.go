@@ -172,9 +172,56 @@ func (p *Pipeline) warn(msg string, kv ...any) {
 	p.logger().Warn(msg, kv...)
 }
 
-// Plan is the pure planning step over gathered facts.
+// Plan plans over gathered facts, with the join secrets' expiry judged at
+// the pipeline's clock.
+//
+// Before the pure planning step it renews in the state directory each join
+// secret the plan must give the cluster (roles.JoinSecretsToRenew: a master
+// or node is about to join a running cluster and the secret has expired or
+// is about to), marked pending, so the join configurations the plan renders
+// carry the new value and the plan's join-secrets stage gives it to the
+// cluster. A secret already pending is kept: planning again (kprov plan
+// --out, then apply; or after an interrupted apply) gives the same plan.
+// The values in the cluster stay valid until they expire.
 func (p *Pipeline) Plan(facts *plan.Facts) (*plan.Plan, error) {
-	return roles.Plan(p.Cluster.Inventory, facts, p.Cluster.State, roles.PlanOptions{Parallel: p.Parallel, Templates: p.Cluster.Templates})
+	now := p.now()
+	if err := p.renewJoinSecrets(facts, now); err != nil {
+		return nil, err
+	}
+	return roles.Plan(p.Cluster.Inventory, facts, p.Cluster.State, roles.PlanOptions{Parallel: p.Parallel, Templates: p.Cluster.Templates, Now: now})
+}
+
+func (p *Pipeline) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+// renewJoinSecrets renews in the state directory the join secrets the plan
+// will give the cluster, unless they are pending already, and keeps the
+// cluster's State in step with the directory.
+func (p *Pipeline) renewJoinSecrets(facts *plan.Facts, now time.Time) error {
+	st, dir := p.Cluster.State, p.Cluster.Inventory.Cluster.StateDir
+	need := roles.JoinSecretsToRenew(p.Cluster.Inventory, facts, st.Secrets, now)
+	if need.BootstrapToken && !st.Secrets.BootstrapTokenPending {
+		s, err := pki.RenewBootstrapToken(dir, now)
+		if err != nil {
+			return fmt.Errorf("state directory %s: renew the bootstrap token: %w", dir, err)
+		}
+		st.Secrets = s
+		// The ID is the token's public half; it names its Secret in kube-system.
+		p.logger().Info("pki", "file", "secrets.json", "change", "new bootstrap token "+s.BootstrapTokenID()+" (the apply creates it on the cluster)")
+	}
+	if need.CertificateKey && !st.Secrets.CertificateKeyPending {
+		s, err := pki.RenewCertificateKey(dir, now)
+		if err != nil {
+			return fmt.Errorf("state directory %s: renew the certificate key: %w", dir, err)
+		}
+		st.Secrets = s
+		p.logger().Info("pki", "file", "secrets.json", "change", "new certificate key (the apply uploads the certificates with it)")
+	}
+	return nil
 }
 
 // PlanRequest is what kprov plan asks for.
@@ -391,6 +438,7 @@ func (p *Pipeline) applyOptions(pl *plan.Plan) (ApplyOptions, error) {
 		Inventory: c.Inventory, ClusterCA: roots, StateDir: c.Inventory.Cluster.StateDir, KubectlHost: kubectlHost(pl, c.Inventory),
 		Secrets: []string{c.State.Secrets.BootstrapToken.Reveal(), c.State.Secrets.CertificateKey.Reveal()},
 		Logger:  p.Logger,
+		Now:     p.Now,
 	}
 	if p.View != nil {
 		opts.OnStage = p.View.Stage

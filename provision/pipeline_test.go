@@ -5,12 +5,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/provision/pki"
 	"github.com/kprov/kprov/provision/plan"
 )
 
@@ -43,7 +45,14 @@ func (v *recordingView) Warn(msg string, _ ...any) { v.events = append(v.events,
 // directory in a temporary directory.
 func singleCluster(t *testing.T) *Cluster {
 	t.Helper()
-	src, err := os.ReadFile(filepath.Join("..", "examples", "single.kprov.hcl"))
+	return exampleCluster(t, "single", time.Now())
+}
+
+// exampleCluster loads a starter inventory with its state directory in a
+// temporary directory, the PKI made at now.
+func exampleCluster(t *testing.T, example string, now time.Time) *Cluster {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("..", "examples", example+".kprov.hcl"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +64,7 @@ func singleCluster(t *testing.T) *Cluster {
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	c, err := LoadCluster(inv, time.Now(), nil)
+	c, err := LoadCluster(inv, now, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,5 +203,100 @@ func TestPipelineLockHostDownReportsEveryHost(t *testing.T) {
 	if !errors.As(err, &pe) || len(pe.Problems) != 1 || pe.Problems[0].Check != "reachable" || !strings.Contains(err.Error(), "cannot take the cluster lock") ||
 		!strings.Contains(err.Error(), "node-1: reachable: "+down.Error()) {
 		t.Fatalf("err = %v; want the lock failure and every host's problem", err)
+	}
+}
+
+// TestPipelinePlanRenewsJoinSecrets: master-3 and compute-2 are added to a
+// running cluster three days after its PKI and join secrets were made.
+// Planning renews both secrets in the state directory (pending) before it
+// renders, so the join configurations, and the init configuration that
+// upload-certs reads on master-1, carry the new values, which the plan's
+// join-secrets stage gives the cluster; the apply redacts them. Planning
+// again (kprov plan --out, then apply) renews nothing more and gives the
+// same plan, so a saved plan still matches. A cluster whose joins are all
+// done renews nothing.
+func TestPipelinePlanRenewsJoinSecrets(t *testing.T) {
+	made := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	c := exampleCluster(t, "ha-stacked", made)
+	old := c.State.Secrets
+	facts := &plan.Facts{Hosts: map[string]*plan.HostFacts{}}
+	for _, h := range c.Inventory.Hosts {
+		facts.Hosts[h.Name] = &plan.HostFacts{Reachable: true, Joined: true, ControlPlane: h.Has(inventory.RoleMaster)}
+	}
+	facts.Hosts["master-3"] = &plan.HostFacts{Reachable: true}
+	facts.Hosts["compute-2"] = &plan.HostFacts{Reachable: true}
+	now := made.Add(3 * 24 * time.Hour)
+	p := &Pipeline{Cluster: c, Parallel: 4, Now: func() time.Time { return now }}
+
+	pl, err := p.Plan(facts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := pki.Load(c.Inventory.Cluster.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := stored.Secrets
+	if s.BootstrapToken == old.BootstrapToken || s.CertificateKey == old.CertificateKey || !s.BootstrapTokenPending || !s.CertificateKeyPending ||
+		!s.BootstrapTokenCreated.Equal(now) || !s.CertificateKeyCreated.Equal(now) {
+		t.Fatalf("the state directory's secrets were not renewed and marked pending at %v", now)
+	}
+	if c.State.Secrets != s {
+		t.Error("the cluster's State still holds the old secrets")
+	}
+	renewed := map[plan.Op]string{}
+	for _, st := range pl.Stages {
+		for _, step := range st.Steps {
+			if st.Kind == plan.StageJoinSecrets && step.Secret {
+				renewed[step.Op] = string(step.Content)
+			}
+			if step.Op != plan.OpUploadFile || (step.Path != plan.KubeadmJoinPath && step.Path != plan.KubeadmInitPath) {
+				continue
+			}
+			if !strings.Contains(string(step.Content), s.BootstrapToken.Reveal()) || strings.Contains(string(step.Content), old.BootstrapToken.Reveal()) {
+				t.Errorf("%s:%s does not carry the renewed token", step.Host, step.Path)
+			}
+			if (step.Host == "master-1" || step.Host == "master-3") && !strings.Contains(string(step.Content), s.CertificateKey.Reveal()) {
+				t.Errorf("%s:%s does not carry the renewed certificate key", step.Host, step.Path)
+			}
+		}
+	}
+	if renewed[plan.OpCreateBootstrapToken] != s.BootstrapToken.Reveal() || renewed[plan.OpUploadCerts] != s.CertificateKey.Reveal() {
+		t.Error("the join-secrets stage does not give the cluster the renewed secrets")
+	}
+	opts, err := p.applyOptions(pl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(opts.Secrets, s.BootstrapToken.Reveal()) || !slices.Contains(opts.Secrets, s.CertificateKey.Reveal()) {
+		t.Error("the apply does not redact the renewed secrets")
+	}
+
+	now = now.Add(time.Hour)
+	again, err := p.Plan(facts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if restored, err := pki.Load(c.Inventory.Cluster.StateDir); err != nil || restored.Secrets != s {
+		t.Fatalf("planning again renewed the pending secrets again (%v)", err)
+	}
+	sp := &SavedPlan{Version: SavedPlanVersion, Facts: facts, Plan: pl}
+	if err := sp.Check(facts, again, c.Inventory.Redact); err != nil {
+		t.Errorf("a saved plan no longer matches once planned again: %v", err)
+	}
+
+	// Every host joined: nothing to renew, whatever the clock says.
+	facts.Hosts["master-3"] = &plan.HostFacts{Reachable: true, Joined: true, ControlPlane: true}
+	facts.Hosts["compute-2"] = &plan.HostFacts{Reachable: true, Joined: true}
+	now = now.Add(30 * 24 * time.Hour)
+	done, err := p.Plan(facts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.Has(plan.StageJoinSecrets) {
+		t.Error("renews join secrets with nothing left to join")
+	}
+	if restored, _ := pki.Load(c.Inventory.Cluster.StateDir); restored == nil || restored.Secrets.BootstrapToken != s.BootstrapToken {
+		t.Error("renewed the secrets in the state directory with nothing left to join")
 	}
 }

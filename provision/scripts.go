@@ -176,6 +176,28 @@ func scriptKubeadmValidate(config string) string {
 // words and the rendered configuration's path.
 func scriptKubeadm(command string) string { return binPath + command }
 
+// scriptCreateBootstrapToken creates a bootstrap token on the cluster from
+// a master, with the usages, groups and description of the one kubeadm init
+// creates (templates/kubeadm-init.yaml.tmpl). kubeadm token create refuses
+// an ID that exists, so a token with the same ID (left by an interrupted
+// run) is deleted first, which also starts its TTL afresh. The token is on
+// the command line, where kubeadm reads it; kubeadm prints it on stdout,
+// which is discarded. The existence check names the token's public ID only.
+func scriptCreateBootstrapToken(id, token string, ttl time.Duration) string {
+	return binPath + "if " + strings.TrimPrefix(kubectl, binPath) + "-n kube-system get secret " + shellQuote("bootstrap-token-"+id) + " -o name --request-timeout=20s >/dev/null 2>&1; " +
+		"then kubeadm token delete " + shellQuote(id) + "; fi && " +
+		"kubeadm token create " + shellQuote(token) + " --ttl " + ttl.String() +
+		" --description 'kprov bootstrap token' --usages signing,authentication --groups system:bootstrappers:kubeadm:default-node-token >/dev/null"
+}
+
+// scriptUploadCerts uploads the control-plane certificates into the
+// kubeadm-certs Secret, encrypted with the certificate key of the init
+// configuration at config; kubeadm deletes them two hours later. The key is
+// never printed: --skip-certificate-key-print, and stdout is discarded.
+func scriptUploadCerts(config string) string {
+	return binPath + "kubeadm init phase upload-certs --upload-certs --skip-certificate-key-print --config " + shellQuote(config) + " >/dev/null"
+}
+
 // kubectl is kubectl with the admin kubeconfig of a master.
 const kubectl = binPath + "kubectl --kubeconfig " + plan.AdminKubeconfigPath + " "
 

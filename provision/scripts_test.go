@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kprov/kprov/provision/pki"
 	"github.com/kprov/kprov/provision/plan"
+	"github.com/kprov/kprov/roles"
 )
 
 // TestScriptsGolden writes every command kprov runs on a host, with sample
@@ -36,6 +38,8 @@ func TestScriptsGolden(t *testing.T) {
 		{"kubeadm already ran?", scriptExists("/etc/kubernetes/manifests/kube-apiserver.yaml")},
 		{"kubeadm validate", scriptKubeadmValidate("/etc/kprov/kubeadm-join.yaml")},
 		{"kubeadm", scriptKubeadm("kubeadm join --config /etc/kprov/kubeadm-join.yaml")},
+		{"create the bootstrap token (the token is a placeholder here)", scriptCreateBootstrapToken("abcdef", roles.RedactedBootstrapToken, pki.BootstrapTokenTTL)},
+		{"upload the control-plane certificates (the certificate key is in the configuration)", scriptUploadCerts("/etc/kprov/kubeadm-init.yaml")},
 		{"list nodes (read-only)", scriptListNodes},
 		{"label a node", scriptLabelNode("infra-1", map[string]string{"node-role.kubernetes.io/infra": "", "zone": "a"})},
 		{"taint a node", scriptTaintNode("infra-1", []string{"node-role.kubernetes.io/infra=:NoSchedule"})},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/pki"
@@ -18,6 +19,10 @@ type PlanOptions struct {
 	Parallel int
 	// Templates to render with; nil means the built-in ones.
 	Templates *templates.Set
+	// Now is when the join secrets' expiry is judged: the planner reads no
+	// clock. The zero time judges none expired, so only secrets already
+	// renewed in the state directory (pending) are given to the cluster.
+	Now time.Time
 }
 
 // UnreachableError is a plan that needs a host kprov could not reach.
@@ -323,6 +328,9 @@ func (p *planner) controlPlane() []plan.Stage {
 		})
 		joined = append(joined, p.initMaster)
 	}
+	if r := p.joinSecretsToRenew(p.st.Secrets, p.opts.Now); r.BootstrapToken || r.CertificateKey {
+		stages = append(stages, p.joinSecretsStage(r))
+	}
 	for _, name := range p.inv.Topology.Masters {
 		if slices.Contains(joined, name) {
 			continue
@@ -352,6 +360,91 @@ func (p *planner) controlPlane() []plan.Stage {
 		}})
 	}
 	return stages
+}
+
+// RenewJoinSecretsBefore is how long before its expiry a join secret is
+// renewed: a run joins masters one at a time, each within the kubeadm
+// timeout, and neither secret may lapse between its renewal and the last join.
+const RenewJoinSecretsBefore = time.Hour
+
+// JoinSecretRenewal names the join secrets a plan gives the cluster anew
+// before anything joins.
+type JoinSecretRenewal struct {
+	// BootstrapToken: a node or master joins, and the token is pending or
+	// expires within RenewJoinSecretsBefore.
+	BootstrapToken bool
+	// CertificateKey: a master joins, and the key is pending or the
+	// certificates uploaded with it are deleted within RenewJoinSecretsBefore.
+	CertificateKey bool
+}
+
+// JoinSecretsToRenew says which join secrets a plan against these facts
+// renews, with expiry judged at now. It is none while no control plane runs:
+// kubeadm init then creates the token and uploads the certificates itself.
+//
+// The pipeline calls it before planning and renews in the state directory
+// each secret it names that is not pending yet (pki.RenewBootstrapToken,
+// pki.RenewCertificateKey), so the join configurations the plan renders
+// carry the new values; Plan then gives the cluster the pending ones.
+func JoinSecretsToRenew(inv *inventory.Inventory, facts *plan.Facts, s pki.Secrets, now time.Time) JoinSecretRenewal {
+	p := &planner{inv: inv, facts: facts}
+	p.initMaster = p.chooseInitMaster()
+	return p.joinSecretsToRenew(s, now)
+}
+
+// joinSecretsToRenew decides from the same facts as controlPlane and nodes
+// whether a master or a node will join; the token serves both (discovery
+// and the kubelet's TLS bootstrap), the certificate key only masters.
+func (p *planner) joinSecretsToRenew(s pki.Secrets, now time.Time) JoinSecretRenewal {
+	if p.initMaster == "" || !p.host(p.initMaster).ControlPlane {
+		return JoinSecretRenewal{}
+	}
+	var masterJoins, nodeJoins bool
+	for _, name := range p.inv.Topology.Masters {
+		masterJoins = masterJoins || !p.host(name).ControlPlane
+	}
+	for _, h := range p.inv.Hosts {
+		if h.IsNode() && !h.Has(inventory.RoleMaster) {
+			nodeJoins = nodeJoins || !p.host(h.Name).Joined
+		}
+	}
+	soon := now.Add(RenewJoinSecretsBefore)
+	return JoinSecretRenewal{
+		BootstrapToken: (masterJoins || nodeJoins) && (s.BootstrapTokenPending || !now.IsZero() && s.TokenExpired(soon)),
+		CertificateKey: masterJoins && (s.CertificateKeyPending || !now.IsZero() && s.CertificateKeyExpired(soon)),
+	}
+}
+
+// joinSecretsStage gives the cluster the join secrets on the master that
+// runs the control plane, before the first join: kubeadm deletes a
+// bootstrap token 24 h after creating it and the uploaded certificates 2 h
+// after uploading them, and a join that finds either gone fails. The steps
+// carry the secrets in Content, which no printed or saved plan holds.
+func (p *planner) joinSecretsStage(r JoinSecretRenewal) plan.Stage {
+	s := p.st.Secrets
+	at := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	steps := []plan.Step{{Op: plan.OpWaitAPIServer, Host: p.initMaster, Reason: "kubeadm renews the join secrets through the API server"}}
+	if r.BootstrapToken {
+		reason := fmt.Sprintf("the bootstrap token created %s lives %v and has expired or expires within %v: create it again before anything joins with it",
+			at(s.BootstrapTokenCreated), pki.BootstrapTokenTTL, RenewJoinSecretsBefore)
+		if s.BootstrapTokenPending {
+			reason = fmt.Sprintf("the bootstrap token was renewed in the state directory at %s and is not on the cluster yet: create it (ttl %v) before anything joins with it",
+				at(s.BootstrapTokenCreated), pki.BootstrapTokenTTL)
+		}
+		steps = append(steps, plan.Step{Op: plan.OpCreateBootstrapToken, Host: p.initMaster, Secret: true,
+			Content: []byte(s.BootstrapToken.Reveal()), Reason: reason})
+	}
+	if r.CertificateKey {
+		reason := fmt.Sprintf("kubeadm deletes uploaded certificates %v after upload; those uploaded %s are gone or go within %v: upload them again before a master joins",
+			pki.CertificateKeyTTL, at(s.CertificateKeyCreated), RenewJoinSecretsBefore)
+		if s.CertificateKeyPending {
+			reason = fmt.Sprintf("the certificate key was renewed in the state directory at %s: upload the certificates encrypted with it (kubeadm deletes them %v later) before a master joins",
+				at(s.CertificateKeyCreated), pki.CertificateKeyTTL)
+		}
+		steps = append(steps, plan.Step{Op: plan.OpUploadCerts, Host: p.initMaster, Path: p.final.Host(p.initMaster).Node.KubeadmConfig, Secret: true,
+			Content: []byte(s.CertificateKey.Reveal()), Reason: reason})
+	}
+	return plan.Stage{Kind: plan.StageJoinSecrets, Target: p.initMaster, Title: "renewing the join secrets on " + p.initMaster, Parallel: 1, Steps: steps}
 }
 
 // nodes joins infra and compute hosts in parallel within the bound, then

@@ -25,11 +25,22 @@ var bootstrapTokenFormat = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
 var certificateKeyFormat = regexp.MustCompile(`^[a-f0-9]{64}$`)
 
 // Secrets are the join secrets kprov generates and keeps in the state directory.
+//
+// Each one's Created time starts its lifetime: kprov sets it when it
+// generates the value and again when an apply gives the value to the
+// cluster (kubeadm token create, or the certificates uploaded with the
+// key), so the expiry checks err on the side of renewing. Pending marks a
+// value renewed here but not yet given to the cluster: a plan made before an
+// apply renews it in the state directory, so the join configurations it
+// renders carry the new value, and the apply creates it on the cluster
+// before anything joins.
 type Secrets struct {
 	BootstrapToken        Secret    // "abcdef.0123456789abcdef"; nodes join with it
-	BootstrapTokenCreated time.Time // when kprov generated the token
+	BootstrapTokenCreated time.Time // when kprov generated the token or last created it on the cluster
+	BootstrapTokenPending bool      // renewed in the state directory, not yet created on the cluster
 	CertificateKey        Secret    // 64 hex characters; encrypts the certificates kubeadm uploads for control-plane joins
-	CertificateKeyCreated time.Time // when kprov generated the key
+	CertificateKeyCreated time.Time // when kprov generated the key or last uploaded the certificates with it
+	CertificateKeyPending bool      // renewed in the state directory, no certificates uploaded with it yet
 }
 
 // BootstrapTokenID returns the token's public ID (the part before the dot), which names its Secret in kube-system and may be logged.
@@ -41,9 +52,10 @@ func (s Secrets) BootstrapTokenID() string {
 }
 
 // TokenExpired reports whether a token created when recorded has outlived
-// BootstrapTokenTTL at now. The cluster's copy may live longer (its TTL
-// starts when it is created there), so this errs on the side of renewing;
-// pass now plus the expected run time to renew one that would expire mid-run.
+// BootstrapTokenTTL at now. The cluster's copy may live longer (kubeadm init
+// starts its TTL, and init may come after kprov generated the token), so
+// this errs on the side of renewing; pass now plus the expected run time to
+// renew one that would expire mid-run.
 func (s Secrets) TokenExpired(now time.Time) bool {
 	return !now.Before(s.BootstrapTokenCreated.Add(BootstrapTokenTTL))
 }
@@ -60,8 +72,10 @@ func (s Secrets) CertificateKeyExpired(now time.Time) bool {
 type secretsOnDisk struct {
 	BootstrapToken        string    `json:"bootstrapToken"`
 	BootstrapTokenCreated time.Time `json:"bootstrapTokenCreated"`
+	BootstrapTokenPending bool      `json:"bootstrapTokenPending,omitempty"`
 	CertificateKey        string    `json:"certificateKey"`
 	CertificateKeyCreated time.Time `json:"certificateKeyCreated"`
+	CertificateKeyPending bool      `json:"certificateKeyPending,omitempty"`
 }
 
 // newBootstrapToken draws a token uniformly from kubeadm's alphabet with crypto/rand.
@@ -110,8 +124,10 @@ func readSecrets(dir string) (Secrets, error) {
 	return Secrets{
 		BootstrapToken:        Secret(d.BootstrapToken),
 		BootstrapTokenCreated: d.BootstrapTokenCreated,
+		BootstrapTokenPending: d.BootstrapTokenPending,
 		CertificateKey:        Secret(d.CertificateKey),
 		CertificateKeyCreated: d.CertificateKeyCreated,
+		CertificateKeyPending: d.CertificateKeyPending,
 	}, nil
 }
 
@@ -120,8 +136,10 @@ func writeSecrets(dir string, s Secrets) error {
 	data, err := json.MarshalIndent(secretsOnDisk{
 		BootstrapToken:        s.BootstrapToken.Reveal(),
 		BootstrapTokenCreated: s.BootstrapTokenCreated.UTC(),
+		BootstrapTokenPending: s.BootstrapTokenPending,
 		CertificateKey:        s.CertificateKey.Reveal(),
 		CertificateKeyCreated: s.CertificateKeyCreated.UTC(),
+		CertificateKeyPending: s.CertificateKeyPending,
 	}, "", "  ")
 	if err != nil {
 		return err
@@ -130,8 +148,9 @@ func writeSecrets(dir string, s Secrets) error {
 }
 
 // secrets returns the stored secrets, generating them on the first run.
-// Expired ones are kept: whether they must be renewed depends on the live
-// cluster, which only the apply can see (see RenewBootstrapToken).
+// Expired ones are kept: whether they must be renewed depends on whether
+// anything is about to join the live cluster, which only the plan knows
+// (see RenewBootstrapToken).
 func (e *ensurer) secrets() (Secrets, error) {
 	s, err := readSecrets(e.dir)
 	if !errors.Is(err, fs.ErrNotExist) {
@@ -151,34 +170,84 @@ func (e *ensurer) secrets() (Secrets, error) {
 }
 
 // RenewBootstrapToken replaces the stored bootstrap token with a new one
-// created at now; the apply calls it when Secrets.TokenExpired and then
-// creates the token on the cluster (kubeadm token create).
+// generated at now and marks it pending. kprov calls it before planning when
+// a node is about to join and the token has expired or will expire soon, so
+// the join configurations of the plan carry the new token; the apply then
+// creates it on the cluster (kubeadm token create) and records that with
+// RecordBootstrapTokenCreated. An expired token is replaced rather than
+// created again, so a copy left in an old join configuration on some host
+// never becomes valid again.
 func RenewBootstrapToken(dir string, now time.Time) (Secrets, error) {
 	return renewSecrets(dir, func(s *Secrets) {
-		s.BootstrapToken, s.BootstrapTokenCreated = newBootstrapToken(), now
+		s.BootstrapToken, s.BootstrapTokenCreated, s.BootstrapTokenPending = newBootstrapToken(), now, true
 	})
 }
 
 // RenewCertificateKey replaces the stored certificate key with a new one
-// created at now; the apply calls it when Secrets.CertificateKeyExpired and
-// then uploads the certificates again with it.
+// generated at now and marks it pending. kprov calls it before planning when
+// a master is about to join and the certificates uploaded with the current
+// key have been (or will soon be) deleted; the apply then uploads the
+// certificates again, encrypted with the new key, and records that with
+// RecordCertificatesUploaded.
 func RenewCertificateKey(dir string, now time.Time) (Secrets, error) {
 	return renewSecrets(dir, func(s *Secrets) {
-		s.CertificateKey, s.CertificateKeyCreated = newCertificateKey(), now
+		s.CertificateKey, s.CertificateKeyCreated, s.CertificateKeyPending = newCertificateKey(), now, true
+	})
+}
+
+// RecordBootstrapTokenCreated records that the apply created token on the
+// cluster at: its TTL runs from then, and it is no longer pending. It
+// changes nothing and reports false when the state directory holds another
+// token by now (a later plan renewed it again), which then stays pending.
+func RecordBootstrapTokenCreated(dir string, token Secret, at time.Time) (bool, error) {
+	return recordSecrets(dir, func(s *Secrets) bool {
+		if s.BootstrapToken != token {
+			return false
+		}
+		s.BootstrapTokenCreated, s.BootstrapTokenPending = at, false
+		return true
+	})
+}
+
+// RecordCertificatesUploaded records that the apply uploaded the
+// control-plane certificates encrypted with key at: kubeadm deletes them
+// CertificateKeyTTL later, and the key is no longer pending. It changes
+// nothing and reports false when the state directory holds another key.
+func RecordCertificatesUploaded(dir string, key Secret, at time.Time) (bool, error) {
+	return recordSecrets(dir, func(s *Secrets) bool {
+		if s.CertificateKey != key {
+			return false
+		}
+		s.CertificateKeyCreated, s.CertificateKeyPending = at, false
+		return true
 	})
 }
 
 func renewSecrets(dir string, change func(*Secrets)) (Secrets, error) {
+	var out Secrets
+	_, err := recordSecrets(dir, func(s *Secrets) bool {
+		change(s)
+		out = *s
+		return true
+	})
+	return out, err
+}
+
+// recordSecrets reads secrets.json, applies change and writes the file back
+// when change reports it changed something.
+func recordSecrets(dir string, change func(*Secrets) bool) (bool, error) {
 	if err := checkDir(dir); err != nil {
-		return Secrets{}, err
+		return false, err
 	}
 	s, err := readSecrets(dir)
 	if err != nil {
-		return Secrets{}, err
+		return false, err
 	}
-	change(&s)
+	if !change(&s) {
+		return false, nil
+	}
 	if err := writeSecrets(dir, s); err != nil {
-		return Secrets{}, err
+		return false, err
 	}
-	return s, nil
+	return true, nil
 }

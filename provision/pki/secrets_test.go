@@ -72,8 +72,8 @@ func TestSecretsReusedAndRenewed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if renewed.BootstrapToken == first.BootstrapToken || renewed.BootstrapTokenCreated != later || renewed.TokenExpired(later) {
-		t.Error("RenewBootstrapToken did not renew the token")
+	if renewed.BootstrapToken == first.BootstrapToken || renewed.BootstrapTokenCreated != later || renewed.TokenExpired(later) || !renewed.BootstrapTokenPending {
+		t.Error("RenewBootstrapToken did not renew the token and mark it pending")
 	}
 	if renewed.CertificateKey != first.CertificateKey || renewed.CertificateKeyCreated != first.CertificateKeyCreated {
 		t.Error("RenewBootstrapToken changed the certificate key")
@@ -82,14 +82,73 @@ func TestSecretsReusedAndRenewed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if renewed2.CertificateKey == first.CertificateKey || renewed2.BootstrapToken != renewed.BootstrapToken {
-		t.Error("RenewCertificateKey renewed the wrong secret")
+	if renewed2.CertificateKey == first.CertificateKey || !renewed2.CertificateKeyPending || renewed2.BootstrapToken != renewed.BootstrapToken {
+		t.Error("RenewCertificateKey renewed the wrong secret, or did not mark it pending")
 	}
 	if got := mustLoad(t, dir).Secrets; got != renewed2 {
 		t.Error("renewed secrets were not stored")
 	}
 	if fi, err := os.Stat(filepath.Join(dir, secretsFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("secrets.json after renewal: %v %v", fi.Mode(), err)
+	}
+}
+
+// A renewed secret stays pending until the apply records that the cluster
+// has it; recording starts its lifetime anew. Recording a value the state
+// directory no longer holds (a later plan renewed it again) changes nothing,
+// so the newer value stays pending and is created by the next apply.
+func TestRecordJoinSecretsOnCluster(t *testing.T) {
+	dir := stateCopy(t)
+	renewedAt := testNow.Add(30 * time.Hour)
+	if _, err := RenewBootstrapToken(dir, renewedAt); err != nil {
+		t.Fatal(err)
+	}
+	s, err := RenewCertificateKey(dir, renewedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := renewedAt.Add(10 * time.Minute)
+	if ok, err := RecordBootstrapTokenCreated(dir, s.BootstrapToken, created); err != nil || !ok {
+		t.Fatalf("RecordBootstrapTokenCreated = %v, %v", ok, err)
+	}
+	got := mustLoad(t, dir).Secrets
+	if got.BootstrapTokenPending || !got.BootstrapTokenCreated.Equal(created) || got.BootstrapToken != s.BootstrapToken {
+		t.Errorf("after recording the token: pending %v, created %v", got.BootstrapTokenPending, got.BootstrapTokenCreated)
+	}
+	if !got.CertificateKeyPending {
+		t.Error("recording the token cleared the certificate key's pending mark")
+	}
+	if ok, err := RecordCertificatesUploaded(dir, s.CertificateKey, created); err != nil || !ok {
+		t.Fatalf("RecordCertificatesUploaded = %v, %v", ok, err)
+	}
+	got = mustLoad(t, dir).Secrets
+	if got.CertificateKeyPending || !got.CertificateKeyCreated.Equal(created) {
+		t.Errorf("after recording the upload: pending %v, created %v", got.CertificateKeyPending, got.CertificateKeyCreated)
+	}
+	if got.CertificateKeyExpired(created.Add(CertificateKeyTTL - time.Second)) {
+		t.Error("the recorded upload does not start the key's lifetime")
+	}
+
+	// A plan renews again; the apply of an older plan records its own value.
+	newer, err := RenewBootstrapToken(dir, created.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := RecordBootstrapTokenCreated(dir, s.BootstrapToken, created.Add(2*time.Hour)); err != nil || ok {
+		t.Errorf("recording a replaced token = %v, %v; want false, nil", ok, err)
+	}
+	if got := mustLoad(t, dir).Secrets; got != newer {
+		t.Error("recording a replaced token changed the state directory")
+	}
+	if fi, err := os.Stat(filepath.Join(dir, secretsFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("secrets.json after recording: %v %v", fi.Mode(), err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, secretsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(`"bootstrapTokenPending": true`)) || bytes.Contains(b, []byte("certificateKeyPending")) {
+		t.Error("secrets.json does not record exactly the token as pending")
 	}
 }
 

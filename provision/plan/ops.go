@@ -32,6 +32,13 @@ const (
 	OpWaitAPIServer   Op = "wait-apiserver-healthy"
 	OpLabelNode       Op = "label-taint-node"
 	OpFetchKubeconfig Op = "fetch-kubeconfig"
+	// OpCreateBootstrapToken creates the step's bootstrap token (Content)
+	// on the cluster with kubeadm on a master, replacing any token with its ID.
+	OpCreateBootstrapToken Op = "create-bootstrap-token"
+	// OpUploadCerts uploads the control-plane certificates again with
+	// kubeadm on a master, encrypted with the certificate key of the init
+	// configuration at Path (the step's Content is that key).
+	OpUploadCerts Op = "upload-certs"
 )
 
 // operation is what the plan knows of an Op: how a step of it reads on one
@@ -83,6 +90,9 @@ var operations = map[Op]operation{
 	OpWaitAPIServer:   {wait: true},
 	OpLabelNode:       {},
 	OpFetchKubeconfig: {},
+	// The secret itself is never described: only what carries it.
+	OpCreateBootstrapToken: {},
+	OpUploadCerts:          {describe: func(s Step) string { return "--config " + s.Path }},
 }
 
 // count names n steps of an op by the op's name and the number.

@@ -23,7 +23,9 @@ type Step struct {
 	Mode   fs.FileMode `json:"mode,omitempty"`
 	SHA256 string      `json:"sha256,omitempty"`
 	Secret bool        `json:"secret,omitempty"`
-	// Content is what an upload writes; it never goes into a printed or saved plan.
+	// Content is what an upload writes, or the join secret a
+	// create-bootstrap-token or upload-certs step gives the cluster; it never
+	// goes into a printed or saved plan.
 	Content []byte `json:"-"`
 	// Source is a file on the operator's machine an upload streams instead of
 	// Content (a binary from the inventory's artifacts block); apply checks
@@ -59,15 +61,16 @@ type StageKind string
 
 // The kinds of stage the planner makes, in the order a plan runs them.
 const (
-	StagePrepare          StageKind = "prepare"              // files, binaries and units on every host, in parallel
-	StageEtcdBootstrap    StageKind = "etcd/bootstrap"       // the first member starts alone as a new cluster
-	StageEtcdStartStopped StageKind = "etcd/start-stopped"   // members that are down start (together on a cold start)
-	StageEtcdAdd          StageKind = "etcd/add"             // one member added as a learner and promoted
-	StageEtcdRemove       StageKind = "etcd/remove"          // one member removed, then stopped and wiped
-	StageEtcdRestart      StageKind = "etcd/restart"         // one member restarted for a changed configuration
-	StageEtcdFinalize     StageKind = "etcd/finalize-config" // every member's config records the full member list
-	StageControlPlaneInit StageKind = "control-plane/init"   // kubeadm init on the first master
-	StageControlPlaneJoin StageKind = "control-plane/join"   // one further master joins
+	StagePrepare          StageKind = "prepare"                    // files, binaries and units on every host, in parallel
+	StageEtcdBootstrap    StageKind = "etcd/bootstrap"             // the first member starts alone as a new cluster
+	StageEtcdStartStopped StageKind = "etcd/start-stopped"         // members that are down start (together on a cold start)
+	StageEtcdAdd          StageKind = "etcd/add"                   // one member added as a learner and promoted
+	StageEtcdRemove       StageKind = "etcd/remove"                // one member removed, then stopped and wiped
+	StageEtcdRestart      StageKind = "etcd/restart"               // one member restarted for a changed configuration
+	StageEtcdFinalize     StageKind = "etcd/finalize-config"       // every member's config records the full member list
+	StageControlPlaneInit StageKind = "control-plane/init"         // kubeadm init on the first master
+	StageJoinSecrets      StageKind = "control-plane/join-secrets" // the join secrets renewed on a master before anything joins
+	StageControlPlaneJoin StageKind = "control-plane/join"         // one further master joins
 	StageKubeconfig       StageKind = "control-plane/kubeconfig"
 	StageNodesJoin        StageKind = "nodes/join"   // workers join, in parallel
 	StageNodesLabels      StageKind = "nodes/labels" // labels and taints through the API
