@@ -21,6 +21,7 @@ import (
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
+	"github.com/kprov/kprov/roles"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata")
@@ -446,7 +447,8 @@ func TestGatherColdStart(t *testing.T) {
 // address is in its peer URL, whatever name the member gives itself and
 // whichever disk its config was read from (RELIABILITY 19). Here etcd-2's
 // data directory belongs to a member that calls itself "etcd-3", and the
-// configs list a stale "etcd-3" at an address no inventory host has.
+// configs list a stale "etcd-3" at an address no inventory host has. Given
+// these facts, the planner must refuse.
 func TestGatherTiesMembersToHostsByPeerURL(t *testing.T) {
 	inv := testInventory()
 	cfg1 := etcdConfig("etcd-1", "10.0.0.11", "etcd-1=https://10.0.0.11:2380,etcd-2=https://10.0.0.12:2380,etcd-3=https://10.0.0.99:2380", "existing")
@@ -485,6 +487,26 @@ func TestGatherTiesMembersToHostsByPeerURL(t *testing.T) {
 		t.Fatalf("etcd from %q:\ngot  %+v\nwant %+v", facts.EtcdSource, facts.Etcd, want)
 	}
 
+	// Given these facts, the planner refuses rather than start, stop or
+	// wipe etcd on the host named etcd-3 for a member that is not there.
+	var targets []roles.EtcdTarget
+	for _, n := range inv.Topology.EtcdMembers {
+		targets = append(targets, roles.EtcdTarget{Name: n, PeerURL: plan.EtcdPeerURL(inv.Host(n).Address)})
+	}
+	stages, _, err := roles.PlanEtcd(roles.EtcdInput{Live: facts.Etcd, Want: targets, DataDir: inv.Etcd.DataDir, Service: plan.EtcdUnit,
+		Config: func(roles.EtcdTarget, []roles.EtcdTarget, string) roles.File {
+			return roles.File{Path: plan.EtcdConfigPath}
+		}})
+	var re *roles.RefusalError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "inventory host etcd-2") || !strings.Contains(err.Error(), "inventory host etcd-3") {
+		var steps []string
+		for _, st := range stages {
+			for _, s := range st.Steps {
+				steps = append(steps, s.Host+": "+s.String())
+			}
+		}
+		t.Fatalf("want a refusal naming hosts etcd-2 and etcd-3, got %v; steps %v", err, steps)
+	}
 }
 
 func TestPoolConnectorMapsSSHConfig(t *testing.T) {
