@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -123,10 +124,7 @@ func (g *etcdGatherer) client(ctx context.Context, via *probed) (*clientv3.Clien
 // each) and with its host's facts.
 func (g *etcdGatherer) withStatus(ctx context.Context, cli *clientv3.Client, list *clientv3.MemberListResponse) []plan.EtcdMember {
 	clusterID := list.Header.GetClusterId()
-	byPeer := map[string]*inventory.Host{}
-	for _, h := range g.inv.Hosts {
-		byPeer[plan.EtcdPeerURL(h.Address)] = h
-	}
+	byPeer := g.byPeerURL()
 	out := make([]plan.EtcdMember, len(list.Members))
 	statuses := make([]*clientv3.StatusResponse, len(list.Members))
 	var wg sync.WaitGroup
@@ -135,26 +133,11 @@ func (g *etcdGatherer) withStatus(ctx context.Context, cli *clientv3.Client, lis
 		if len(m.PeerURLs) > 0 {
 			em.PeerURL = m.PeerURLs[0]
 		}
-		// Exact peer URL match only: a prefix or substring match once tied
-		// 10.20.0.2 to 10.20.0.21 and removed the wrong member elsewhere.
-		var h *inventory.Host
-		for _, u := range m.PeerURLs {
-			if byPeer[u] != nil {
-				h, em.PeerURL = byPeer[u], u
-				break
-			}
-		}
-		if h != nil {
-			if em.Name == "" {
-				// A learner added but not started yet has no name; kprov
-				// names members after their hosts.
-				em.Name = h.Name
-			}
-			if p := g.reachable(h.Name); p != nil {
-				local := g.memberOnHost(h, p)
-				em.HostReachable, em.Running = true, local.Running
-				em.ConfigSHA256, em.ConfigCoreSHA256 = local.ConfigSHA256, local.ConfigCoreSHA256
-			}
+		h := g.attach(&em, byPeer, m.PeerURLs)
+		if em.Name == "" && h != nil {
+			// A learner added but not started yet has no name; kprov
+			// names members after their hosts.
+			em.Name = h.Name
 		}
 		out[i] = em
 		ep := statusEndpoint(m.ClientURLs, h)
@@ -229,25 +212,30 @@ func (g *etcdGatherer) fromConfigs() []plan.EtcdMember {
 	var out []plan.EtcdMember
 	seen := map[string]bool{}
 	listed := map[string]string{} // peer URL -> name, from initial-cluster
-	byPeer := map[string]*inventory.Host{}
+	byPeer := g.byPeerURL()
 	for _, h := range g.inv.Hosts {
-		byPeer[plan.EtcdPeerURL(h.Address)] = h
 		p := g.reachable(h.Name)
 		if p == nil || !p.res.EtcdData || p.res.EtcdConfig == nil {
 			continue
 		}
 		id := parseEtcdConfigIdentity(p.res.EtcdConfig)
-		m := g.memberOnHost(h, p)
-		if id.Name != "" {
-			m.Name = id.Name
-		}
-		if id.PeerURL != "" {
-			m.PeerURL = id.PeerURL
+		m := plan.EtcdMember{Name: id.Name, PeerURL: id.PeerURL}
+		if m.PeerURL == "" {
+			m.PeerURL = plan.EtcdPeerURL(h.Address)
 		}
 		if seen[m.PeerURL] {
 			continue
 		}
 		seen[m.PeerURL] = true
+		// The member is tied to the host its peer URL names, which is
+		// not always the host whose disk holds the config (a host whose
+		// address changed, or a data directory copied from elsewhere).
+		if g.attach(&m, byPeer, []string{m.PeerURL}); m.Host != h.Name {
+			g.log.Warn("etcd config names a peer URL that is not its host's", "host", h.Name, "address", h.Address, "peer_url", m.PeerURL, "tied_to", m.Host)
+		}
+		if m.Name == "" {
+			m.Name = cmp.Or(m.Host, h.Name)
+		}
 		out = append(out, m)
 		for n, u := range id.InitialCluster {
 			listed[u] = n
@@ -259,12 +247,7 @@ func (g *etcdGatherer) fromConfigs() []plan.EtcdMember {
 			continue
 		}
 		m := plan.EtcdMember{Name: n, PeerURL: u}
-		if h := byPeer[u]; h != nil {
-			if p := g.reachable(h.Name); p != nil {
-				m = g.memberOnHost(h, p)
-				m.Name, m.PeerURL = n, u
-			}
-		}
+		g.attach(&m, byPeer, []string{u})
 		extra = append(extra, m)
 	}
 	// Map order must not leak into the facts (their digest is compared).
@@ -272,13 +255,51 @@ func (g *etcdGatherer) fromConfigs() []plan.EtcdMember {
 	return append(out, extra...)
 }
 
-// memberOnHost is what a reachable host says about its member without asking etcd.
-func (g *etcdGatherer) memberOnHost(h *inventory.Host, p *probed) plan.EtcdMember {
-	m := plan.EtcdMember{Name: h.Name, PeerURL: plan.EtcdPeerURL(h.Address), HostReachable: true,
-		Running: p.res.Facts.Services["etcd"] == "active"}
-	if p.res.EtcdConfig != nil {
-		m.ConfigSHA256 = sha256Hex(p.res.EtcdConfig)
-		m.ConfigCoreSHA256 = sha256Hex(plan.NormalizeEtcdConfig(p.res.EtcdConfig))
+// byPeerURL maps the etcd peer URL kprov gives a member on each inventory
+// host (https://ADDRESS:2380) to that host.
+func (g *etcdGatherer) byPeerURL() map[string]*inventory.Host {
+	byPeer := map[string]*inventory.Host{}
+	for _, h := range g.inv.Hosts {
+		byPeer[plan.EtcdPeerURL(h.Address)] = h
 	}
-	return m
+	return byPeer
+}
+
+// attach ties a member to the inventory host whose peer URL is exactly one
+// of the member's, and records what that host says about it: its Host,
+// whether the host was reached, whether etcd runs there, and the hashes of
+// its config. The member's self-reported name plays no part: a stale member
+// may carry the name of a healthy one on another host, and every step kprov
+// addresses to a member's host (stop, wipe) goes to m.Host (RELIABILITY 19).
+//
+// Only an exact match counts: a prefix or substring match once tied
+// 10.20.0.2 to 10.20.0.21 and removed the wrong member elsewhere. A member
+// whose peer URLs name two inventory hosts is tied to neither, since nothing
+// says which one holds it. It returns the host, or nil.
+func (g *etcdGatherer) attach(m *plan.EtcdMember, byPeer map[string]*inventory.Host, peerURLs []string) *inventory.Host {
+	var h *inventory.Host
+	var peer string
+	for _, u := range peerURLs {
+		x := byPeer[u]
+		switch {
+		case x == nil || x == h:
+		case h != nil:
+			g.log.Warn("etcd member's peer URLs name two inventory hosts; it is tied to neither", "member", m.Name, "hosts", h.Name+", "+x.Name)
+			return nil
+		default:
+			h, peer = x, u
+		}
+	}
+	if h == nil {
+		return nil
+	}
+	m.Host, m.PeerURL = h.Name, peer
+	if p := g.reachable(h.Name); p != nil {
+		m.HostReachable, m.Running = true, p.res.Facts.Services["etcd"] == "active"
+		if p.res.EtcdConfig != nil {
+			m.ConfigSHA256 = sha256Hex(p.res.EtcdConfig)
+			m.ConfigCoreSHA256 = sha256Hex(plan.NormalizeEtcdConfig(p.res.EtcdConfig))
+		}
+	}
+	return h
 }

@@ -38,7 +38,14 @@ type testMember struct {
 // pki.Ensure issued for it, listening on addr:2379 and addr:2380.
 func startMember(t *testing.T, state string, name, addr, initialCluster, clusterState string) testMember {
 	t.Helper()
-	member := filepath.Join(state, "pki", "etcd", "members", name)
+	return startMemberAs(t, state, name, name, addr, initialCluster, clusterState)
+}
+
+// startMemberAs starts a member with the TLS material of the host certsOf
+// under the etcd name name, which need not be its host's.
+func startMemberAs(t *testing.T, state string, certsOf, name, addr, initialCluster, clusterState string) testMember {
+	t.Helper()
+	member := filepath.Join(state, "pki", "etcd", "members", certsOf)
 	ca := filepath.Join(state, "pki", "etcd", "ca.crt")
 	cfg := embed.NewConfig()
 	cfg.Name = name
@@ -82,7 +89,10 @@ func waitReady(t *testing.T, es ...testMember) {
 
 // TestGatherLiveEtcd runs Gather against a real etcd 3.6 cluster over TLS:
 // three voters (one of them stopped) and a learner, every client connection
-// tunnelled through the fake host whose address it targets.
+// tunnelled through the fake host whose address it targets. The learner on
+// etcd-4's address calls itself "etcd-2", the name of a healthy member: each
+// member is tied to the host its peer URL names, never to the one its name
+// suggests (RELIABILITY 19).
 func TestGatherLiveEtcd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real etcd cluster")
@@ -138,8 +148,10 @@ func TestGatherLiveEtcd(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	learner := startMember(t, state, "etcd-4", etcdTestAddrs[3],
-		strings.Join(append(initial, "etcd-4="+plan.EtcdPeerURL(etcdTestAddrs[3])), ","), embed.ClusterStateFlagExisting)
+	// etcd matches an initial cluster to the live one by peer URLs, so the
+	// other members may be listed under any name but the learner's own.
+	learnerCluster := []string{initial[0], "other-2=" + plan.EtcdPeerURL(etcdTestAddrs[1]), initial[2], "etcd-2=" + plan.EtcdPeerURL(etcdTestAddrs[3])}
+	learner := startMemberAs(t, state, "etcd-4", "etcd-2", etcdTestAddrs[3], strings.Join(learnerCluster, ","), embed.ClusterStateFlagExisting)
 	waitReady(t, learner)
 
 	// etcd-3 stops; two of three voters keep quorum.
@@ -184,10 +196,13 @@ func TestGatherLiveEtcd(t *testing.T) {
 	if facts.EtcdSource != plan.EtcdSourceLive || len(facts.Etcd) != 4 {
 		t.Fatalf("etcd from %q: %+v", facts.EtcdSource, facts.Etcd)
 	}
-	byName := map[string]plan.EtcdMember{}
+	byHost := map[string]plan.EtcdMember{}
 	leaders := 0
 	for _, m := range facts.Etcd {
-		byName[m.Name] = m
+		if _, dup := byHost[m.Host]; dup {
+			t.Errorf("two members tied to host %q", m.Host)
+		}
+		byHost[m.Host] = m
 		if m.Leader {
 			leaders++
 		}
@@ -196,21 +211,25 @@ func TestGatherLiveEtcd(t *testing.T) {
 		}
 	}
 	for i, addr := range etcdTestAddrs {
-		name := fmt.Sprintf("etcd-%d", i+1)
-		m, ok := byName[name]
+		host := fmt.Sprintf("etcd-%d", i+1)
+		m, ok := byHost[host]
 		if !ok {
-			t.Errorf("member %s missing", name)
+			t.Errorf("no member tied to host %s", host)
 			continue
 		}
-		if m.PeerURL != plan.EtcdPeerURL(addr) {
-			t.Errorf("%s: peer URL %s", name, m.PeerURL)
+		wantName := host
+		if host == "etcd-4" {
+			wantName = "etcd-2" // what the learner calls itself
 		}
-		wantLearner, wantUp := name == "etcd-4", name != "etcd-3"
+		if m.PeerURL != plan.EtcdPeerURL(addr) || m.Name != wantName {
+			t.Errorf("member on %s: peer URL %s, name %q; want %s, %q", host, m.PeerURL, m.Name, plan.EtcdPeerURL(addr), wantName)
+		}
+		wantLearner, wantUp := host == "etcd-4", host != "etcd-3"
 		if m.Learner != wantLearner || m.Healthy != wantUp || m.Running != wantUp {
-			t.Errorf("%s: learner %v healthy %v running %v; want %v %v %v", name, m.Learner, m.Healthy, m.Running, wantLearner, wantUp, wantUp)
+			t.Errorf("%s: learner %v healthy %v running %v; want %v %v %v", host, m.Learner, m.Healthy, m.Running, wantLearner, wantUp, wantUp)
 		}
 	}
-	if m := byName["etcd-3"]; m.ID != stoppedID || m.Leader || m.ConfigSHA256 != sha256Hex([]byte(cfg3)) ||
+	if m := byHost["etcd-3"]; m.ID != stoppedID || m.Leader || m.ConfigSHA256 != sha256Hex([]byte(cfg3)) ||
 		m.ConfigCoreSHA256 != sha256Hex(plan.NormalizeEtcdConfig([]byte(cfg3))) {
 		t.Errorf("stopped etcd-3: %+v", m)
 	}

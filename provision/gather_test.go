@@ -21,6 +21,7 @@ import (
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
+	"github.com/kprov/kprov/roles"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata")
@@ -429,16 +430,82 @@ func TestGatherColdStart(t *testing.T) {
 	}
 	core := sha256Hex(plan.NormalizeEtcdConfig([]byte(cfg1)))
 	want := []plan.EtcdMember{
-		{Name: "etcd-1", PeerURL: "https://10.0.0.11:2380", HostReachable: true, ConfigSHA256: sha256Hex([]byte(cfg1)), ConfigCoreSHA256: core},
-		{Name: "etcd-2", PeerURL: "https://10.0.0.12:2380", HostReachable: true, ConfigSHA256: sha256Hex([]byte(cfg2)),
+		{Name: "etcd-1", PeerURL: "https://10.0.0.11:2380", Host: "etcd-1", HostReachable: true, ConfigSHA256: sha256Hex([]byte(cfg1)), ConfigCoreSHA256: core},
+		{Name: "etcd-2", PeerURL: "https://10.0.0.12:2380", Host: "etcd-2", HostReachable: true, ConfigSHA256: sha256Hex([]byte(cfg2)),
 			ConfigCoreSHA256: sha256Hex(plan.NormalizeEtcdConfig([]byte(cfg2)))},
-		{Name: "etcd-3", PeerURL: "https://10.0.0.13:2380"},
+		{Name: "etcd-3", PeerURL: "https://10.0.0.13:2380", Host: "etcd-3"},
 	}
 	if !reflect.DeepEqual(facts.Etcd, want) || facts.EtcdSource != plan.EtcdSourceConfig {
 		t.Errorf("etcd from %q:\ngot  %+v\nwant %+v", facts.EtcdSource, facts.Etcd, want)
 	}
 	if !reflect.DeepEqual(facts.EtcdDataPresent, map[string]bool{"etcd-1": true, "etcd-2": true}) {
 		t.Errorf("etcd data %v", facts.EtcdDataPresent)
+	}
+}
+
+// TestGatherTiesMembersToHostsByPeerURL: a member's host is the one whose
+// address is in its peer URL, whatever name the member gives itself and
+// whichever disk its config was read from (RELIABILITY 19). Here etcd-2's
+// data directory belongs to a member that calls itself "etcd-3", and the
+// configs list a stale "etcd-3" at an address no inventory host has. Given
+// these facts, the planner must refuse.
+func TestGatherTiesMembersToHostsByPeerURL(t *testing.T) {
+	inv := testInventory()
+	cfg1 := etcdConfig("etcd-1", "10.0.0.11", "etcd-1=https://10.0.0.11:2380,etcd-2=https://10.0.0.12:2380,etcd-3=https://10.0.0.99:2380", "existing")
+	cfg2 := etcdConfig("etcd-3", "10.0.0.12", "etcd-1=https://10.0.0.11:2380,etcd-3=https://10.0.0.12:2380", "existing")
+	cfg3 := etcdConfig("etcd-3", "10.0.0.13", "etcd-3=https://10.0.0.13:2380", "new")
+	withData := func(name, cfg string) []string {
+		return append(freshHost(name), "etcd_data=yes", "service.etcd=failed", "etcd_config="+b64(cfg))
+	}
+	conn := &fakeConnector{t: t,
+		hosts: map[string]*fakeHost{
+			"etcd-1": newFakeHost(t, "etcd-1", probeRun(t, nil, withData("etcd-1", cfg1)...)),
+			"etcd-2": newFakeHost(t, "etcd-2", probeRun(t, nil, withData("etcd-2", cfg2)...)),
+			// etcd-3 holds a config but no data: not a member by itself.
+			"etcd-3": newFakeHost(t, "etcd-3", probeRun(t, nil, append(freshHost("etcd-3"), "etcd_config="+b64(cfg3))...)),
+			"cp-1":   newFakeHost(t, "cp-1", probeRun(t, nil, freshHost("cp-1")...)),
+			"node-1": newFakeHost(t, "node-1", probeRun(t, nil, freshHost("node-1")...)),
+		},
+	}
+	facts, err := Gather(t.Context(), inv, conn, GatherOptions{EtcdTLS: &tls.Config{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashes := func(cfg string) (string, string) {
+		return sha256Hex([]byte(cfg)), sha256Hex(plan.NormalizeEtcdConfig([]byte(cfg)))
+	}
+	sum1, core1 := hashes(cfg1)
+	sum2, core2 := hashes(cfg2)
+	want := []plan.EtcdMember{
+		{Name: "etcd-1", PeerURL: "https://10.0.0.11:2380", Host: "etcd-1", HostReachable: true, ConfigSHA256: sum1, ConfigCoreSHA256: core1},
+		// Named etcd-3, but its peer URL is etcd-2's address.
+		{Name: "etcd-3", PeerURL: "https://10.0.0.12:2380", Host: "etcd-2", HostReachable: true, ConfigSHA256: sum2, ConfigCoreSHA256: core2},
+		// Named etcd-3, at an address no inventory host has: tied to no host.
+		{Name: "etcd-3", PeerURL: "https://10.0.0.99:2380"},
+	}
+	if !reflect.DeepEqual(facts.Etcd, want) || facts.EtcdSource != plan.EtcdSourceConfig {
+		t.Fatalf("etcd from %q:\ngot  %+v\nwant %+v", facts.EtcdSource, facts.Etcd, want)
+	}
+
+	// Given these facts, the planner refuses rather than start, stop or
+	// wipe etcd on the host named etcd-3 for a member that is not there.
+	var targets []roles.EtcdTarget
+	for _, n := range inv.Topology.EtcdMembers {
+		targets = append(targets, roles.EtcdTarget{Name: n, PeerURL: plan.EtcdPeerURL(inv.Host(n).Address)})
+	}
+	stages, _, err := roles.PlanEtcd(roles.EtcdInput{Live: facts.Etcd, Want: targets, DataDir: inv.Etcd.DataDir, Service: plan.EtcdUnit,
+		Config: func(roles.EtcdTarget, []roles.EtcdTarget, string) roles.File {
+			return roles.File{Path: plan.EtcdConfigPath}
+		}})
+	var re *roles.RefusalError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "inventory host etcd-2") || !strings.Contains(err.Error(), "inventory host etcd-3") {
+		var steps []string
+		for _, st := range stages {
+			for _, s := range st.Steps {
+				steps = append(steps, s.Host+": "+s.String())
+			}
+		}
+		t.Fatalf("want a refusal naming hosts etcd-2 and etcd-3, got %v; steps %v", err, steps)
 	}
 }
 

@@ -25,8 +25,12 @@ type EtcdTarget struct {
 // cluster), the wanted members in inventory order, and how to render a
 // member's configuration for a given initial cluster and state.
 type EtcdInput struct {
-	Live    []plan.EtcdMember
-	Want    []EtcdTarget
+	Live []plan.EtcdMember
+	Want []EtcdTarget
+	// Hosts are the names of every inventory host, etcd or not: a live
+	// member whose self-reported name is one of them while its peer URL is
+	// another's is refused (RELIABILITY 19).
+	Hosts   []string
 	DataDir string
 	Service string
 	Config  func(member EtcdTarget, initialCluster []EtcdTarget, state string) File
@@ -93,6 +97,19 @@ func names(ms []*planMember) []string {
 	return out
 }
 
+// hostsOf names the members by their hosts, as a wait's voters: apply finds
+// each voter by its inventory host's address, so a member on no inventory
+// host cannot be waited for by name and is left out.
+func hostsOf(ms []*planMember) []string {
+	var out []string
+	for _, m := range ms {
+		if m.Host != "" {
+			out = append(out, m.Host)
+		}
+	}
+	return out
+}
+
 func quorumNote(voting int) string {
 	return fmt.Sprintf("%d voting, quorum %d, tolerates %d", voting, inventory.Quorum(voting), inventory.FaultTolerance(voting))
 }
@@ -108,7 +125,11 @@ func quorumNote(voting int) string {
 //   - dead members leaving the cluster are removed before anything is added;
 //   - healthy members leaving are removed one at a time after the members
 //     replacing them are voting, with leadership moved away first;
-//   - configuration changes restart one member at a time, the leader last.
+//   - configuration changes restart one member at a time, the leader last;
+//   - every step addressed to a live member's host goes to the host its
+//     peer URL names (plan.EtcdMember.Host), never to the one its name
+//     suggests; a member on no inventory host is removed through the
+//     cluster with nothing stopped or wiped (RELIABILITY 19).
 func PlanEtcd(in EtcdInput) ([]plan.Stage, []string, error) {
 	if len(in.Want) == 0 && len(in.Live) == 0 {
 		return nil, nil, nil
@@ -129,6 +150,9 @@ func PlanEtcd(in EtcdInput) ([]plan.Stage, []string, error) {
 	}
 
 	p := &etcdPlanner{in: in, st: st, want: want}
+	if err := p.checkHosts(); err != nil {
+		return nil, nil, err
+	}
 	if len(st.members) == 0 {
 		p.bootstrap()
 	} else if err := p.recover(); err != nil {
@@ -140,6 +164,86 @@ func PlanEtcd(in EtcdInput) ([]plan.Stage, []string, error) {
 	p.rollConfig()
 	p.finalize()
 	return p.stages, p.notes, nil
+}
+
+// checkHosts refuses live members that kprov cannot tie to exactly one host:
+// a member whose self-reported name is one inventory host's while its peer
+// URL is another's (a step addressed by name would stop and wipe the wrong
+// one), a wanted peer URL tied to another host, two members on one host, and
+// a healthy member that shares its name with another, which no initial-cluster
+// can list and which kprov will not remove on a guess. A dead namesake is
+// removed first instead (recover).
+func (p *etcdPlanner) checkHosts() error {
+	inventoryHost := map[string]bool{}
+	for _, h := range p.in.Hosts {
+		inventoryHost[h] = true
+	}
+	for _, t := range p.in.Want {
+		inventoryHost[t.Name] = true
+	}
+	onHost := map[string]*planMember{}
+	for _, m := range p.st.members {
+		id := m.Name
+		if m.ID != 0 {
+			id += fmt.Sprintf(" (ID %x)", m.ID)
+		}
+		if m.Host != "" && m.Name != "" && m.Name != m.Host && inventoryHost[m.Name] {
+			return &RefusalError{Member: id,
+				Observed: fmt.Sprintf("its name is inventory host %s's, but its peer URL %s is the address of inventory host %s", m.Name, m.PeerURL, m.Host),
+				Action: fmt.Sprintf("kprov stops and wipes a member only on the host its peer URL names, and cannot tell whether this one runs on %s or on %s: "+
+					"check both (`etcdctl member list -w table`, and /etc/etcd/etcd.yaml on each); remove a stale member with %s, "+
+					"or correct the inventory's addresses, then run kprov again", m.Name, m.Host, removeHint(m))}
+		}
+		if t, wanted := p.want[m.PeerURL]; wanted && m.Host != t.Name {
+			return &RefusalError{Member: id,
+				Observed: fmt.Sprintf("its peer URL %s is inventory host %s's, but the facts tie it to %s", m.PeerURL, t.Name, hostOrNone(m.Host)),
+				Action: "a member whose peer URLs name more than one inventory host is tied to none: give it only its host's peer URL " +
+					"(`etcdctl member update`), or remove it, then run kprov again"}
+		}
+		if o := onHost[m.Host]; m.Host != "" && o != nil {
+			return &RefusalError{Member: id,
+				Observed: fmt.Sprintf("it and member %s (ID %x) are both tied to host %s (peer URLs %s and %s)", o.Name, o.ID, m.Host, m.PeerURL, o.PeerURL),
+				Action:   "find the stale one with `etcdctl member list -w table` and remove it with `etcdctl member remove`, then run kprov again"}
+		}
+		onHost[m.Host] = m
+	}
+	for _, m := range p.st.members {
+		if _, wanted := p.want[m.PeerURL]; wanted || !m.Healthy || m.Learner || !p.namesake(m) {
+			continue
+		}
+		var seen []string
+		for _, o := range p.st.members {
+			if o.Name == m.Name {
+				seen = append(seen, fmt.Sprintf("ID %x at %s (%s)", o.ID, o.PeerURL, hostOrNone(o.Host)))
+			}
+		}
+		for _, t := range p.in.Want {
+			if t.Name == m.Name && !slices.ContainsFunc(p.st.members, func(o *planMember) bool { return o.PeerURL == t.PeerURL }) {
+				seen = append(seen, fmt.Sprintf("the inventory's %s at %s, to be added", t.Name, t.PeerURL))
+			}
+		}
+		return &RefusalError{Member: m.Name,
+			Observed: fmt.Sprintf("the name belongs to more than one member: %s; the one at %s is healthy and not in the inventory", strings.Join(seen, ", "), m.PeerURL),
+			Action: fmt.Sprintf("an initial-cluster cannot list one name twice, and kprov does not remove a healthy member on a guess: "+
+				"if the member at %s is stale, remove it with %s, then run kprov again", m.PeerURL, removeHint(m))}
+	}
+	return nil
+}
+
+// removeHint is the command that removes the member; a member list rebuilt
+// from config files has no IDs (docs/facts.md).
+func removeHint(m *planMember) string {
+	if m.ID == 0 {
+		return "`etcdctl member remove ID` (its ID from `etcdctl member list`)"
+	}
+	return fmt.Sprintf("`etcdctl member remove %x`", m.ID)
+}
+
+func hostOrNone(h string) string {
+	if h == "" {
+		return "no inventory host"
+	}
+	return "host " + h
 }
 
 type etcdPlanner struct {
@@ -195,7 +299,7 @@ func (p *etcdPlanner) bootstrap() {
 			p.waitHealthy(first.Name, []string{first.Name}, "the new cluster must have elected its leader before anything joins it"),
 		},
 	})
-	p.st.members = append(p.st.members, &planMember{EtcdMember: plan.EtcdMember{Name: first.Name, PeerURL: first.PeerURL,
+	p.st.members = append(p.st.members, &planMember{EtcdMember: plan.EtcdMember{Name: first.Name, PeerURL: first.PeerURL, Host: first.Name,
 		Healthy: true, Running: true, HostReachable: true, Leader: true}, added: true})
 }
 
@@ -225,17 +329,17 @@ func (p *etcdPlanner) recover() error {
 			reason = "cold start: every member is stopped, so they start together to form a quorum"
 		}
 		for _, m := range stopped {
-			stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpStartService, Host: m.Name, Service: p.in.Service, Reason: reason})
+			stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpStartService, Host: m.Host, Service: p.in.Service, Reason: reason})
 			m.Running = true
 			m.Healthy = true
 		}
-		var expect []string
+		var expect []*planMember
 		for _, m := range p.st.voters() {
 			if m.Healthy {
-				expect = append(expect, m.Name)
+				expect = append(expect, m)
 			}
 		}
-		stage.Steps = append(stage.Steps, p.waitHealthy(stopped[0].Name, expect, "the started members must rejoin before any membership change"))
+		stage.Steps = append(stage.Steps, p.waitHealthy(stopped[0].Host, hostsOf(expect), "the started members must rejoin before any membership change"))
 		p.stages = append(p.stages, stage)
 	}
 
@@ -268,15 +372,40 @@ func (p *etcdPlanner) recover() error {
 		}
 	}
 
+	// A dead member sharing its name with another member cannot stay in an
+	// initial-cluster that a joining member is started with (etcd would read
+	// one member with two peer URLs), so it goes before anything joins.
+	for _, m := range slices.Clone(voters) {
+		if _, wanted := p.want[m.PeerURL]; !wanted && !m.Healthy && p.namesake(m) {
+			if err := p.remove(m, "the member is unhealthy, not in the inventory, and shares its name with another; it goes before anything joins"); err != nil {
+				return err
+			}
+		}
+	}
+
 	if len(learners) == 1 {
 		l := learners[0]
 		if t, wanted := p.want[l.PeerURL]; wanted {
 			p.promote(l, t, "a learner left by an interrupted run is finished before anything else changes")
-		} else {
-			p.remove(l, "a learner left by an interrupted run is not in the inventory")
+		} else if err := p.remove(l, "a learner left by an interrupted run is not in the inventory"); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// namesake reports whether another live member, or a member the inventory
+// wants, has m's name.
+func (p *etcdPlanner) namesake(m *planMember) bool {
+	if m.Name == "" {
+		return false
+	}
+	for _, o := range p.st.members {
+		if o != m && o.Name == m.Name {
+			return true
+		}
+	}
+	return slices.ContainsFunc(p.in.Want, func(t EtcdTarget) bool { return t.Name == m.Name && t.PeerURL != m.PeerURL })
 }
 
 func unhealthyNames(ms []*planMember) []string {
@@ -322,7 +451,9 @@ func (p *etcdPlanner) changeMembership() error {
 	// A dead member still counts toward the quorum size, so it goes first:
 	// removing it lowers the quorum before anything is added.
 	for _, m := range dead {
-		p.remove(m, "the member is unhealthy and no longer in the inventory; it is removed before its replacement is added")
+		if err := p.remove(m, "the member is unhealthy and no longer in the inventory; it is removed before its replacement is added"); err != nil {
+			return err
+		}
 	}
 	for len(adds) > 0 || len(leaving) > 0 {
 		if len(adds) > 0 {
@@ -333,7 +464,9 @@ func (p *etcdPlanner) changeMembership() error {
 		for len(leaving) > 0 && (len(adds) == 0 || len(p.st.voters()) > len(p.in.Want)) {
 			m := leaving[0]
 			leaving = leaving[1:]
-			p.remove(m, "the member is no longer in the inventory")
+			if err := p.remove(m, "the member is no longer in the inventory"); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -354,11 +487,11 @@ func boolCmp(a, b bool) int {
 // learner does not count toward quorum, so a member that fails to start
 // never costs the cluster its quorum.
 func (p *etcdPlanner) addLearner(t EtcdTarget) {
-	m := &planMember{EtcdMember: plan.EtcdMember{Name: t.Name, PeerURL: t.PeerURL, Learner: true, HostReachable: true}, added: true}
+	m := &planMember{EtcdMember: plan.EtcdMember{Name: t.Name, PeerURL: t.PeerURL, Host: t.Name, Learner: true, HostReachable: true}, added: true}
 	voters := p.st.voters()
 	stage := p.addStage(t.Name, len(voters))
 	stage.Steps = append(stage.Steps,
-		p.waitHealthy(t.Name, names(voters), "every voting member must be healthy before a membership change"),
+		p.waitHealthy(t.Name, hostsOf(voters), "every voting member must be healthy before a membership change"),
 		plan.Step{Op: plan.OpEtcdAddLearner, Host: t.Name, Member: t.Name, PeerURL: t.PeerURL,
 			Reason: "join as a learner: it receives the log but does not vote until promoted"},
 	)
@@ -387,35 +520,68 @@ func (p *etcdPlanner) promote(m *planMember, t EtcdTarget, why string) {
 		plan.Step{Op: plan.OpEtcdPromote, Host: t.Name, Member: t.Name, MemberID: m.ID, Reason: "make the caught-up learner a voting member"},
 	)
 	m.Learner, m.Running, m.Healthy, m.added = false, true, true, true
-	stage.Steps = append(stage.Steps, p.waitHealthy(t.Name, names(p.st.voters()), "every voting member, the new one included, must be healthy before the next change"))
+	stage.Steps = append(stage.Steps, p.waitHealthy(t.Name, hostsOf(p.st.voters()), "every voting member, the new one included, must be healthy before the next change"))
 }
 
 // remove takes one member out: leadership moved away, member removed, and only
 // then its service stopped and its data wiped, so a removal that fails leaves
 // a working member behind.
-func (p *etcdPlanner) remove(m *planMember, reason string) {
+//
+// Every step goes to the member's host, the one its peer URL names, never to
+// the host its name suggests: a stale member may carry a healthy member's name
+// (RELIABILITY 19). A member on no inventory host is removed through a member
+// that stays, by ID and peer URL, and nothing is stopped or wiped anywhere:
+// no host is provably its.
+func (p *etcdPlanner) remove(m *planMember, reason string) error {
 	voters := p.st.voters()
-	var expect []string
+	var expect []*planMember
 	for _, v := range voters {
 		if v.Healthy && v != m {
-			expect = append(expect, v.Name)
+			expect = append(expect, v)
 		}
 	}
-	stage := plan.Stage{Kind: plan.StageEtcdRemove, Target: m.Name, Title: "removing member " + m.Name, Parallel: 1, Quorum: quorumNote(len(voters))}
-	stage.Steps = append(stage.Steps, p.waitHealthy(m.Name, expect, "every remaining member must be healthy before a member is removed"))
+	host, title := m.Host, "removing member "+m.Name
+	switch {
+	case m.Host == "":
+		host = p.via(expect)
+		if host == "" {
+			return &RefusalError{Member: m.Name, Observed: fmt.Sprintf("its peer URL %s is no inventory host's, and no inventory host is left to reach the cluster through", m.PeerURL),
+				Action: "remove it with " + removeHint(m)}
+		}
+		title += " at " + m.PeerURL + " (on no inventory host: nothing is stopped or wiped)"
+		reason += fmt.Sprintf("; its peer URL is no inventory host's, so it is removed through %s and nothing is stopped or wiped", host)
+	case m.Host != m.Name:
+		title += " (host " + m.Host + ")"
+	}
+	stage := plan.Stage{Kind: plan.StageEtcdRemove, Target: m.Name, Title: title, Parallel: 1, Quorum: quorumNote(len(voters))}
+	stage.Steps = append(stage.Steps, p.waitHealthy(host, hostsOf(expect), "every remaining member must be healthy before a member is removed"))
 	if !m.Learner && m.Healthy {
-		stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpEtcdMoveLeader, Host: m.Name, Member: m.Name,
+		stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpEtcdMoveLeader, Host: host, Member: m.Name, PeerURL: m.PeerURL,
 			Reason: "if this member leads, leadership moves to a healthy member first so the cluster never waits out an election"})
 	}
-	stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpEtcdRemove, Host: m.Name, Member: m.Name, MemberID: m.ID, PeerURL: m.PeerURL, Reason: reason})
-	if m.HostReachable {
+	stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpEtcdRemove, Host: host, Member: m.Name, MemberID: m.ID, PeerURL: m.PeerURL, Reason: reason})
+	if m.Host != "" && m.HostReachable {
 		stage.Steps = append(stage.Steps,
-			plan.Step{Op: plan.OpStopService, Host: m.Name, Service: p.in.Service, Reason: "stop the removed member, only now that it is out of the member list"},
-			plan.Step{Op: plan.OpWipeDataDir, Host: m.Name, Path: p.in.DataDir, Reason: "a removed member's data must not let it rejoin with its old identity"},
+			plan.Step{Op: plan.OpStopService, Host: m.Host, Service: p.in.Service, Reason: "stop the removed member, only now that it is out of the member list"},
+			plan.Step{Op: plan.OpWipeDataDir, Host: m.Host, Path: p.in.DataDir, Reason: "a removed member's data must not let it rejoin with its old identity"},
 		)
 	}
 	p.stages = append(p.stages, stage)
 	p.st.members = slices.DeleteFunc(p.st.members, func(x *planMember) bool { return x == m })
+	return nil
+}
+
+// via is the host the etcd steps removing a member on no inventory host run
+// on: apply reaches etcd through any etcd host, so it is the first healthy
+// member that stays, or else the first wanted one.
+func (p *etcdPlanner) via(stay []*planMember) string {
+	if hs := hostsOf(stay); len(hs) > 0 {
+		return hs[0]
+	}
+	if len(p.in.Want) > 0 {
+		return p.in.Want[0].Name
+	}
+	return ""
 }
 
 // rollConfig restarts members whose configuration changed, one at a time
@@ -444,11 +610,11 @@ func (p *etcdPlanner) rollConfig() {
 		p.stages = append(p.stages, plan.Stage{
 			Kind: plan.StageEtcdRestart, Target: m.Name, Title: "restarting member " + m.Name, Parallel: 1, Quorum: quorumNote(len(voters)),
 			Steps: []plan.Step{
-				p.waitHealthy(m.Name, names(voters), "a member restarts only while every other member is healthy"),
-				{Op: plan.OpEtcdMoveLeader, Host: m.Name, Member: m.Name, Reason: "if this member leads, leadership moves away before it restarts"},
-				p.upload(m.Name, p.finalConfig(t), "the member's configuration changed"),
-				{Op: plan.OpRestartService, Host: m.Name, Service: p.in.Service, Reason: "etcd reads its configuration at start"},
-				p.waitHealthy(m.Name, names(voters), "the restarted member must be back before the next one restarts"),
+				p.waitHealthy(m.Host, hostsOf(voters), "a member restarts only while every other member is healthy"),
+				{Op: plan.OpEtcdMoveLeader, Host: m.Host, Member: m.Name, Reason: "if this member leads, leadership moves away before it restarts"},
+				p.upload(m.Host, p.finalConfig(t), "the member's configuration changed"),
+				{Op: plan.OpRestartService, Host: m.Host, Service: p.in.Service, Reason: "etcd reads its configuration at start"},
+				p.waitHealthy(m.Host, hostsOf(voters), "the restarted member must be back before the next one restarts"),
 			},
 		})
 		m.ConfigSHA256 = sha(p.finalConfig(t).Content)
@@ -466,7 +632,7 @@ func (p *etcdPlanner) finalize() {
 		if !m.added {
 			continue
 		}
-		stage.Steps = append(stage.Steps, p.upload(m.Name, p.finalConfig(p.want[m.PeerURL]),
+		stage.Steps = append(stage.Steps, p.upload(m.Host, p.finalConfig(p.want[m.PeerURL]),
 			"record the full member list with initial-cluster-state existing, for the day the data directory is lost"))
 	}
 	if len(stage.Steps) > 0 {

@@ -3,6 +3,7 @@ package roles
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -14,26 +15,35 @@ import (
 // simMember is one etcd member in the simulated cluster.
 type simMember struct {
 	id      uint64
-	name    string
+	name    string // what the member calls itself: not necessarily its host's name
 	peerURL string
 	learner bool
 	leader  bool
 }
 
+// addr is the address in the member's peer URL: the machine it runs on.
+func (m *simMember) addr() string {
+	return strings.TrimSuffix(strings.TrimPrefix(m.peerURL, "https://"), ":2380")
+}
+
 // simCluster replays plan steps against a model of etcd membership and of the
-// member hosts, enforcing etcd's own rules and kprov's invariants after every step.
+// machines, enforcing etcd's own rules and kprov's invariants after every
+// step. A machine's address is its name; the inventory's hosts are some of
+// the machines (a stale member may sit on a machine the inventory does not
+// have, or on an inventory host other than the one its name says).
 type simCluster struct {
 	members []*simMember
 	nextID  uint64
-	running map[string]bool   // host -> etcd process running
-	dead    map[string]bool   // host is down: its member is unhealthy and it cannot be reached
-	config  map[string]string // host -> config file content
-	hasData map[string]bool   // host -> data directory exists
+	hosts   map[string]bool   // the inventory's hosts
+	running map[string]bool   // machine -> etcd process running
+	dead    map[string]bool   // machine is down: its member is unhealthy and it cannot be reached
+	config  map[string]string // machine -> config file content
+	hasData map[string]bool   // machine -> data directory exists
 	steps   int
 }
 
 func newSim() *simCluster {
-	return &simCluster{nextID: 100, running: map[string]bool{}, dead: map[string]bool{}, config: map[string]string{}, hasData: map[string]bool{}}
+	return &simCluster{nextID: 100, hosts: map[string]bool{}, running: map[string]bool{}, dead: map[string]bool{}, config: map[string]string{}, hasData: map[string]bool{}}
 }
 
 func simPeerURL(name string) string { return "https://" + name + ":2380" }
@@ -49,8 +59,10 @@ func testConfig(t EtcdTarget, initial []EtcdTarget, state string) File {
 
 func testNormalize(b []byte) []byte { return plan.NormalizeEtcdConfig(b) }
 
-// addExisting creates a live member that was formed earlier, running with the final config.
+// addExisting creates a live member on the inventory host of the same name,
+// formed earlier and running with the final config.
 func (c *simCluster) addExisting(name string, want []EtcdTarget) {
+	c.hosts[name] = true
 	c.nextID++
 	c.members = append(c.members, &simMember{id: c.nextID, name: name, peerURL: simPeerURL(name)})
 	c.running[name] = true
@@ -58,16 +70,46 @@ func (c *simCluster) addExisting(name string, want []EtcdTarget) {
 	c.config[name] = string(testConfig(EtcdTarget{Name: name, PeerURL: simPeerURL(name)}, want, StateExisting).Content)
 }
 
-func (c *simCluster) member(name string) *simMember {
+// addStale creates a member calling itself name on the machine at addr,
+// running or not; addr is an inventory host only if the test makes it one.
+func (c *simCluster) addStale(name, addr string, running, learner bool) *simMember {
+	c.nextID++
+	m := &simMember{id: c.nextID, name: name, peerURL: simPeerURL(addr), learner: learner}
+	c.members = append(c.members, m)
+	c.running[addr] = running
+	c.hasData[addr] = true
+	return m
+}
+
+// addHosts puts hosts into the inventory.
+func (c *simCluster) addHosts(names ...string) {
+	for _, n := range names {
+		c.hosts[n] = true
+	}
+}
+
+// memberAt is the member whose peer URL is the machine's, as apply finds it.
+func (c *simCluster) memberAt(addr string) *simMember { return c.memberByURL(simPeerURL(addr)) }
+
+func (c *simCluster) memberByURL(u string) *simMember {
 	for _, m := range c.members {
-		if m.name == name {
+		if m.peerURL == u {
 			return m
 		}
 	}
 	return nil
 }
 
-func (c *simCluster) healthy(m *simMember) bool { return c.running[m.name] && !c.dead[m.name] }
+// stepMember is the member an etcd step acts on, found as apply finds it:
+// by the step's peer URL, or else by the peer URL of the step's host.
+func (c *simCluster) stepMember(s plan.Step) *simMember {
+	if s.PeerURL != "" {
+		return c.memberByURL(s.PeerURL)
+	}
+	return c.memberAt(s.Host)
+}
+
+func (c *simCluster) healthy(m *simMember) bool { return c.running[m.addr()] && !c.dead[m.addr()] }
 
 func (c *simCluster) voters() (n, healthy int) {
 	for _, m := range c.members {
@@ -104,24 +146,22 @@ func (c *simCluster) ensureLeader() {
 	}
 }
 
-// facts reports the cluster as kprov's fact gathering would see it.
+// facts reports the cluster as kprov's fact gathering would see it: each
+// member tied to the inventory host its peer URL names, if any.
 func (c *simCluster) facts() []plan.EtcdMember {
 	c.ensureLeader()
-	anyUp := false
-	for _, m := range c.members {
-		if c.healthy(m) {
-			anyUp = true
-		}
-	}
-	if !anyUp && len(c.members) > 0 {
-		// With every member down, the member list comes from the hosts' data directories.
-	}
 	var out []plan.EtcdMember
 	for _, m := range c.members {
-		cfg := c.config[m.name]
-		out = append(out, plan.EtcdMember{ID: m.id, Name: m.name, PeerURL: m.peerURL, Learner: m.learner, Leader: m.leader,
-			Healthy: c.healthy(m) && (c.hasQuorum() || m.learner), Running: c.running[m.name] && !c.dead[m.name], HostReachable: !c.dead[m.name],
-			ConfigSHA256: sha([]byte(cfg)), ConfigCoreSHA256: sha(testNormalize([]byte(cfg)))})
+		em := plan.EtcdMember{ID: m.id, Name: m.name, PeerURL: m.peerURL, Learner: m.learner, Leader: m.leader,
+			Healthy: c.healthy(m) && (c.hasQuorum() || m.learner)}
+		if a := m.addr(); c.hosts[a] {
+			cfg := c.config[a]
+			em.Host, em.HostReachable, em.Running = a, !c.dead[a], c.running[a] && !c.dead[a]
+			em.ConfigSHA256, em.ConfigCoreSHA256 = sha([]byte(cfg)), sha(testNormalize([]byte(cfg)))
+		} else {
+			em.Running = em.Healthy // on no inventory host, answering is the only sign it runs
+		}
+		out = append(out, em)
 	}
 	return out
 }
@@ -130,6 +170,10 @@ func (c *simCluster) facts() []plan.EtcdMember {
 func (c *simCluster) apply(s plan.Step) error {
 	c.steps++
 	host := s.Host
+	if !c.hosts[host] {
+		// apply connects to every step's host, and only the inventory's.
+		return fmt.Errorf("step %s on %q, which is not an inventory host", s.Op, host)
+	}
 	if c.dead[host] && s.Op != plan.OpEtcdRemove && s.Op != plan.OpWaitEtcdHealthy && s.Op != plan.OpEtcdMoveLeader {
 		return fmt.Errorf("step %s on dead host %s", s.Op, host)
 	}
@@ -144,7 +188,12 @@ func (c *simCluster) apply(s plan.Step) error {
 		if cfg == "" {
 			return fmt.Errorf("%s started without a configuration", host)
 		}
-		if m := c.member(host); m != nil {
+		if m := c.memberAt(host); m != nil {
+			if !c.hasData[host] {
+				if err := c.checkJoin(cfg); err != nil {
+					return fmt.Errorf("%s joins: %w", host, err)
+				}
+			}
 			c.running[host] = true
 			c.hasData[host] = true
 			return nil
@@ -163,20 +212,20 @@ func (c *simCluster) apply(s plan.Step) error {
 		return fmt.Errorf("%s started with state existing but is not a member", host)
 	case plan.OpRestartService:
 		n, h := c.voters()
-		if m := c.member(host); m != nil && !m.learner && c.healthy(m) && h-1 < inventory.Quorum(n) {
+		if m := c.memberAt(host); m != nil && !m.learner && c.healthy(m) && h-1 < inventory.Quorum(n) {
 			return fmt.Errorf("restarting %s leaves %d of %d voting members: below quorum", host, h-1, n)
 		}
-		if m := c.member(host); m != nil && m.leader {
+		if m := c.memberAt(host); m != nil && m.leader {
 			return fmt.Errorf("restarting the leader %s without moving leadership away", host)
 		}
 	case plan.OpStopService:
-		if c.member(host) != nil {
-			return fmt.Errorf("stopping %s while it is still a member", host)
+		if m := c.memberAt(host); m != nil {
+			return fmt.Errorf("stopping %s while it is still a member (%s, id %d)", host, m.name, m.id)
 		}
 		c.running[host] = false
 	case plan.OpWipeDataDir:
-		if c.member(host) != nil {
-			return fmt.Errorf("wiping %s while it is still a member", host)
+		if m := c.memberAt(host); m != nil {
+			return fmt.Errorf("wiping %s while it is still a member (%s, id %d)", host, m.name, m.id)
 		}
 		c.hasData[host] = false
 	case plan.OpEtcdAddLearner:
@@ -194,18 +243,18 @@ func (c *simCluster) apply(s plan.Step) error {
 		c.nextID++
 		c.members = append(c.members, &simMember{id: c.nextID, name: s.Member, peerURL: s.PeerURL, learner: true})
 	case plan.OpWaitCaughtUp:
-		if m := c.member(s.Member); m == nil || !c.healthy(m) {
+		if m := c.stepMember(s); m == nil || !c.healthy(m) {
 			return fmt.Errorf("learner %s never caught up", s.Member)
 		}
 	case plan.OpEtcdPromote:
-		m := c.member(s.Member)
+		m := c.stepMember(s)
 		if m == nil || !c.healthy(m) || !c.hasQuorum() {
 			return fmt.Errorf("promote %s refused", s.Member)
 		}
 		m.learner = false
 	case plan.OpEtcdMoveLeader:
 		c.ensureLeader()
-		m := c.member(s.Member)
+		m := c.stepMember(s)
 		if m == nil || !m.leader {
 			return nil
 		}
@@ -220,7 +269,7 @@ func (c *simCluster) apply(s plan.Step) error {
 		if !c.hasQuorum() {
 			return fmt.Errorf("member remove without quorum")
 		}
-		m := c.member(s.Member)
+		m := c.stepMember(s)
 		if m == nil {
 			return nil
 		}
@@ -228,12 +277,13 @@ func (c *simCluster) apply(s plan.Step) error {
 			return fmt.Errorf("removing the leader %s without moving leadership away", s.Member)
 		}
 		c.members = slices.DeleteFunc(c.members, func(x *simMember) bool { return x == m })
-		c.running[host] = false // a removed member stops itself
+		c.running[m.addr()] = false // a removed member stops itself
 	case plan.OpWaitEtcdHealthy:
 		for _, v := range s.Voters {
-			m := c.member(v)
-			if m == nil || m.learner || !c.healthy(m) {
-				return fmt.Errorf("wait for %v: %s is not a healthy voting member", s.Voters, v)
+			// apply checks the voters by inventory host.
+			m := c.memberAt(v)
+			if !c.hosts[v] || m == nil || m.learner || !c.healthy(m) {
+				return fmt.Errorf("wait for %v: %s is not a healthy voting member on an inventory host", s.Voters, v)
 			}
 		}
 		if !c.hasQuorum() {
@@ -241,6 +291,38 @@ func (c *simCluster) apply(s plan.Step) error {
 		}
 	default:
 		return fmt.Errorf("unexpected step %s", s.Op)
+	}
+	return nil
+}
+
+// checkJoin checks a joining member's initial-cluster as etcd does: one
+// name listed twice is one member with two peer URLs, and the members so
+// listed must be exactly the live ones, matched by peer URL.
+func (c *simCluster) checkJoin(cfg string) error {
+	var list string
+	for _, line := range strings.Split(cfg, "\n") {
+		if v, ok := strings.CutPrefix(line, "initial-cluster: "); ok {
+			list = v
+		}
+	}
+	names := map[string]bool{}
+	var urls []string
+	for _, kv := range strings.Split(list, ",") {
+		n, u, _ := strings.Cut(kv, "=")
+		if names[n] {
+			return fmt.Errorf("initial-cluster lists %s twice: %s", n, list)
+		}
+		names[n] = true
+		urls = append(urls, u)
+	}
+	var live []string
+	for _, m := range c.members {
+		live = append(live, m.peerURL)
+	}
+	slices.Sort(urls)
+	slices.Sort(live)
+	if !slices.Equal(urls, live) {
+		return fmt.Errorf("initial-cluster %s does not match the members %v", list, live)
 	}
 	return nil
 }
@@ -264,8 +346,14 @@ func (c *simCluster) checkInvariants(started bool) error {
 	return nil
 }
 
+// planFor plans from the simulated cluster's facts; every wanted host is an
+// inventory host.
 func planFor(c *simCluster, want []EtcdTarget) ([]plan.Stage, error) {
-	stages, _, err := PlanEtcd(EtcdInput{Live: c.facts(), Want: want, DataDir: "/var/lib/etcd", Service: "etcd", Config: testConfig, Normalize: testNormalize})
+	for _, t := range want {
+		c.addHosts(t.Name)
+	}
+	stages, _, err := PlanEtcd(EtcdInput{Live: c.facts(), Want: want, Hosts: slices.Sorted(maps.Keys(c.hosts)),
+		DataDir: "/var/lib/etcd", Service: "etcd", Config: testConfig, Normalize: testNormalize})
 	return stages, err
 }
 
@@ -414,7 +502,7 @@ func TestEtcdLeaderLeavesLast(t *testing.T) {
 	for _, n := range seq("e", 2, 5) {
 		c.addExisting(n, targets(seq("e", 1, 5)...))
 	}
-	c.member("e4").leader = true
+	c.memberAt("e4").leader = true
 	stages, err := planFor(c, targets("e1", "e2", "e3"))
 	if err != nil {
 		t.Fatal(err)
@@ -435,7 +523,7 @@ func TestEtcdRollingConfigChange(t *testing.T) {
 	for _, n := range seq("e", 1, 3) {
 		c.addExisting(n, targets(seq("e", 1, 3)...))
 	}
-	c.member("e1").leader = true
+	c.memberAt("e1").leader = true
 	for _, n := range seq("e", 1, 3) {
 		c.config[n] += "quota-backend-bytes: 2147483648\n" // drift that needs a restart
 	}
@@ -498,6 +586,147 @@ func TestEtcdRefusals(t *testing.T) {
 	})
 }
 
+// TestEtcdStaleMembers: members whose self-reported name is not their
+// host's. Every step of a removal goes to the host the member's peer URL
+// names, and when no inventory host's address is in it, nothing is stopped
+// or wiped anywhere; a name and a peer URL that name two different
+// inventory hosts are refused with both shown (RELIABILITY 19).
+func TestEtcdStaleMembers(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(c *simCluster)
+		want  []string
+		// refused are what the refusal must show; nil: the plan must
+		// converge, with these stages.
+		refused []string
+		stages  []string
+		// removed is the machine of the member the first stage removes;
+		// untouched is the host of the healthy member sharing its name.
+		removed, untouched string
+	}{
+		{
+			// The defect in issue 12: a dead "e3" whose peer URL is another
+			// inventory host's made the removal stop and wipe the healthy e3.
+			name:    "dead e3 at another inventory host's address",
+			setup:   func(c *simCluster) { c.addHosts("w1"); c.addStale("e3", "w1", false, false) },
+			want:    seq("e", 1, 3),
+			refused: []string{"e3", "w1", "https://w1:2380", "etcdctl member remove"},
+		},
+		{
+			name: "learner left by an interrupted run, named after one host, at another's address",
+			setup: func(c *simCluster) {
+				c.addHosts("e4", "e5")
+				c.addStale("e4", "e5", true, true)
+			},
+			want:    seq("e", 1, 4),
+			refused: []string{"e4", "e5", "https://e5:2380"},
+		},
+		{
+			name:    "two healthy members named e3",
+			setup:   func(c *simCluster) { c.addStale("e3", "old-e3", true, false) },
+			want:    seq("e", 1, 3),
+			refused: []string{"e3", "https://e3:2380", "https://old-e3:2380", "etcdctl member remove"},
+		},
+		{
+			// The machine that was e3 is gone; the inventory's e3 is a new
+			// one that has already joined.
+			name:    "dead e3 at an address no inventory host has",
+			setup:   func(c *simCluster) { c.addStale("e3", "old-e3", false, false) },
+			want:    seq("e", 1, 3),
+			stages:  []string{"etcd/remove/e3"},
+			removed: "old-e3", untouched: "e3",
+		},
+		{
+			name:    "healthy member on no inventory host",
+			setup:   func(c *simCluster) { c.addStale("x9", "x9", true, false) },
+			want:    seq("e", 1, 3),
+			stages:  []string{"etcd/remove/x9"},
+			removed: "x9",
+		},
+		{
+			// Added with e4's old address, which no inventory host has now.
+			name:    "learner left by an interrupted run at an address no inventory host has",
+			setup:   func(c *simCluster) { c.addStale("e4", "old-e4", true, true) },
+			want:    seq("e", 1, 4),
+			stages:  []string{"etcd/remove/e4", "etcd/add/e4", "etcd/finalize-config"},
+			removed: "old-e4", untouched: "e4",
+		},
+		{
+			// An initial-cluster listing e2 twice would stop the learner
+			// from starting: the dead e2 goes first.
+			name: "dead duplicate removed before a left-over learner is finished",
+			setup: func(c *simCluster) {
+				c.addHosts("e4")
+				c.addStale("e4", "e4", false, true)
+				c.hasData["e4"] = false
+				c.addStale("e2", "old-e2", false, false)
+			},
+			want:    seq("e", 1, 4),
+			stages:  []string{"etcd/remove/e2", "etcd/add/e4", "etcd/finalize-config"},
+			removed: "old-e2", untouched: "e2",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newSim()
+			for _, n := range seq("e", 1, 3) {
+				c.addExisting(n, targets(seq("e", 1, 3)...))
+			}
+			tc.setup(c)
+			want := targets(tc.want...)
+			stages, err := planFor(c, want)
+			if tc.refused != nil {
+				var re *RefusalError
+				if !errors.As(err, &re) {
+					t.Fatalf("want a refusal, got %v with stages %v (steps %v)", err, stageNames(stages), hostSteps(stages))
+				}
+				for _, s := range tc.refused {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("refusal does not show %q: %v", s, err)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := stageNames(stages); !slices.Equal(got, tc.stages) {
+				t.Fatalf("stages %v, want %v", got, tc.stages)
+			}
+			stale := c.memberAt(tc.removed)
+			rm := stages[0]
+			for _, s := range rm.Steps {
+				if s.Op == plan.OpStopService || s.Op == plan.OpWipeDataDir {
+					t.Errorf("%s on %s: the removed member is on no inventory host, so nothing may be stopped or wiped", s.Op, s.Host)
+				}
+				if tc.untouched != "" && s.Host == tc.untouched {
+					t.Errorf("%s addressed to %s, whose member shares the removed one's name", s, s.Host)
+				}
+				if (s.Op == plan.OpEtcdRemove || s.Op == plan.OpEtcdMoveLeader) && s.PeerURL != stale.peerURL {
+					t.Errorf("%s names peer URL %q, want the removed member's %s", s, s.PeerURL, stale.peerURL)
+				}
+				if s.Op == plan.OpEtcdRemove && s.MemberID != stale.id {
+					t.Errorf("%s names member ID %d, want %d", s, s.MemberID, stale.id)
+				}
+			}
+			c.run(t, flatten(stages), -1)
+			if u := tc.untouched; u != "" && (!c.running[u] || !c.hasData[u]) {
+				t.Errorf("%s: running %v, data %v after the plan", u, c.running[u], c.hasData[u])
+			}
+			c.assertConverged(t, want)
+		})
+	}
+}
+
+// hostSteps lists each step with the host it is addressed to.
+func hostSteps(stages []plan.Stage) []string {
+	var out []string
+	for _, s := range flatten(stages) {
+		out = append(out, s.Host+": "+s.String())
+	}
+	return out
+}
+
 // TestEtcdModel replays every plan for start and target sizes up to 7, with up
 // to floor((n-1)/2) failed members among those leaving, checks the invariants
 // after every step, and then crashes the run after every step and re-plans
@@ -514,53 +743,92 @@ func TestEtcdModel(t *testing.T) {
 					if failed > start-keep {
 						continue // failed members among those kept are refused (TestEtcdRefusals)
 					}
-					liveNames := seq("e", 1, start)
-					wantNames := append(slices.Clone(liveNames[:keep]), seq("n", 1, target-keep)...)
-					name := fmt.Sprintf("%d→%d keep %d failed %d", start, target, keep, failed)
-					scenarios++
-					setup := func() *simCluster {
-						c := newSim()
-						for _, n := range liveNames {
-							c.addExisting(n, targets(liveNames...))
+					for _, stale := range []string{"", "nowhere", "elsewhere", "outside"} {
+						if stale != "" && (keep == 0 || start > 5 || target > 5) {
+							continue // named after a kept member; larger clusters add nothing but time
 						}
-						for _, n := range liveNames[start-failed:] {
-							c.dead[n] = true
-						}
-						return c
-					}
-					want := targets(wantNames...)
-					c := setup()
-					stages, err := planFor(c, want)
-					if start == 1 && keep == 0 && target == 1 {
-						if err == nil {
-							t.Errorf("%s: replacing the only member must be refused", name)
-						}
-						continue
-					}
-					if err != nil {
-						t.Errorf("%s: %v", name, err)
-						continue
-					}
-					steps := flatten(stages)
-					t.Run(name, func(t *testing.T) {
-						c.run(t, steps, -1)
-						c.assertConverged(t, want)
-						for cut := 1; cut < len(steps); cut++ {
-							c := setup()
-							c.run(t, steps, cut)
-							again, err := planFor(c, want)
-							if err != nil {
-								t.Fatalf("re-plan after crashing at step %d (%s): %v", cut, steps[cut-1], err)
+						if stale == "nowhere" || stale == "elsewhere" {
+							// A dead stale member is one more voter: below
+							// quorum, the plan is refused (TestEtcdRefusals).
+							if start-failed < inventory.Quorum(start+1) {
+								continue
 							}
-							c.run(t, flatten(again), -1)
-							c.assertConverged(t, want)
 						}
-					})
+						scenarios++
+						modelScenario(t, start, target, keep, failed, stale)
+					}
 				}
 			}
 		}
 	}
-	if scenarios < 100 {
+	if scenarios < 300 {
 		t.Fatalf("only %d scenarios", scenarios)
 	}
+}
+
+// modelScenario plans from start live members (the last failed of them
+// dead) to target members of which keep were live, replays the plan and
+// crashes it after every step. stale adds a member whose name is not its
+// host's: "nowhere", a dead member named after the first kept member on a
+// machine the inventory does not have (removed, nothing stopped or wiped);
+// "elsewhere", the same on the inventory host w1 (refused: its name and its
+// peer URL name two hosts); "outside", a healthy member x1 on a machine the
+// inventory does not have (removed through the cluster).
+func modelScenario(t *testing.T, start, target, keep, failed int, stale string) {
+	t.Helper()
+	liveNames := seq("e", 1, start)
+	wantNames := append(slices.Clone(liveNames[:keep]), seq("n", 1, target-keep)...)
+	name := fmt.Sprintf("%d→%d keep %d failed %d", start, target, keep, failed)
+	if stale != "" {
+		name += " stale " + stale
+	}
+	setup := func() *simCluster {
+		c := newSim()
+		c.addHosts(wantNames...)
+		for _, n := range liveNames {
+			c.addExisting(n, targets(liveNames...))
+		}
+		for _, n := range liveNames[start-failed:] {
+			c.dead[n] = true
+		}
+		switch stale {
+		case "nowhere":
+			c.addStale(liveNames[0], "old-"+liveNames[0], false, false)
+		case "elsewhere":
+			c.addHosts("w1")
+			c.addStale(liveNames[0], "w1", false, false)
+		case "outside":
+			c.addStale("x1", "x1", true, false)
+		}
+		return c
+	}
+	want := targets(wantNames...)
+	c := setup()
+	stages, err := planFor(c, want)
+	if stale == "elsewhere" {
+		var re *RefusalError
+		if !errors.As(err, &re) || !strings.Contains(err.Error(), "w1") || !strings.Contains(err.Error(), liveNames[0]) {
+			t.Errorf("%s: want a refusal naming %s and w1, got %v (stages %v)", name, liveNames[0], err, stageNames(stages))
+		}
+		return
+	}
+	if err != nil {
+		t.Errorf("%s: %v", name, err)
+		return
+	}
+	steps := flatten(stages)
+	t.Run(name, func(t *testing.T) {
+		c.run(t, steps, -1)
+		c.assertConverged(t, want)
+		for cut := 1; cut < len(steps); cut++ {
+			c := setup()
+			c.run(t, steps, cut)
+			again, err := planFor(c, want)
+			if err != nil {
+				t.Fatalf("re-plan after crashing at step %d (%s): %v", cut, steps[cut-1], err)
+			}
+			c.run(t, flatten(again), -1)
+			c.assertConverged(t, want)
+		}
+	})
 }

@@ -246,9 +246,14 @@ func (p *planner) etcd() ([]plan.Stage, []string, error) {
 		m := p.final.Host(name).Etcd
 		want = append(want, EtcdTarget{Name: m.Name, PeerURL: m.PeerURL})
 	}
+	var hosts []string
+	for _, h := range p.inv.Hosts {
+		hosts = append(hosts, h.Name)
+	}
 	stages, notes, err := PlanEtcd(EtcdInput{
 		Live:      p.facts.Etcd,
 		Want:      want,
+		Hosts:     hosts,
 		DataDir:   p.inv.Etcd.DataDir,
 		Service:   plan.EtcdUnit,
 		Config:    p.etcdConfig,

@@ -117,7 +117,7 @@ func convergedFacts(t *testing.T, inv *inventory.Inventory, _ *plan.Plan, final 
 					cfg = file.Content
 				}
 			}
-			f.Etcd = append(f.Etcd, plan.EtcdMember{ID: uint64(len(f.Etcd) + 1), Name: h.Name, PeerURL: h.Etcd.PeerURL,
+			f.Etcd = append(f.Etcd, plan.EtcdMember{ID: uint64(len(f.Etcd) + 1), Name: h.Name, PeerURL: h.Etcd.PeerURL, Host: h.Name,
 				Healthy: true, Running: true, HostReachable: true, Leader: len(f.Etcd) == 0,
 				ConfigSHA256: sha(cfg), ConfigCoreSHA256: sha(plan.NormalizeEtcdConfig(cfg))})
 		}

@@ -10,9 +10,15 @@ import (
 // EtcdMember is one etcd member as the live cluster reports it, joined with
 // what kprov saw on the member's host.
 type EtcdMember struct {
-	ID            uint64 `json:"id"`
-	Name          string `json:"name"`
-	PeerURL       string `json:"peer_url"`
+	ID      uint64 `json:"id"`
+	Name    string `json:"name"`
+	PeerURL string `json:"peer_url"`
+	// Host is the inventory host whose address is in the member's peer URL
+	// (an exact match), "" when no host's is. Every step addressed to the
+	// member's host (start, stop, wipe) goes to this host, never to the one
+	// its self-reported Name suggests: a stale member may carry a healthy
+	// member's name (RELIABILITY 19).
+	Host          string `json:"host,omitempty"`
 	Learner       bool   `json:"learner"`
 	Leader        bool   `json:"leader"`
 	Healthy       bool   `json:"healthy"`        // answers on its client URL and follows the leader

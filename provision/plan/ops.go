@@ -81,8 +81,8 @@ var operations = map[Op]operation{
 	OpWipeDataDir:     {describe: func(s Step) string { return s.Path }},
 	OpEtcdAddLearner:  {describe: func(s Step) string { return s.Member + " " + s.PeerURL }},
 	OpEtcdPromote:     {describe: member},
-	OpEtcdRemove:      {describe: member},
-	OpEtcdMoveLeader:  {describe: member},
+	OpEtcdRemove:      {describe: memberAt},
+	OpEtcdMoveLeader:  {describe: memberAt},
 	OpWaitCaughtUp:    {describe: member, wait: true},
 	OpWaitEtcdHealthy: {describe: voters, wait: true},
 	OpKubeadmInit:     {},
@@ -102,6 +102,16 @@ func count(op string) func(int) string {
 
 func service(s Step) string { return s.Service }
 func member(s Step) string  { return s.Member }
+
+// memberAt names a member with its peer URL when the step has one: a stale
+// member may share its name with a healthy one, and the peer URL is what
+// tells them apart.
+func memberAt(s Step) string {
+	if s.PeerURL == "" {
+		return s.Member
+	}
+	return s.Member + " " + s.PeerURL
+}
 func voters(s Step) string {
 	return fmt.Sprintf("(%d voting: quorum %d)", len(s.Voters), len(s.Voters)/2+1)
 }
