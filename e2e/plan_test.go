@@ -26,9 +26,9 @@ func TestPlanOnLab(t *testing.T) {
 	out := kprov(t, "plan", "-f", inv)
 	for _, want := range []string{
 		"+ etcd-1", "+ master-1", "+ compute-1",
-		"etcd/bootstrap/etcd-1 (serial; 1 voting, quorum 1, tolerates 0)",
-		"etcd/add/etcd-2 (serial; 1 voting, quorum 1, tolerates 0)",
-		"etcd/add/etcd-3 (serial; 2 voting, quorum 2, tolerates 0)",
+		"etcd/bootstrap/etcd-1: starting member 1/3 (etcd-1) as a new cluster (serial; 1 voting, quorum 1, tolerates 0)",
+		"etcd/add/etcd-2: adding member 2/3 (etcd-2) (serial; 1 voting, quorum 1, tolerates 0)",
+		"etcd/add/etcd-3: adding member 3/3 (etcd-3) (serial; 2 voting, quorum 2, tolerates 0)",
 		"control-plane/init/master-1",
 		"control-plane/join/master-2",
 		"Plan: 7 hosts to prepare, 3 etcd members to add, 1 masters to join, 2 nodes to join, 0 etcd restarts, 0 to remove",

@@ -244,7 +244,9 @@ func scriptLockRefresh(lockPath, owner string) string {
 	return fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then touch %[1]s && echo ok; else echo lost; fi`, shellQuote(lockPath), shellQuote(owner))
 }
 
-// scriptLockRelease removes the lock only while it is still this run's.
+// scriptLockRelease removes the lock only while it is still this run's,
+// and then the lock's directory if nothing else is in it, so an apply that
+// changed nothing (refused, or no changes) leaves the host as it was.
 func scriptLockRelease(lockPath, owner string) string {
-	return fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then rm -f %[1]s; fi`, shellQuote(lockPath), shellQuote(owner))
+	return fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then rm -f %[1]s; rmdir %[3]s 2>/dev/null || :; fi`, shellQuote(lockPath), shellQuote(owner), shellQuote(path.Dir(lockPath)))
 }

@@ -120,8 +120,17 @@ func TestLockScriptsRunLocally(t *testing.T) {
 		t.Fatalf("acquire after the break: %q", got)
 	}
 	sh(scriptLockRelease(lock, "b"))
-	if _, err := os.Stat(lock); !os.IsNotExist(err) {
-		t.Fatalf("release left the lock: %v", err)
+	if _, err := os.Stat(filepath.Dir(lock)); !os.IsNotExist(err) {
+		t.Fatalf("release left the lock or its directory: %v", err)
+	}
+	// A directory holding anything else stays.
+	sh(scriptLockAcquire(lock, "c"))
+	if err := os.WriteFile(filepath.Join(filepath.Dir(lock), "other"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sh(scriptLockRelease(lock, "c"))
+	if _, err := os.Stat(filepath.Join(filepath.Dir(lock), "other")); err != nil {
+		t.Fatalf("release removed more than the lock: %v", err)
 	}
 }
 
