@@ -53,9 +53,11 @@ func (v *textView) Confirm(context.Context) error {
 // Warn logs a warning.
 func (v *textView) Warn(msg string, kv ...any) { v.g.log.Warn(msg, kv...) }
 
-// StepChanged logs each change.
-func (v *textView) StepChanged(_ *plan.Stage, host string, step plan.Step) {
-	v.g.log.Info("changed", "host", host, "step", step.String())
+// Step logs each change.
+func (v *textView) Step(ev provision.StepEvent) {
+	if ev.Done && ev.Changed {
+		v.g.log.Info("changed", "host", ev.Host, "step", ev.Step.String())
+	}
 }
 
 // Stage prints one line as a stage starts and one as it ends.
