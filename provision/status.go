@@ -78,7 +78,7 @@ func (r *StatusReport) problems(externalEtcd bool) []string {
 	var out []string
 	for _, h := range r.Hosts {
 		if !h.Reachable {
-			out = append(out, h.Name+" does not answer")
+			out = append(out, h.Name+" is unreachable")
 		}
 	}
 	switch {

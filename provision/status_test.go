@@ -17,12 +17,12 @@ func TestStatusProblems(t *testing.T) {
 		want     string
 	}{
 		{"stacked, all up", StatusReport{Hosts: []HostStatus{up("cp-1"), up("w-1")}}, false, ""},
-		{"a host down", StatusReport{Hosts: []HostStatus{up("cp-1"), {Name: "w-1", Error: "connection refused"}}}, false, "w-1 does not answer"},
+		{"a host down", StatusReport{Hosts: []HostStatus{up("cp-1"), {Name: "w-1", Error: "connection refused"}}}, false, "w-1 is unreachable"},
 		{"external, all healthy", StatusReport{Hosts: []HostStatus{up("etcd-1")}, Etcd: []MemberStatus{voter("etcd-1", true), voter("etcd-2", true)}}, true, ""},
 		{"a learner left is not a problem", StatusReport{Hosts: []HostStatus{up("etcd-1")},
 			Etcd: []MemberStatus{voter("etcd-1", true), {Name: "etcd-2", Learner: true}}}, true, ""},
 		{"a voter unhealthy, its host down", StatusReport{Hosts: []HostStatus{up("etcd-1"), {Name: "etcd-2"}},
-			Etcd: []MemberStatus{voter("etcd-1", true), voter("etcd-2", false)}}, true, "etcd-2 does not answer|etcd member etcd-2 is not healthy"},
+			Etcd: []MemberStatus{voter("etcd-1", true), voter("etcd-2", false)}}, true, "etcd-2 is unreachable|etcd member etcd-2 is not healthy"},
 		{"member list unreadable", StatusReport{Hosts: []HostStatus{up("etcd-1")}, EtcdError: "no member answers"}, true, "the etcd member list could not be read"},
 		{"no members", StatusReport{Hosts: []HostStatus{up("etcd-1")}}, true, "etcd lists no members"},
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/ssh"
@@ -41,7 +40,11 @@ state first, so running apply again after an interruption converges, and on a
 converged cluster it prints "No changes".
 
 With PLANFILE (from kprov plan --out) it applies that plan exactly, and
-refuses when the hosts or the inventory changed since it was made.`,
+refuses when the hosts or the inventory changed since it was made.
+
+Without a terminal on stdin nobody can confirm: apply then needs
+--auto-approve, but only when the plan has changes; on a converged cluster it
+prints "No changes" and exits 0 either way.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.parallel < 1 {
@@ -50,18 +53,13 @@ refuses when the hosts or the inventory changed since it was made.`,
 			if len(args) == 1 {
 				o.planFile = args[0]
 			}
-			// Known before connecting anywhere: without a terminal nobody
-			// can confirm, so refuse now rather than after gathering facts.
-			if !o.autoApprove && !term.IsTerminal(int(os.Stdin.Fd())) {
-				return usageError("stdin is not a terminal: review the plan with kprov plan, then run apply with --auto-approve")
-			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return g.apply(ctx, o)
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&o.autoApprove, "auto-approve", false, "apply without asking (needed when stdin is not a terminal)")
+	f.BoolVar(&o.autoApprove, "auto-approve", false, "apply without asking (needed when stdin is not a terminal and the plan has changes)")
 	f.IntVar(&o.parallel, "parallel", ssh.DefaultParallel, "hosts worked on at once where quorum allows")
 	f.BoolVar(&o.breakLock, "break-lock", false, "remove a cluster lock left by an apply that died (not refreshed for 30 s), after a warning")
 	f.BoolVar(&o.detail, "detail", false, "list every step of the plan with its reason, not one line per group of alike hosts")

@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/plan"
 )
@@ -23,12 +25,14 @@ type textView struct {
 	cluster *provision.Cluster
 	detail  bool
 	stdin   io.Reader
+	// stdinTerminal says whether someone can answer Confirm.
+	stdinTerminal bool
 }
 
 var _ provision.View = (*textView)(nil)
 
 func (g *globalOptions) textView(c *provision.Cluster, detail bool) *textView {
-	return &textView{g: g, cluster: c, detail: detail, stdin: os.Stdin}
+	return &textView{g: g, cluster: c, detail: detail, stdin: os.Stdin, stdinTerminal: term.IsTerminal(int(os.Stdin.Fd()))}
 }
 
 // Plan prints the plan that is about to be confirmed.
@@ -36,9 +40,15 @@ func (v *textView) Plan(p *plan.Plan, changes []plan.HostChange) error {
 	return p.WriteText(v.g.stdout, changes, plan.TextOptions{Detail: v.detail})
 }
 
-// Confirm asks on the terminal, which apply checked it has before
-// connecting, so a script never applies a plan nobody saw by accident.
+// Confirm asks on the terminal. Without one nobody can answer, so it
+// refuses: a script never applies a plan nobody saw by accident. The
+// pipeline asks only for a plan with changes, so a script can run apply on
+// a converged cluster without --auto-approve.
 func (v *textView) Confirm(context.Context) error {
+	if !v.stdinTerminal {
+		return usageError("stdin is not a terminal, so nobody can confirm the plan above; nothing was changed: " +
+			"to apply it, run kprov apply --auto-approve (or save it with kprov plan --out FILE, review it, and run kprov apply FILE --auto-approve)")
+	}
 	fmt.Fprint(v.g.stdout, "\nApply? Only 'yes' is accepted. [yes/no]: ")
 	line, err := bufio.NewReader(v.stdin).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
