@@ -74,16 +74,19 @@ func (g *globalOptions) apply(ctx context.Context, o *applyOptions) error {
 	if err != nil {
 		return err
 	}
+	// Before the pipeline's connections exist, which keep sub-loggers.
+	view := g.applyView(c, o.detail)
+	defer view.finish()
 	req := provision.ApplyRequest{AutoApprove: o.autoApprove, BreakLock: o.breakLock, LockOwner: lockOwner(start)}
 	if o.planFile != "" {
 		if req.Saved, err = provision.ReadSavedPlan(o.planFile); err != nil {
 			return err
 		}
 	}
-	view := g.textView(c, o.detail)
 	p, pool := g.pipeline(c, o.parallel, view)
 	defer pool.Close()
 	res, err := p.Apply(ctx, req)
+	view.finish()
 	if res.Report != nil {
 		view.report(res.Report, time.Since(start))
 	}

@@ -89,15 +89,29 @@ func (v *textView) Stage(ev provision.StageEvent) {
 		g.log.Info("stage", kv...)
 		return
 	}
-	tag, _, _ := strings.Cut(string(st.Kind), "/")
+	fmt.Fprintln(g.stdout, stageLine(ev))
+}
+
+// stageLine is the line a stage gets as it starts or ends, e.g.
+// "[etcd] adding member 2/3 (etcd-2) ..." and "[etcd] adding member 2/3
+// (etcd-2): done in 2.1s, 3 changed". Scripts and the end-to-end tests
+// follow these lines, so their words change only on purpose.
+func stageLine(ev provision.StageEvent) string {
+	prefix := "[" + stageTag(ev.Stage) + "] " + stageDescription(ev.Stage)
 	switch {
 	case !ev.Done:
-		fmt.Fprintf(g.stdout, "[%s] %s ...\n", tag, what)
+		return prefix + " ..."
 	case ev.Err != nil:
-		fmt.Fprintf(g.stdout, "[%s] %s: FAILED after %s\n", tag, what, ev.Duration.Round(time.Millisecond))
+		return fmt.Sprintf("%s: FAILED after %s", prefix, ev.Duration.Round(time.Millisecond))
 	default:
-		fmt.Fprintf(g.stdout, "[%s] %s: done in %s, %d changed\n", tag, what, ev.Duration.Round(time.Millisecond), ev.Changed)
+		return fmt.Sprintf("%s: done in %s, %d changed", prefix, ev.Duration.Round(time.Millisecond), ev.Changed)
 	}
+}
+
+// stageTag is the first word of a stage's kind: etcd, control-plane, nodes.
+func stageTag(st *plan.Stage) string {
+	tag, _, _ := strings.Cut(string(st.Kind), "/")
+	return tag
 }
 
 // stageDescription is the stage's title; a stage over many hosts adds its
