@@ -105,10 +105,10 @@ type Report struct {
 	// Changes lists, per host, the steps that changed something, in order.
 	Changes map[string][]plan.Step `json:"changes"`
 	// Failed names the first failing host and step; empty on success.
-	FailedStage string `json:"failed_stage,omitempty"`
-	FailedHost  string `json:"failed_host,omitempty"`
-	FailedStep  string `json:"failed_step,omitempty"`
-	Duration    time.Duration
+	FailedStage string        `json:"failed_stage,omitempty"`
+	FailedHost  string        `json:"failed_host,omitempty"`
+	FailedStep  string        `json:"failed_step,omitempty"`
+	Duration    time.Duration `json:"duration"`
 }
 
 // StageReport is one stage's outcome.

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kprov/kprov/provision"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
 
@@ -24,6 +25,7 @@ type applyOptions struct {
 	breakLock   bool
 	planFile    string
 	detail      bool
+	asJSON      bool
 }
 
 func newApplyCmd(g *globalOptions) *cobra.Command {
@@ -60,9 +62,10 @@ prints "No changes" and exits 0 either way.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.autoApprove, "auto-approve", false, "apply without asking (needed when stdin is not a terminal and the plan has changes)")
-	f.IntVar(&o.parallel, "parallel", ssh.DefaultParallel, "hosts worked on at once where quorum allows")
+	f.IntVar(&o.parallel, "parallel", ssh.DefaultParallel, "at most `N` hosts worked on at once where quorum allows")
 	f.BoolVar(&o.breakLock, "break-lock", false, "remove a cluster lock left by an apply that died (not refreshed for 30 s), after a warning")
 	f.BoolVar(&o.detail, "detail", false, "list every step of the plan with its reason, not one line per group of alike hosts")
+	f.BoolVar(&o.asJSON, "json", false, "print one JSON document at the end (plan, report, error); the plan, the question and progress go to stderr")
 	return cmd
 }
 
@@ -75,7 +78,16 @@ func (g *globalOptions) apply(ctx context.Context, o *applyOptions) error {
 		return err
 	}
 	// Before the pipeline's connections exist, which keep sub-loggers.
-	view := g.applyView(c, o.detail)
+	var view applyView
+	if o.asJSON {
+		// stdout is for the document alone; a person still sees the plan,
+		// the question and each stage as plain lines on stderr.
+		human := *g
+		human.stdout = g.stderr
+		view = human.textView(c, o.detail)
+	} else {
+		view = g.applyView(c, o.detail)
+	}
 	defer view.finish()
 	req := provision.ApplyRequest{AutoApprove: o.autoApprove, BreakLock: o.breakLock, LockOwner: lockOwner(start)}
 	if o.planFile != "" {
@@ -87,6 +99,12 @@ func (g *globalOptions) apply(ctx context.Context, o *applyOptions) error {
 	defer pool.Close()
 	res, err := p.Apply(ctx, req)
 	view.finish()
+	if o.asJSON {
+		if jerr := writeJSON(g.stdout, newApplyDocument(res, err)); err == nil {
+			err = jerr
+		}
+		return err
+	}
 	if res.Report != nil {
 		view.report(res.Report, time.Since(start))
 	}
@@ -101,6 +119,31 @@ func (g *globalOptions) apply(ctx context.Context, o *applyOptions) error {
 		fmt.Fprintf(g.stdout, "Admin kubeconfig: %s\n", res.Kubeconfig)
 	}
 	return nil
+}
+
+// applyDocument is apply --json's one document: what was planned, what ran
+// and how it ended. A script reads changes and applied rather than parse
+// the text; the exit code says the same as without --json.
+type applyDocument struct {
+	// Changes is true when the plan had changes (false also when apply
+	// stopped before planning).
+	Changes bool `json:"changes"`
+	// Applied is true when every stage of a plan with changes ran to its end.
+	Applied    bool              `json:"applied"`
+	Plan       *plan.Plan        `json:"plan,omitempty"`
+	Report     *provision.Report `json:"report,omitempty"`
+	Kubeconfig string            `json:"kubeconfig,omitempty"`
+	Error      string            `json:"error,omitempty"`
+}
+
+func newApplyDocument(res *provision.ApplyResult, err error) applyDocument {
+	d := applyDocument{Plan: res.Plan, Report: res.Report, Kubeconfig: res.Kubeconfig}
+	d.Changes = res.Plan != nil && !res.Plan.Empty()
+	d.Applied = d.Changes && err == nil
+	if err != nil {
+		d.Error = err.Error()
+	}
+	return d
 }
 
 // lockOwner says who holds the lock: user@host, pid and since when.
