@@ -315,7 +315,7 @@ func (p *Pipeline) lock(ctx context.Context, req ApplyRequest) (*Lock, error) {
 	lockHost := inv.Topology.Masters[0]
 	ex, err := p.Conn.Connect(ctx, inv.Host(lockHost))
 	if err != nil {
-		return nil, fmt.Errorf("lock: %w", err)
+		return nil, fmt.Errorf("lock: %w (apply takes the cluster lock on the first master before anything else: make %s reachable; kprov status shows every host)", err, lockHost)
 	}
 	lock, broken, err := AcquireLock(ctx, ex, LockOptions{Owner: req.LockOwner, Break: req.BreakLock,
 		Heartbeat: req.LockHeartbeat, StaleAfter: req.LockStaleAfter, Logger: p.Logger})

@@ -121,7 +121,7 @@ func (v *termView) start() {
 		return
 	}
 	v.prog = tea.NewProgram(newLiveModel(v.renderer, v.now),
-		tea.WithOutput(v.out), tea.WithInput(nil), tea.WithoutSignalHandler())
+		tea.WithOutput(v.out), tea.WithInput(nil), tea.WithoutSignalHandler(), tea.WithoutBracketedPaste())
 	v.done = make(chan struct{})
 	go func(p *tea.Program, done chan struct{}) {
 		defer close(done)
