@@ -52,9 +52,14 @@ type ApplyOptions struct {
 	// OnStage is told when a stage starts and ends; nil ignores. It is how
 	// the CLI prints one progress line per stage: libraries do not print.
 	OnStage func(StageEvent)
-	// OnChange is told of every step that changed something; nil ignores.
-	OnChange func(st *plan.Stage, host string, step plan.Step)
-	// Logger receives each step at debug level and changes at info; nil discards.
+	// OnStep is told when a step starts on a host and when it ends, with
+	// whether it changed something or why it failed; nil ignores. It is how
+	// a view shows which hosts are busy with what. One host's calls come in
+	// order; calls for hosts of a parallel stage come from several
+	// goroutines at once.
+	OnStep func(StepEvent)
+	// Logger receives each step and each change at debug level (showing
+	// changes to a person is the view's job, through OnStep); nil discards.
 	Logger *log.Logger
 	// Now is the clock for what the apply records in the state directory
 	// (when a renewed join secret reached the cluster); nil means time.Now.
@@ -85,16 +90,28 @@ type StageEvent struct {
 	Err          error
 }
 
+// StepEvent is a step starting on a host (Done false) or ending (Done
+// true). A host that fails before its step could start (its connection, the
+// directories for its uploads) gets only the ending, with Err set.
+type StepEvent struct {
+	Stage   *plan.Stage
+	Host    string
+	Step    plan.Step
+	Done    bool
+	Changed bool  // the step changed something on the host (when Done)
+	Err     error // why the step failed (when Done)
+}
+
 // Report is what an apply did.
 type Report struct {
 	Stages []StageReport `json:"stages"`
 	// Changes lists, per host, the steps that changed something, in order.
 	Changes map[string][]plan.Step `json:"changes"`
 	// Failed names the first failing host and step; empty on success.
-	FailedStage string `json:"failed_stage,omitempty"`
-	FailedHost  string `json:"failed_host,omitempty"`
-	FailedStep  string `json:"failed_step,omitempty"`
-	Duration    time.Duration
+	FailedStage string        `json:"failed_stage,omitempty"`
+	FailedHost  string        `json:"failed_host,omitempty"`
+	FailedStep  string        `json:"failed_step,omitempty"`
+	Duration    time.Duration `json:"duration"`
 }
 
 // StageReport is one stage's outcome.
@@ -208,6 +225,12 @@ func (a *applier) notify(ev StageEvent) {
 	}
 }
 
+func (a *applier) notifyStep(ev StepEvent) {
+	if a.opts.OnStep != nil {
+		a.opts.OnStep(ev)
+	}
+}
+
 // connect returns the connection to a host of the inventory.
 func (a *applier) connect(ctx context.Context, name string) (ssh.Executor, error) {
 	h := a.inv.Host(name)
@@ -233,6 +256,7 @@ func (a *applier) stage(ctx context.Context, st *plan.Stage, rep *Report) (Stage
 	var changedMu sync.Mutex
 	_, err := ssh.ForEach(ctx, hosts, max(st.Parallel, 1), func(ctx context.Context, host string) (struct{}, error) {
 		fail := func(step plan.Step, err error) (struct{}, error) {
+			a.notifyStep(StepEvent{Stage: st, Host: host, Step: step, Done: true, Err: err})
 			return struct{}{}, &ssh.HostError{Host: host, Err: &StepError{Host: host, Step: step, Err: err}}
 		}
 		ex, err := a.connect(ctx, host)
@@ -250,20 +274,19 @@ func (a *applier) stage(ctx context.Context, st *plan.Stage, rep *Report) (Stage
 				dirsMade = true
 			}
 			a.log.Debug("step", "stage", st.Name(), "host", host, "step", step.String())
+			a.notifyStep(StepEvent{Stage: st, Host: host, Step: step})
 			changed, err := a.step(ctx, ex, step)
 			if err != nil {
 				return fail(step, err)
 			}
 			if changed {
-				a.log.Info("changed", "host", host, "step", step.String())
+				a.log.Debug("changed", "host", host, "step", step.String())
 				changedMu.Lock()
 				sr.Changed++
 				rep.Changes[host] = append(rep.Changes[host], step)
 				changedMu.Unlock()
-				if a.opts.OnChange != nil {
-					a.opts.OnChange(st, host, step)
-				}
 			}
+			a.notifyStep(StepEvent{Stage: st, Host: host, Step: step, Done: true, Changed: changed})
 		}
 		return struct{}{}, nil
 	})

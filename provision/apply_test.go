@@ -505,3 +505,56 @@ func redactSecrets(m map[string]any) map[string]any {
 	}
 	return out
 }
+
+// Each step is reported as it starts and as it ends, one host's events in
+// its steps' order, with whether it changed something; a failed step ends
+// with its error, and a host that cannot be reached gets only an ending.
+func TestApplyStepEvents(t *testing.T) {
+	inv := applyInventory("a", "b", "c")
+	a := newApplyHost(t, "a",
+		applyCall{kind: "run", arg: "one", stdout: ""},
+		applyCall{kind: "run", arg: "mkdir -p -- '/etc/x'"},
+		applyCall{kind: "upload", arg: "/etc/x/x.conf", changed: false}, // already there
+	)
+	b := newApplyHost(t, "b", applyCall{kind: "run", arg: "one", err: errors.New("exit status 3")})
+	pl := &plan.Plan{Stages: []plan.Stage{{Kind: plan.StagePrepare, Parallel: 3, Steps: []plan.Step{
+		{Op: plan.OpRunCommand, Host: "a", Command: "one"},
+		{Op: plan.OpRunCommand, Host: "b", Command: "one"},
+		{Op: plan.OpRunCommand, Host: "c", Command: "one"},
+		{Op: plan.OpUploadFile, Host: "a", Path: "/etc/x/x.conf", Mode: 0o644, Content: []byte("x")},
+		{Op: plan.OpRunCommand, Host: "b", Command: "two"},
+	}}}}
+	var mu sync.Mutex
+	events := map[string][]string{}
+	_, err := Apply(context.Background(), pl, applyConnector{"a": a, "b": b}, ApplyOptions{Inventory: inv,
+		OnStep: func(ev StepEvent) {
+			e := "start " + ev.Step.String()
+			switch {
+			case ev.Done && ev.Err != nil:
+				e = "failed " + ev.Step.String()
+			case ev.Done && ev.Changed:
+				e = "changed " + ev.Step.String()
+			case ev.Done:
+				e = "unchanged " + ev.Step.String()
+			}
+			if ev.Stage.Kind != plan.StagePrepare {
+				t.Errorf("event for stage %s", ev.Stage.Name())
+			}
+			mu.Lock()
+			events[ev.Host] = append(events[ev.Host], e)
+			mu.Unlock()
+		}})
+	if err == nil {
+		t.Fatal("apply succeeded with b failing and c unreachable")
+	}
+	want := map[string][]string{
+		"a": {`start run-command "one"`, `changed run-command "one"`, "start upload-file /etc/x/x.conf (0644)", "unchanged upload-file /etc/x/x.conf (0644)"},
+		"b": {`start run-command "one"`, `failed run-command "one"`},
+		"c": {`failed run-command "one"`},
+	}
+	for host, w := range want {
+		if got := events[host]; strings.Join(got, "|") != strings.Join(w, "|") {
+			t.Errorf("%s: events\n %q\nwant\n %q", host, got, w)
+		}
+	}
+}

@@ -68,8 +68,10 @@ type View interface {
 	Confirm(ctx context.Context) error
 	// Stage is told when a stage starts and when it ends.
 	Stage(ev StageEvent)
-	// StepChanged is told of every step that changed something on a host.
-	StepChanged(st *plan.Stage, host string, step plan.Step)
+	// Step is told when a step starts on a host and when it ends, with
+	// whether it changed something. Hosts of a stage run in parallel, so
+	// calls may come from several goroutines at once.
+	Step(ev StepEvent)
 	// Warn reports something a person should know that does not stop the run.
 	Warn(msg string, keyvals ...any)
 }
@@ -418,7 +420,7 @@ func (p *Pipeline) lock(ctx context.Context, req ApplyRequest) (*Lock, error) {
 	lockHost := inv.Topology.Masters[0]
 	ex, err := p.Conn.Connect(ctx, inv.Host(lockHost))
 	if err != nil {
-		return nil, fmt.Errorf("lock: %w", err)
+		return nil, fmt.Errorf("lock: %w (apply takes the cluster lock on the first master before anything else: make %s reachable; kprov status shows every host)", err, lockHost)
 	}
 	lock, broken, err := AcquireLock(ctx, ex, LockOptions{Owner: req.LockOwner, Break: req.BreakLock,
 		Heartbeat: req.LockHeartbeat, StaleAfter: req.LockStaleAfter, Logger: p.Logger})
@@ -442,7 +444,7 @@ func (p *Pipeline) applyOptions(pl *plan.Plan) (ApplyOptions, error) {
 	}
 	if p.View != nil {
 		opts.OnStage = p.View.Stage
-		opts.OnChange = p.View.StepChanged
+		opts.OnStep = p.View.Step
 	}
 	if c.Inventory.Topology.EtcdMode == inventory.EtcdExternal {
 		var err error

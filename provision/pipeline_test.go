@@ -2,44 +2,56 @@ package provision
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/pki"
 	"github.com/kprov/kprov/provision/plan"
+	"github.com/kprov/kprov/roles"
 )
 
 // recordingView is a View that records what the pipeline told it, and
 // answers Confirm as it was told to.
 type recordingView struct {
+	mu      sync.Mutex // Step is called from each host's goroutine
 	events  []string
 	confirm error
 }
 
+func (v *recordingView) record(ev string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.events = append(v.events, ev)
+}
+
 func (v *recordingView) Plan(p *plan.Plan, changes []plan.HostChange) error {
-	v.events = append(v.events, "plan "+p.Summary.String())
+	v.record("plan " + p.Summary.String())
 	return nil
 }
 
 func (v *recordingView) Confirm(context.Context) error {
-	v.events = append(v.events, "confirm")
+	v.record("confirm")
 	return v.confirm
 }
 
-func (v *recordingView) Stage(ev StageEvent) { v.events = append(v.events, "stage "+ev.Stage.Name()) }
+func (v *recordingView) Stage(ev StageEvent) { v.record("stage " + ev.Stage.Name()) }
 
-func (v *recordingView) StepChanged(_ *plan.Stage, host string, step plan.Step) {
-	v.events = append(v.events, "changed "+host+" "+step.String())
+func (v *recordingView) Step(ev StepEvent) {
+	if ev.Done && ev.Changed {
+		v.record("changed " + ev.Host + " " + ev.Step.String())
+	}
 }
 
-func (v *recordingView) Warn(msg string, _ ...any) { v.events = append(v.events, "warn "+msg) }
+func (v *recordingView) Warn(msg string, _ ...any) { v.record("warn " + msg) }
 
 // singleCluster loads the single-node starter inventory with its state
 // directory in a temporary directory.
@@ -298,5 +310,84 @@ func TestPipelinePlanRenewsJoinSecrets(t *testing.T) {
 	}
 	if restored, _ := pki.Load(c.Inventory.Cluster.StateDir); restored == nil || restored.Secrets.BootstrapToken != s.BootstrapToken {
 		t.Error("renewed the secrets in the state directory with nothing left to join")
+	}
+}
+
+// convergedNode is node-1's probe answer once the single-node plan has run:
+// every managed file as rendered, every unit active, kubeadm init done.
+func convergedNode(t *testing.T, c *Cluster) []string {
+	t.Helper()
+	final, err := roles.Render(c.Inventory, c.State, roles.Options{Templates: c.Templates, EtcdBootstrap: roles.FormedEtcdBootstrap(c.Inventory.Topology.EtcdMembers)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := []string{"hostname=node-1", "arch=x86_64", "os_release.ID=debian", `os_release.VERSION_ID="13"`, "swap=off",
+		"service.etcd=inactive", "service.kubelet=active", "service.containerd=active", "joined=yes", "control_plane=yes", "etcd_data=no"}
+	for _, h := range final.Hosts {
+		for _, u := range h.Units {
+			lines = append(lines, "service."+u+"=active")
+		}
+		for _, f := range h.Files {
+			lines = append(lines, "file="+f.SHA256()+" "+f.Path)
+		}
+	}
+	return lines
+}
+
+// nodeList is `kubectl get nodes -o json` answering node-1 with the labels
+// and taints the inventory gives it.
+func nodeList(t *testing.T, c *Cluster) fakeRun {
+	t.Helper()
+	final, err := roles.Render(c.Inventory, c.State, roles.Options{Templates: c.Templates})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type node struct {
+		Metadata struct {
+			Name   string            `json:"name"`
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+	}
+	var list struct {
+		Items []node `json:"items"`
+	}
+	for _, h := range final.Hosts {
+		var n node
+		n.Metadata.Name, n.Metadata.Labels = h.Name, h.Node.Labels
+		list.Items = append(list.Items, n)
+	}
+	b, err := json.Marshal(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fakeRun{cmd: scriptListNodes, stdout: string(b)}
+}
+
+// TestPipelineConvergedAsksNothing: on a converged cluster apply still
+// takes the lock and reads the facts, but shows no plan and asks for no
+// confirmation, so it needs neither a terminal nor --auto-approve; the
+// result is an empty plan and nothing runs.
+func TestPipelineConvergedAsksNothing(t *testing.T) {
+	c := singleCluster(t)
+	if err := os.WriteFile(c.KubeconfigPath(), []byte("apiVersion: v1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host := newFakeHost(t, "node-1", lockRun("acquired"), probeFor(t, c, convergedNode(t, c)...), nodeList(t, c), preflightFor(c), releaseRun())
+	view := &recordingView{confirm: errors.New("Confirm must not be called on a converged cluster")}
+	res, err := newPipeline(c, host, view).Apply(context.Background(), ApplyRequest{LockOwner: testOwner, LockHeartbeat: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Plan == nil || !res.Plan.Empty() || res.Report != nil {
+		var steps []string
+		for _, st := range res.Plan.Stages {
+			for _, s := range st.Steps {
+				steps = append(steps, st.Name()+": "+s.String())
+			}
+		}
+		t.Fatalf("want an empty plan and no report; plan steps:\n%s", strings.Join(steps, "\n"))
+	}
+	if len(view.events) != 0 {
+		t.Errorf("view events %q; want none (no plan shown, nothing asked)", view.events)
 	}
 }

@@ -63,6 +63,37 @@ type StatusReport struct {
 	// Quorum is the etcd figure, e.g. "3 voting, quorum 2, 3 healthy".
 	Quorum    string `json:"quorum,omitempty"`
 	EtcdError string `json:"etcd_error,omitempty"`
+	// Healthy is true when every host answers and, for an external etcd
+	// cluster, the member list was read and every voting member is healthy.
+	Healthy bool `json:"healthy"`
+	// Problems says what keeps Healthy false, one entry per host or member.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// problems lists what keeps the cluster from being healthy: hosts that do
+// not answer, an etcd member list that could not be read, voting members
+// that are not healthy. A learner is not counted: it has no vote, and the
+// apply that added it promotes it or says why not.
+func (r *StatusReport) problems(externalEtcd bool) []string {
+	var out []string
+	for _, h := range r.Hosts {
+		if !h.Reachable {
+			out = append(out, h.Name+" is unreachable")
+		}
+	}
+	switch {
+	case !externalEtcd:
+	case r.EtcdError != "":
+		out = append(out, "the etcd member list could not be read")
+	case len(r.Etcd) == 0:
+		out = append(out, "etcd lists no members")
+	}
+	for _, m := range r.Etcd {
+		if !m.Learner && !m.Healthy {
+			out = append(out, "etcd member "+m.Name+" is not healthy")
+		}
+	}
+	return out
 }
 
 // HostStatus is one host as kprov status shows it.
@@ -77,8 +108,8 @@ type HostStatus struct {
 }
 
 // Status reads every host's facts and the external etcd members, read-only.
-// A member or host that does not answer is shown with why; only a failure to
-// gather facts at all is an error.
+// A member or host that does not answer is shown with why and listed in
+// Problems; only a failure to gather facts at all is an error.
 func (p *Pipeline) Status(ctx context.Context) (*StatusReport, error) {
 	c := p.Cluster
 	facts, err := p.Facts(ctx)
@@ -94,14 +125,24 @@ func (p *Pipeline) Status(ctx context.Context) (*StatusReport, error) {
 		}
 		rep.Hosts = append(rep.Hosts, hs)
 	}
-	if c.Inventory.Topology.EtcdMode != inventory.EtcdExternal {
-		return rep, nil
+	external := c.Inventory.Topology.EtcdMode == inventory.EtcdExternal
+	if external {
+		if err := p.etcdStatus(ctx, rep); err != nil {
+			return nil, err
+		}
 	}
-	tlsCfg, err := EtcdClientTLS(c.State)
+	rep.Problems = rep.problems(external)
+	rep.Healthy = len(rep.Problems) == 0
+	return rep, nil
+}
+
+// etcdStatus fills in the external etcd members and the quorum.
+func (p *Pipeline) etcdStatus(ctx context.Context, rep *StatusReport) error {
+	tlsCfg, err := EtcdClientTLS(p.Cluster.State)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if rep.Etcd, err = EtcdStatus(ctx, c.Inventory, p.Conn, tlsCfg); err != nil {
+	if rep.Etcd, err = EtcdStatus(ctx, p.Cluster.Inventory, p.Conn, tlsCfg); err != nil {
 		rep.EtcdError = err.Error()
 	}
 	voting, healthy := 0, 0
@@ -116,5 +157,5 @@ func (p *Pipeline) Status(ctx context.Context) (*StatusReport, error) {
 	if len(rep.Etcd) > 0 {
 		rep.Quorum = fmt.Sprintf("%d voting, quorum %d, %d healthy", voting, inventory.Quorum(voting), healthy)
 	}
-	return rep, nil
+	return nil
 }

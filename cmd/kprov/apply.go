@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/kprov/kprov/provision"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
 
@@ -25,6 +25,7 @@ type applyOptions struct {
 	breakLock   bool
 	planFile    string
 	detail      bool
+	asJSON      bool
 }
 
 func newApplyCmd(g *globalOptions) *cobra.Command {
@@ -41,7 +42,11 @@ state first, so running apply again after an interruption converges, and on a
 converged cluster it prints "No changes".
 
 With PLANFILE (from kprov plan --out) it applies that plan exactly, and
-refuses when the hosts or the inventory changed since it was made.`,
+refuses when the hosts or the inventory changed since it was made.
+
+Without a terminal on stdin nobody can confirm: apply then needs
+--auto-approve, but only when the plan has changes; on a converged cluster it
+prints "No changes" and exits 0 either way.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.parallel < 1 {
@@ -50,21 +55,17 @@ refuses when the hosts or the inventory changed since it was made.`,
 			if len(args) == 1 {
 				o.planFile = args[0]
 			}
-			// Known before connecting anywhere: without a terminal nobody
-			// can confirm, so refuse now rather than after gathering facts.
-			if !o.autoApprove && !term.IsTerminal(int(os.Stdin.Fd())) {
-				return usageError("stdin is not a terminal: review the plan with kprov plan, then run apply with --auto-approve")
-			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return g.apply(ctx, o)
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&o.autoApprove, "auto-approve", false, "apply without asking (needed when stdin is not a terminal)")
-	f.IntVar(&o.parallel, "parallel", ssh.DefaultParallel, "hosts worked on at once where quorum allows")
+	f.BoolVar(&o.autoApprove, "auto-approve", false, "apply without asking (needed when stdin is not a terminal and the plan has changes)")
+	f.IntVar(&o.parallel, "parallel", ssh.DefaultParallel, "at most `N` hosts worked on at once where quorum allows")
 	f.BoolVar(&o.breakLock, "break-lock", false, "remove a cluster lock left by an apply that died (not refreshed for 30 s), after a warning")
 	f.BoolVar(&o.detail, "detail", false, "list every step of the plan with its reason, not one line per group of alike hosts")
+	f.BoolVar(&o.asJSON, "json", false, "print one JSON document at the end (plan, report, error); the plan, the question and progress go to stderr")
 	return cmd
 }
 
@@ -76,16 +77,34 @@ func (g *globalOptions) apply(ctx context.Context, o *applyOptions) error {
 	if err != nil {
 		return err
 	}
+	// Before the pipeline's connections exist, which keep sub-loggers.
+	var view applyView
+	if o.asJSON {
+		// stdout is for the document alone; a person still sees the plan,
+		// the question and each stage as plain lines on stderr.
+		human := *g
+		human.stdout = g.stderr
+		view = human.textView(c, o.detail)
+	} else {
+		view = g.applyView(c, o.detail)
+	}
+	defer view.finish()
 	req := provision.ApplyRequest{AutoApprove: o.autoApprove, BreakLock: o.breakLock, LockOwner: lockOwner(start)}
 	if o.planFile != "" {
 		if req.Saved, err = provision.ReadSavedPlan(o.planFile); err != nil {
 			return err
 		}
 	}
-	view := g.textView(c, o.detail)
 	p, pool := g.pipeline(c, o.parallel, view)
 	defer pool.Close()
 	res, err := p.Apply(ctx, req)
+	view.finish()
+	if o.asJSON {
+		if jerr := writeJSON(g.stdout, newApplyDocument(res, err)); err == nil {
+			err = jerr
+		}
+		return err
+	}
 	if res.Report != nil {
 		view.report(res.Report, time.Since(start))
 	}
@@ -100,6 +119,31 @@ func (g *globalOptions) apply(ctx context.Context, o *applyOptions) error {
 		fmt.Fprintf(g.stdout, "Admin kubeconfig: %s\n", res.Kubeconfig)
 	}
 	return nil
+}
+
+// applyDocument is apply --json's one document: what was planned, what ran
+// and how it ended. A script reads changes and applied rather than parse
+// the text; the exit code says the same as without --json.
+type applyDocument struct {
+	// Changes is true when the plan had changes (false also when apply
+	// stopped before planning).
+	Changes bool `json:"changes"`
+	// Applied is true when every stage of a plan with changes ran to its end.
+	Applied    bool              `json:"applied"`
+	Plan       *plan.Plan        `json:"plan,omitempty"`
+	Report     *provision.Report `json:"report,omitempty"`
+	Kubeconfig string            `json:"kubeconfig,omitempty"`
+	Error      string            `json:"error,omitempty"`
+}
+
+func newApplyDocument(res *provision.ApplyResult, err error) applyDocument {
+	d := applyDocument{Plan: res.Plan, Report: res.Report, Kubeconfig: res.Kubeconfig}
+	d.Changes = res.Plan != nil && !res.Plan.Empty()
+	d.Applied = d.Changes && err == nil
+	if err != nil {
+		d.Error = err.Error()
+	}
+	return d
 }
 
 // lockOwner says who holds the lock: user@host, pid and since when.

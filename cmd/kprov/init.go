@@ -50,7 +50,7 @@ default) for one of the topologies kprov serves. It never overwrites a file.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&topology, "topology", "single", "starter shape: "+strings.Join(inventory.StarterTopologies, ", "))
+	cmd.Flags().StringVar(&topology, "topology", "single", "the starter's `TOPOLOGY`: "+strings.Join(inventory.StarterTopologies, ", "))
 	_ = cmd.RegisterFlagCompletionFunc("topology", cobra.FixedCompletions(inventory.StarterTopologies, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }

@@ -64,9 +64,9 @@ facts it was made from.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, "print the plan as JSON (always complete)")
-	f.StringVar(&out, "out", "", "save the plan and its facts to this file")
+	f.StringVar(&out, "out", "", "save the plan and the facts it was made from to `FILE` (for kprov apply FILE)")
 	f.BoolVar(&offline, "offline", false, "plan against fresh hosts without connecting")
 	f.BoolVar(&detail, "detail", false, "list every step with its reason, not one line per group of alike hosts")
-	f.IntVar(&parallel, "parallel", ssh.DefaultParallel, "hosts worked on at once where quorum allows")
+	f.IntVar(&parallel, "parallel", ssh.DefaultParallel, "at most `N` hosts worked on at once where quorum allows")
 	return cmd
 }

@@ -88,7 +88,7 @@ output of an earlier render, whose files are then replaced.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&outDir, "output", "o", "", "directory to write into (required)")
+	cmd.Flags().StringVarP(&outDir, "output", "o", "", "`DIR` to write into (required)")
 	cmd.Flags().BoolVar(&includeSecrets, "include-secrets", false, "write private keys and join secrets instead of placeholders")
 	return cmd
 }

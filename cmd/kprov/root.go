@@ -99,10 +99,10 @@ SSH in an order that keeps etcd and control-plane quorum at every step.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
-	pf.StringVarP(&g.file, "file", "f", "kprov.hcl", "inventory file")
-	pf.StringArrayVar(&g.vars, "var", nil, "set an inventory variable (NAME=VALUE); repeatable")
-	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text, json, logfmt")
+	pf.StringVarP(&g.file, "file", "f", "kprov.hcl", "the inventory `FILE`")
+	pf.StringArrayVar(&g.vars, "var", nil, "set an inventory variable to `NAME=VALUE`; repeatable; -var as in Terraform works too")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn, error")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log `FORMAT`: text, json, logfmt; anything but text also makes apply print plain lines on a terminal")
 	// Check the logging flags before any command runs, so a typo fails at once.
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		l, err := g.logger()

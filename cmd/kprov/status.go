@@ -20,7 +20,14 @@ func newStatusCmd(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show each host (reachable, roles, versions) and the etcd members with the quorum, read-only",
-		Args:  cobra.NoArgs,
+		Long: `status connects to every host read-only (strict host keys) and shows whether
+it answers, its roles, its binaries' versions and whether it runs a control
+plane or joined the cluster; for an external etcd cluster also every member
+(voter or learner, healthy, leader, raft index, database size) and the quorum.
+
+It exits 0 only when every host answers and every etcd voter is healthy, and
+1 otherwise, after printing the whole table, so a script can wait on it.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
@@ -35,13 +42,20 @@ func newStatusCmd(g *globalOptions) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return writeJSON(g.stdout, rep)
+				if err := writeJSON(g.stdout, rep); err != nil {
+					return err
+				}
+			} else {
+				writeStatus(g, rep)
 			}
-			writeStatus(g, rep)
+			if !rep.Healthy {
+				return &exitCodeError{code: exitError, err: fmt.Errorf("not healthy (%s): see why above, bring those hosts back, then run kprov status again",
+					strings.Join(rep.Problems, "; "))}
+			}
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON (with healthy and problems)")
 	return cmd
 }
 

@@ -14,7 +14,8 @@ var version = "dev"
 func init() { commands = append(commands, newVersionCmd) }
 
 func newVersionCmd(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print kprov's version",
 		Args:  cobra.NoArgs,
@@ -25,8 +26,13 @@ func newVersionCmd(g *globalOptions) *cobra.Command {
 					v = bi.Main.Version
 				}
 			}
+			if asJSON {
+				return writeJSON(g.stdout, map[string]string{"version": v, "os": runtime.GOOS, "arch": runtime.GOARCH, "go": runtime.Version()})
+			}
 			fmt.Fprintf(g.stdout, "kprov %s %s/%s %s\n", v, runtime.GOOS, runtime.GOARCH, runtime.Version())
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print version, os, arch and go as JSON")
+	return cmd
 }

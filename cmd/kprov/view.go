@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/plan"
 )
@@ -23,12 +25,14 @@ type textView struct {
 	cluster *provision.Cluster
 	detail  bool
 	stdin   io.Reader
+	// stdinTerminal says whether someone can answer Confirm.
+	stdinTerminal bool
 }
 
 var _ provision.View = (*textView)(nil)
 
 func (g *globalOptions) textView(c *provision.Cluster, detail bool) *textView {
-	return &textView{g: g, cluster: c, detail: detail, stdin: os.Stdin}
+	return &textView{g: g, cluster: c, detail: detail, stdin: os.Stdin, stdinTerminal: term.IsTerminal(int(os.Stdin.Fd()))}
 }
 
 // Plan prints the plan that is about to be confirmed.
@@ -36,9 +40,15 @@ func (v *textView) Plan(p *plan.Plan, changes []plan.HostChange) error {
 	return p.WriteText(v.g.stdout, changes, plan.TextOptions{Detail: v.detail})
 }
 
-// Confirm asks on the terminal, which apply checked it has before
-// connecting, so a script never applies a plan nobody saw by accident.
+// Confirm asks on the terminal. Without one nobody can answer, so it
+// refuses: a script never applies a plan nobody saw by accident. The
+// pipeline asks only for a plan with changes, so a script can run apply on
+// a converged cluster without --auto-approve.
 func (v *textView) Confirm(context.Context) error {
+	if !v.stdinTerminal {
+		return usageError("stdin is not a terminal, so nobody can confirm the plan above; nothing was changed: " +
+			"to apply it, run kprov apply --auto-approve (or save it with kprov plan --out FILE, review it, and run kprov apply FILE --auto-approve)")
+	}
 	fmt.Fprint(v.g.stdout, "\nApply? Only 'yes' is accepted. [yes/no]: ")
 	line, err := bufio.NewReader(v.stdin).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -53,9 +63,11 @@ func (v *textView) Confirm(context.Context) error {
 // Warn logs a warning.
 func (v *textView) Warn(msg string, kv ...any) { v.g.log.Warn(msg, kv...) }
 
-// StepChanged logs each change.
-func (v *textView) StepChanged(_ *plan.Stage, host string, step plan.Step) {
-	v.g.log.Info("changed", "host", host, "step", step.String())
+// Step logs each change.
+func (v *textView) Step(ev provision.StepEvent) {
+	if ev.Done && ev.Changed {
+		v.g.log.Info("changed", "host", ev.Host, "step", ev.Step.String())
+	}
 }
 
 // Stage prints one line as a stage starts and one as it ends.
@@ -77,15 +89,29 @@ func (v *textView) Stage(ev provision.StageEvent) {
 		g.log.Info("stage", kv...)
 		return
 	}
-	tag, _, _ := strings.Cut(string(st.Kind), "/")
+	fmt.Fprintln(g.stdout, stageLine(ev))
+}
+
+// stageLine is the line a stage gets as it starts or ends, e.g.
+// "[etcd] adding member 2/3 (etcd-2) ..." and "[etcd] adding member 2/3
+// (etcd-2): done in 2.1s, 3 changed". Scripts and the end-to-end tests
+// follow these lines, so their words change only on purpose.
+func stageLine(ev provision.StageEvent) string {
+	prefix := "[" + stageTag(ev.Stage) + "] " + stageDescription(ev.Stage)
 	switch {
 	case !ev.Done:
-		fmt.Fprintf(g.stdout, "[%s] %s ...\n", tag, what)
+		return prefix + " ..."
 	case ev.Err != nil:
-		fmt.Fprintf(g.stdout, "[%s] %s: FAILED after %s\n", tag, what, ev.Duration.Round(time.Millisecond))
+		return fmt.Sprintf("%s: FAILED after %s", prefix, ev.Duration.Round(time.Millisecond))
 	default:
-		fmt.Fprintf(g.stdout, "[%s] %s: done in %s, %d changed\n", tag, what, ev.Duration.Round(time.Millisecond), ev.Changed)
+		return fmt.Sprintf("%s: done in %s, %d changed", prefix, ev.Duration.Round(time.Millisecond), ev.Changed)
 	}
+}
+
+// stageTag is the first word of a stage's kind: etcd, control-plane, nodes.
+func stageTag(st *plan.Stage) string {
+	tag, _, _ := strings.Cut(string(st.Kind), "/")
+	return tag
 }
 
 // stageDescription is the stage's title; a stage over many hosts adds its
