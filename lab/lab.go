@@ -442,7 +442,8 @@ func (l *Lab) boot(ctx context.Context, m *MachineState) error {
 }
 
 // personalize writes what makes the machine itself into its disk: hostname,
-// machine ID, host key, the lab key for root, and the lab's names in /etc/hosts.
+// machine ID, host key, the lab key for root, the lab's names in /etc/hosts,
+// and the unit that prepares it for containerd and kubelet.
 func (l *Lab) personalize(m *MachineState) error {
 	root := m.Merged
 	hostKey, err := os.ReadFile(filepath.Join(l.machineDir(m.Name), "ssh_host_ed25519_key"))
@@ -488,7 +489,9 @@ func (l *Lab) personalize(m *MachineState) error {
 			return err
 		}
 	}
-	return nil
+	// Written at every boot rather than into the shared root, so a machine
+	// booting from an older disk gets the current unit too.
+	return writePrepUnit(root)
 }
 
 func fileEmpty(path string) bool {
