@@ -475,10 +475,24 @@ func assertReadyForKubelet(t *testing.T, tl *testLab, m lab.MachineState) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, pid := range append(strings.Fields(string(out)), strconv.Itoa(m.PID)) {
+	// systemd-nspawn itself, in the host's network namespace.
+	if cg, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(m.PID), "cgroup")); err != nil || strings.Count(string(cg), "/kprov-lab."+tl.name+"."+m.Name) != len(m.Cgroups) {
+		t.Errorf("%s: systemd-nspawn (%d) is not in the machine's cgroups: %s %v", m.Name, m.PID, cg, err)
+	}
+	netns, err := os.Stat(filepath.Join("/run/netns", m.Netns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range strings.Fields(string(out)) {
 		cg, err := os.ReadFile(filepath.Join("/proc", pid, "cgroup"))
 		if err != nil {
 			continue // exited meanwhile
+		}
+		// Still the machine's process? A short-lived one (an SSH session)
+		// may have exited and its PID gone to a host process since.
+		ns, err := os.Stat(filepath.Join("/proc", pid, "ns/net"))
+		if err != nil || !os.SameFile(ns, netns) {
+			continue
 		}
 		for _, line := range strings.Split(strings.TrimSpace(string(cg)), "\n") {
 			if !strings.Contains(line, "/kprov-lab."+tl.name+"."+m.Name) {
