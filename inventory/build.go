@@ -335,6 +335,17 @@ func buildEtcd(eb *etcdBlock, e *Etcd) hcl.Diagnostics {
 		}
 		e.Version = v
 	}
+	if eb.MaxFsyncLatency != nil {
+		d, err := time.ParseDuration(*eb.MaxFsyncLatency)
+		switch {
+		case err != nil:
+			diags = append(diags, errorAt(eb.MaxFsyncLatencyRange, "Invalid etcd max_fsync_latency", "%q is not a duration: write it like \"10ms\".", *eb.MaxFsyncLatency))
+		case d < time.Millisecond || d > time.Second:
+			diags = append(diags, errorAt(eb.MaxFsyncLatencyRange, "Invalid etcd max_fsync_latency", "%s is out of range: give 1ms to 1s (etcd's guidance is 10ms; above it heartbeats come late and leaders flap).", d))
+		default:
+			e.MaxFsyncLatency = d
+		}
+	}
 	if eb.DataDir != nil {
 		// Removing a member ends in rm -rf of this path on its host.
 		if err := CheckEtcdDataDir(*eb.DataDir); err != nil {

@@ -93,6 +93,10 @@ type SSHConfig struct {
 type Etcd struct {
 	Version string
 	DataDir string
+	// MaxFsyncLatency is the mean synchronous 8 KiB write the preflight
+	// accepts on the data directory's file system; 0 means the default
+	// (etcd's guidance, 10 ms).
+	MaxFsyncLatency time.Duration
 }
 
 // ArtifactNames are the binaries an artifacts block may name, in the order

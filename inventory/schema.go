@@ -84,12 +84,14 @@ type sshBlock struct {
 }
 
 type etcdBlock struct {
-	Version *string `hcl:"version,optional"`
-	DataDir *string `hcl:"data_dir,optional"`
+	Version         *string `hcl:"version,optional"`
+	DataDir         *string `hcl:"data_dir,optional"`
+	MaxFsyncLatency *string `hcl:"max_fsync_latency,optional"`
 
-	DefRange     hcl.Range `hcl:",def_range"`
-	VersionRange hcl.Range `hcl:"version,attr_range"`
-	DataDirRange hcl.Range `hcl:"data_dir,attr_range"`
+	DefRange             hcl.Range `hcl:",def_range"`
+	VersionRange         hcl.Range `hcl:"version,attr_range"`
+	DataDirRange         hcl.Range `hcl:"data_dir,attr_range"`
+	MaxFsyncLatencyRange hcl.Range `hcl:"max_fsync_latency,attr_range"`
 }
 
 type infraBlock struct {

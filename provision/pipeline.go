@@ -268,7 +268,8 @@ func (p *Pipeline) PlanOnly(ctx context.Context, req PlanRequest) (*plan.Plan, *
 // problem found, on every host, as one *PreflightError.
 func (p *Pipeline) Preflight(ctx context.Context, facts *plan.Facts) error {
 	problems, err := Preflight(ctx, p.Cluster.Inventory, facts, p.Conn, PreflightOptions{
-		Parallel: p.Parallel, Binaries: HostBinaries(p.Cluster.Inventory), Now: p.Now, Logger: p.Logger})
+		Parallel: p.Parallel, Binaries: HostBinaries(p.Cluster.Inventory), Now: p.Now, Logger: p.Logger,
+		MaxFsyncLatency: p.Cluster.Inventory.Etcd.MaxFsyncLatency})
 	if err != nil {
 		return err
 	}
