@@ -221,18 +221,7 @@ func startInCgroups(cmd *exec.Cmd, dirs []string) error {
 			}
 			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(f.Fd())
 		}
-		err := cmd.Start()
-		// Leave the machine's cgroups again: a goroutine that exits locked
-		// ends its thread, except when it ran on the process's main thread,
-		// which the runtime parks forever instead. Left in the machine's
-		// cgroup, that thread would put this whole process among the
-		// machine's, and stopping the machine kills those.
-		for _, d := range v1 {
-			if werr := os.WriteFile(filepath.Join(filepath.Dir(d), "tasks"), tid, 0o644); werr != nil && err == nil {
-				err = fmt.Errorf("cgroup %s: leave: %w", filepath.Dir(d), werr)
-			}
-		}
-		done <- err
+		done <- cmd.Start()
 	}()
 	return <-done
 }
@@ -296,8 +285,7 @@ func cgroupPIDs(dirs []string) ([]int, error) {
 				return err
 			}
 			for _, f := range strings.Fields(string(data)) {
-				// Never this process: it only forks machines from these cgroups.
-				if pid, err := strconv.Atoi(f); err == nil && pid != os.Getpid() && !slices.Contains(pids, pid) {
+				if pid, err := strconv.Atoi(f); err == nil && !slices.Contains(pids, pid) {
 					pids = append(pids, pid)
 				}
 			}
