@@ -293,9 +293,8 @@ func (l *Lab) Status(ctx context.Context) []MachineStatus {
 
 // Down removes the lab named name with state in dir: every process,
 // mount, namespace and link, found from the state file and again by name, so
-// it also cleans up after a crash or a lost state file. In dir it removes
-// only what the lab made, and it refuses a directory holding files but no
-// lab state (ErrNotLabDir). The base root filesystem cache stays.
+// it also cleans up after a crash or a lost state file. The base root
+// filesystem cache stays.
 func Down(ctx context.Context, name, dir string, logger *log.Logger) error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
@@ -310,11 +309,6 @@ func Down(ctx context.Context, name, dir string, logger *log.Logger) error {
 	if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
 		l := &Lab{state: &State{Name: name, Dir: abs}, run: execRunner{}, logger: logger}
 		return l.removeLeftovers(ctx)
-	}
-	// Checked before the lock file is made: nothing is written into, or
-	// removed from, a directory that is not a lab's.
-	if err := checkLabDir(abs); err != nil {
-		return err
 	}
 	unlock, err := lockLab(abs)
 	if err != nil {
@@ -333,20 +327,16 @@ func Down(ctx context.Context, name, dir string, logger *log.Logger) error {
 	if err := l.removeLeftovers(ctx); err != nil {
 		return err
 	}
-	kept, err := removeLabDir(abs, name)
-	if err != nil {
-		return err
-	}
-	if len(kept) > 0 {
-		logger.Warn("kept the lab directory: it holds files the lab did not make", "dir", abs, "kept", strings.Join(kept, " "))
+	if err := os.RemoveAll(abs); err != nil {
+		return fmt.Errorf("remove lab directory: %w", err)
 	}
 	logger.Info("lab down", "lab", name)
 	return nil
 }
 
 // removeLeftovers tears down every machine in the state, then whatever else
-// carries the lab's names: nspawn processes under its directory, mounts,
-// cgroups, namespaces and links.
+// carries the lab's names: nspawn processes under its directory, namespaces,
+// links and mounts.
 func (l *Lab) removeLeftovers(ctx context.Context) error {
 	var errs []error
 	for i := range l.state.Machines {
@@ -364,16 +354,6 @@ func (l *Lab) removeLeftovers(ctx context.Context) error {
 		pids = append(pids, inside...)
 	}
 	killAll(pids)
-	prefix := cgroupPrefix(l.state.Name)
-	cgroups, err := findCgroups(func(n string) bool {
-		return strings.HasPrefix(n, prefix) && ValidName(strings.TrimPrefix(n, prefix)) == nil
-	})
-	if err != nil {
-		errs = append(errs, err)
-	}
-	if err := killCgroups(ctx, cgroups, 10*time.Second); err != nil {
-		errs = append(errs, err)
-	}
 	if !waitGone(ctx, pids, 10*time.Second) {
 		errs = append(errs, fmt.Errorf("processes %v did not exit after SIGKILL", pids))
 	}
@@ -385,9 +365,6 @@ func (l *Lab) removeLeftovers(ctx context.Context) error {
 		if err := unmount(mp); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	if err := removeCgroups(ctx, cgroups); err != nil {
-		errs = append(errs, err)
 	}
 	for _, ns := range listNetns(netnsPrefix(l.state.Name)) {
 		if err := deleteNetns(ctx, l.run, ns); err != nil {

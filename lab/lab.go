@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -185,10 +184,6 @@ func Up(ctx context.Context, opts Options, logger *log.Logger) (*Lab, error) {
 	if err := Preflight(); err != nil {
 		return nil, err
 	}
-	// A lab never spreads its files into a directory that is someone else's.
-	if err := checkLabDir(opts.Dir); err != nil {
-		return nil, err
-	}
 	unlock, err := lockLab(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -197,14 +192,10 @@ func Up(ctx context.Context, opts Options, logger *log.Logger) (*Lab, error) {
 
 	l := &Lab{run: execRunner{}, logger: logger}
 	switch s, err := LoadState(opts.Dir); {
-	case err == nil && s.Name != opts.Name:
-		return nil, fmt.Errorf("%s holds lab %q, not %q", opts.Dir, s.Name, opts.Name)
-	case err == nil && !s.Subnet.IsValid():
-		// Only the marker create writes first: an earlier create died early.
-		if l.state, err = l.create(ctx, opts); err != nil {
-			return nil, err
-		}
 	case err == nil:
+		if s.Name != opts.Name {
+			return nil, fmt.Errorf("%s holds lab %q, not %q", opts.Dir, s.Name, opts.Name)
+		}
 		if !sameMachines(s.Machines, opts.Machines) {
 			return nil, fmt.Errorf("lab %s exists with other machines (%s); run `kprov lab down` first to change its layout", s.Name, s.Topology)
 		}
@@ -232,11 +223,6 @@ func sameMachines(have []MachineState, want []MachineSpec) bool {
 // running yet; leftovers of an earlier lab of the same name are removed first.
 func (l *Lab) create(ctx context.Context, opts Options) (*State, error) {
 	l.state = &State{Name: opts.Name, Dir: opts.Dir}
-	// The state file marks the directory as the lab's before anything else
-	// is written into it, so Down recognises it even if this run dies here.
-	if err := l.state.save(); err != nil {
-		return nil, err
-	}
 	if err := l.removeLeftovers(ctx); err != nil {
 		return nil, err
 	}
@@ -442,8 +428,7 @@ func (l *Lab) boot(ctx context.Context, m *MachineState) error {
 }
 
 // personalize writes what makes the machine itself into its disk: hostname,
-// machine ID, host key, the lab key for root, the lab's names in /etc/hosts,
-// and the unit that prepares it for containerd and kubelet.
+// machine ID, host key, the lab key for root, and the lab's names in /etc/hosts.
 func (l *Lab) personalize(m *MachineState) error {
 	root := m.Merged
 	hostKey, err := os.ReadFile(filepath.Join(l.machineDir(m.Name), "ssh_host_ed25519_key"))
@@ -489,9 +474,7 @@ func (l *Lab) personalize(m *MachineState) error {
 			return err
 		}
 	}
-	// Written at every boot rather than into the shared root, so a machine
-	// booting from an older disk gets the current unit too.
-	return writePrepUnit(root)
+	return nil
 }
 
 func fileEmpty(path string) bool {
@@ -534,38 +517,6 @@ func machineMAC(lab string, index int) string {
 	return fmt.Sprintf("02:%s:%s:%s:%02x:%02x", id[0:2], id[2:4], id[4:6], index>>8&0xff, index&0xff)
 }
 
-// nspawnArgs are systemd-nspawn's arguments for booting the machine.
-func nspawnArgs(m *MachineState) []string {
-	return []string{
-		"--quiet", "--boot",
-		"--directory", m.Merged,
-		"--machine", m.Name,
-		"--network-namespace-path", filepath.Join("/run/netns", m.Netns),
-		// The host may have no systemd or D-Bus to register with.
-		"--register=no", "--keep-unit",
-		"--link-journal=no", "--console=read-only",
-		// Kubelet, containerd and runc manage cgroups, namespaces, mounts
-		// and iptables inside, which nspawn's default capability set
-		// forbids. A machine without a user namespace is the host's root
-		// either way: nspawn is not a security boundary here.
-		"--capability=all",
-		// runc joins a session keyring for every container; nspawn's
-		// default seccomp filter refuses the keyring calls.
-		"--system-call-filter=@keyring",
-	}
-}
-
-// nspawnEnv is the caller's environment without nspawn's SYSTEMD_NSPAWN_*
-// switches: API_VFS_WRITABLE would let kubelet write the host's kernel-wide
-// sysctls (vm.*, kernel.*), UNIFIED_HIERARCHY would ask for cgroup v2 where
-// the host binds its controllers to v1. The lab's machines must not depend
-// on what the operator's shell happens to export.
-func nspawnEnv(env []string) []string {
-	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
-		return strings.HasPrefix(kv, "SYSTEMD_NSPAWN_")
-	})
-}
-
 // startNspawn starts systemd-nspawn in its own session so it outlives kprov,
 // with its console going to console.log in the machine's directory.
 func (l *Lab) startNspawn(m *MachineState) error {
@@ -574,19 +525,18 @@ func (l *Lab) startNspawn(m *MachineState) error {
 		return err
 	}
 	defer console.Close()
-	cmd := exec.Command("systemd-nspawn", nspawnArgs(m)...)
-	cmd.Env = nspawnEnv(os.Environ())
+	// --register=no and --keep-unit: the host may have no systemd or D-Bus to register with.
+	cmd := exec.Command("systemd-nspawn",
+		"--quiet", "--boot",
+		"--directory", m.Merged,
+		"--machine", m.Name,
+		"--network-namespace-path", filepath.Join("/run/netns", m.Netns),
+		"--register=no", "--keep-unit",
+		"--link-journal=no", "--console=read-only",
+	)
 	cmd.Stdout, cmd.Stderr = console, console
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	dirs, err := ownMachineCgroups(cgroupName(l.state.Name, m.Name))
-	if err != nil {
-		return err
-	}
-	m.Cgroups = dirs
-	if err := createCgroups(dirs); err != nil {
-		return err
-	}
-	if err := startInCgroups(cmd, dirs); err != nil {
+	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start systemd-nspawn: %w", err)
 	}
 	// Reap it if it exits while this process lives, so its PID does not linger as a zombie.
@@ -597,38 +547,21 @@ func (l *Lab) startNspawn(m *MachineState) error {
 	return nil
 }
 
-// teardown stops the machine's processes and removes its mount, cgroups,
-// namespace and link, keeping its disk (upper directory) and host key. Every step is
+// teardown stops the machine's processes and removes its mount, namespace
+// and link, keeping its disk (upper directory) and host key. Every step is
 // skipped when already done, so it also cleans up after a crash.
 func (l *Lab) teardown(ctx context.Context, m *MachineState) error {
-	// Its cgroups: the ones recorded (if they carry its name), and any a
-	// crash kept from the record.
-	name := cgroupName(l.state.Name, m.Name)
-	cgroups, err := findCgroups(func(n string) bool { return n == name })
-	if err != nil {
-		return err
-	}
-	for _, d := range m.Cgroups {
-		if filepath.Base(d) == name && !slices.Contains(cgroups, d) {
-			cgroups = append(cgroups, d)
-		}
-	}
 	var pids []int
 	if isNspawnFor(m.PID, m.Merged) {
 		pids = append(pids, m.PID)
 	}
-	// Killing systemd-nspawn does not kill the container: find its
-	// processes by their network namespace, and by their cgroups (a pod's
-	// containers run in network namespaces of their own).
+	// Killing systemd-nspawn does not kill the container: find its processes by their network namespace.
 	inside, err := netnsPIDs(ctx, l.run, m.Netns)
 	if err != nil {
 		return err
 	}
 	pids = append(pids, inside...)
 	killAll(pids)
-	if err := killCgroups(ctx, cgroups, 10*time.Second); err != nil {
-		return err
-	}
 	if !waitGone(ctx, pids, 10*time.Second) {
 		return fmt.Errorf("processes %v did not exit after SIGKILL", pids)
 	}
@@ -636,10 +569,6 @@ func (l *Lab) teardown(ctx context.Context, m *MachineState) error {
 	if err := unmount(m.Merged); err != nil {
 		return err
 	}
-	if err := removeCgroups(ctx, cgroups); err != nil {
-		return err
-	}
-	m.Cgroups = nil
 	if err := deleteNetns(ctx, l.run, m.Netns); err != nil {
 		return err
 	}
