@@ -293,8 +293,9 @@ func (l *Lab) Status(ctx context.Context) []MachineStatus {
 
 // Down removes the lab named name with state in dir: every process,
 // mount, namespace and link, found from the state file and again by name, so
-// it also cleans up after a crash or a lost state file. The base root
-// filesystem cache stays.
+// it also cleans up after a crash or a lost state file. In dir it removes
+// only what the lab made, and it refuses a directory holding files but no
+// lab state (ErrNotLabDir). The base root filesystem cache stays.
 func Down(ctx context.Context, name, dir string, logger *log.Logger) error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
@@ -309,6 +310,11 @@ func Down(ctx context.Context, name, dir string, logger *log.Logger) error {
 	if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
 		l := &Lab{state: &State{Name: name, Dir: abs}, run: execRunner{}, logger: logger}
 		return l.removeLeftovers(ctx)
+	}
+	// Checked before the lock file is made: nothing is written into, or
+	// removed from, a directory that is not a lab's.
+	if err := checkLabDir(abs); err != nil {
+		return err
 	}
 	unlock, err := lockLab(abs)
 	if err != nil {
@@ -327,8 +333,12 @@ func Down(ctx context.Context, name, dir string, logger *log.Logger) error {
 	if err := l.removeLeftovers(ctx); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(abs); err != nil {
-		return fmt.Errorf("remove lab directory: %w", err)
+	kept, err := removeLabDir(abs, name)
+	if err != nil {
+		return err
+	}
+	if len(kept) > 0 {
+		logger.Warn("kept the lab directory: it holds files the lab did not make", "dir", abs, "kept", strings.Join(kept, " "))
 	}
 	logger.Info("lab down", "lab", name)
 	return nil

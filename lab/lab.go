@@ -184,6 +184,10 @@ func Up(ctx context.Context, opts Options, logger *log.Logger) (*Lab, error) {
 	if err := Preflight(); err != nil {
 		return nil, err
 	}
+	// A lab never spreads its files into a directory that is someone else's.
+	if err := checkLabDir(opts.Dir); err != nil {
+		return nil, err
+	}
 	unlock, err := lockLab(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -192,10 +196,14 @@ func Up(ctx context.Context, opts Options, logger *log.Logger) (*Lab, error) {
 
 	l := &Lab{run: execRunner{}, logger: logger}
 	switch s, err := LoadState(opts.Dir); {
-	case err == nil:
-		if s.Name != opts.Name {
-			return nil, fmt.Errorf("%s holds lab %q, not %q", opts.Dir, s.Name, opts.Name)
+	case err == nil && s.Name != opts.Name:
+		return nil, fmt.Errorf("%s holds lab %q, not %q", opts.Dir, s.Name, opts.Name)
+	case err == nil && !s.Subnet.IsValid():
+		// Only the marker create writes first: an earlier create died early.
+		if l.state, err = l.create(ctx, opts); err != nil {
+			return nil, err
 		}
+	case err == nil:
 		if !sameMachines(s.Machines, opts.Machines) {
 			return nil, fmt.Errorf("lab %s exists with other machines (%s); run `kprov lab down` first to change its layout", s.Name, s.Topology)
 		}
@@ -223,6 +231,11 @@ func sameMachines(have []MachineState, want []MachineSpec) bool {
 // running yet; leftovers of an earlier lab of the same name are removed first.
 func (l *Lab) create(ctx context.Context, opts Options) (*State, error) {
 	l.state = &State{Name: opts.Name, Dir: opts.Dir}
+	// The state file marks the directory as the lab's before anything else
+	// is written into it, so Down recognises it even if this run dies here.
+	if err := l.state.save(); err != nil {
+		return nil, err
+	}
 	if err := l.removeLeftovers(ctx); err != nil {
 		return nil, err
 	}

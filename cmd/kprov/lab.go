@@ -205,7 +205,7 @@ func printStatus(g *globalOptions, l *lab.Lab, machines []lab.MachineStatus) {
 func newLabDownCmd(g *globalOptions, o *labOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "down",
-		Short: "Stop the lab and remove every process, mount, namespace and link it made",
+		Short: "Stop the lab and remove every process, mount, namespace and link it made, and its files (refuses a directory that is not a lab's)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := g.logger()
