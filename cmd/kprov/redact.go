@@ -37,6 +37,26 @@ func (r *redactWriter) set(redact func(string) string) {
 	r.mu.Unlock()
 }
 
+// Fd, Read and Close make a redactWriter over a terminal look like that
+// terminal (charmbracelet's term.File) to the libraries that ask its size
+// and colours, while everything written still goes through the redactor.
+func (r *redactWriter) Fd() uintptr {
+	if f, ok := r.file(); ok {
+		return f.Fd()
+	}
+	return ^uintptr(0)
+}
+
+func (r *redactWriter) Read(p []byte) (int, error) {
+	if f, ok := r.file(); ok {
+		return f.Read(p)
+	}
+	return 0, io.EOF
+}
+
+// Close leaves the terminal open: stdout and stderr outlive any view.
+func (r *redactWriter) Close() error { return nil }
+
 // file is the terminal or file beneath, for terminal checks.
 func (r *redactWriter) file() (*os.File, bool) {
 	f, ok := r.w.(*os.File)

@@ -38,11 +38,13 @@ func (v *textView) finish() {}
 // bypass: call it before the pipeline and its connections are made.
 func (g *globalOptions) applyView(c *provision.Cluster, detail bool) applyView {
 	tv := g.textView(c, detail)
-	out, ok := g.stdout.(*os.File)
+	// The live view writes through stdout's redactor (sensitive values never
+	// show); the terminal beneath decides whether there is one.
+	out, ok := asFile(g.stdout)
 	if !ok || !term.IsTerminal(int(out.Fd())) || g.logFormat != "text" || os.Getenv("TERM") == "dumb" {
 		return tv
 	}
-	return g.newTermView(tv, out, time.Now)
+	return g.newTermView(tv, g.stdout, time.Now)
 }
 
 // termView shows apply on a terminal. The plan and the question are plain
@@ -75,7 +77,7 @@ func (g *globalOptions) newTermView(tv *textView, out io.Writer, now func() time
 	// The log (warnings, --log-level debug) shares the screen when stderr
 	// is the same terminal: route it through the live program while one
 	// runs, so its lines land above the live area instead of across it.
-	if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+	if f, ok := asFile(g.stderr); ok && term.IsTerminal(int(f.Fd())) {
 		v.logs = &lineWriter{w: g.stderr}
 		profile := lipgloss.NewRenderer(g.stderr).ColorProfile()
 		g.log.SetOutput(v.logs)
