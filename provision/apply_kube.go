@@ -139,6 +139,31 @@ func (a *applier) labelNode(ctx context.Context, s plan.Step) (bool, error) {
 	return changed, nil
 }
 
+// waitNodeReady polls the node's Ready condition through kubectl on a
+// master until it is True: a joined node whose kubelet, runtime or network
+// is broken stops the run here, naming the node, instead of being reported
+// as done.
+func (a *applier) waitNodeReady(ctx context.Context, s plan.Step) error {
+	via := a.kubectlHost()
+	ex, err := a.connect(ctx, via)
+	if err != nil {
+		return fmt.Errorf("kubectl on %s: %w", via, err)
+	}
+	return a.etcd.poll(ctx, "node "+s.Host+" Ready", func(ctx context.Context) error {
+		res, err := a.run(ctx, ex, scriptNodeReady(s.Host), a.opts.CommandTimeout)
+		if err != nil {
+			return err
+		}
+		if got := strings.TrimSpace(string(res.Stdout)); got != "True" {
+			if got == "" {
+				got = "not reported yet"
+			}
+			return fmt.Errorf("Ready is %s", got)
+		}
+		return nil
+	})
+}
+
 // fetchKubeconfig copies the admin kubeconfig into the state directory,
 // 0600 (it holds the cluster-admin key), through a temporary name.
 func (a *applier) fetchKubeconfig(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {

@@ -24,6 +24,12 @@ type kubeNodeList struct {
 				Effect string `json:"effect"`
 			} `json:"taints"`
 		} `json:"spec"`
+		Status struct {
+			Conditions []struct {
+				Type   string `json:"type"`
+				Status string `json:"status"`
+			} `json:"conditions"`
+		} `json:"status"`
 	} `json:"items"`
 }
 
@@ -61,6 +67,9 @@ func parseNodes(b []byte) (map[string]*plan.NodeFacts, error) {
 			nf.Taints = append(nf.Taints, s+":"+t.Effect)
 		}
 		sort.Strings(nf.Taints)
+		for _, c := range it.Status.Conditions {
+			nf.Ready = nf.Ready || c.Type == "Ready" && c.Status == "True"
+		}
 		out[it.Metadata.Name] = nf
 	}
 	return out, nil

@@ -13,9 +13,11 @@ import (
 func TestGatherNodes(t *testing.T) {
 	list := `{"items":[
  {"metadata":{"name":"master-1","labels":{"kubernetes.io/hostname":"master-1","node-role.kubernetes.io/control-plane":""}},
-  "spec":{"taints":[{"key":"node-role.kubernetes.io/control-plane","effect":"NoSchedule"}]}},
+  "spec":{"taints":[{"key":"node-role.kubernetes.io/control-plane","effect":"NoSchedule"}]},
+  "status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":"True"}]}},
  {"metadata":{"name":"infra-1","labels":{"node-role.kubernetes.io/infra":""}},
-  "spec":{"taints":[{"key":"node-role.kubernetes.io/infra","effect":"NoSchedule"},{"key":"dedicated","value":"ops","effect":"NoExecute"}]}},
+  "spec":{"taints":[{"key":"node-role.kubernetes.io/infra","effect":"NoSchedule"},{"key":"dedicated","value":"ops","effect":"NoExecute"}]},
+  "status":{"conditions":[{"type":"Ready","status":"False"},{"type":"DiskPressure","status":"True"}]}},
  {"metadata":{"name":"compute-1"},"spec":{}}]}`
 	host := newFakeHost(t, "master-1", fakeRun{cmd: scriptListNodes, stdout: list})
 	nodes, err := GatherNodes(context.Background(), host)
@@ -24,7 +26,7 @@ func TestGatherNodes(t *testing.T) {
 	}
 	want := map[string]*plan.NodeFacts{
 		"master-1": {Labels: map[string]string{"kubernetes.io/hostname": "master-1", "node-role.kubernetes.io/control-plane": ""},
-			Taints: []string{"node-role.kubernetes.io/control-plane:NoSchedule"}},
+			Taints: []string{"node-role.kubernetes.io/control-plane:NoSchedule"}, Ready: true},
 		"infra-1":   {Labels: map[string]string{"node-role.kubernetes.io/infra": ""}, Taints: []string{"dedicated=ops:NoExecute", "node-role.kubernetes.io/infra:NoSchedule"}},
 		"compute-1": {Labels: map[string]string{}},
 	}

@@ -80,6 +80,9 @@ var executors = map[plan.Op]executor{
 	plan.OpLabelNode: func(ctx context.Context, a *applier, _ ssh.Executor, s plan.Step) (bool, error) {
 		return a.labelNode(ctx, s)
 	},
+	plan.OpWaitNodeReady: func(ctx context.Context, a *applier, _ ssh.Executor, s plan.Step) (bool, error) {
+		return false, a.waitNodeReady(ctx, s)
+	},
 	// An identical local copy is left alone.
 	plan.OpFetchKubeconfig: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
 		return a.fetchKubeconfig(ctx, ex, s)

@@ -334,8 +334,8 @@ func convergedNode(t *testing.T, c *Cluster) []string {
 	return lines
 }
 
-// nodeList is `kubectl get nodes -o json` answering node-1 with the labels
-// and taints the inventory gives it.
+// nodeList is `kubectl get nodes -o json` answering node-1 Ready, with the
+// labels and taints the inventory gives it.
 func nodeList(t *testing.T, c *Cluster) fakeRun {
 	t.Helper()
 	final, err := roles.Render(c.Inventory, c.State, roles.Options{Templates: c.Templates})
@@ -347,6 +347,9 @@ func nodeList(t *testing.T, c *Cluster) fakeRun {
 			Name   string            `json:"name"`
 			Labels map[string]string `json:"labels"`
 		} `json:"metadata"`
+		Status struct {
+			Conditions []map[string]string `json:"conditions"`
+		} `json:"status"`
 	}
 	var list struct {
 		Items []node `json:"items"`
@@ -354,6 +357,7 @@ func nodeList(t *testing.T, c *Cluster) fakeRun {
 	for _, h := range final.Hosts {
 		var n node
 		n.Metadata.Name, n.Metadata.Labels = h.Name, h.Node.Labels
+		n.Status.Conditions = []map[string]string{{"type": "Ready", "status": "True"}}
 		list.Items = append(list.Items, n)
 	}
 	b, err := json.Marshal(list)

@@ -204,6 +204,12 @@ const kubectl = binPath + "kubectl --kubeconfig " + plan.AdminKubeconfigPath + "
 // scriptListNodes lists the cluster's nodes from a master, read-only.
 const scriptListNodes = kubectl + "get nodes -o json --request-timeout=20s"
 
+// scriptNodeReady prints the node's Ready condition (True, False,
+// Unknown), or nothing while the node has not registered.
+func scriptNodeReady(node string) string {
+	return kubectl + "get node " + shellQuote(node) + ` --request-timeout=20s --ignore-not-found -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}'`
+}
+
 // scriptLabelNode sets a node's labels; --overwrite makes it idempotent.
 func scriptLabelNode(node string, labels map[string]string) string {
 	var args []string

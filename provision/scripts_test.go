@@ -43,6 +43,7 @@ func TestScriptsGolden(t *testing.T) {
 		{"list nodes (read-only)", scriptListNodes},
 		{"label a node", scriptLabelNode("infra-1", map[string]string{"node-role.kubernetes.io/infra": "", "zone": "a"})},
 		{"taint a node", scriptTaintNode("infra-1", []string{"node-role.kubernetes.io/infra=:NoSchedule"})},
+		{"a node's Ready condition", scriptNodeReady("infra-1")},
 		{"take the cluster lock", scriptLockAcquire(plan.LockPath, "ops@laptop pid 42 since "+time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC).Format(time.RFC3339))},
 		{"break a stale cluster lock", scriptLockBreakStale(plan.LockPath, "ops@laptop pid 42 since 2026-12-01T12:00:00Z", DefaultLockStaleAfter)},
 		{"refresh the cluster lock (heartbeat)", scriptLockRefresh(plan.LockPath, "ops@laptop pid 42 since 2026-12-01T12:00:00Z")},

@@ -457,6 +457,7 @@ func (p *planner) joinSecretsStage(r JoinSecretRenewal) plan.Stage {
 func (p *planner) nodes() []plan.Stage {
 	join := plan.Stage{Kind: plan.StageNodesJoin, Title: "joining workers", Parallel: p.opts.Parallel}
 	label := plan.Stage{Kind: plan.StageNodesLabels, Title: "setting node labels and taints", Parallel: p.opts.Parallel}
+	ready := plan.Stage{Kind: plan.StageNodesReady, Title: "waiting for every node to be Ready", Parallel: p.opts.Parallel}
 	for _, hfiles := range p.final.Hosts {
 		node := hfiles.Node
 		if node == nil {
@@ -469,8 +470,12 @@ func (p *planner) nodes() []plan.Stage {
 		if step, ok := p.labelStep(hfiles.Name, node); ok {
 			label.Steps = append(label.Steps, step)
 		}
+		if nf := p.facts.Nodes[node.Name]; nf == nil || !nf.Ready {
+			ready.Steps = append(ready.Steps, plan.Step{Op: plan.OpWaitNodeReady, Host: hfiles.Name,
+				Reason: "a node that joined is done only when its kubelet, runtime and network make it Ready"})
+		}
 	}
-	return []plan.Stage{join, label}
+	return []plan.Stage{join, label, ready}
 }
 
 // labelStep sets labels the kubelet may not set itself (NodeRestriction

@@ -108,7 +108,7 @@ func convergedFacts(t *testing.T, inv *inventory.Inventory, _ *plan.Plan, final 
 			for _, tt := range h.Node.Taints {
 				taints = append(taints, tt.String())
 			}
-			f.Nodes[h.Name] = &plan.NodeFacts{Labels: h.Node.Labels, Taints: taints}
+			f.Nodes[h.Name] = &plan.NodeFacts{Labels: h.Node.Labels, Taints: taints, Ready: true}
 		}
 		if h.Etcd != nil {
 			var cfg []byte
@@ -153,6 +153,41 @@ func TestPlanConvergedIsEmpty(t *testing.T) {
 	}
 }
 
+// TestPlanWaitsForNotReadyNodes: a converged cluster with one node not
+// Ready plans one wait for that node alone, in the last stage.
+func TestPlanWaitsForNotReadyNodes(t *testing.T) {
+	inv := loadInventory(t, filepath.Join("..", "examples", "openshift.kprov.hcl"))
+	st := newState(t, inv)
+	final, err := Render(inv, st, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	facts := convergedFacts(t, inv, nil, final)
+	facts.Nodes["infra-2"].Ready = false
+	pl, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pl.Stages) != 1 || pl.Stages[0].Kind != plan.StageNodesReady {
+		t.Fatalf("want only the nodes/ready stage, got %v", pl.Stages)
+	}
+	if steps := pl.Stages[0].Steps; len(steps) != 1 || steps[0].Op != plan.OpWaitNodeReady || steps[0].Host != "infra-2" {
+		t.Fatalf("want one wait-node-ready on infra-2, got %v", steps)
+	}
+	delete(facts.Nodes, "compute-1") // not registered at all
+	pl, err = Plan(inv, facts, st, PlanOptions{Parallel: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts []string
+	for _, s := range pl.Stages[len(pl.Stages)-1].Steps {
+		hosts = append(hosts, s.Host)
+	}
+	if !slices.Contains(hosts, "compute-1") || !slices.Contains(hosts, "infra-2") {
+		t.Errorf("want waits on infra-2 and compute-1, got %v", hosts)
+	}
+}
+
 func TestPlanOrderingRules(t *testing.T) {
 	inv := loadInventory(t, filepath.Join("..", "examples", "ha-external.kprov.hcl"))
 	st := newState(t, inv)
@@ -172,7 +207,7 @@ func TestPlanOrderingRules(t *testing.T) {
 		}
 	}
 	want := []string{"prepare", "etcd/bootstrap/etcd-1", "etcd/add/etcd-2", "etcd/add/etcd-3", "etcd/finalize-config",
-		"control-plane/init/master-1", "control-plane/join/master-2", "control-plane/join/master-3", "control-plane/kubeconfig", "nodes/join", "nodes/labels"}
+		"control-plane/init/master-1", "control-plane/join/master-2", "control-plane/join/master-3", "control-plane/kubeconfig", "nodes/join", "nodes/labels", "nodes/ready"}
 	if !slices.Equal(order, want) {
 		t.Fatalf("stage order\n got %v\nwant %v", order, want)
 	}

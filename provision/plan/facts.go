@@ -83,6 +83,8 @@ type HostFacts struct {
 type NodeFacts struct {
 	Labels map[string]string `json:"labels"`
 	Taints []string          `json:"taints"`
+	// Ready is the node's Ready condition: True.
+	Ready bool `json:"ready"`
 }
 
 // FreshFacts are the facts of hosts nobody has touched: what --offline plans against.

@@ -31,6 +31,9 @@ const (
 	OpKubeadmJoin     Op = "kubeadm-join"
 	OpWaitAPIServer   Op = "wait-apiserver-healthy"
 	OpLabelNode       Op = "label-taint-node"
+	// OpWaitNodeReady waits until the Node named Host reports Ready
+	// through the API (read with kubectl on a master).
+	OpWaitNodeReady   Op = "wait-node-ready"
 	OpFetchKubeconfig Op = "fetch-kubeconfig"
 	// OpCreateBootstrapToken creates the step's bootstrap token (Content)
 	// on the cluster with kubeadm on a master, replacing any token with its ID.
@@ -89,6 +92,7 @@ var operations = map[Op]operation{
 	OpKubeadmJoin:     {},
 	OpWaitAPIServer:   {wait: true},
 	OpLabelNode:       {},
+	OpWaitNodeReady:   {wait: true, plural: count("wait-node-ready")},
 	OpFetchKubeconfig: {},
 	// The secret itself is never described: only what carries it.
 	OpCreateBootstrapToken: {},

@@ -74,6 +74,7 @@ const (
 	StageKubeconfig       StageKind = "control-plane/kubeconfig"
 	StageNodesJoin        StageKind = "nodes/join"   // workers join, in parallel
 	StageNodesLabels      StageKind = "nodes/labels" // labels and taints through the API
+	StageNodesReady       StageKind = "nodes/ready"  // every node reports Ready
 )
 
 // Stage is a group of steps with a concurrency bound: 1 where quorum demands
