@@ -31,6 +31,7 @@ var HostPaths = []string{
 	"/etc/sysctl.d/99-kprov-kubernetes.conf",    // sysctls for Kubernetes networking
 	"/etc/systemd/system/etcd.service",          // the external etcd member's unit
 	"/etc/systemd/system/kprov-swapoff.service", // keeps swap off across reboots
+	"/etc/systemd/system/kubelet.service",       // the kubelet's unit
 	"/usr/local/bin/etcd",                       // binaries from the artifacts block
 	"/usr/local/bin/etcdctl",
 	"/usr/local/bin/etcdutl",

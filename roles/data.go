@@ -36,6 +36,9 @@ type HostData struct {
 	Roles            []string
 	Taints           []inventory.Taint
 	KubeletExtraArgs []Arg // sorted by name; node-ip is the host's address unless the inventory sets it
+	// KubeletPath is the kubelet binary the unit runs: /usr/local/bin/kubelet
+	// from the artifacts block, else /usr/bin/kubelet as the packages install it.
+	KubeletPath string
 }
 
 // Arg is a command-line flag without its dashes, as kubeadm v1beta4 lists extra args.

@@ -348,6 +348,10 @@ const (
 	// RestartContainerd restarts containerd when it is installed; kprov
 	// writes its configuration but does not install it, and a containerd
 	// installed later reads the file when it first starts.
+	// EnableKubelet makes a new or changed kubelet unit take effect: enabled
+	// (kubeadm starts it during init or join), and restarted where kubeadm
+	// already ran.
+	EnableKubelet = "systemctl daemon-reload && systemctl enable kubelet.service && if [ -e " + plan.KubeletConfPath + " ]; then systemctl restart kubelet.service; fi"
 	RestartContainerd = "if systemctl cat containerd.service >/dev/null 2>&1; then systemctl restart containerd.service; fi"
 )
 
@@ -376,6 +380,10 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 	}
 
 	data := TemplateData{Cluster: r.cluster, Host: hostData(h)}
+	data.Host.KubeletPath = "/usr/bin/kubelet"
+	if _, ok := r.inv.Artifact("kubelet"); ok {
+		data.Host.KubeletPath = plan.BinDir + "/kubelet"
+	}
 	secrets := r.st.Secrets
 	var renders []templateFile
 
@@ -410,6 +418,7 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 			templateFile{templates.Modules, plan.ModulesPath, []string{"systemctl restart systemd-modules-load.service"}},
 			templateFile{templates.ContainerdConfig, plan.ContainerdConfigPath, []string{RestartContainerd}},
 			templateFile{templates.SwapOffUnit, plan.SwapOffUnitPath, []string{"systemctl daemon-reload"}},
+			templateFile{templates.KubeletUnit, plan.KubeletUnitPath, []string{EnableKubelet}},
 		)
 		hf.Units = append(hf.Units, plan.SwapOffUnit)
 	}

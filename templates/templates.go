@@ -33,6 +33,7 @@ const (
 	Modules          = "modules-load.conf.tmpl"      // kernel modules loaded at boot
 	ContainerdConfig = "containerd-config.toml.tmpl" // containerd 2.x with the systemd cgroup driver
 	SwapOffUnit      = "swapoff.service.tmpl"        // turns swap off at every boot, before the kubelet
+	KubeletUnit      = "kubelet.service.tmpl"        // the kubelet's systemd unit, with kubeadm's flags files
 	NodeRegistration = "node-registration.yaml.tmpl" // partial: nodeRegistration of both kubeadm configurations
 )
 

@@ -20,6 +20,7 @@ const (
 	ModulesPath          = "/etc/modules-load.d/kprov-kubernetes.conf"
 	ContainerdConfigPath = "/etc/containerd/config.toml"
 	SwapOffUnitPath      = "/etc/systemd/system/kprov-swapoff.service"
+	KubeletUnitPath      = "/etc/systemd/system/kubelet.service"
 )
 
 // BinDir is where kprov installs the binaries of the inventory's artifacts block.
