@@ -46,6 +46,26 @@ func (a *applier) kubeadm(ctx context.Context, ex ssh.Executor, s plan.Step) (bo
 	if s.Op == plan.OpKubeadmInit || (h != nil && h.Has(inventory.RoleMaster)) {
 		marker = plan.APIServerManifestPath
 	}
+	// An earlier apply's kubeadm may still be at work (that apply was
+	// killed or lost its connection): it finishes first, and its result
+	// decides, so one host never runs two.
+	told := false
+	if err := a.etcd.poll(ctx, "kubeadm started by an earlier apply on "+s.Host+" to finish", func(ctx context.Context) error {
+		res, err := a.run(ctx, ex, scriptKubeadmRunning, a.opts.CommandTimeout)
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(res.Stdout)) == "running" {
+			if !told {
+				a.log.Info("waiting for the kubeadm an earlier apply started", "host", s.Host)
+				told = true
+			}
+			return errors.New("still running")
+		}
+		return nil
+	}); err != nil {
+		return false, err
+	}
 	res, err := a.run(ctx, ex, scriptExists(marker), a.opts.CommandTimeout)
 	if err != nil {
 		return false, err

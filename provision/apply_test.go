@@ -264,17 +264,22 @@ func TestApplyWipeOnlyTheDataDir(t *testing.T) {
 }
 
 // A kubeadm init or join that already took effect is never run again; one
-// that did not is validated by the host's kubeadm before it runs.
+// that did not is validated by the host's kubeadm before it runs. A kubeadm
+// an earlier apply left running is waited for first, and its result counts.
 func TestApplyKubeadmSkipsDoneAndValidatesFirst(t *testing.T) {
 	inv := applyInventory("m", "w")
 	inv.Hosts[0].Roles = []inventory.Role{inventory.RoleMaster}
 	m := newApplyHost(t, "m",
+		applyCall{kind: "run", arg: scriptKubeadmRunning, stdout: "running\n"},
+		applyCall{kind: "run", arg: scriptKubeadmRunning, stdout: "running\n"},
+		applyCall{kind: "run", arg: scriptKubeadmRunning},
 		applyCall{kind: "run", arg: "if [ -e '/etc/kubernetes/manifests/kube-apiserver.yaml' ]; then echo present; fi", stdout: "present\n"},
 	)
 	w := newApplyHost(t, "w",
+		applyCall{kind: "run", arg: scriptKubeadmRunning},
 		applyCall{kind: "run", arg: "if [ -e '/etc/kubernetes/kubelet.conf' ]; then echo present; fi"},
 		applyCall{kind: "run", arg: binPath + "kubeadm config validate --config '/etc/kprov/kubeadm-join.yaml'"},
-		applyCall{kind: "run", arg: binPath + "kubeadm join --config /etc/kprov/kubeadm-join.yaml"},
+		applyCall{kind: "run", arg: scriptKubeadm("kubeadm join --config /etc/kprov/kubeadm-join.yaml")},
 	)
 	plan := &plan.Plan{Stages: []plan.Stage{
 		{Kind: plan.StageControlPlaneInit, Target: "m", Parallel: 1, Steps: []plan.Step{{Op: plan.OpKubeadmInit, Host: "m", Command: "kubeadm init --config /etc/kprov/kubeadm-init.yaml --upload-certs"}}},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -174,7 +175,24 @@ func scriptKubeadmValidate(config string) string {
 
 // scriptKubeadm runs a kubeadm command line the planner built from fixed
 // words and the rendered configuration's path.
-func scriptKubeadm(command string) string { return binPath + command }
+//
+// kubeadm runs as a transient systemd service, not as a child of the SSH
+// session: an apply that is killed, loses its connection or is stopped with
+// Ctrl-C in the middle of a join leaves kubeadm to finish on the host, where
+// a half-done init or join would need a reset, and the next apply waits for
+// it (scriptKubeadmRunning) instead of starting a second one. Its output
+// goes to a file, printed when it ends, so a broken pipe cannot kill it.
+func scriptKubeadm(command string) string {
+	log := shellQuote(plan.KubeadmLogPath)
+	return binPath + "mkdir -p " + shellQuote(filepath.Dir(plan.KubeadmLogPath)) + " && rm -f " + log +
+		" && systemd-run --quiet --collect --wait --unit " + plan.KubeadmUnit +
+		" --setenv PATH=\"$PATH\" -p StandardOutput=file:" + plan.KubeadmLogPath + " -p StandardError=inherit -- " + command +
+		"; rc=$?; cat " + log + " 2>/dev/null; exit $rc"
+}
+
+// scriptKubeadmRunning prints "running" while a kubeadm that an earlier
+// apply started (scriptKubeadm) is still at work.
+const scriptKubeadmRunning = "if systemctl is-active --quiet " + plan.KubeadmUnit + "; then echo running; fi"
 
 // scriptCreateBootstrapToken creates a bootstrap token on the cluster from
 // a master, with the usages, groups and description of the one kubeadm init

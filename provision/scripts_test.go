@@ -38,6 +38,7 @@ func TestScriptsGolden(t *testing.T) {
 		{"kubeadm already ran?", scriptExists("/etc/kubernetes/manifests/kube-apiserver.yaml")},
 		{"kubeadm validate", scriptKubeadmValidate("/etc/kprov/kubeadm-join.yaml")},
 		{"kubeadm", scriptKubeadm("kubeadm join --config /etc/kprov/kubeadm-join.yaml")},
+		{"is kubeadm still running", scriptKubeadmRunning},
 		{"create the bootstrap token (the token is a placeholder here)", scriptCreateBootstrapToken("abcdef", roles.RedactedBootstrapToken, pki.BootstrapTokenTTL)},
 		{"upload the control-plane certificates (the certificate key is in the configuration)", scriptUploadCerts("/etc/kprov/kubeadm-init.yaml")},
 		{"list nodes (read-only)", scriptListNodes},

@@ -21,6 +21,8 @@ const (
 	ContainerdConfigPath = "/etc/containerd/config.toml"
 	SwapOffUnitPath      = "/etc/systemd/system/kprov-swapoff.service"
 	KubeletUnitPath      = "/etc/systemd/system/kubelet.service"
+	// KubeadmLogPath holds the output of the last kubeadm init or join.
+	KubeadmLogPath = "/var/lib/kprov/kubeadm.log"
 )
 
 // BinDir is where kprov installs the binaries of the inventory's artifacts block.
@@ -46,6 +48,8 @@ const LockPath = "/var/lib/kprov/apply.lock"
 const (
 	EtcdUnit    = "etcd.service"
 	SwapOffUnit = "kprov-swapoff.service"
+	// KubeadmUnit is the transient service kubeadm init and join run in.
+	KubeadmUnit = "kprov-kubeadm.service"
 )
 
 // The ports an external etcd member listens on.
