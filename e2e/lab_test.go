@@ -8,10 +8,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -175,6 +177,7 @@ func assertSilent(t *testing.T, l *lab.Lab, m lab.MachineState) {
 
 func TestLab(t *testing.T) {
 	tl := newTestLab(t)
+	hostBefore := hostKernelSettings(t)
 	start := time.Now()
 	l := tl.up(t, "--machines", "3")
 	t.Logf("3-machine lab up in %s", time.Since(start).Round(time.Millisecond))
@@ -182,6 +185,13 @@ func TestLab(t *testing.T) {
 	if len(machines) != 3 {
 		t.Fatalf("lab has %d machines, want 3", len(machines))
 	}
+
+	t.Run("machines can run kubelet and containers", func(t *testing.T) {
+		for _, m := range machines {
+			assertReadyForKubelet(t, tl, m)
+		}
+		assertHostSettings(t, hostBefore, "with the lab running")
+	})
 
 	t.Run("each machine answers with its own host key and hostname", func(t *testing.T) {
 		seen := map[string]string{}
@@ -223,6 +233,11 @@ func TestLab(t *testing.T) {
 		m := machines[1]
 		kprov(t, tl.flags("lab", "stop", m.Name)...)
 		assertSilent(t, l, m)
+		for _, d := range labCgroups(tl.name) {
+			if strings.HasSuffix(d, "."+m.Name) {
+				t.Errorf("stopped %s left cgroup %s", m.Name, d)
+			}
+		}
 		waitAnswers(t, l, machines[0])
 		kprov(t, tl.flags("lab", "start", m.Name)...)
 		key, host, err := sshProbe(context.Background(), l, m, 10*time.Second)
@@ -232,6 +247,7 @@ func TestLab(t *testing.T) {
 		if got := string(ssh.MarshalAuthorizedKey(key)); !strings.HasPrefix(m.HostKey, strings.TrimSpace(got)) {
 			t.Errorf("%s came back with another host key", m.Name)
 		}
+		assertReadyForKubelet(t, tl, m)
 	})
 
 	t.Run("a cut machine is unreachable until restored", func(t *testing.T) {
@@ -299,6 +315,7 @@ func TestLab(t *testing.T) {
 		l, _ = lab.Open(tl.dir, log.New(os.Stderr))
 		kprov(t, tl.flags("lab", "down")...)
 		assertNothingLeft(t, tl, l)
+		assertHostSettings(t, hostBefore, "after lab down")
 		// A second down of a lab that is gone is fine too.
 		kprov(t, tl.flags("lab", "down")...)
 	})
@@ -339,4 +356,187 @@ func assertNothingLeft(t *testing.T, tl *testLab, l *lab.Lab) {
 	if _, err := os.Stat(tl.dir); err == nil {
 		t.Errorf("lab directory %s left behind", tl.dir)
 	}
+	for _, m := range l.Machines() {
+		for _, d := range m.Cgroups {
+			if _, err := os.Stat(d); err == nil {
+				t.Errorf("cgroup %s left behind", d)
+			}
+		}
+	}
+	for _, d := range labCgroups(tl.name) {
+		t.Errorf("cgroup %s left behind", d)
+	}
+}
+
+// labCgroups finds every cgroup directory on the host whose name holds the
+// lab's name (test labs have unique names), in every hierarchy.
+func labCgroups(name string) []string {
+	var found []string
+	filepath.WalkDir("/sys/fs/cgroup", func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() && strings.Contains(d.Name(), name) {
+			found = append(found, p)
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	return found
+}
+
+// hostKernelSettings reads, in the host's own namespaces, every kernel
+// setting a lab machine sets for itself or shows kubelet.
+func hostKernelSettings(t *testing.T) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	for _, s := range append(slices.Clone(lab.KubeletKernelSettings), lab.NetworkSettings...) {
+		b, err := os.ReadFile(filepath.Join("/proc/sys", s.Key))
+		if err != nil {
+			got[s.Key] = "(" + err.Error() + ")"
+			continue
+		}
+		got[s.Key] = strings.TrimSpace(string(b))
+	}
+	return got
+}
+
+// assertHostSettings checks that the host's kernel settings are what they were before the lab.
+func assertHostSettings(t *testing.T, before map[string]string, when string) {
+	t.Helper()
+	for k, v := range hostKernelSettings(t) {
+		if before[k] != v {
+			t.Errorf("%s: the host's %s changed from %s to %s", when, k, before[k], v)
+		}
+	}
+}
+
+// assertReadyForKubelet checks on a running machine what kubelet and
+// containerd need from it: the boot unit ran before containerd, forwarding
+// is on in its own network namespace, kubelet sees the kernel-wide values it
+// wants, /dev/kmsg exists, it has its own cgroup in every hierarchy the
+// host has and may make cgroups in it, and runc is there (containerd is not:
+// kprov installs it).
+func assertReadyForKubelet(t *testing.T, tl *testLab, m lab.MachineState) {
+	t.Helper()
+	// The lab as recorded now: a machine that was started again has a new PID.
+	l, err := lab.Open(tl.dir, log.New(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err = l.Machine(m.Name); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	run := func(cmd string) string {
+		t.Helper()
+		out, err := l.Output(ctx, m.Name, cmd)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	// sshd may answer before the boot unit has finished: wait for it.
+	for {
+		out, _ := l.Output(ctx, m.Name, "systemctl is-active "+lab.PrepUnit+" || true")
+		if st := strings.TrimSpace(string(out)); st != "activating" && st != "inactive" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s: %s did not finish: %s", m.Name, lab.PrepUnit, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := run("systemctl is-active " + lab.PrepUnit + " || true"); got != "active" {
+		t.Errorf("%s: %s is %s:\n%s", m.Name, lab.PrepUnit, got, run("journalctl -b -u "+lab.PrepUnit+" --no-pager 2>&1 || true"))
+	}
+	for _, s := range append(slices.Clone(lab.NetworkSettings), lab.KubeletKernelSettings...) {
+		if got := run("cat /proc/sys/" + s.Key); got != s.Value {
+			t.Errorf("%s: %s is %s, want %s", m.Name, s.Key, got, s.Value)
+		}
+	}
+	if got := run("test -c /dev/kmsg && readlink /dev/kmsg"); got != "/dev/console" {
+		t.Errorf("%s: /dev/kmsg is %q, want a link to /dev/console", m.Name, got)
+	}
+	// No container runtime yet (kprov installs it), but Debian's runc, which the lab's inventory uses.
+	if got := run("dpkg-query -W -f '${Version}' runc"); got == "" {
+		t.Errorf("%s: runc is not installed", m.Name)
+	}
+	if got := run("command -v containerd || echo none"); got != "none" {
+		t.Errorf("%s: a fresh machine has containerd at %s; kprov is to install it", m.Name, got)
+	}
+	// The machine's cgroups are writable from inside, where kubelet makes its own.
+	run(`for h in memory cpu pids systemd; do d=/sys/fs/cgroup/$h$(awk -F: -v h=$h '$2==h || $2=="name="h {print $3}' /proc/self/cgroup)/kprov-e2e-probe; mkdir "$d" && rmdir "$d"; done`)
+
+	// From the host: the machine has a cgroup in every hierarchy this
+	// process is in, and every one of its processes is in them.
+	own, _ := os.ReadFile("/proc/self/cgroup")
+	if n := strings.Count(strings.TrimSpace(string(own)), "\n") + 1; len(m.Cgroups) != n {
+		t.Errorf("%s has %d cgroups %q; this process is in %d hierarchies", m.Name, len(m.Cgroups), m.Cgroups, n)
+	}
+	out, err := exec.Command("ip", "netns", "pids", m.Netns).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// systemd-nspawn itself, in the host's network namespace.
+	if cg, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(m.PID), "cgroup")); err != nil || strings.Count(string(cg), "/kprov-lab."+tl.name+"."+m.Name) != len(m.Cgroups) {
+		t.Errorf("%s: systemd-nspawn (%d) is not in the machine's cgroups: %s %v", m.Name, m.PID, cg, err)
+	}
+	netns, err := os.Stat(filepath.Join("/run/netns", m.Netns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range strings.Fields(string(out)) {
+		cg, err := os.ReadFile(filepath.Join("/proc", pid, "cgroup"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// Still the machine's process? A short-lived one (an SSH session)
+		// may have exited and its PID gone to a host process since.
+		ns, err := os.Stat(filepath.Join("/proc", pid, "ns/net"))
+		if err != nil || !os.SameFile(ns, netns) {
+			continue
+		}
+		// Only the machine's own processes: those systemd-nspawn forked,
+		// directly or not (an orphan inside is adopted by the machine's
+		// init, still below nspawn). This sandbox's own agents may enter a
+		// network namespace too; they are the host's, not the machine's.
+		if !descendsFrom(pid, m.PID) {
+			comm, _ := os.ReadFile(filepath.Join("/proc", pid, "comm"))
+			t.Logf("%s: process %s (%s) in the machine's network namespace is not the machine's (not below systemd-nspawn %d); not checked", m.Name, pid, strings.TrimSpace(string(comm)), m.PID)
+			continue
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(cg)), "\n") {
+			if !strings.Contains(line, "/kprov-lab."+tl.name+"."+m.Name) {
+				t.Errorf("%s: process %s is outside the machine's cgroup: %s", m.Name, pid, line)
+			}
+		}
+	}
+}
+
+// descendsFrom reports whether process pid is ancestor or one of its
+// descendants, following each process's parent in /proc.
+func descendsFrom(pid string, ancestor int) bool {
+	for range 1000 { // a bound against a cycle of reused PIDs
+		p, err := strconv.Atoi(pid)
+		if err != nil || p <= 1 {
+			return false
+		}
+		if p == ancestor {
+			return true
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+		if err != nil {
+			return false
+		}
+		// PID (COMM) STATE PPID ...: COMM may hold spaces and parentheses.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			return false
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 2 {
+			return false
+		}
+		pid = f[1]
+	}
+	return false
 }

@@ -345,8 +345,8 @@ func Down(ctx context.Context, name, dir string, logger *log.Logger) error {
 }
 
 // removeLeftovers tears down every machine in the state, then whatever else
-// carries the lab's names: nspawn processes under its directory, namespaces,
-// links and mounts.
+// carries the lab's names: nspawn processes under its directory, mounts,
+// cgroups, namespaces and links.
 func (l *Lab) removeLeftovers(ctx context.Context) error {
 	var errs []error
 	for i := range l.state.Machines {
@@ -364,6 +364,16 @@ func (l *Lab) removeLeftovers(ctx context.Context) error {
 		pids = append(pids, inside...)
 	}
 	killAll(pids)
+	prefix := cgroupPrefix(l.state.Name)
+	cgroups, err := findCgroups(func(n string) bool {
+		return strings.HasPrefix(n, prefix) && ValidName(strings.TrimPrefix(n, prefix)) == nil
+	})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := killCgroups(ctx, cgroups, 10*time.Second); err != nil {
+		errs = append(errs, err)
+	}
 	if !waitGone(ctx, pids, 10*time.Second) {
 		errs = append(errs, fmt.Errorf("processes %v did not exit after SIGKILL", pids))
 	}
@@ -375,6 +385,9 @@ func (l *Lab) removeLeftovers(ctx context.Context) error {
 		if err := unmount(mp); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := removeCgroups(ctx, cgroups); err != nil {
+		errs = append(errs, err)
 	}
 	for _, ns := range listNetns(netnsPrefix(l.state.Name)) {
 		if err := deleteNetns(ctx, l.run, ns); err != nil {

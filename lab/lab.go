@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -441,7 +442,8 @@ func (l *Lab) boot(ctx context.Context, m *MachineState) error {
 }
 
 // personalize writes what makes the machine itself into its disk: hostname,
-// machine ID, host key, the lab key for root, and the lab's names in /etc/hosts.
+// machine ID, host key, the lab key for root, the lab's names in /etc/hosts,
+// and the unit that prepares it for containerd and kubelet.
 func (l *Lab) personalize(m *MachineState) error {
 	root := m.Merged
 	hostKey, err := os.ReadFile(filepath.Join(l.machineDir(m.Name), "ssh_host_ed25519_key"))
@@ -487,7 +489,9 @@ func (l *Lab) personalize(m *MachineState) error {
 			return err
 		}
 	}
-	return nil
+	// Written at every boot rather than into the shared root, so a machine
+	// booting from an older disk gets the current unit too.
+	return writePrepUnit(root)
 }
 
 func fileEmpty(path string) bool {
@@ -530,6 +534,38 @@ func machineMAC(lab string, index int) string {
 	return fmt.Sprintf("02:%s:%s:%s:%02x:%02x", id[0:2], id[2:4], id[4:6], index>>8&0xff, index&0xff)
 }
 
+// nspawnArgs are systemd-nspawn's arguments for booting the machine.
+func nspawnArgs(m *MachineState) []string {
+	return []string{
+		"--quiet", "--boot",
+		"--directory", m.Merged,
+		"--machine", m.Name,
+		"--network-namespace-path", filepath.Join("/run/netns", m.Netns),
+		// The host may have no systemd or D-Bus to register with.
+		"--register=no", "--keep-unit",
+		"--link-journal=no", "--console=read-only",
+		// Kubelet, containerd and runc manage cgroups, namespaces, mounts
+		// and iptables inside, which nspawn's default capability set
+		// forbids. A machine without a user namespace is the host's root
+		// either way: nspawn is not a security boundary here.
+		"--capability=all",
+		// runc joins a session keyring for every container; nspawn's
+		// default seccomp filter refuses the keyring calls.
+		"--system-call-filter=@keyring",
+	}
+}
+
+// nspawnEnv is the caller's environment without nspawn's SYSTEMD_NSPAWN_*
+// switches: API_VFS_WRITABLE would let kubelet write the host's kernel-wide
+// sysctls (vm.*, kernel.*), UNIFIED_HIERARCHY would ask for cgroup v2 where
+// the host binds its controllers to v1. The lab's machines must not depend
+// on what the operator's shell happens to export.
+func nspawnEnv(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		return strings.HasPrefix(kv, "SYSTEMD_NSPAWN_")
+	})
+}
+
 // startNspawn starts systemd-nspawn in its own session so it outlives kprov,
 // with its console going to console.log in the machine's directory.
 func (l *Lab) startNspawn(m *MachineState) error {
@@ -538,18 +574,19 @@ func (l *Lab) startNspawn(m *MachineState) error {
 		return err
 	}
 	defer console.Close()
-	// --register=no and --keep-unit: the host may have no systemd or D-Bus to register with.
-	cmd := exec.Command("systemd-nspawn",
-		"--quiet", "--boot",
-		"--directory", m.Merged,
-		"--machine", m.Name,
-		"--network-namespace-path", filepath.Join("/run/netns", m.Netns),
-		"--register=no", "--keep-unit",
-		"--link-journal=no", "--console=read-only",
-	)
+	cmd := exec.Command("systemd-nspawn", nspawnArgs(m)...)
+	cmd.Env = nspawnEnv(os.Environ())
 	cmd.Stdout, cmd.Stderr = console, console
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	dirs, err := ownMachineCgroups(cgroupName(l.state.Name, m.Name))
+	if err != nil {
+		return err
+	}
+	m.Cgroups = dirs
+	if err := createCgroups(dirs); err != nil {
+		return err
+	}
+	if err := startInCgroups(cmd, dirs); err != nil {
 		return fmt.Errorf("start systemd-nspawn: %w", err)
 	}
 	// Reap it if it exits while this process lives, so its PID does not linger as a zombie.
@@ -560,21 +597,38 @@ func (l *Lab) startNspawn(m *MachineState) error {
 	return nil
 }
 
-// teardown stops the machine's processes and removes its mount, namespace
-// and link, keeping its disk (upper directory) and host key. Every step is
+// teardown stops the machine's processes and removes its mount, cgroups,
+// namespace and link, keeping its disk (upper directory) and host key. Every step is
 // skipped when already done, so it also cleans up after a crash.
 func (l *Lab) teardown(ctx context.Context, m *MachineState) error {
+	// Its cgroups: the ones recorded (if they carry its name), and any a
+	// crash kept from the record.
+	name := cgroupName(l.state.Name, m.Name)
+	cgroups, err := findCgroups(func(n string) bool { return n == name })
+	if err != nil {
+		return err
+	}
+	for _, d := range m.Cgroups {
+		if filepath.Base(d) == name && !slices.Contains(cgroups, d) {
+			cgroups = append(cgroups, d)
+		}
+	}
 	var pids []int
 	if isNspawnFor(m.PID, m.Merged) {
 		pids = append(pids, m.PID)
 	}
-	// Killing systemd-nspawn does not kill the container: find its processes by their network namespace.
+	// Killing systemd-nspawn does not kill the container: find its
+	// processes by their network namespace, and by their cgroups (a pod's
+	// containers run in network namespaces of their own).
 	inside, err := netnsPIDs(ctx, l.run, m.Netns)
 	if err != nil {
 		return err
 	}
 	pids = append(pids, inside...)
 	killAll(pids)
+	if err := killCgroups(ctx, cgroups, 10*time.Second); err != nil {
+		return err
+	}
 	if !waitGone(ctx, pids, 10*time.Second) {
 		return fmt.Errorf("processes %v did not exit after SIGKILL", pids)
 	}
@@ -582,6 +636,10 @@ func (l *Lab) teardown(ctx context.Context, m *MachineState) error {
 	if err := unmount(m.Merged); err != nil {
 		return err
 	}
+	if err := removeCgroups(ctx, cgroups); err != nil {
+		return err
+	}
+	m.Cgroups = nil
 	if err := deleteNetns(ctx, l.run, m.Netns); err != nil {
 		return err
 	}

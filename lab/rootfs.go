@@ -20,8 +20,19 @@ import (
 const Suite = "bookworm"
 
 // basePackages is what every lab machine has besides Debian's minbase:
-// systemd as init, sshd for kprov, and the tools kprov's steps call.
-var basePackages = []string{"openssh-server", "systemd", "systemd-sysv", "iproute2", "sudo", "procps", "ca-certificates"}
+// systemd as init, sshd for kprov, and the tools kprov's steps call; then
+// what a container runtime and kubeadm and kubelet call that kprov does not
+// install: runc (kprov's artifacts bring containerd and the CNI plugins, the
+// lab's inventory takes runc from here, as a host's own package), iptables
+// and conntrack (kube-proxy, kubeadm's preflight), socat and ethtool
+// (preflight warns without them), kmod (modprobe). No containerd: a fresh
+// lab machine is a host kprov installs the runtime on. The list is part of
+// the cache key, so changing it builds a new root filesystem beside the old
+// one.
+var basePackages = []string{
+	"openssh-server", "systemd", "systemd-sysv", "iproute2", "sudo", "procps", "ca-certificates",
+	"runc", "iptables", "conntrack", "socat", "ethtool", "kmod",
+}
 
 // rootfsRecipe changes whenever finishRootfs changes what it writes, so a
 // cached root filesystem made by an older recipe is rebuilt.
@@ -75,7 +86,7 @@ func ensureRootfs(ctx context.Context, run Runner, cacheDir, mirror string, logg
 	if err := os.RemoveAll(tmp); err != nil {
 		return "", fmt.Errorf("rootfs cache: %w", err)
 	}
-	logger.Info("building base root filesystem with debootstrap (about a minute, once)", "suite", Suite, "mirror", mirror, "path", final)
+	logger.Info("building base root filesystem with debootstrap (a few minutes, once)", "suite", Suite, "mirror", mirror, "path", final)
 	start := time.Now()
 	if _, err := run.Run(ctx, "debootstrap", "--variant=minbase", "--include="+strings.Join(basePackages, ","), Suite, tmp, mirror); err != nil {
 		return "", fmt.Errorf("build base root filesystem: %w", err)

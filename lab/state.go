@@ -44,6 +44,9 @@ type MachineState struct {
 	HostVeth string           `json:"host_veth"`
 	// Merged is the overlayfs mount point the machine boots from.
 	Merged string `json:"merged"`
+	// Cgroups are the machine's own cgroup directories, one per hierarchy,
+	// made when it boots and removed when it stops.
+	Cgroups []string `json:"cgroups,omitempty"`
 	// PID is systemd-nspawn's process ID, 0 when the machine is not running.
 	PID int `json:"pid,omitempty"`
 	// Stopped records a deliberate `lab stop`, so status can tell it from a crash.
