@@ -57,9 +57,9 @@ type Inventory struct {
 	// Images are container image archives (OCI image layout in a tar)
 	// imported into every Kubernetes node's runtime, in the inventory's
 	// order; each has Name ImagesField.
-	Images []Artifact
-	Hosts     []*Host // in file order, dynamic hosts where their block stands
-	Topology  Topology
+	Images   []Artifact
+	Hosts    []*Host // in file order, dynamic hosts where their block stands
+	Topology Topology
 
 	// Files holds the parsed sources, for rendering diagnostics with snippets.
 	Files map[string]*hcl.File

@@ -48,8 +48,8 @@ func (e *etcdOps) close() {
 // etcdHosts are the inventory's external etcd hosts, wanted or leaving.
 func (e *etcdOps) etcdHosts() []*inventory.Host {
 	var out []*inventory.Host
-	for _, h := range e.a.inv.Hosts {
-		if h.Has(inventory.RoleEtcd) {
+	for _, name := range e.a.inv.Topology.EtcdMembers {
+		if h := e.a.inv.Host(name); h != nil {
 			out = append(out, h)
 		}
 	}

@@ -26,7 +26,7 @@ import (
 // the healthcheck client certificate, trusting only the etcd CA.
 func EtcdClientTLS(s *pki.State) (*tls.Config, error) {
 	if s.EtcdHealthcheckClient == nil || s.EtcdCA == nil {
-		return nil, errors.New("the state directory has no etcd client certificate (stacked etcd, or pki not ensured)")
+		return nil, errors.New("the state directory has no etcd client certificate (pki not ensured)")
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(s.EtcdCA.Cert)

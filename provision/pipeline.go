@@ -447,11 +447,9 @@ func (p *Pipeline) applyOptions(pl *plan.Plan) (ApplyOptions, error) {
 		opts.OnStage = p.View.Stage
 		opts.OnStep = p.View.Step
 	}
-	if c.Inventory.Topology.EtcdMode == inventory.EtcdExternal {
-		var err error
-		if opts.EtcdTLS, err = EtcdClientTLS(c.State); err != nil {
-			return opts, err
-		}
+	var err error
+	if opts.EtcdTLS, err = EtcdClientTLS(c.State); err != nil {
+		return opts, err
 	}
 	return opts, nil
 }

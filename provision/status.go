@@ -24,7 +24,7 @@ type MemberStatus struct {
 	Error     string `json:"error,omitempty"`
 }
 
-// EtcdStatus reads the external etcd cluster's members and each member's
+// EtcdStatus reads the etcd cluster's members (external, or stacked on the masters) and each member's
 // status through SSH tunnels, read-only. A member that does not answer is
 // listed unhealthy with the reason.
 func EtcdStatus(ctx context.Context, inv *inventory.Inventory, conn Connector, tlsCfg *tls.Config) ([]MemberStatus, error) {
@@ -55,34 +55,40 @@ func EtcdStatus(ctx context.Context, inv *inventory.Inventory, conn Connector, t
 	return out, nil
 }
 
-// StatusReport is what kprov status shows: every host, and for an external
-// etcd cluster every member with the quorum.
+// StatusReport is what kprov status shows: every host with its node, and
+// every etcd member with the quorum (stacked members once a control plane runs).
 type StatusReport struct {
 	Hosts []HostStatus   `json:"hosts"`
 	Etcd  []MemberStatus `json:"etcd,omitempty"`
 	// Quorum is the etcd figure, e.g. "3 voting, quorum 2, 3 healthy".
 	Quorum    string `json:"quorum,omitempty"`
 	EtcdError string `json:"etcd_error,omitempty"`
-	// Healthy is true when every host answers and, for an external etcd
-	// cluster, the member list was read and every voting member is healthy.
+	// Healthy is true when every host answers, every joined node is Ready,
+	// and the etcd member list was read with every voting member healthy.
 	Healthy bool `json:"healthy"`
 	// Problems says what keeps Healthy false, one entry per host or member.
 	Problems []string `json:"problems,omitempty"`
 }
 
 // problems lists what keeps the cluster from being healthy: hosts that do
-// not answer, an etcd member list that could not be read, voting members
-// that are not healthy. A learner is not counted: it has no vote, and the
-// apply that added it promotes it or says why not.
-func (r *StatusReport) problems(externalEtcd bool) []string {
+// not answer, joined nodes the API does not report Ready, an etcd member
+// list that could not be read, voting members that are not healthy. A
+// learner is not counted: it has no vote, and the apply that added it
+// promotes it or says why not.
+func (r *StatusReport) problems(etcdChecked bool) []string {
 	var out []string
 	for _, h := range r.Hosts {
-		if !h.Reachable {
+		switch {
+		case !h.Reachable:
 			out = append(out, h.Name+" is unreachable")
+		case h.Joined && h.Node == NodeNotRegistered:
+			out = append(out, "node "+h.Name+" is joined but not registered with the API server")
+		case h.Joined && h.Node == NodeNotReady:
+			out = append(out, "node "+h.Name+" is not Ready")
 		}
 	}
 	switch {
-	case !externalEtcd:
+	case !etcdChecked:
 	case r.EtcdError != "":
 		out = append(out, "the etcd member list could not be read")
 	case len(r.Etcd) == 0:
@@ -105,9 +111,19 @@ type HostStatus struct {
 	Versions     map[string]string `json:"versions,omitempty"`
 	ControlPlane bool              `json:"control_plane"`
 	Joined       bool              `json:"joined"`
+	// Node is the host's Node as the API server reports it: NodeReady,
+	// NodeNotReady, NodeNotRegistered, or empty when no API server answered.
+	Node string `json:"node,omitempty"`
 }
 
-// Status reads every host's facts and the external etcd members, read-only.
+// What HostStatus.Node says.
+const (
+	NodeReady         = "Ready"
+	NodeNotReady      = "NotReady"
+	NodeNotRegistered = "not registered"
+)
+
+// Status reads every host's facts, the nodes and the etcd members, read-only.
 // A member or host that does not answer is shown with why and listed in
 // Problems; only a failure to gather facts at all is an error.
 func (p *Pipeline) Status(ctx context.Context) (*StatusReport, error) {
@@ -117,21 +133,34 @@ func (p *Pipeline) Status(ctx context.Context) (*StatusReport, error) {
 		return nil, err
 	}
 	rep := &StatusReport{}
+	controlPlane := false
 	for _, h := range c.Inventory.Hosts {
 		hs := HostStatus{Name: h.Name, Roles: plan.RoleList(h)}
 		if hf := facts.Hosts[h.Name]; hf != nil {
 			hs.Reachable, hs.Error, hs.Versions = hf.Reachable, hf.Error, hf.Versions
 			hs.ControlPlane, hs.Joined = hf.ControlPlane, hf.Joined
 		}
+		if facts.Nodes != nil && h.IsNode() {
+			switch nf := facts.Nodes[h.Name]; {
+			case nf == nil:
+				hs.Node = NodeNotRegistered
+			case nf.Ready:
+				hs.Node = NodeReady
+			default:
+				hs.Node = NodeNotReady
+			}
+		}
+		controlPlane = controlPlane || hs.ControlPlane
 		rep.Hosts = append(rep.Hosts, hs)
 	}
-	external := c.Inventory.Topology.EtcdMode == inventory.EtcdExternal
-	if external {
+	// External etcd always; stacked etcd once kubeadm has started its members.
+	checkEtcd := c.Inventory.Topology.EtcdMode == inventory.EtcdExternal || controlPlane
+	if checkEtcd {
 		if err := p.etcdStatus(ctx, rep); err != nil {
 			return nil, err
 		}
 	}
-	rep.Problems = rep.problems(external)
+	rep.Problems = rep.problems(checkEtcd)
 	rep.Healthy = len(rep.Problems) == 0
 	return rep, nil
 }

@@ -25,6 +25,14 @@ func TestStatusProblems(t *testing.T) {
 			Etcd: []MemberStatus{voter("etcd-1", true), voter("etcd-2", false)}}, true, "etcd-2 is unreachable|etcd member etcd-2 is not healthy"},
 		{"member list unreadable", StatusReport{Hosts: []HostStatus{up("etcd-1")}, EtcdError: "no member answers"}, true, "the etcd member list could not be read"},
 		{"no members", StatusReport{Hosts: []HostStatus{up("etcd-1")}}, true, "etcd lists no members"},
+		{"nodes Ready, one not joined yet", StatusReport{Hosts: []HostStatus{
+			{Name: "cp-1", Reachable: true, Joined: true, ControlPlane: true, Node: NodeReady},
+			{Name: "w-1", Reachable: true, Node: NodeNotRegistered}}}, false, ""},
+		{"a joined node not Ready, another not registered", StatusReport{Hosts: []HostStatus{
+			{Name: "cp-1", Reachable: true, Joined: true, Node: NodeNotReady},
+			{Name: "w-1", Reachable: true, Joined: true, Node: NodeNotRegistered},
+			{Name: "w-2", Reachable: true, Joined: true}}}, false,
+			"node cp-1 is not Ready|node w-1 is joined but not registered with the API server"},
 	}
 	for _, c := range cases {
 		if got := strings.Join(c.rep.problems(c.external), "|"); got != c.want {

@@ -80,6 +80,9 @@ func writeStatus(g *globalOptions, rep *provision.StatusReport) {
 		case h.Joined:
 			k8s = "joined"
 		}
+		if h.Node != "" {
+			k8s += ", node " + h.Node
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Name, reach, h.Roles, strings.Join(vs, ", "), k8s)
 	}
 	tw.Flush()

@@ -518,8 +518,19 @@ func TestStackedEtcd(t *testing.T) {
 	if err != nil || len(changes) != 0 {
 		t.Fatalf("Ensure: %v, %v", err, changes)
 	}
-	if s.External() || s.EtcdHealthcheckClient != nil || len(s.EtcdMembers) != 0 {
+	if s.External() || s.APIServerEtcdClient != nil || len(s.EtcdMembers) != 0 {
 		t.Error("stacked state carries external etcd certificates")
+	}
+	if s.EtcdHealthcheckClient == nil || s.EtcdHealthcheckClient.Cert.CheckSignatureFrom(s.EtcdCA.Cert) != nil {
+		t.Error("stacked state has no etcd client certificate from its etcd CA, for kprov's own checks of the members")
+	}
+	// A stacked state made before kprov checked stacked members gains that
+	// certificate, and nothing else changes.
+	if err := os.Remove(filepath.Join(dir, "pki/etcd/healthcheck-client.crt")); err != nil {
+		t.Fatal(err)
+	}
+	if _, changes, err := Ensure(dir, Request{}, testNow); err != nil || len(changes) != 1 || changes[0].Path != "pki/etcd/healthcheck-client.crt" {
+		t.Fatalf("Ensure without the client certificate: %v, %v", err, changes)
 	}
 	files, err := s.FilesFor("cp-1", inventory.RoleMaster)
 	if err != nil {

@@ -220,11 +220,13 @@ func Ensure(dir string, req Request, now time.Time) (*State, []Change, error) {
 	if s.Secrets, err = e.secrets(); err != nil {
 		return nil, nil, err
 	}
-	if !req.External() {
-		return s, e.changes, nil
-	}
+	// kprov's own etcd client, for external and stacked etcd alike: it
+	// checks each stacked member a master join adds, as it checks external ones.
 	if s.EtcdHealthcheckClient, err = e.leaf("pki/etcd/healthcheck-client", s.EtcdCA, clientSpec(EtcdHealthcheckClientCN)); err != nil {
 		return nil, nil, err
+	}
+	if !req.External() {
+		return s, e.changes, nil
 	}
 	if s.APIServerEtcdClient, err = e.leaf("pki/apiserver-etcd-client", s.EtcdCA, clientSpec(APIServerEtcdClientCommonName)); err != nil {
 		return nil, nil, err
