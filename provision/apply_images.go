@@ -58,6 +58,9 @@ func parseImageList(out []byte) (map[string]string, error) {
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		line := sc.Text()
+		if line == "" {
+			continue
+		}
 		val, ok := bytes.CutPrefix([]byte(line), []byte("image="))
 		if !ok {
 			return nil, fmt.Errorf("unexpected line %q", line)
