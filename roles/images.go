@@ -62,6 +62,19 @@ func KubeadmImages(version, etcdTag string) ([]string, error) {
 	return out, nil
 }
 
+// SandboxImage is the pause image kubeadm's version expects. containerd's
+// CRI plugin runs every pod sandbox from its own configured image (its
+// default may be another pause tag): the runtime's configuration must name
+// this one, or containerd tries to pull its default on a node that pulls
+// nothing.
+func SandboxImage(version string) (string, error) {
+	tags, err := imageTags(version)
+	if err != nil {
+		return "", err
+	}
+	return KubeadmRegistry + "/pause:" + tags.Pause, nil
+}
+
 func imageTags(version string) (kubeadmImageTags, error) {
 	parts := strings.SplitN(version, ".", 3)
 	minor := -1

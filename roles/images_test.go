@@ -57,6 +57,9 @@ func TestNodeImages(t *testing.T) {
 			t.Errorf("%s %s: got %v, %v; want %v", c.inv.Cluster.Name, c.host, got, err, c.want)
 		}
 	}
+	if got, err := SandboxImage("1.37.2"); got != r+"pause:3.10.2" || err != nil {
+		t.Errorf("sandbox image %q, %v", got, err)
+	}
 	if _, err := KubeadmImages("1.36.0", ""); err == nil || !strings.Contains(err.Error(), "it knows 1.37") {
 		t.Errorf("an unknown minor: %v", err)
 	}
