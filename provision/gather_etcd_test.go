@@ -171,7 +171,7 @@ func TestGatherLiveEtcd(t *testing.T) {
 		if name == "etcd-3" {
 			lines = append(lines, "service.etcd=inactive", "etcd_config="+b64(cfg3))
 		}
-		f := newFakeHost(t, name, probeRun(t, nil, lines...))
+		f := newFakeHost(t, name, probeRun(t, name, nil, lines...))
 		// A tunnel from a host goes only to that host's own etcd: Gather
 		// must ask each member through its own host.
 		f.dial = func(ctx context.Context, network, target string) (net.Conn, error) {

@@ -149,13 +149,21 @@ func testInventory() *inventory.Inventory {
 
 // probeRun expects the probe script for files and answers with lines plus
 // the end marker.
-func probeRun(t *testing.T, files []string, lines ...string) fakeRun {
+func probeRun(t *testing.T, host string, files []string, lines ...string) fakeRun {
 	t.Helper()
-	script, err := defaultProbe(files).script()
+	script, err := testProbe(host, files).script()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return fakeRun{cmd: "sh -s", stdin: script, stdout: strings.Join(append(lines, "end=ok"), "\n") + "\n"}
+}
+
+// testProbe is the probe of a test inventory's host: every host but an
+// etcd-N one is a Kubernetes node, whose probe lists containerd's images.
+func testProbe(host string, files []string) hostProbe {
+	p := defaultProbe(files)
+	p.Images = !strings.HasPrefix(host, "etcd-")
+	return p
 }
 
 func defaultProbe(files []string) hostProbe {
@@ -182,7 +190,7 @@ func etcdConfig(name, addr, cluster, state string) string {
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 func TestProbeScriptGolden(t *testing.T) {
-	script, err := defaultProbe([]string{"/etc/etcd/pki/ca.crt", "/etc/it's here.conf"}).script()
+	script, err := testProbe("cp-1", []string{"/etc/etcd/pki/ca.crt", "/etc/it's here.conf"}).script()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,11 +319,11 @@ func TestGatherHosts(t *testing.T) {
 		"file="+sum+" /etc/kubernetes/pki/ca.crt", "file=absent /etc/kubernetes/kubeadm.yaml", "joined=yes", "control_plane=yes")
 	conn := &fakeConnector{t: t,
 		hosts: map[string]*fakeHost{
-			"etcd-1": newFakeHost(t, "etcd-1", probeRun(t, nil, freshHost("etcd-1")...)),
-			"etcd-2": newFakeHost(t, "etcd-2", probeRun(t, nil, freshHost("etcd-2")...)),
-			"cp-1":   newFakeHost(t, "cp-1", probeRun(t, files["cp-1"], cp...)),
+			"etcd-1": newFakeHost(t, "etcd-1", probeRun(t, "etcd-1", nil, freshHost("etcd-1")...)),
+			"etcd-2": newFakeHost(t, "etcd-2", probeRun(t, "etcd-2", nil, freshHost("etcd-2")...)),
+			"cp-1":   newFakeHost(t, "cp-1", probeRun(t, "cp-1", files["cp-1"], cp...)),
 			// Reached, but its probe output is cut off: not trusted as facts.
-			"node-1": newFakeHost(t, "node-1", fakeRun{cmd: "sh -s", stdin: mustScript(t, nil), stdout: "hostname=node-1\n"}),
+			"node-1": newFakeHost(t, "node-1", fakeRun{cmd: "sh -s", stdin: mustScript(t, "node-1", nil), stdout: "hostname=node-1\n"}),
 		},
 		errs: map[string]error{"etcd-3": fmt.Errorf("connect 10.0.0.13:22 (5 attempts): %w", ssh.ErrTimeout)},
 	}
@@ -349,9 +357,9 @@ func TestGatherHosts(t *testing.T) {
 	}
 }
 
-func mustScript(t *testing.T, files []string) string {
+func mustScript(t *testing.T, host string, files []string) string {
 	t.Helper()
-	s, err := defaultProbe(files).script()
+	s, err := testProbe(host, files).script()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +372,7 @@ func TestGatherStopsOnHostKeyProblems(t *testing.T) {
 			inv := testInventory()
 			hosts := map[string]*fakeHost{}
 			for _, n := range []string{"etcd-1", "etcd-3", "cp-1", "node-1"} {
-				hosts[n] = newFakeHost(t, n, probeRun(t, nil, freshHost(n)...))
+				hosts[n] = newFakeHost(t, n, probeRun(t, n, nil, freshHost(n)...))
 			}
 			keyErr := &ssh.HostKeyError{Kind: kind, Address: "10.0.0.12:22", OfferedType: "ssh-ed25519", OfferedFingerprint: "SHA256:new"}
 			conn := &fakeConnector{t: t, hosts: hosts, errs: map[string]error{"etcd-2": keyErr}}
@@ -382,7 +390,7 @@ func TestGatherStopsOnHostKeyProblems(t *testing.T) {
 		inv := testInventory()
 		hosts := map[string]*fakeHost{}
 		for _, n := range []string{"etcd-1", "etcd-2", "cp-1", "node-1"} {
-			hosts[n] = newFakeHost(t, n, probeRun(t, nil, freshHost(n)...))
+			hosts[n] = newFakeHost(t, n, probeRun(t, n, nil, freshHost(n)...))
 		}
 		conn := &fakeConnector{t: t, hosts: hosts, errs: map[string]error{"etcd-3": &ssh.HostKeyError{Kind: ssh.ErrHostKeyUnknown, Address: "10.0.0.13:22"}}}
 		facts, err := Gather(t.Context(), inv, conn, GatherOptions{})
@@ -417,10 +425,10 @@ func TestGatherColdStart(t *testing.T) {
 	}
 	conn := &fakeConnector{t: t,
 		hosts: map[string]*fakeHost{
-			"etcd-1": newFakeHost(t, "etcd-1", probeRun(t, nil, withData("etcd-1", cfg1)...)),
-			"etcd-2": newFakeHost(t, "etcd-2", probeRun(t, nil, withData("etcd-2", cfg2)...)),
-			"cp-1":   newFakeHost(t, "cp-1", probeRun(t, nil, freshHost("cp-1")...)),
-			"node-1": newFakeHost(t, "node-1", probeRun(t, nil, freshHost("node-1")...)),
+			"etcd-1": newFakeHost(t, "etcd-1", probeRun(t, "etcd-1", nil, withData("etcd-1", cfg1)...)),
+			"etcd-2": newFakeHost(t, "etcd-2", probeRun(t, "etcd-2", nil, withData("etcd-2", cfg2)...)),
+			"cp-1":   newFakeHost(t, "cp-1", probeRun(t, "cp-1", nil, freshHost("cp-1")...)),
+			"node-1": newFakeHost(t, "node-1", probeRun(t, "node-1", nil, freshHost("node-1")...)),
 		},
 		errs: map[string]error{"etcd-3": errors.New("connect 10.0.0.13:22: connection refused")},
 	}
@@ -459,12 +467,12 @@ func TestGatherTiesMembersToHostsByPeerURL(t *testing.T) {
 	}
 	conn := &fakeConnector{t: t,
 		hosts: map[string]*fakeHost{
-			"etcd-1": newFakeHost(t, "etcd-1", probeRun(t, nil, withData("etcd-1", cfg1)...)),
-			"etcd-2": newFakeHost(t, "etcd-2", probeRun(t, nil, withData("etcd-2", cfg2)...)),
+			"etcd-1": newFakeHost(t, "etcd-1", probeRun(t, "etcd-1", nil, withData("etcd-1", cfg1)...)),
+			"etcd-2": newFakeHost(t, "etcd-2", probeRun(t, "etcd-2", nil, withData("etcd-2", cfg2)...)),
 			// etcd-3 holds a config but no data: not a member by itself.
-			"etcd-3": newFakeHost(t, "etcd-3", probeRun(t, nil, append(freshHost("etcd-3"), "etcd_config="+b64(cfg3))...)),
-			"cp-1":   newFakeHost(t, "cp-1", probeRun(t, nil, freshHost("cp-1")...)),
-			"node-1": newFakeHost(t, "node-1", probeRun(t, nil, freshHost("node-1")...)),
+			"etcd-3": newFakeHost(t, "etcd-3", probeRun(t, "etcd-3", nil, append(freshHost("etcd-3"), "etcd_config="+b64(cfg3))...)),
+			"cp-1":   newFakeHost(t, "cp-1", probeRun(t, "cp-1", nil, freshHost("cp-1")...)),
+			"node-1": newFakeHost(t, "node-1", probeRun(t, "node-1", nil, freshHost("node-1")...)),
 		},
 	}
 	facts, err := Gather(t.Context(), inv, conn, GatherOptions{EtcdTLS: &tls.Config{}})
@@ -521,5 +529,65 @@ func TestPoolConnectorMapsSSHConfig(t *testing.T) {
 	ex, err := (&PoolConnector{Pool: pool, Inventory: inv}).Connect(ctx, h)
 	if ex != nil || err == nil || !strings.Contains(err.Error(), `bastion "b:0": bad port`) {
 		t.Fatalf("executor %v, err %v", ex, err)
+	}
+}
+
+// TestParseProbeImages: containerd's images by reference and digest, or
+// why they are unknown; a malformed image line is an error, not a skip.
+func TestParseProbeImages(t *testing.T) {
+	d1, d2 := "sha256:"+strings.Repeat("1", 64), "sha256:"+strings.Repeat("2", 64)
+	res, err := parseProbe([]byte("images=listed\nimage=registry.k8s.io/pause:3.10.2 " + d1 + "\nimage=registry.k8s.io/etcd:3.6.16-0 " + d2 + "\nend=ok\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"registry.k8s.io/pause:3.10.2": d1, "registry.k8s.io/etcd:3.6.16-0": d2}
+	if !reflect.DeepEqual(res.Facts.Images, want) || res.Facts.ImagesUnknown != "" {
+		t.Errorf("images %v (unknown %q), want %v", res.Facts.Images, res.Facts.ImagesUnknown, want)
+	}
+	for _, reason := range []string{"ctr not found", "containerd is not running", "ctr images ls failed"} {
+		res, err := parseProbe([]byte("images=unknown: " + reason + "\nend=ok\n"))
+		if err != nil || res.Facts.ImagesUnknown != reason || res.Facts.Images != nil {
+			t.Errorf("%s: got %+v, %v", reason, res.Facts, err)
+		}
+	}
+	for _, bad := range []string{"image=registry.k8s.io/pause:3.10.2\n", "image=registry.k8s.io/pause:3.10.2 sha256:short\n", "images=maybe\n"} {
+		if _, err := parseProbe([]byte(bad + "end=ok\n")); err == nil {
+			t.Errorf("%q parsed without error", bad)
+		}
+	}
+}
+
+// TestProbeImagesRunsLocally runs the images part of the probe under the
+// local sh: without ctr, and with a ctr but no containerd socket, it says
+// why and the probe still ends.
+func TestProbeImagesRunsLocally(t *testing.T) {
+	if _, err := exec.LookPath("ctr"); err == nil {
+		t.Skip("this machine has a ctr")
+	}
+	if _, err := os.Stat(containerdSocket); err == nil {
+		t.Skip("this machine runs containerd")
+	}
+	bin := t.TempDir()
+	fakeCtr := filepath.Join(bin, "ctr")
+	for _, c := range []struct {
+		withCtr bool
+		want    string
+	}{{false, "ctr not found"}, {true, "containerd is not running"}} {
+		if c.withCtr {
+			if err := os.WriteFile(fakeCtr, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd := exec.Command("sh", "-s")
+		cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin")
+		cmd.Stdin = strings.NewReader(probeImages + "echo end=ok\n")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := parseProbe(out)
+		if err != nil || res.Facts.ImagesUnknown != c.want {
+			t.Errorf("ctr %v: got %q, %v; want %q", c.withCtr, out, err, c.want)
+		}
 	}
 }

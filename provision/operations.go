@@ -97,4 +97,9 @@ var executors = map[plan.Op]executor{
 	plan.OpUploadCerts: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
 		return a.uploadCerts(ctx, ex, s)
 	},
+	// A host whose containerd lists every image of the archive with its
+	// digest is done: nothing is uploaded.
+	plan.OpImportImages: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.importImages(ctx, ex, s)
+	},
 }

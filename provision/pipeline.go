@@ -124,9 +124,23 @@ func ManagedFiles(c *Cluster) (map[string][]string, error) {
 
 // Facts connects to every host read-only and reads what the plan needs:
 // each host's probe, the external etcd membership, the Kubernetes nodes
-// from a master that runs a control plane, and whether the state directory
-// holds the admin kubeconfig.
+// from a master that runs a control plane, and on the operator's machine
+// the inventory's image archives (ReadImageArchives) and whether the state
+// directory holds the admin kubeconfig.
 func (p *Pipeline) Facts(ctx context.Context) (*plan.Facts, error) {
+	facts, err := p.hostFacts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if facts.ImageArchives, err = ReadImageArchives(p.Cluster.Inventory); err != nil {
+		return nil, err
+	}
+	return facts, nil
+}
+
+// hostFacts is Facts without what is read on the operator's machine
+// (the image archives): what kprov status shows.
+func (p *Pipeline) hostFacts(ctx context.Context) (*plan.Facts, error) {
 	c := p.Cluster
 	inv := c.Inventory
 	files, err := ManagedFiles(c)
@@ -245,6 +259,12 @@ func (p *Pipeline) PlanOnly(ctx context.Context, req PlanRequest) (*plan.Plan, *
 			names[i] = h.Name
 		}
 		facts = plan.FreshFacts(names)
+		// The archives are on the operator's machine: an offline plan
+		// reads them like any other, so it shows what each node imports.
+		var err error
+		if facts.ImageArchives, err = ReadImageArchives(p.Cluster.Inventory); err != nil {
+			return nil, nil, err
+		}
 	} else {
 		var err error
 		if facts, err = p.Facts(ctx); err != nil {

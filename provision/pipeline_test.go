@@ -93,7 +93,7 @@ func probeFor(t *testing.T, c *Cluster, lines ...string) fakeRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return probeRun(t, files["node-1"], lines...)
+	return probeRun(t, "node-1", files["node-1"], lines...)
 }
 
 // preflightFor expects node-1's preflight probe and answers a healthy host

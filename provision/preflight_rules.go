@@ -8,6 +8,7 @@ import (
 
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/plan"
+	"github.com/kprov/kprov/roles"
 )
 
 // preflightRule is one named check over every host; it reports each host it
@@ -29,6 +30,7 @@ var preflightRules = []preflightRule{
 	{"disk", ruleEtcdDisk},
 	{"fsync", ruleEtcdFsync},
 	{"hostname", ruleUniqueHostnames},
+	{"images", ruleImages},
 }
 
 // preflightEnv is what the rules judge: the inventory, the facts, each
@@ -239,6 +241,48 @@ func ruleUniqueHostnames(e *preflightEnv) []Problem {
 		for _, h := range hosts {
 			others := slices.DeleteFunc(slices.Clone(hosts), func(x string) bool { return x == h })
 			out = append(out, e.problem(h, "hostname %q is also the hostname of %s: Kubernetes and etcd need unique names", name, strings.Join(others, ", ")))
+		}
+	}
+	return out
+}
+
+// ruleImages: with image archives in the inventory nothing is pulled
+// (kubeadm's imagePullPolicy is Never), so every image kubeadm needs on a
+// node (roles.NodeImages) must be in an archive or already in the host's
+// containerd, or kubeadm's own preflight stops halfway through the apply,
+// after etcd has formed. Every image missing on a node is named in one
+// problem. Without archives kubeadm pulls its images as it always has,
+// and the rule checks nothing: the hosts need the registry then.
+func ruleImages(e *preflightEnv) []Problem {
+	if len(e.inv.Images) == 0 {
+		return nil
+	}
+	inArchives := map[string]bool{}
+	for _, ar := range e.facts.ImageArchives {
+		for _, im := range ar.Images {
+			inArchives[im.Ref] = true
+		}
+	}
+	version := e.inv.Cluster.KubernetesVersion
+	var out []Problem
+	for _, h := range e.reachable() {
+		need, err := roles.NodeImages(e.inv, h.Host)
+		if err != nil {
+			// Said once, on the first node: it is the same for all.
+			if len(out) == 0 {
+				out = append(out, e.problem(h.Name, "%v, so it cannot check that the image archives hold them: bring images for a version kprov knows, or add the version to roles' table", err))
+			}
+			continue
+		}
+		var missing []string
+		for _, ref := range need {
+			if _, onHost := h.facts.Images[ref]; !inArchives[ref] && !onHost {
+				missing = append(missing, ref)
+			}
+		}
+		if len(missing) > 0 {
+			out = append(out, e.problem(h.Name, "kubeadm needs %s, in none of the inventory's image archives and not on the host (nothing is pulled when the inventory brings images): add archives holding them to artifacts.images (kubeadm config images list --kubernetes-version v%s lists every image)",
+				strings.Join(missing, ", "), version))
 		}
 	}
 	return out

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/plan"
 )
 
@@ -16,6 +17,8 @@ type ruleCase struct {
 	name   string
 	change func(facts *plan.Facts, probes map[string]*preflightProbe, opts *PreflightOptions)
 	want   []string // "host: message part"
+	// inv changes preflightInventory for the case; nil keeps it.
+	inv func(inv *inventory.Inventory)
 }
 
 var ruleNow = time.Unix(1_800_000_000, 0)
@@ -31,6 +34,9 @@ func runRule(t *testing.T, rule func(*preflightEnv) []Problem, cases []ruleCase)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			inv := preflightInventory()
+			if c.inv != nil {
+				c.inv(inv)
+			}
 			facts := &plan.Facts{Hosts: map[string]*plan.HostFacts{}}
 			probes := map[string]*preflightProbe{}
 			for _, h := range inv.Hosts {
@@ -169,5 +175,49 @@ func TestRuleUniqueHostnames(t *testing.T) {
 				f.Hosts[h].Hostname = "debian"
 			}
 		}, want: []string{"master-1: also the hostname of compute-1, compute-2", "compute-1: also the hostname of master-1, compute-2", "compute-2: also the hostname of master-1, compute-1"}},
+	})
+}
+
+// TestRuleImages: with image archives, every image kubeadm needs on a node
+// is in an archive or on the host; each node's missing ones are named in
+// one problem (a worker needs no control-plane image). Without archives
+// kubeadm pulls, and nothing is checked.
+func TestRuleImages(t *testing.T) {
+	r := "registry.k8s.io/"
+	digest := "sha256:" + strings.Repeat("1", 64)
+	withImages := func(inv *inventory.Inventory) {
+		inv.Cluster.KubernetesVersion = "1.37.2"
+		inv.Images = []inventory.Artifact{{Name: inventory.ImagesField, Path: "/images/all.tar", SHA256: strings.Repeat("a", 64)}}
+	}
+	archive := func(refs ...string) func(*plan.Facts, map[string]*preflightProbe, *PreflightOptions) {
+		return func(f *plan.Facts, _ map[string]*preflightProbe, _ *PreflightOptions) {
+			ar := plan.ImageArchive{Path: "/images/all.tar", SHA256: strings.Repeat("a", 64)}
+			for _, ref := range refs {
+				ar.Images = append(ar.Images, plan.ImageRef{Ref: ref, Digest: digest})
+			}
+			f.ImageArchives = []plan.ImageArchive{ar}
+		}
+	}
+	all := []string{r + "kube-apiserver:v1.37.2", r + "kube-controller-manager:v1.37.2", r + "kube-scheduler:v1.37.2",
+		r + "kube-proxy:v1.37.2", r + "coredns/coredns:v1.14.6", r + "pause:3.10.2"}
+	runRule(t, ruleImages, []ruleCase{
+		{name: "no-archives-kubeadm-pulls"},
+		{name: "all-in-archives", inv: withImages, change: archive(all...)},
+		{name: "missing-everywhere", inv: withImages, change: archive(all[:4]...), want: []string{
+			"master-1: kubeadm needs registry.k8s.io/coredns/coredns:v1.14.6, registry.k8s.io/pause:3.10.2, in none",
+			"compute-1: kubeadm needs registry.k8s.io/coredns/coredns:v1.14.6, registry.k8s.io/pause:3.10.2, in none",
+			"compute-2: kubeadm needs registry.k8s.io/coredns/coredns:v1.14.6, registry.k8s.io/pause:3.10.2, in none",
+		}},
+		{name: "on-the-host-will-do", inv: withImages, change: func(f *plan.Facts, p map[string]*preflightProbe, o *PreflightOptions) {
+			archive(all[:5]...)(f, p, o)
+			for _, h := range []string{"master-1", "compute-1", "compute-2"} {
+				f.Hosts[h].Images = map[string]string{r + "pause:3.10.2": digest}
+			}
+		}},
+		{name: "workers-need-no-control-plane", inv: withImages, change: archive(all[3:]...), want: []string{
+			"master-1: kubeadm needs registry.k8s.io/kube-apiserver:v1.37.2, registry.k8s.io/kube-controller-manager:v1.37.2, registry.k8s.io/kube-scheduler:v1.37.2, in none",
+		}},
+		{name: "unknown-version", inv: func(inv *inventory.Inventory) { withImages(inv); inv.Cluster.KubernetesVersion = "1.36.1" }, change: archive(all...),
+			want: []string{"master-1: kprov does not know which images kubeadm 1.36.1 needs"}},
 	})
 }

@@ -23,6 +23,9 @@ type hostProbe struct {
 	EtcdDataDir       string
 	KubeletConf       string
 	APIServerManifest string
+	// Images lists containerd's images in the k8s.io namespace (on
+	// Kubernetes nodes); the probe reports why when it cannot.
+	Images bool
 }
 
 // probeResult is what one host's probe found: its facts, plus what only
@@ -102,6 +105,21 @@ func parseProbe(out []byte) (*probeResult, error) {
 			f.ControlPlane = val == "yes"
 		case key == "etcd_data":
 			r.EtcdData = val == "yes"
+		case key == "images":
+			if reason, ok := strings.CutPrefix(val, "unknown: "); ok {
+				f.ImagesUnknown = reason
+			} else if val != "listed" {
+				return nil, fmt.Errorf("output line %d: images %q", n, val)
+			}
+		case key == "image":
+			ref, digest, err := parseImageLine(val)
+			if err != nil {
+				return nil, fmt.Errorf("output line %d: %w", n, err)
+			}
+			if f.Images == nil {
+				f.Images = map[string]string{}
+			}
+			f.Images[ref] = digest
 		case key == "etcd_config":
 			b, err := base64.StdEncoding.DecodeString(val)
 			if err != nil {
@@ -120,6 +138,15 @@ func parseProbe(out []byte) (*probeResult, error) {
 	}
 	f.OS = strings.TrimSpace(osID + " " + osVersion)
 	return r, nil
+}
+
+// parseImageLine reads "REF DIGEST", one image of containerd's list.
+func parseImageLine(val string) (ref, digest string, err error) {
+	ref, digest, ok := strings.Cut(val, " ")
+	if !ok || ref == "" || !digestPattern.MatchString(digest) {
+		return "", "", fmt.Errorf("image %q: want REFERENCE sha256:DIGEST", val)
+	}
+	return ref, digest, nil
 }
 
 // unquoteOSRelease undoes os-release's shell-style quoting of simple values.

@@ -67,6 +67,9 @@ exists() { if [ -e "$2" ]; then echo "$1=yes"; else echo "$1=no"; fi; }
 		}
 		fmt.Fprintf(&b, "sum %s\n", shellQuote(f))
 	}
+	if p.Images {
+		b.WriteString(probeImages)
+	}
 	fmt.Fprintf(&b, "exists joined %s\n", shellQuote(p.KubeletConf))
 	fmt.Fprintf(&b, "exists control_plane %s\n", shellQuote(p.APIServerManifest))
 	// etcd keeps its WAL and snapshots under DATA_DIR/member: an empty or
@@ -76,6 +79,83 @@ exists() { if [ -e "$2" ]; then echo "$1=yes"; else echo "$1=no"; fi; }
 	fmt.Fprintf(&b, "if [ -f %[1]s ]; then printf 'etcd_config='; base64 < %[1]s | tr -d '\\n'; echo; fi\n", shellQuote(p.EtcdConfig))
 	b.WriteString("echo end=ok\n")
 	return b.String(), nil
+}
+
+// containerdSocket is where ctr finds containerd unless told otherwise.
+const containerdSocket = "/run/containerd/containerd.sock"
+
+// ctrPrintImages prints "image=REF DIGEST" for every image of the list
+// `ctr images ls` printed into $l (its columns: REF TYPE DIGEST SIZE
+// PLATFORMS LABELS, after a header line; SIZE holds a space, so only the
+// first and third columns are read).
+const ctrPrintImages = `printf '%s\n' "$l" | awk 'NR > 1 && NF >= 3 {print "image=" $1 " " $3}'`
+
+// probeImages is the probe's part on a Kubernetes node: containerd's
+// images in the k8s.io namespace, or why they cannot be listed. It never
+// fails the probe: a host without containerd yet (a fresh one) has no
+// images, which the plan handles by importing them. ctr is bounded by
+// timeout where coreutils has it, so a hung containerd cannot hold the probe.
+var probeImages = `t=; if command -v timeout >/dev/null 2>&1; then t="timeout 60"; fi
+if ! command -v ctr >/dev/null 2>&1; then echo "images=unknown: ctr not found"
+elif [ ! -S ` + containerdSocket + ` ]; then echo "images=unknown: containerd is not running"
+elif l=$($t ctr -n ` + plan.ImagesK8sNamespace + ` images ls 2>/dev/null); then echo images=listed; ` + ctrPrintImages + `
+else echo "images=unknown: ctr images ls failed"; fi
+`
+
+// scriptListImages lists containerd's k8s.io images as "image=REF DIGEST"
+// lines, and fails with ctr's error when containerd cannot answer.
+const scriptListImages = binPath + `l=$(ctr -n ` + plan.ImagesK8sNamespace + ` images ls) || exit $?
+` + ctrPrintImages
+
+// scriptMakeImageDir makes the directory archives are uploaded to for
+// their import: root's alone, since an archive is read as root.
+var scriptMakeImageDir = "mkdir -p -m 0700 -- " + shellQuote(plan.ImageImportDir)
+
+// scriptRemoveFile removes one file kprov put on the host.
+func scriptRemoveFile(file string) string { return "rm -f -- " + shellQuote(file) }
+
+// pinnedLabel is the label containerd's CRI plugin reports as a pinned
+// image; the kubelet's image garbage collection never removes a pinned
+// image, so an imported image stays when no container uses it for a while
+// (nothing could pull it back: the nodes pull nothing).
+const pinnedLabel = "io.cri-containerd.pinned=pinned"
+
+// scriptImportImages imports the uploaded archive file (which must have
+// the SHA-256 sum) into containerd's k8s.io namespace, where the kubelet
+// finds images, checks that containerd then lists every image of want
+// under its reference with its digest, pins them, and removes the archive
+// whatever happens (the trap).
+//
+// ctr unpacks into its own default snapshotter (overlayfs) unless told
+// otherwise, but containers are created in the snapshotter containerd's
+// CRI plugin is configured with, and an image not unpacked there fails at
+// the first container; the script asks containerd which one that is
+// (containerd config dump: the first non-empty snapshotter setting, which
+// is the CRI plugin's). containerd 2's ctr imports through the transfer
+// service unless given --local, which does not unpack as asked; the ctr of
+// containerd 1.x has no --local flag and always imports locally.
+func scriptImportImages(file, sum string, want []plan.ImageRef) string {
+	var wants, refs []string
+	for _, r := range want {
+		wants = append(wants, shellQuote(r.Ref+" "+r.Digest))
+		refs = append(refs, shellQuote(r.Ref))
+	}
+	ns := plan.ImagesK8sNamespace
+	return binPath + `f=` + shellQuote(file) + `
+trap 'rm -f -- "$f"' EXIT
+trap 'rm -f -- "$f"; exit 129' HUP INT TERM
+s=$(sha256sum < "$f") || exit 1
+s=${s%% *}
+if [ "$s" != ` + shellQuote(sum) + ` ]; then echo "$f has sha256 $s on the host, want ` + sum + `: the upload was damaged" >&2; exit 3; fi
+sn=$(containerd config dump 2>/dev/null | sed -n "s/^[[:space:]]*snapshotter = [\"']\([^\"']\{1,\}\)[\"'][[:space:]]*$/\1/p" | head -n 1)
+local=; if ctr images import --help 2>&1 | grep -q -e '--local'; then local=--local; fi
+ctr -n ` + ns + ` images import $local ${sn:+--snapshotter "$sn"} "$f" >/dev/null || exit $?
+l=$(ctr -n ` + ns + ` images ls) || exit $?
+for want in ` + strings.Join(wants, " ") + `; do
+  if ! printf '%s\n' "$l" | awk 'NR > 1 && NF >= 3 {print $1 " " $3}' | grep -qxF -e "$want"; then echo "after the import containerd does not list $want" >&2; exit 3; fi
+done
+for ref in ` + strings.Join(refs, " ") + `; do ctr -n ` + ns + ` images label "$ref" ` + pinnedLabel + ` >/dev/null || exit $?; done
+echo changed`
 }
 
 // preflightScript only reads, except for the fsync probe, which writes and

@@ -22,7 +22,7 @@ import (
 // shows up in review as a diff of that file.
 func TestScriptsGolden(t *testing.T) {
 	probe, err := hostProbe{Files: []string{"/etc/kprov/kubeadm-init.yaml", "/usr/local/bin/kubelet"}, EtcdConfig: "/etc/etcd/etcd.yaml",
-		EtcdDataDir: "/var/lib/etcd", KubeletConf: "/etc/kubernetes/kubelet.conf", APIServerManifest: "/etc/kubernetes/manifests/kube-apiserver.yaml"}.script()
+		EtcdDataDir: "/var/lib/etcd", KubeletConf: "/etc/kubernetes/kubelet.conf", APIServerManifest: "/etc/kubernetes/manifests/kube-apiserver.yaml", Images: true}.script()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +42,12 @@ func TestScriptsGolden(t *testing.T) {
 		{"create the bootstrap token (the token is a placeholder here)", scriptCreateBootstrapToken("abcdef", roles.RedactedBootstrapToken, pki.BootstrapTokenTTL)},
 		{"upload the control-plane certificates (the certificate key is in the configuration)", scriptUploadCerts("/etc/kprov/kubeadm-init.yaml")},
 		{"list nodes (read-only)", scriptListNodes},
+		{"list containerd's images (read-only)", scriptListImages},
+		{"make the image upload directory", scriptMakeImageDir},
+		{"remove an uploaded image archive", scriptRemoveFile(plan.ImageImportPath(strings.Repeat("ab", 32)))},
+		{"import an image archive", scriptImportImages(plan.ImageImportPath(strings.Repeat("ab", 32)), strings.Repeat("ab", 32), []plan.ImageRef{
+			{Ref: "registry.k8s.io/kube-apiserver:v1.37.2", Digest: "sha256:" + strings.Repeat("1", 64)},
+			{Ref: "registry.k8s.io/pause:3.10.2", Digest: "sha256:" + strings.Repeat("2", 64)}})},
 		{"label a node", scriptLabelNode("infra-1", map[string]string{"node-role.kubernetes.io/infra": "", "zone": "a"})},
 		{"taint a node", scriptTaintNode("infra-1", []string{"node-role.kubernetes.io/infra=:NoSchedule"})},
 		{"a node's Ready condition", scriptNodeReady("infra-1")},
@@ -249,5 +255,72 @@ echo "$d $(stat -c %a "$d")" >> ` + record + `
 	}
 	if entries, _ := os.ReadDir(parent); len(entries) != 0 {
 		t.Errorf("the probe left %v in %s", entries, parent)
+	}
+}
+
+// TestImportImagesScriptRunsLocally runs the real import script under the
+// local sh with a fake ctr and containerd on the PATH: it imports with
+// --local into the snapshotter containerd's config names, checks and pins
+// every image, and removes the archive whether the import worked or not.
+func TestImportImagesScriptRunsLocally(t *testing.T) {
+	for _, tool := range []string{"sh", "sha256sum", "awk", "sed", "grep"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	want := []plan.ImageRef{{Ref: "registry.k8s.io/pause:3.10.2", Digest: "sha256:" + strings.Repeat("2", 64)}}
+	for _, c := range []struct {
+		name    string
+		listed  string // the digest ctr lists after the import
+		wantErr string
+	}{
+		{"imported", want[0].Digest, ""},
+		{"wrong-digest", "sha256:" + strings.Repeat("9", 64), "after the import containerd does not list registry.k8s.io/pause:3.10.2"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			bin := filepath.Join(dir, "bin")
+			os.Mkdir(bin, 0o755)
+			calls := filepath.Join(dir, "calls")
+			fake := map[string]string{
+				"ctr": `#!/bin/sh
+echo "ctr $*" >> ` + calls + `
+case "$*" in
+*"import --help"*) echo "   --local    run the import locally";;
+*"images ls"*) printf 'REF TYPE DIGEST SIZE PLATFORMS LABELS\nregistry.k8s.io/pause:3.10.2 application/vnd.oci.image.manifest.v1+json ` + c.listed + ` 300.0 KiB linux/amd64 -\n';;
+esac
+`,
+				"containerd": "#!/bin/sh\nprintf \"version = 3\\n[plugins.'io.containerd.cri.v1.images']\\n  snapshotter = 'native'\\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\\n  snapshotter = ''\\n\"\n",
+			}
+			for name, body := range fake {
+				if err := os.WriteFile(filepath.Join(bin, name), []byte(body), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			archive := filepath.Join(dir, "upload.tar")
+			os.WriteFile(archive, []byte("archive"), 0o600)
+			cmd := exec.Command("sh", "-s")
+			cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin")
+			cmd.Stdin = strings.NewReader(scriptImportImages(archive, sha256Hex([]byte("archive")), want))
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			got, _ := os.ReadFile(calls)
+			if c.wantErr == "" {
+				if err != nil || strings.TrimSpace(string(out)) != "changed" {
+					t.Fatalf("got %q, %v: %s", out, err, stderr.String())
+				}
+				wantCalls := "ctr images import --help\nctr -n k8s.io images import --local --snapshotter native " + archive + "\nctr -n k8s.io images ls\n" +
+					"ctr -n k8s.io images label registry.k8s.io/pause:3.10.2 io.cri-containerd.pinned=pinned\n"
+				if string(got) != wantCalls {
+					t.Errorf("ctr calls:\n%s\nwant:\n%s", got, wantCalls)
+				}
+			} else if err == nil || !strings.Contains(stderr.String(), c.wantErr) {
+				t.Errorf("got %v: %s; want %q", err, stderr.String(), c.wantErr)
+			}
+			if _, err := os.Stat(archive); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the archive is still there (%v)", err)
+			}
+		})
 	}
 }

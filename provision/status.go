@@ -128,7 +128,7 @@ const (
 // Problems; only a failure to gather facts at all is an error.
 func (p *Pipeline) Status(ctx context.Context) (*StatusReport, error) {
 	c := p.Cluster
-	facts, err := p.Facts(ctx)
+	facts, err := p.hostFacts(ctx)
 	if err != nil {
 		return nil, err
 	}

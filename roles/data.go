@@ -27,6 +27,14 @@ type ClusterData struct {
 	EtcdMode             string   // "stacked" or "external"
 	EtcdDataDir          string
 	EtcdEndpoints        []string // external etcd: https://ADDRESS:2379 of each member
+	// EtcdImageTag is stacked etcd's image tag (etcd.local.imageTag): the
+	// inventory's etcd version, so kubeadm runs that one and not its own
+	// default; empty with external etcd.
+	EtcdImageTag string
+	// ImagePullPolicy is nodeRegistration.imagePullPolicy: "Never" when the
+	// inventory brings image archives (kprov imports them first, and
+	// nothing may pull), empty to keep kubeadm's default.
+	ImagePullPolicy string
 }
 
 // HostData is the host being rendered.

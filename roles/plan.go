@@ -70,6 +70,11 @@ func Plan(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opts PlanO
 		out.Stages = append(out.Stages, stages...)
 		out.Notes = append(out.Notes, notes...)
 	}
+	images, err := p.images()
+	if err != nil {
+		return nil, err
+	}
+	out.Stages = append(out.Stages, images)
 	out.Stages = append(out.Stages, p.controlPlane()...)
 	out.Stages = append(out.Stages, p.nodes()...)
 	out.Stages = slices.DeleteFunc(out.Stages, func(s plan.Stage) bool { return len(s.Steps) == 0 })

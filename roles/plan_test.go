@@ -30,7 +30,8 @@ var shaRE = regexp.MustCompile(`"(sha256|facts_digest)": "[^"]*"`)
 // hosts whose roles run them, except where the host already has the same
 // file (etcd on etcd-1 here).
 func TestPlanGolden(t *testing.T) {
-	inventories := map[string]string{"airgap": filepath.Join("testdata", "inventories", "airgap.kprov.hcl")}
+	inventories := map[string]string{"airgap": filepath.Join("testdata", "inventories", "airgap.kprov.hcl"),
+		"images": filepath.Join("testdata", "inventories", "images.kprov.hcl")}
 	for _, topo := range inventory.StarterTopologies {
 		inventories[topo] = filepath.Join("..", "examples", topo+".kprov.hcl")
 	}
@@ -39,6 +40,7 @@ func TestPlanGolden(t *testing.T) {
 			inv := loadInventory(t, path)
 			st := newState(t, inv)
 			facts := plan.FreshFacts(hostNames(inv))
+			facts.ImageArchives = testArchives(inv)
 			if a, ok := inv.Artifact("etcd"); ok {
 				facts.Hosts["etcd-1"].Files = map[string]string{plan.BinDir + "/etcd": a.SHA256}
 			}

@@ -263,6 +263,12 @@ func newRenderer(inv *inventory.Inventory, st *pki.State, set *templates.Set, op
 		EtcdMode:             string(inv.Topology.EtcdMode),
 		EtcdDataDir:          inv.Etcd.DataDir,
 	}
+	if inv.Topology.EtcdMode == inventory.EtcdStacked {
+		cd.EtcdImageTag = EtcdImageTag(etcdVersion(inv))
+	}
+	if len(inv.Images) > 0 {
+		cd.ImagePullPolicy = "Never"
+	}
 	if cd.JoinEndpoint == "" {
 		// Without control_plane_endpoint there is one master, so nodes join it directly.
 		cd.JoinEndpoint = net.JoinHostPort(inv.Host(initMaster).Address, strconv.Itoa(inventory.DefaultAPIServerPort))

@@ -43,6 +43,7 @@ func renderCases() []renderCase {
 		{name: "masters-only", inventory: "testdata/inventories/masters-only.kprov.hcl"},
 		{name: "templates-override", inventory: "testdata/inventories/templates-override.kprov.hcl"},
 		{name: "v1beta3", inventory: "testdata/inventories/v1beta3.kprov.hcl"},
+		{name: "images", inventory: "testdata/inventories/images.kprov.hcl"},
 		{name: "external-etcd-fresh", inventory: "testdata/inventories/external-etcd.kprov.hcl"},
 		{
 			name: "external-etcd-formed", inventory: "testdata/inventories/external-etcd.kprov.hcl",

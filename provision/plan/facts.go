@@ -51,6 +51,10 @@ type Facts struct {
 	Nodes map[string]*NodeFacts `json:"nodes,omitempty"`
 	// KubeconfigFetched is true when the state directory holds the admin kubeconfig.
 	KubeconfigFetched bool `json:"kubeconfig_fetched"`
+	// ImageArchives are the inventory's image archives as read on the
+	// operator's machine (checksum verified, index.json parsed), in the
+	// inventory's order; offline plans read them too.
+	ImageArchives []ImageArchive `json:"image_archives,omitempty"`
 }
 
 // Where Facts.Etcd came from.
@@ -77,6 +81,13 @@ type HostFacts struct {
 	Joined bool `json:"joined"`
 	// ControlPlane is true when the host runs a kubeadm control plane (its API server manifest exists).
 	ControlPlane bool `json:"control_plane"`
+	// Images maps each image reference in containerd's k8s.io namespace to
+	// its digest; read on Kubernetes nodes only.
+	Images map[string]string `json:"images,omitempty"`
+	// ImagesUnknown says why Images could not be read on a Kubernetes node
+	// ("ctr not found", "containerd is not running"); the planner and the
+	// preflight then count every image as absent. Empty when it was read.
+	ImagesUnknown string `json:"images_unknown,omitempty"`
 }
 
 // NodeFacts is a Kubernetes node's labels and taints as the API server reports them.

@@ -39,6 +39,9 @@ func (f *Facts) Changes(to *Facts) []string {
 	if f.KubeconfigFetched != to.KubeconfigFetched {
 		out = append(out, "admin kubeconfig in the state directory")
 	}
+	if !sameJSON(f.ImageArchives, to.ImageArchives) {
+		out = append(out, "image archives on the operator's machine")
+	}
 	if f.Offline != to.Offline {
 		out = append(out, "offline facts")
 	}
@@ -61,6 +64,7 @@ func hostChanges(h string, a, b *HostFacts) []string {
 		{"swap", a.SwapOn != b.SwapOn},
 		{"kubelet joined", a.Joined != b.Joined},
 		{"control plane", a.ControlPlane != b.ControlPlane},
+		{"container images readable", a.ImagesUnknown != b.ImagesUnknown},
 	} {
 		if c.changed {
 			add(c.what)
@@ -74,6 +78,9 @@ func hostChanges(h string, a, b *HostFacts) []string {
 	}
 	for _, v := range changedKeys(a.Versions, b.Versions) {
 		add("version of " + v)
+	}
+	for _, r := range changedKeys(a.Images, b.Images) {
+		add("image " + r)
 	}
 	return out
 }

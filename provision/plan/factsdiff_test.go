@@ -39,6 +39,11 @@ func TestFactsChanges(t *testing.T) {
 			f.Nodes = map[string]*NodeFacts{"master-1": {}}
 			f.KubeconfigFetched = true
 		}, []string{"etcd data directories", "Kubernetes nodes", "admin kubeconfig in the state directory"}},
+		{"images", func(f *Facts) {
+			f.Hosts["compute-1"].Images = map[string]string{"registry.k8s.io/pause:3.10.2": "sha256:aa"}
+			f.Hosts["etcd-1"].ImagesUnknown = "ctr not found"
+			f.ImageArchives = []ImageArchive{{Path: "/images/pause.tar", SHA256: "bb", Images: []ImageRef{{Ref: "registry.k8s.io/pause:3.10.2", Digest: "sha256:aa"}}}}
+		}, []string{"compute-1: image registry.k8s.io/pause:3.10.2", "etcd-1: container images readable", "image archives on the operator's machine"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := saved(), saved()

@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"maps"
+	"path"
 	"slices"
 	"strings"
 )
@@ -42,6 +43,11 @@ const (
 	// kubeadm on a master, encrypted with the certificate key of the init
 	// configuration at Path (the step's Content is that key).
 	OpUploadCerts Op = "upload-certs"
+	// OpImportImages imports the image archive Source (SHA256) into
+	// containerd's k8s.io namespace unless the host already lists every one
+	// of the step's Images with its digest: uploaded to Path, checked on the
+	// host, imported, checked again, removed.
+	OpImportImages Op = "import-images"
 )
 
 // operation is what the plan knows of an Op: how a step of it reads on one
@@ -97,6 +103,16 @@ var operations = map[Op]operation{
 	// The secret itself is never described: only what carries it.
 	OpCreateBootstrapToken: {},
 	OpUploadCerts:          {describe: func(s Step) string { return "--config " + s.Path }},
+	OpImportImages:         {describe: importImages, plural: count("import-images")},
+}
+
+// importImages names the archive by its file name and the images it brings.
+func importImages(s Step) string {
+	refs := make([]string, len(s.Images))
+	for i, r := range s.Images {
+		refs[i] = r.Ref
+	}
+	return fmt.Sprintf("%s (%s)", path.Base(s.Source), strings.Join(refs, ", "))
 }
 
 // count names n steps of an op by the op's name and the number.

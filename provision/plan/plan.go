@@ -42,6 +42,9 @@ type Step struct {
 	PeerURL  string   `json:"peer_url,omitempty"`
 	Voters   []string `json:"voters,omitempty"` // for waits: the voting members expected healthy
 
+	// Container images: what an import-images step's archive (Source) holds.
+	Images []ImageRef `json:"images,omitempty"`
+
 	// Kubernetes nodes.
 	Labels map[string]string `json:"labels,omitempty"`
 	Taints []string          `json:"taints,omitempty"`
@@ -68,6 +71,7 @@ const (
 	StageEtcdRemove       StageKind = "etcd/remove"                // one member removed, then stopped and wiped
 	StageEtcdRestart      StageKind = "etcd/restart"               // one member restarted for a changed configuration
 	StageEtcdFinalize     StageKind = "etcd/finalize-config"       // every member's config records the full member list
+	StageImages           StageKind = "images"                     // image archives imported on the nodes that lack their images, in parallel
 	StageControlPlaneInit StageKind = "control-plane/init"         // kubeadm init on the first master
 	StageJoinSecrets      StageKind = "control-plane/join-secrets" // the join secrets renewed on a master before anything joins
 	StageControlPlaneJoin StageKind = "control-plane/join"         // one further master joins
