@@ -59,7 +59,9 @@ func UpLab(t *testing.T, specs []lab.MachineSpec) *lab.Lab {
 		ArtifactsDir: os.Getenv("KPROV_ARTIFACTS_DIR"),
 		Machines:     specs,
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	// On a fresh machine this builds every binary and image (about half an
+	// hour on 2 cores); later calls find them cached.
+	ctx, cancel := context.WithTimeout(context.Background(), 75*time.Minute)
 	defer cancel()
 	// The lab's inventory names the cached binaries in its artifacts block, so
 	// the cache is filled first: on a fresh machine this is where etcd and the
@@ -87,8 +89,8 @@ func UpLab(t *testing.T, specs []lab.MachineSpec) *lab.Lab {
 		dctx, dcancel := context.WithTimeout(context.Background(), time.Minute)
 		defer dcancel()
 		for _, m := range l.Machines() {
-			out, err := l.Output(dctx, m.Name, "journalctl -u ssh -u 'kprov-*' -u etcd -n 40 --no-pager -o short-precise")
-			t.Logf("%s journal (ssh, kprov units, etcd), err=%v:\n%s", m.Name, err, out)
+			out, err := l.Output(dctx, m.Name, "journalctl -u ssh -u 'kprov-*' -u etcd -u containerd -u kubelet -n 80 --no-pager -o short-precise; tail -n 40 /var/lib/kprov/kubeadm.log 2>/dev/null")
+			t.Logf("%s journal (ssh, kprov units, etcd, containerd, kubelet) and kubeadm's last output, err=%v:\n%s", m.Name, err, out)
 		}
 	})
 	return l

@@ -1,0 +1,335 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kprov/kprov/lab"
+	"github.com/kprov/kprov/provision"
+)
+
+// TestApplyStackedToReady applies the ha-stacked lab (3 masters with
+// stacked etcd, 1 compute) from fresh machines to a working control plane:
+//
+//   - an inventory whose image archives lack CoreDNS is refused by the
+//     preflight, naming the image on every node, before anything changes;
+//   - the first apply is killed (SIGKILL) while master-2's kubeadm join
+//     runs; the join finishes on the host, and the next apply (once the dead
+//     one's lock is stale) waits for it and never runs a second join there;
+//   - then every node is Ready, every control-plane static pod runs, the API
+//     answers through STATE_DIR/admin.conf from this process, the masters
+//     joined one at a time after init (their files' times on the hosts say
+//     so), and the three stacked etcd members are healthy voters;
+//   - kprov status shows the nodes Ready and the members, and a second
+//     apply, with no terminal and no --auto-approve, prints No changes.
+func TestApplyStackedToReady(t *testing.T) {
+	specs, err := lab.TopologyMachines("ha-stacked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := UpLab(t, specs)
+	inv := l.InventoryPath()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+
+	// 1. A bundle without one image: the preflight names it, nothing changes.
+	short := inventoryWithoutImage(t, inv, "coredns")
+	out, err := kprovErr(t, "-f", short, "apply", "--auto-approve")
+	if exitCode(err) != 1 || !strings.Contains(out, "preflight found") || !strings.Contains(out, "registry.k8s.io/coredns/coredns:v1.14.6") {
+		t.Fatalf("apply with CoreDNS missing from the images: %v\n%s", err, out)
+	}
+	for _, m := range l.Machines() {
+		if !regexp.MustCompile(`(?m)^.*` + regexp.QuoteMeta(m.Name) + `:.*coredns`).MatchString(out) {
+			t.Errorf("the preflight does not name the missing image on %s:\n%s", m.Name, out)
+		}
+	}
+	assertUntouched(t, ctx, l)
+
+	// 2. Killed while master-2 joins: kubeadm goes on there without kprov.
+	run := startApplyUntil(t, ctx, "[control-plane] joining master-2 to the control plane ...", "-f", inv, "apply", "--auto-approve")
+	waitKubeadmRunning(t, ctx, l, "master-2")
+	if err := run.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := run.wait()
+	t.Log("killed apply while master-2's kubeadm join ran")
+
+	// 3. Resume: waits for that join instead of starting another, converges.
+	start := time.Now()
+	out, err = applyOverStaleLock(t, inv)
+	t.Logf("resumed apply took %s", time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		t.Fatalf("resumed apply: %v\n%s\n(first run:\n%s)", err, out, first)
+	}
+	if strings.Contains(out, "kubeadm configuration valid host=master-2") {
+		t.Errorf("the resumed apply ran kubeadm on master-2 again:\n%s", out)
+	}
+	if n := kubeadmRuns(t, ctx, l, "master-2"); n != 1 {
+		t.Errorf("kubeadm ran %d times on master-2, want once", n)
+	}
+
+	// 4. A working cluster, seen from this process through the admin kubeconfig.
+	kc := adminKubeconfig(t, l, inv)
+	assertNodesReady(t, ctx, kc, names(l.Machines()))
+	assertControlPlanePods(t, ctx, kc, []string{"master-1", "master-2", "master-3"}, true)
+	assertJoinedInTurn(t, ctx, l, []string{"master-1", "master-2", "master-3"})
+	status := kprov(t, "-f", inv, "status")
+	for _, m := range l.Machines() {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(m.Name) + ` .*node Ready`).MatchString(status) {
+			t.Errorf("kprov status does not show %s Ready:\n%s", m.Name, status)
+		}
+	}
+	if !strings.Contains(status, "etcd: 3 voting, quorum 2, 3 healthy") {
+		t.Errorf("kprov status does not show three healthy stacked members:\n%s", status)
+	}
+
+	// 5. Converged: nothing to do, nothing asked.
+	out, err = kprovErr(t, "-f", inv, "apply")
+	if err != nil || !strings.Contains(out, "No changes") {
+		t.Errorf("apply on the converged cluster: %v\n%s", err, out)
+	}
+}
+
+// inventoryWithoutImage writes beside inv (sharing its state directory) a
+// copy whose images list lacks the archives whose line mentions name.
+func inventoryWithoutImage(t *testing.T, inv, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	dropped := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, name) && strings.Contains(line, "sha256") {
+			dropped++
+			continue
+		}
+		kept = append(kept, line)
+	}
+	if dropped == 0 {
+		t.Fatalf("the lab's inventory lists no image archive for %s:\n%s", name, b)
+	}
+	path := filepath.Join(filepath.Dir(inv), "without-"+name+".kprov.hcl")
+	if err := os.WriteFile(path, []byte(strings.Join(kept, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// waitKubeadmRunning waits until kprov's kubeadm unit is active on machine.
+func waitKubeadmRunning(t *testing.T, ctx context.Context, l *lab.Lab, machine string) {
+	t.Helper()
+	for {
+		out, _ := l.Output(ctx, machine, "systemctl is-active kprov-kubeadm.service || true")
+		if strings.TrimSpace(string(out)) == "active" {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s: kubeadm never ran", machine)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// kubeadmRuns counts the times kprov's kubeadm unit started on machine.
+func kubeadmRuns(t *testing.T, ctx context.Context, l *lab.Lab, machine string) int {
+	t.Helper()
+	out, err := l.Output(ctx, machine, "journalctl --no-pager -o cat _PID=1 | grep -c '^Started kprov-kubeadm.service' || true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("%s: journal count %q: %v", machine, out, err)
+	}
+	return n
+}
+
+// applyOverStaleLock runs apply until a killed apply's lock counts as stale
+// (each try only takes the lock and is refused while the dead one's
+// heartbeat is fresh), then once more with --break-lock, and returns that run.
+func applyOverStaleLock(t *testing.T, inv string) (string, error) {
+	t.Helper()
+	deadline := time.Now().Add(3 * provision.DefaultLockStaleAfter)
+	for {
+		out, err := kprovErr(t, "-f", inv, "apply", "--auto-approve")
+		if err == nil {
+			t.Fatalf("apply ran over a dead apply's lock:\n%s", out)
+		}
+		if strings.Contains(out, "has stopped") && strings.Contains(out, "--break-lock") {
+			break
+		}
+		if !strings.Contains(out, "still running") || time.Now().After(deadline) {
+			t.Fatalf("apply over a dead apply's lock: %v\n%s", err, out)
+		}
+	}
+	return kprovErr(t, "-f", inv, "apply", "--auto-approve", "--break-lock")
+}
+
+func names(ms []lab.MachineState) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Name)
+	}
+	return out
+}
+
+// adminKubeconfig is the admin kubeconfig apply fetched into the state directory.
+func adminKubeconfig(t *testing.T, l *lab.Lab, inv string) string {
+	t.Helper()
+	kc := filepath.Join(filepath.Dir(inv), ".kprov", l.Name(), "admin.conf")
+	fi, err := os.Stat(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s has mode %v, want 0600", kc, fi.Mode().Perm())
+	}
+	return kc
+}
+
+// kubectlJSON runs the cached kubectl here, against the lab's API server,
+// and decodes its JSON output into v.
+func kubectlJSON(t *testing.T, ctx context.Context, kubeconfig string, v any, args ...string) {
+	t.Helper()
+	bin := filepath.Join(artifactsDir(t), "kubernetes-v"+lab.DefaultKubernetesVersion, "kubectl")
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", kubeconfig, "--request-timeout=20s", "-o", "json"}, args...)...)
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("kubectl %v: %v\n%s", args, err, stderr)
+	}
+	if err := json.Unmarshal(out, v); err != nil {
+		t.Fatalf("kubectl %v: %v", args, err)
+	}
+}
+
+// k8sNode is the part of a Node the tests read.
+type k8sNode struct {
+	Metadata struct {
+		Name   string            `json:"name"`
+		Labels map[string]string `json:"labels"`
+	} `json:"metadata"`
+	Spec struct {
+		Taints []struct{ Key, Value, Effect string } `json:"taints"`
+	} `json:"spec"`
+	Status struct {
+		Conditions []struct{ Type, Status string } `json:"conditions"`
+	} `json:"status"`
+}
+
+func (n k8sNode) ready() bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == "Ready" {
+			return c.Status == "True"
+		}
+	}
+	return false
+}
+
+// nodes lists the cluster's nodes by name.
+func nodes(t *testing.T, ctx context.Context, kubeconfig string) map[string]k8sNode {
+	t.Helper()
+	var list struct{ Items []k8sNode }
+	kubectlJSON(t, ctx, kubeconfig, &list, "get", "nodes")
+	out := map[string]k8sNode{}
+	for _, n := range list.Items {
+		out[n.Metadata.Name] = n
+	}
+	return out
+}
+
+// assertNodesReady checks that exactly the wanted nodes exist, all Ready:
+// apply waited for that before it ended.
+func assertNodesReady(t *testing.T, ctx context.Context, kubeconfig string, want []string) {
+	t.Helper()
+	got := nodes(t, ctx, kubeconfig)
+	var have []string
+	for name, n := range got {
+		have = append(have, name)
+		if !n.ready() {
+			t.Errorf("node %s is not Ready: %+v", name, n.Status.Conditions)
+		}
+	}
+	slices.Sort(have)
+	want = slices.Sorted(slices.Values(want))
+	if !slices.Equal(have, want) {
+		t.Errorf("nodes %v, want %v", have, want)
+	}
+}
+
+// assertControlPlanePods checks every master's static pods run (etcd too
+// when stacked).
+func assertControlPlanePods(t *testing.T, ctx context.Context, kubeconfig string, masters []string, stacked bool) {
+	t.Helper()
+	var list struct {
+		Items []struct {
+			Metadata struct{ Name string } `json:"metadata"`
+			Status   struct{ Phase string } `json:"status"`
+		}
+	}
+	kubectlJSON(t, ctx, kubeconfig, &list, "-n", "kube-system", "get", "pods")
+	phase := map[string]string{}
+	for _, p := range list.Items {
+		phase[p.Metadata.Name] = p.Status.Phase
+	}
+	components := []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+	if stacked {
+		components = append(components, "etcd")
+	}
+	for _, m := range masters {
+		for _, c := range components {
+			if p := phase[c+"-"+m]; p != "Running" {
+				t.Errorf("static pod %s-%s is %q, want Running (pods: %v)", c, m, p, phase)
+			}
+		}
+	}
+}
+
+// assertJoinedInTurn checks from the files kubeadm wrote on each master
+// that init ran first and each further master joined only after the one
+// before it had finished: the first file a master's kubeadm writes (its
+// API server certificate) is younger than the last the previous master's
+// wrote (its manifests and kubelet.conf).
+func assertJoinedInTurn(t *testing.T, ctx context.Context, l *lab.Lab, masters []string) {
+	t.Helper()
+	type span struct{ first, last float64 }
+	spans := map[string]span{}
+	for _, m := range masters {
+		out, err := l.Output(ctx, m, "stat -c %.9Y /etc/kubernetes/pki/apiserver.crt; stat -c %.9Y /etc/kubernetes/manifests/*.yaml /etc/kubernetes/kubelet.conf | sort -n | tail -1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Fields(string(out))
+		if len(f) != 2 {
+			t.Fatalf("%s: %q", m, out)
+		}
+		first, _ := strconv.ParseFloat(f[0], 64)
+		last, _ := strconv.ParseFloat(f[1], 64)
+		spans[m] = span{first, last}
+	}
+	for i := 1; i < len(masters); i++ {
+		prev, cur := spans[masters[i-1]], spans[masters[i]]
+		if cur.first <= prev.last {
+			t.Errorf("%s's kubeadm started (%.3f) before %s's had finished (%.3f)", masters[i], cur.first, masters[i-1], prev.last)
+		}
+	}
+	t.Logf("kubeadm on the masters, in turn: %v", fmt.Sprint(spans))
+}
