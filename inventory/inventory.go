@@ -58,8 +58,11 @@ type Inventory struct {
 	// imported into every Kubernetes node's runtime, in the inventory's
 	// order; each has Name ImagesField.
 	Images []Artifact
-	Hosts     []*Host // in file order, dynamic hosts where their block stands
-	Topology  Topology
+	// Containerd is the top-level containerd block; each host's Containerd
+	// is this with the host's own block laid over it.
+	Containerd Containerd
+	Hosts      []*Host // in file order, dynamic hosts where their block stands
+	Topology   Topology
 
 	// Files holds the parsed sources, for rendering diagnostics with snippets.
 	Files map[string]*hcl.File
@@ -167,6 +170,7 @@ type Host struct {
 	HostKey          string // pinned public key in authorized_keys format, or empty
 	KubeletExtraArgs map[string]string
 	SSH              SSHConfig
+	Containerd       Containerd // the top-level containerd block merged with the host's
 
 	DefRange     hcl.Range
 	AddressRange hcl.Range

@@ -18,6 +18,8 @@ type fileSchema struct {
 	Infra     []*infraBlock     `hcl:"infra,block"`
 	Artifacts []*artifactsBlock `hcl:"artifacts,block"`
 	Hosts     []*hostBlock      `hcl:"host,block"`
+
+	Containerd []*containerdBlock `hcl:"containerd,block"`
 }
 
 // artifactsBlock is `artifacts { etcd = { path = "...", sha256 = "..." } ... }`.
@@ -104,14 +106,15 @@ type infraBlock struct {
 }
 
 type hostBlock struct {
-	Name             string            `hcl:"name,label"`
-	Address          string            `hcl:"address"`
-	Roles            []string          `hcl:"roles"`
-	Labels           map[string]string `hcl:"labels,optional"`
-	Taints           []string          `hcl:"taints,optional"`
-	HostKey          *string           `hcl:"host_key,optional"`
-	KubeletExtraArgs map[string]string `hcl:"kubelet_extra_args,optional"`
-	SSH              []*sshBlock       `hcl:"ssh,block"`
+	Name             string             `hcl:"name,label"`
+	Address          string             `hcl:"address"`
+	Roles            []string           `hcl:"roles"`
+	Labels           map[string]string  `hcl:"labels,optional"`
+	Taints           []string           `hcl:"taints,optional"`
+	HostKey          *string            `hcl:"host_key,optional"`
+	KubeletExtraArgs map[string]string  `hcl:"kubelet_extra_args,optional"`
+	SSH              []*sshBlock        `hcl:"ssh,block"`
+	Containerd       []*containerdBlock `hcl:"containerd,block"`
 
 	DefRange              hcl.Range `hcl:",def_range"`
 	LabelRange            hcl.Range `hcl:"name,label_range"`

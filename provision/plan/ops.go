@@ -39,6 +39,11 @@ const (
 	// kubeadm on a master, encrypted with the certificate key of the init
 	// configuration at Path (the step's Content is that key).
 	OpUploadCerts Op = "upload-certs"
+	// OpUnpackArchive uploads an archive (Source, checked against SHA256),
+	// extracts it in a private directory and moves each top-level file into
+	// Path; a marker file in Path holding the archive's SHA-256 makes a
+	// second run do nothing.
+	OpUnpackArchive Op = "unpack-archive"
 )
 
 // operation is what the plan knows of an Op: how a step of it reads on one
@@ -93,6 +98,7 @@ var operations = map[Op]operation{
 	// The secret itself is never described: only what carries it.
 	OpCreateBootstrapToken: {},
 	OpUploadCerts:          {describe: func(s Step) string { return "--config " + s.Path }},
+	OpUnpackArchive:        {describe: func(s Step) string { return "into " + s.Path }},
 }
 
 // count names n steps of an op by the op's name and the number.
