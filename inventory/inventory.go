@@ -58,11 +58,12 @@ type Inventory struct {
 	// imported into every Kubernetes node's runtime, in the inventory's
 	// order; each has Name ImagesField.
 	Images []Artifact
+	Hosts     []*Host // in file order, dynamic hosts where their block stands
+	Topology  Topology
+
 	// Containerd is the top-level containerd block; each host's Containerd
 	// is this with the host's own block laid over it.
 	Containerd Containerd
-	Hosts      []*Host // in file order, dynamic hosts where their block stands
-	Topology   Topology
 
 	// Files holds the parsed sources, for rendering diagnostics with snippets.
 	Files map[string]*hcl.File

@@ -106,15 +106,16 @@ type infraBlock struct {
 }
 
 type hostBlock struct {
-	Name             string             `hcl:"name,label"`
-	Address          string             `hcl:"address"`
-	Roles            []string           `hcl:"roles"`
-	Labels           map[string]string  `hcl:"labels,optional"`
-	Taints           []string           `hcl:"taints,optional"`
-	HostKey          *string            `hcl:"host_key,optional"`
-	KubeletExtraArgs map[string]string  `hcl:"kubelet_extra_args,optional"`
-	SSH              []*sshBlock        `hcl:"ssh,block"`
-	Containerd       []*containerdBlock `hcl:"containerd,block"`
+	Name             string            `hcl:"name,label"`
+	Address          string            `hcl:"address"`
+	Roles            []string          `hcl:"roles"`
+	Labels           map[string]string `hcl:"labels,optional"`
+	Taints           []string          `hcl:"taints,optional"`
+	HostKey          *string           `hcl:"host_key,optional"`
+	KubeletExtraArgs map[string]string `hcl:"kubelet_extra_args,optional"`
+	SSH              []*sshBlock       `hcl:"ssh,block"`
+
+	Containerd []*containerdBlock `hcl:"containerd,block"` // the host's own, over the top-level one
 
 	DefRange              hcl.Range `hcl:",def_range"`
 	LabelRange            hcl.Range `hcl:"name,label_range"`
