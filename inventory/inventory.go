@@ -57,9 +57,9 @@ type Inventory struct {
 	// Images are container image archives (OCI image layout in a tar)
 	// imported into every Kubernetes node's runtime, in the inventory's
 	// order; each has Name ImagesField.
-	Images []Artifact
-	Hosts     []*Host // in file order, dynamic hosts where their block stands
-	Topology  Topology
+	Images   []Artifact
+	Hosts    []*Host // in file order, dynamic hosts where their block stands
+	Topology Topology
 
 	// Containerd is the top-level containerd block; each host's Containerd
 	// is this with the host's own block laid over it.
