@@ -51,30 +51,31 @@ func mergeContainerd(dst *Containerd, blocks []*containerdBlock, where string) h
 			diags = append(diags, errorAt(b.DefRange, "Duplicate containerd block", "%s has more than one containerd block; merge them.", where))
 			continue
 		}
-		if b.CgroupDriver != nil {
-			choices := []string{CgroupDriverSystemd, CgroupDriverCgroupfs}
-			if v := *b.CgroupDriver; slices.Contains(choices, v) {
-				dst.CgroupDriver = v
-			} else {
-				diags = append(diags, errorAt(b.CgroupDriverRange, "Invalid cgroup_driver",
-					"%q is not a cgroup driver; use \"systemd\" (cgroup v2 with systemd as init) or \"cgroupfs\", or leave it out to follow each host's facts.%s", v, suggestion(v, choices)))
-			}
-		}
-		if b.Snapshotter != nil {
-			choices := []string{SnapshotterOverlayfs, SnapshotterNative}
-			if v := *b.Snapshotter; slices.Contains(choices, v) {
-				dst.Snapshotter = v
-			} else {
-				diags = append(diags, errorAt(b.SnapshotterRange, "Invalid snapshotter",
-					"%q is not a snapshotter kprov configures; use \"overlayfs\" or \"native\" (for a root file system that is itself overlayfs), or leave it out to follow each host's facts.%s", v, suggestion(v, choices)))
-			}
-		}
+		diags = append(diags, choose(&dst.CgroupDriver, b.CgroupDriver, b.CgroupDriverRange, "cgroup_driver",
+			"is not a cgroup driver; use \"systemd\" (cgroup v2 with systemd as init) or \"cgroupfs\"",
+			CgroupDriverSystemd, CgroupDriverCgroupfs)...)
+		diags = append(diags, choose(&dst.Snapshotter, b.Snapshotter, b.SnapshotterRange, "snapshotter",
+			"is not a snapshotter kprov configures; use \"overlayfs\" or \"native\" (for a root file system that is itself overlayfs)",
+			SnapshotterOverlayfs, SnapshotterNative)...)
 		if b.RestrictOOMScoreAdj != nil {
 			v := *b.RestrictOOMScoreAdj
 			dst.RestrictOOMScoreAdj = &v
 		}
 	}
 	return diags
+}
+
+// choose sets *dst to *v when v is set and one of choices, and otherwise
+// says why (what) and suggests the nearest choice.
+func choose(dst, v *string, r hcl.Range, field, what string, choices ...string) hcl.Diagnostics {
+	if v == nil {
+		return nil
+	}
+	if slices.Contains(choices, *v) {
+		*dst = *v
+		return nil
+	}
+	return hcl.Diagnostics{errorAt(r, "Invalid "+field, "%q %s, or leave it out to follow each host's facts.%s", *v, what, suggestion(*v, choices))}
 }
 
 // Each Kubernetes node gets its own slice of pod_subnet for the bridge
