@@ -61,6 +61,7 @@ func hostChanges(h string, a, b *HostFacts) []string {
 		{"swap", a.SwapOn != b.SwapOn},
 		{"kubelet joined", a.Joined != b.Joined},
 		{"control plane", a.ControlPlane != b.ControlPlane},
+		{"container runtime facts (cgroups, init, root file system, capabilities, CNI plugins)", !sameJSON(a.RuntimeFacts(), b.RuntimeFacts())},
 	} {
 		if c.changed {
 			add(c.what)
