@@ -149,7 +149,8 @@ func uploadStep(host string, f File, reason string) plan.Step {
 }
 
 // ArtifactsFor lists the artifacts host h needs: the etcd binaries on an
-// external etcd member, kubeadm, kubelet and kubectl on a Kubernetes node.
+// external etcd member, kubeadm, kubelet, kubectl and the container runtime
+// (RuntimeArtifacts) on a Kubernetes node.
 // Only artifacts the inventory names are listed; the others must already be
 // on the host (preflight checks).
 func ArtifactsFor(inv *inventory.Inventory, h *inventory.Host) []inventory.Artifact {
@@ -163,7 +164,8 @@ func ArtifactsFor(inv *inventory.Inventory, h *inventory.Host) []inventory.Artif
 }
 
 // NeededBinaries names the binaries host h runs, whether from artifacts or
-// from the host's own packages.
+// from the host's own packages, and on a node the runtime's artifacts
+// (RuntimeArtifacts, the cni-plugins archive among them).
 func NeededBinaries(inv *inventory.Inventory, h *inventory.Host) []string {
 	var out []string
 	if inv.Topology.EtcdMode == inventory.EtcdExternal && h.Has(inventory.RoleEtcd) {
