@@ -1,6 +1,7 @@
 package roles
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -208,7 +209,17 @@ func TestBridgePerNode(t *testing.T) {
 			}
 			continue
 		}
-		mustContain(t, content(t, r, h.Name, plan.CNIConfPath), fmt.Sprintf(`"subnet": "10.244.%d.0/24"`, i))
+		conf := content(t, r, h.Name, plan.CNIConfPath)
+		mustContain(t, conf, fmt.Sprintf(`"subnet": "10.244.%d.0/24"`, i))
+		var list struct {
+			CNIVersion string `json:"cniVersion"`
+			Plugins    []struct {
+				Type string `json:"type"`
+			} `json:"plugins"`
+		}
+		if err := json.Unmarshal([]byte(conf), &list); err != nil || len(list.Plugins) != 2 || list.Plugins[0].Type != "bridge" || list.Plugins[1].Type != "portmap" {
+			t.Errorf("%s: %v %+v\n%s", h.Name, err, list, conf)
+		}
 		i++
 	}
 }
