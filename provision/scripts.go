@@ -143,7 +143,7 @@ func scriptArchiveUnpacked(marker, sha256 string) string {
 // whatever happens.
 func scriptUnpackArchive(archive, sha256, dir, marker string) string {
 	return fmt.Sprintf(`a=%s; want=%s; d=%s; m=%s
-trap 'rm -rf -- "$a" ${t:+"$t"}' EXIT
+trap 'rm -rf -- "$a" "$m.tmp" ${t:+"$t"}' EXIT
 got=$(sha256sum < "$a") || exit 1
 if [ "${got%%%% *}" != "$want" ]; then echo "$a has sha256 ${got%%%% *}, want $want: refusing to unpack it" >&2; exit 3; fi
 t=$(mktemp -d "$d/.kprov-unpack.XXXXXXXX") || exit 1
