@@ -70,12 +70,21 @@ func (l *loader) build(raw *fileSchema) (*Inventory, hcl.Diagnostics) {
 		inv.Artifacts = arts
 	}
 
+	diags = append(diags, mergeContainerd(&inv.Containerd, raw.Containerd, "The inventory")...)
+
 	inv.Hosts = make([]*Host, 0, len(raw.Hosts))
 	for _, hb := range raw.Hosts {
 		h, d := l.buildHost(hb, inv.SSH)
 		diags = append(diags, d...)
+		h.Containerd = inv.Containerd
+		diags = append(diags, mergeContainerd(&h.Containerd, hb.Containerd, fmt.Sprintf("Host %q", hb.Name))...)
 		inv.Hosts = append(inv.Hosts, h)
 	}
+	podSubnetAt := raw.Clusters[0].PodSubnetRange
+	if raw.Clusters[0].PodSubnet == nil {
+		podSubnetAt = raw.Clusters[0].DefRange
+	}
+	diags = append(diags, checkPodSubnetSize(inv, podSubnetAt)...)
 	return inv, diags
 }
 

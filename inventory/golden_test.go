@@ -3,6 +3,7 @@ package inventory
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -51,6 +52,13 @@ func renderResult(t *testing.T, inv *Inventory, diags hcl.Diagnostics) []byte {
 		}
 		for _, tt := range h.Taints {
 			buf.WriteString(" taint=" + tt.String())
+		}
+		if c := h.Containerd; c != (Containerd{}) {
+			oom := "facts"
+			if c.RestrictOOMScoreAdj != nil {
+				oom = fmt.Sprint(*c.RestrictOOMScoreAdj)
+			}
+			fmt.Fprintf(&buf, " containerd=cgroup_driver:%q,snapshotter:%q,restrict_oom_score_adj:%s", c.CgroupDriver, c.Snapshotter, oom)
 		}
 		buf.WriteString("\n")
 	}

@@ -61,6 +61,10 @@ type Inventory struct {
 	Hosts    []*Host // in file order, dynamic hosts where their block stands
 	Topology Topology
 
+	// Containerd is the top-level containerd block; each host's Containerd
+	// is this with the host's own block laid over it.
+	Containerd Containerd
+
 	// Files holds the parsed sources, for rendering diagnostics with snippets.
 	Files map[string]*hcl.File
 
@@ -167,6 +171,7 @@ type Host struct {
 	HostKey          string // pinned public key in authorized_keys format, or empty
 	KubeletExtraArgs map[string]string
 	SSH              SSHConfig
+	Containerd       Containerd // the top-level containerd block merged with the host's
 
 	DefRange     hcl.Range
 	AddressRange hcl.Range

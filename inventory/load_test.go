@@ -41,6 +41,8 @@ func TestEveryRuleHasItsError(t *testing.T) {
 		"locals-cycle":      "Cycle in local values",
 		"bad-etcd":          "Unsupported etcd version",
 		"env-unset":         "Invalid function argument",
+		"bad-containerd":    "Invalid cgroup_driver",
+		"small-pod-subnet":  "pod_subnet too small",
 		"bad-artifacts":     "Unknown artifact",
 		"bad-address":       "Invalid address",
 		"bad-bastion":       "Invalid bastion",

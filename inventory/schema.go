@@ -18,6 +18,8 @@ type fileSchema struct {
 	Infra     []*infraBlock     `hcl:"infra,block"`
 	Artifacts []*artifactsBlock `hcl:"artifacts,block"`
 	Hosts     []*hostBlock      `hcl:"host,block"`
+
+	Containerd []*containerdBlock `hcl:"containerd,block"`
 }
 
 // artifactsBlock is `artifacts { etcd = { path = "...", sha256 = "..." } ... }`.
@@ -112,6 +114,8 @@ type hostBlock struct {
 	HostKey          *string           `hcl:"host_key,optional"`
 	KubeletExtraArgs map[string]string `hcl:"kubelet_extra_args,optional"`
 	SSH              []*sshBlock       `hcl:"ssh,block"`
+
+	Containerd []*containerdBlock `hcl:"containerd,block"` // the host's own, over the top-level one
 
 	DefRange              hcl.Range `hcl:",def_range"`
 	LabelRange            hcl.Range `hcl:"name,label_range"`

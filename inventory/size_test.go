@@ -11,10 +11,10 @@ import (
 	"github.com/hashicorp/hcl/v2"
 )
 
-const sizeCluster = `
-cluster "big" {
+const sizeCluster = `cluster "big" {
   kubernetes_version     = "1.37.2"
   control_plane_endpoint = "api.big.internal:6443"
+  pod_subnet             = "100.64.0.0/10" # a /24 for each of up to 16384 nodes
 }
 host "cp-1" {
   address = "172.16.0.11"

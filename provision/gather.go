@@ -118,7 +118,7 @@ func Gather(ctx context.Context, inv *inventory.Inventory, conn Connector, opts 
 		h := inv.Host(name)
 		p := &probed{host: h}
 		probe := hostProbe{Files: opts.Files[name], EtcdConfig: plan.EtcdConfigPath, EtcdDataDir: dataDir,
-			KubeletConf: plan.KubeletConfPath, APIServerManifest: plan.APIServerManifestPath, Images: h.IsNode()}
+			KubeletConf: plan.KubeletConfPath, APIServerManifest: plan.APIServerManifestPath, CNIBinDir: plan.CNIBinDir, Images: h.IsNode()}
 		script, err := probe.script()
 		if err != nil {
 			return p, err

@@ -168,14 +168,15 @@ func testProbe(host string, files []string) hostProbe {
 
 func defaultProbe(files []string) hostProbe {
 	return hostProbe{Files: files, EtcdConfig: plan.EtcdConfigPath, EtcdDataDir: "/var/lib/etcd",
-		KubeletConf: plan.KubeletConfPath, APIServerManifest: plan.APIServerManifestPath}
+		KubeletConf: plan.KubeletConfPath, APIServerManifest: plan.APIServerManifestPath, CNIBinDir: plan.CNIBinDir}
 }
 
 // freshHost is the probe output of an untouched Debian host.
 func freshHost(name string) []string {
 	return []string{"hostname=" + name, "arch=x86_64", "os_release.ID=debian", `os_release.VERSION_ID="13"`, "swap=off",
 		"service.etcd=inactive", "service.kubelet=inactive", "service.containerd=inactive",
-		"joined=no", "control_plane=no", "etcd_data=no"}
+		"joined=no", "control_plane=no", "etcd_data=no",
+		"cgroup_fs=cgroup2fs", "systemd_init=yes", "root_fs=ext2/ext3", "cap_bnd=000001ffffffffff", "containerd_path="}
 }
 
 func etcdConfig(name, addr, cluster, state string) string {
@@ -243,6 +244,13 @@ func TestProbeScriptRunsLocally(t *testing.T) {
 		EtcdDataDir:       filepath.Dir(write("var/lib/etcd/member/snap/db", "x")),
 		KubeletConf:       write("etc/kubernetes/kubelet.conf", "x"),
 		APIServerManifest: filepath.Join(dir, "no-manifest.yaml"),
+		CNIBinDir:         filepath.Join(dir, "opt/cni/bin"),
+	}
+	for name, mode := range map[string]os.FileMode{"bridge": 0o755, "loopback": 0o755, "README.md": 0o644} {
+		write("opt/cni/bin/"+name, "x")
+		if err := os.Chmod(filepath.Join(p.CNIBinDir, name), mode); err != nil {
+			t.Fatal(err)
+		}
 	}
 	p.EtcdDataDir = filepath.Dir(filepath.Dir(p.EtcdDataDir)) // DATA_DIR, not DATA_DIR/member/snap
 	script, err := p.script()
@@ -271,6 +279,11 @@ func TestProbeScriptRunsLocally(t *testing.T) {
 	if !f.Joined || f.ControlPlane || !res.EtcdData || string(res.EtcdConfig) != cfg {
 		t.Errorf("joined %v control plane %v etcd data %v etcd config %q", f.Joined, f.ControlPlane, res.EtcdData, res.EtcdConfig)
 	}
+	// Only executables are plugins; the cgroup version and root file system
+	// are this machine's, whatever they are, but read.
+	if rt := f.Runtime; rt == nil || !reflect.DeepEqual(rt.CNIPlugins, []string{"bridge", "loopback"}) || rt.RootFS == "" {
+		t.Errorf("runtime facts %+v", rt)
+	}
 }
 
 func TestParseProbe(t *testing.T) {
@@ -281,7 +294,11 @@ func TestParseProbe(t *testing.T) {
 		"version.etcd=etcd Version: 3.6.16", "version.kubeadm=v1.34.1", "version.kubelet=Kubernetes v1.34.1",
 		"version.kubectl=Client Version: v1.34.1-rc.0", "version.broken=",
 		"file=" + sum + " /etc/has space.conf", "file=absent /etc/missing.conf",
-		"joined=yes", "control_plane=yes", "etcd_data=no", "end=ok", "",
+		"joined=yes", "control_plane=yes", "etcd_data=no",
+		"version.containerd=containerd github.com/containerd/containerd/v2 v2.4.2 c3b3d8e4", "version.runc=runc version 1.1.5+ds1",
+		"cgroup_fs=tmpfs", "systemd_init=yes", "root_fs=overlayfs", "cap_bnd=000001fffeffffff",
+		"containerd_path=/usr/local/bin/containerd", "cni_plugin=portmap", "cni_plugin=bridge",
+		"end=ok", "",
 	}, "\n")
 	res, err := parseProbe([]byte(out))
 	if err != nil {
@@ -290,8 +307,12 @@ func TestParseProbe(t *testing.T) {
 	want := &plan.HostFacts{Reachable: true, Hostname: "cp-1.example", OS: "rocky 9.6", Arch: "aarch64", SwapOn: true,
 		Files:    map[string]string{"/etc/has space.conf": sum},
 		Services: map[string]string{"etcd": "inactive", "kubelet": "activating", "containerd": "unknown"},
-		Versions: map[string]string{"etcd": "3.6.16", "kubeadm": "1.34.1", "kubelet": "1.34.1", "kubectl": "1.34.1-rc.0", "broken": ""},
-		Joined:   true, ControlPlane: true}
+		Versions: map[string]string{"etcd": "3.6.16", "kubeadm": "1.34.1", "kubelet": "1.34.1", "kubectl": "1.34.1-rc.0", "broken": "",
+			"containerd": "2.4.2", "runc": "1.1.5+ds1"},
+		Joined: true, ControlPlane: true,
+		// CapBnd 000001fffeffffff lacks bit 24, CAP_SYS_RESOURCE: the lab's machines.
+		Runtime: &plan.RuntimeFacts{CgroupVersion: 1, SystemdInit: true, RootFS: "overlayfs", CapSysResource: false,
+			ContainerdPath: "/usr/local/bin/containerd", CNIPlugins: []string{"bridge", "portmap"}}}
 	if !reflect.DeepEqual(res.Facts, want) {
 		t.Errorf("got  %+v\nwant %+v", res.Facts, want)
 	}
@@ -304,6 +325,7 @@ func TestParseProbe(t *testing.T) {
 		"unreadable file":  "file=unreadable /etc/x\nend=ok\n",
 		"after end marker": "end=ok\nhostname=a\n",
 		"bad base64":       "etcd_config=!!\nend=ok\n",
+		"bad capabilities": "cap_bnd=xyz\nend=ok\n",
 	} {
 		if _, err := parseProbe([]byte(bad)); err == nil {
 			t.Errorf("%s: parsed without error", name)
@@ -334,7 +356,8 @@ func TestGatherHosts(t *testing.T) {
 	wantCP := &plan.HostFacts{Reachable: true, Hostname: "cp-1", OS: "debian 13", Arch: "x86_64", SwapOn: true,
 		Files:    map[string]string{"/etc/kubernetes/pki/ca.crt": sum},
 		Services: map[string]string{"etcd": "inactive", "kubelet": "active", "containerd": "inactive"},
-		Versions: map[string]string{"kubeadm": "1.34.1"}, Joined: true, ControlPlane: true}
+		Versions: map[string]string{"kubeadm": "1.34.1"}, Joined: true, ControlPlane: true,
+		Runtime: &plan.RuntimeFacts{CgroupVersion: 2, SystemdInit: true, RootFS: "ext2/ext3", CapSysResource: true}}
 	if got := facts.Hosts["cp-1"]; !reflect.DeepEqual(got, wantCP) {
 		t.Errorf("cp-1:\ngot  %+v\nwant %+v", got, wantCP)
 	}

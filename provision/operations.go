@@ -2,6 +2,8 @@ package provision
 
 import (
 	"context"
+	"fmt"
+	"strings"
 
 	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
@@ -102,4 +104,33 @@ var executors = map[plan.Op]executor{
 	plan.OpImportImages: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
 		return a.importImages(ctx, ex, s)
 	},
+	// A marker holding the archive's checksum says it was unpacked already.
+	plan.OpUnpackArchive: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.unpackArchive(ctx, ex, s)
+	},
+}
+
+// unpackArchive unpacks the cni-plugins archive into the CNI binary
+// directory, and only there: a plan edited by hand must never turn this
+// step into writes elsewhere. The archive is checked on the operator's
+// machine before it is sent and on the host before it is unpacked.
+func (a *applier) unpackArchive(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
+	if s.Path != plan.CNIBinDir {
+		return false, fmt.Errorf("refusing to unpack into %q: archives are unpacked only into %s", s.Path, plan.CNIBinDir)
+	}
+	res, err := a.run(ctx, ex, scriptArchiveUnpacked(plan.CNIPluginsMarkerPath, s.SHA256), a.opts.CommandTimeout)
+	if err != nil {
+		return false, err
+	}
+	if strings.TrimSpace(string(res.Stdout)) == "present" {
+		return false, nil
+	}
+	if _, err := a.run(ctx, ex, scriptMakeDirs([]string{s.Path}), a.opts.CommandTimeout); err != nil {
+		return false, fmt.Errorf("create %s: %w", s.Path, err)
+	}
+	archive := s.Path + "/.kprov-archive.tgz"
+	if _, err := a.upload(ctx, ex, plan.Step{Path: archive, Mode: 0o600, Source: s.Source, SHA256: s.SHA256}); err != nil {
+		return false, fmt.Errorf("upload %s: %w", archive, err)
+	}
+	return a.changedBy(ctx, ex, scriptUnpackArchive(archive, s.SHA256, s.Path, plan.CNIPluginsMarkerPath))
 }

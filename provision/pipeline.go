@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/charmbracelet/log"
@@ -116,7 +117,7 @@ func ManagedFiles(c *Cluster) (map[string][]string, error) {
 	}
 	for _, h := range inv.Hosts {
 		for _, a := range roles.ArtifactsFor(inv, h) {
-			files[h.Name] = append(files[h.Name], plan.BinDir+"/"+a.Name)
+			files[h.Name] = append(files[h.Name], roles.InstalledPath(a.Name))
 		}
 	}
 	return files, nil
@@ -305,6 +306,9 @@ func HostBinaries(inv *inventory.Inventory) map[string][]string {
 	out := map[string][]string{}
 	for _, h := range inv.Hosts {
 		for _, b := range roles.NeededBinaries(inv, h) {
+			if slices.Contains(roles.RuntimeArtifacts, b) {
+				continue // the runtime rule judges these from the facts
+			}
 			if _, ok := inv.Artifact(b); !ok {
 				out[h.Name] = append(out[h.Name], b)
 			}

@@ -3,6 +3,7 @@ package provision
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ var preflightRules = []preflightRule{
 	{"ports", rulePorts},
 	{"clock", ruleClock},
 	{"binaries", ruleBinaries},
+	{"runtime", ruleRuntime},
 	{"disk", ruleEtcdDisk},
 	{"fsync", ruleEtcdFsync},
 	{"hostname", ruleUniqueHostnames},
@@ -194,6 +196,66 @@ func ruleBinaries(e *preflightEnv) []Problem {
 		}
 	}
 	return out
+}
+
+// cniPluginsNeeded are the CNI plugins a node's bridge network runs
+// (templates/cni-bridge.conflist.tmpl), loopback included: containerd sets
+// up every pod's loopback interface with it.
+var cniPluginsNeeded = []string{"bridge", "host-local", "loopback", "portmap"}
+
+// ruleRuntime: a Kubernetes node needs containerd 2 (kprov writes a
+// version 3 configuration, which containerd 1 does not read), its runc shim,
+// runc and the CNI plugins, each from the artifacts block or already on the
+// host; and a cgroup driver the host can serve. It judges the facts, so it
+// names exactly what is missing and what to add to the artifacts block.
+func ruleRuntime(e *preflightEnv) []Problem {
+	var out []Problem
+	provided := func(name string) bool { _, ok := e.inv.Artifact(name); return ok }
+	entry := func(name string) string { return name + ` = { path = "...", sha256 = "..." }` }
+	for _, h := range e.reachable() {
+		if !h.IsNode() {
+			continue
+		}
+		v := h.facts.Versions
+		if !provided("containerd") {
+			have, ok := v["containerd"]
+			switch {
+			case !ok:
+				out = append(out, e.problem(h.Name, "containerd is not installed: add %s (with ctr and containerd-shim-runc-v2) to the artifacts block, or install containerd 2 on the host", entry("containerd")))
+			case !containerd2(have):
+				out = append(out, e.problem(h.Name, "containerd %q is installed, but kprov needs containerd 2.0 or newer (its configuration is version 3): add %s (with ctr and containerd-shim-runc-v2) to the artifacts block, or upgrade containerd on the host", have, entry("containerd")))
+			}
+		}
+		for _, bin := range []string{"containerd-shim-runc-v2", "runc"} {
+			if _, ok := v[bin]; !ok && !provided(bin) {
+				out = append(out, e.problem(h.Name, "%s is not installed: add %s to the artifacts block, or install it on the host", bin, entry(bin)))
+			}
+		}
+		rt := h.facts.RuntimeFacts()
+		if !provided(inventory.CNIPluginsArtifact) {
+			var missing []string
+			for _, p := range cniPluginsNeeded {
+				if !slices.Contains(rt.CNIPlugins, p) {
+					missing = append(missing, p)
+				}
+			}
+			if len(missing) > 0 {
+				out = append(out, e.problem(h.Name, "the CNI plugins %s are not in %s: add %s (a .tgz with the plugins at its top level) to the artifacts block, or install them there",
+					strings.Join(missing, ", "), plan.CNIBinDir, entry(inventory.CNIPluginsArtifact)))
+			}
+		}
+		if h.Containerd.CgroupDriver == inventory.CgroupDriverSystemd && !rt.SystemdInit {
+			out = append(out, e.problem(h.Name, "the containerd block sets cgroup_driver = \"systemd\", but systemd is not the host's init and cannot manage its cgroups: set \"cgroupfs\" for it, or leave cgroup_driver out"))
+		}
+	}
+	return out
+}
+
+// containerd2 reports whether a containerd version (2.4.2, 1.6.20~ds1) is 2.0 or newer.
+func containerd2(version string) bool {
+	major, _, _ := strings.Cut(version, ".")
+	n, err := strconv.Atoi(major)
+	return err == nil && n >= 2
 }
 
 // ruleEtcdDisk: etcd needs room for its backend quota, WAL and snapshots.

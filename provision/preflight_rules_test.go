@@ -221,3 +221,51 @@ func TestRuleImages(t *testing.T) {
 			want: []string{"master-1: kprov does not know which images kubeadm 1.36.1 needs"}},
 	})
 }
+
+func TestRuleRuntime(t *testing.T) {
+	runRule(t, ruleRuntime, []ruleCase{
+		{name: "containerd 2, runc and the plugins on every node"},
+		{name: "nothing installed: each node names what to add; the etcd host needs none", change: func(f *plan.Facts, _ map[string]*preflightProbe, _ *PreflightOptions) {
+			for _, h := range []string{"etcd-1", "master-1"} {
+				f.Hosts[h].Versions = map[string]string{}
+				f.Hosts[h].Runtime = nil
+			}
+		}, want: []string{
+			`master-1: containerd is not installed: add containerd = { path`,
+			`master-1: containerd-shim-runc-v2 is not installed: add containerd-shim-runc-v2 = {`,
+			`master-1: runc is not installed: add runc = {`,
+			`master-1: the CNI plugins bridge, host-local, loopback, portmap are not in /opt/cni/bin: add cni-plugins = {`,
+		}},
+		{name: "containerd 1.6 from the distribution", change: func(f *plan.Facts, _ map[string]*preflightProbe, _ *PreflightOptions) {
+			f.Hosts["compute-1"].Versions["containerd"] = "1.6.20~ds1"
+		}, want: []string{`compute-1: containerd "1.6.20~ds1" is installed, but kprov needs containerd 2.0 or newer`}},
+		{name: "two plugins missing", change: func(f *plan.Facts, _ map[string]*preflightProbe, _ *PreflightOptions) {
+			f.Hosts["compute-2"].Runtime.CNIPlugins = []string{"bridge", "host-local"}
+		}, want: []string{`compute-2: the CNI plugins loopback, portmap are not in /opt/cni/bin`}},
+		{name: "no systemd as init, and no override: cgroupfs is fine", change: func(f *plan.Facts, _ map[string]*preflightProbe, _ *PreflightOptions) {
+			f.Hosts["compute-1"].Runtime.SystemdInit = false
+		}},
+	})
+}
+
+// The artifacts block stands in for what the host lacks; an override the
+// host cannot serve is named.
+func TestRuleRuntimeArtifactsAndOverrides(t *testing.T) {
+	inv := preflightInventory()
+	for _, name := range []string{"containerd", "ctr", "containerd-shim-runc-v2", "runc", inventory.CNIPluginsArtifact} {
+		inv.Artifacts = append(inv.Artifacts, inventory.Artifact{Name: name, Path: "/bin/" + name, SHA256: strings.Repeat("a", 64)})
+	}
+	inv.Host("compute-1").Containerd.CgroupDriver = inventory.CgroupDriverSystemd
+	facts := &plan.Facts{Hosts: map[string]*plan.HostFacts{}}
+	for _, h := range inv.Hosts {
+		facts.Hosts[h.Name] = &plan.HostFacts{Reachable: true, Versions: map[string]string{"containerd": "1.6.20"}}
+	}
+	facts.Hosts["compute-1"].Runtime = &plan.RuntimeFacts{CgroupVersion: 1}
+	env := &preflightEnv{inv: inv, facts: facts, problem: func(host, format string, args ...any) Problem {
+		return Problem{Host: host, Message: fmt.Sprintf(format, args...)}
+	}}
+	got := ruleRuntime(env)
+	if len(got) != 1 || got[0].Host != "compute-1" || !strings.Contains(got[0].Message, `cgroup_driver = "systemd", but systemd is not the host's init`) {
+		t.Errorf("problems %v", got)
+	}
+}

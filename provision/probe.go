@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/kprov/kprov/provision/plan"
@@ -25,7 +27,8 @@ type hostProbe struct {
 	APIServerManifest string
 	// Images lists containerd's images in the k8s.io namespace (on
 	// Kubernetes nodes); the probe reports why when it cannot.
-	Images bool
+	Images    bool
+	CNIBinDir string // the executables in it are the CNI plugins the host has
 }
 
 // probeResult is what one host's probe found: its facts, plus what only
@@ -36,6 +39,9 @@ type probeResult struct {
 	EtcdConfig []byte // nil when the file is absent
 }
 
+// capSysResource is CAP_SYS_RESOURCE's bit in /proc/PID/status's capability sets.
+const capSysResource = 24
+
 // versionPattern finds the version in the first line a binary prints, e.g.
 // "etcd Version: 3.6.16", "Kubernetes v1.34.1", "Client Version: v1.34.1".
 var versionPattern = regexp.MustCompile(`v?(\d+\.\d+\.\d+[0-9A-Za-z.+-]*)`)
@@ -44,8 +50,10 @@ var versionPattern = regexp.MustCompile(`v?(\d+\.\d+\.\d+[0-9A-Za-z.+-]*)`)
 // error: the script and this parser change together, and a silent skip would
 // turn a drift between them into a host that looks fresh.
 func parseProbe(out []byte) (*probeResult, error) {
-	r := &probeResult{Facts: &plan.HostFacts{Reachable: true, Files: map[string]string{}, Services: map[string]string{}, Versions: map[string]string{}}}
+	r := &probeResult{Facts: &plan.HostFacts{Reachable: true, Files: map[string]string{}, Services: map[string]string{}, Versions: map[string]string{},
+		Runtime: &plan.RuntimeFacts{CapSysResource: true}}}
 	f := r.Facts
+	rt := f.Runtime
 	var osID, osVersion string
 	complete := false
 	sc := bufio.NewScanner(bytes.NewReader(out))
@@ -103,6 +111,30 @@ func parseProbe(out []byte) (*probeResult, error) {
 			f.Joined = val == "yes"
 		case key == "control_plane":
 			f.ControlPlane = val == "yes"
+		case key == "cgroup_fs":
+			switch val {
+			case "cgroup2fs":
+				rt.CgroupVersion = 2
+			case "tmpfs":
+				rt.CgroupVersion = 1
+			}
+		case key == "systemd_init":
+			rt.SystemdInit = val == "yes"
+		case key == "root_fs":
+			rt.RootFS = val
+		case key == "cap_bnd":
+			if val == "" {
+				break // unreadable: assume a standard host's
+			}
+			caps, err := strconv.ParseUint(val, 16, 64)
+			if err != nil {
+				return nil, fmt.Errorf("output line %d: capability set %q: %w", n, val, err)
+			}
+			rt.CapSysResource = caps&(1<<capSysResource) != 0
+		case key == "containerd_path":
+			rt.ContainerdPath = val
+		case key == "cni_plugin":
+			rt.CNIPlugins = append(rt.CNIPlugins, val)
 		case key == "etcd_data":
 			r.EtcdData = val == "yes"
 		case key == "images":
@@ -137,6 +169,7 @@ func parseProbe(out []byte) (*probeResult, error) {
 		return nil, errors.New("output ends before its end marker (cut short?)")
 	}
 	f.OS = strings.TrimSpace(osID + " " + osVersion)
+	slices.Sort(rt.CNIPlugins)
 	return r, nil
 }
 

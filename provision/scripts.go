@@ -54,7 +54,22 @@ v etcd --version
 v kubeadm version -o short
 v kubelet --version
 v kubectl version --client
-sum() {
+v containerd --version
+v ctr --version
+v containerd-shim-runc-v2 -v
+v runc --version
+`)
+	// What containerd's and the kubelet's settings follow (roles.RuntimeData):
+	// stat -f names /sys/fs/cgroup "cgroup2fs" under cgroup v2 and "tmpfs"
+	// under v1; CAP_SYS_RESOURCE is bit 24 of the bounding set.
+	fmt.Fprintf(&b, `echo "cgroup_fs=$(stat -f -c %%T /sys/fs/cgroup 2>/dev/null)"
+if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] || [ -d /run/systemd/system ]; then echo systemd_init=yes; else echo systemd_init=no; fi
+echo "root_fs=$(stat -f -c %%T / 2>/dev/null)"
+echo "cap_bnd=$(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/self/status 2>/dev/null)"
+echo "containerd_path=$(command -v containerd 2>/dev/null)"
+for f in %s/*; do if [ -f "$f" ] && [ -x "$f" ]; then echo "cni_plugin=${f##*/}"; fi; done
+`, shellQuote(p.CNIBinDir))
+	b.WriteString(`sum() {
   if [ ! -f "$1" ]; then echo "file=absent $1"
   elif s=$(sha256sum < "$1" 2>/dev/null); then echo "file=${s%% *} $1"
   else echo "file=unreadable $1"; fi
@@ -191,6 +206,38 @@ fi
 	}
 	b.WriteString("echo end=ok\n")
 	return b.String()
+}
+
+// scriptArchiveUnpacked prints "present" when the marker file holds the
+// archive's checksum: the archive was unpacked there already.
+func scriptArchiveUnpacked(marker, sha256 string) string {
+	return fmt.Sprintf(`if [ "$(cat %s 2>/dev/null)" = %s ]; then echo present; fi`, shellQuote(marker), shellQuote(sha256))
+}
+
+// scriptUnpackArchive unpacks an uploaded .tgz into dir: it checks the
+// archive's SHA-256 on the host, extracts it into a fresh private directory
+// beside its target (mktemp -d: mode 0700, a new name), and renames each
+// regular file at the archive's top level into dir (a rename on one file
+// system, so a plugin is never seen half written). Links, directories and
+// anything deeper are left out. The marker, written last, records the
+// archive's checksum; the archive and the temporary directory are removed
+// whatever happens.
+func scriptUnpackArchive(archive, sha256, dir, marker string) string {
+	return fmt.Sprintf(`a=%s; want=%s; d=%s; m=%s
+trap 'rm -rf -- "$a" "$m.tmp" ${t:+"$t"}' EXIT
+got=$(sha256sum < "$a") || exit 1
+if [ "${got%%%% *}" != "$want" ]; then echo "$a has sha256 ${got%%%% *}, want $want: refusing to unpack it" >&2; exit 3; fi
+t=$(mktemp -d "$d/.kprov-unpack.XXXXXXXX") || exit 1
+tar -xzf "$a" -C "$t" --no-same-owner || exit 1
+n=0
+for f in "$t"/*; do
+  if [ -L "$f" ] || [ ! -f "$f" ]; then continue; fi
+  if [ -x "$f" ]; then chmod 0755 "$f"; else chmod 0644 "$f"; fi
+  mv -f -- "$f" "$d/${f##*/}" || exit 1
+  n=$((n + 1))
+done
+if [ "$n" -eq 0 ]; then echo "the archive holds no files at its top level: want the plugin binaries there" >&2; exit 3; fi
+printf '%%s\n' "$want" > "$m.tmp" && mv -f -- "$m.tmp" "$m" && echo changed`, shellQuote(archive), shellQuote(sha256), shellQuote(dir), shellQuote(marker))
 }
 
 // scriptMakeDirs creates the directories uploads go into: the transport

@@ -22,7 +22,7 @@ import (
 // shows up in review as a diff of that file.
 func TestScriptsGolden(t *testing.T) {
 	probe, err := hostProbe{Files: []string{"/etc/kprov/kubeadm-init.yaml", "/usr/local/bin/kubelet"}, EtcdConfig: "/etc/etcd/etcd.yaml",
-		EtcdDataDir: "/var/lib/etcd", KubeletConf: "/etc/kubernetes/kubelet.conf", APIServerManifest: "/etc/kubernetes/manifests/kube-apiserver.yaml", Images: true}.script()
+		EtcdDataDir: "/var/lib/etcd", KubeletConf: "/etc/kubernetes/kubelet.conf", APIServerManifest: "/etc/kubernetes/manifests/kube-apiserver.yaml", CNIBinDir: plan.CNIBinDir, Images: true}.script()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,6 +35,8 @@ func TestScriptsGolden(t *testing.T) {
 		{"restart a unit", scriptRestartService("etcd.service")},
 		{"stop a unit", scriptStopService("etcd.service")},
 		{"wipe the etcd data directory", scriptWipeDataDir("/var/lib/etcd")},
+		{"archive unpacked already?", scriptArchiveUnpacked(plan.CNIPluginsMarkerPath, strings.Repeat("5", 64))},
+		{"unpack the cni-plugins archive", scriptUnpackArchive(plan.CNIBinDir+"/.kprov-archive.tgz", strings.Repeat("5", 64), plan.CNIBinDir, plan.CNIPluginsMarkerPath)},
 		{"kubeadm already ran?", scriptExists("/etc/kubernetes/manifests/kube-apiserver.yaml")},
 		{"kubeadm validate", scriptKubeadmValidate("/etc/kprov/kubeadm-join.yaml")},
 		{"kubeadm", scriptKubeadm("kubeadm join --config /etc/kprov/kubeadm-join.yaml")},

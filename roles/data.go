@@ -9,6 +9,7 @@ type TemplateData struct {
 	Cluster ClusterData
 	Host    HostData
 	Kubeadm *KubeadmData // nil on a dedicated etcd host
+	Runtime *RuntimeData // nil on a dedicated etcd host
 	Etcd    *EtcdData    // nil unless the host is an external etcd member
 }
 

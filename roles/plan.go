@@ -54,7 +54,7 @@ func Plan(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opts PlanO
 	}
 	p.initMaster = p.chooseInitMaster()
 	members := inv.Topology.EtcdMembers
-	final, err := Render(inv, st, Options{Templates: opts.Templates, InitMaster: p.initMaster, EtcdBootstrap: p.formed()})
+	final, err := Render(inv, st, Options{Templates: opts.Templates, InitMaster: p.initMaster, EtcdBootstrap: p.formed(), Facts: facts.Hosts})
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +154,8 @@ func uploadStep(host string, f File, reason string) plan.Step {
 }
 
 // ArtifactsFor lists the artifacts host h needs: the etcd binaries on an
-// external etcd member, kubeadm, kubelet and kubectl on a Kubernetes node.
+// external etcd member, kubeadm, kubelet, kubectl and the container runtime
+// (RuntimeArtifacts) on a Kubernetes node.
 // Only artifacts the inventory names are listed; the others must already be
 // on the host (preflight checks).
 func ArtifactsFor(inv *inventory.Inventory, h *inventory.Host) []inventory.Artifact {
@@ -168,7 +169,8 @@ func ArtifactsFor(inv *inventory.Inventory, h *inventory.Host) []inventory.Artif
 }
 
 // NeededBinaries names the binaries host h runs, whether from artifacts or
-// from the host's own packages.
+// from the host's own packages, and on a node the runtime's artifacts
+// (RuntimeArtifacts, the cni-plugins archive among them).
 func NeededBinaries(inv *inventory.Inventory, h *inventory.Host) []string {
 	var out []string
 	if inv.Topology.EtcdMode == inventory.EtcdExternal && h.Has(inventory.RoleEtcd) {
@@ -176,8 +178,30 @@ func NeededBinaries(inv *inventory.Inventory, h *inventory.Host) []string {
 	}
 	if h.IsNode() {
 		out = append(out, "kubeadm", "kubelet", "kubectl")
+		out = append(out, RuntimeArtifacts...)
 	}
 	return out
+}
+
+// RuntimeArtifacts are the container runtime's artifacts every Kubernetes
+// node needs. The preflight's runtime rule judges them (containerd's
+// version, the CNI plugins in the CNI binary directory), not the binaries rule.
+var RuntimeArtifacts = []string{"containerd", "ctr", "containerd-shim-runc-v2", "runc", inventory.CNIPluginsArtifact}
+
+// InstalledPath is the file on a host whose checksum says whether an
+// artifact is installed: the binary in plan.BinDir, or for the cni-plugins
+// archive the marker file its unpacking leaves (CNIPluginsMarker).
+func InstalledPath(name string) string {
+	if name == inventory.CNIPluginsArtifact {
+		return plan.CNIPluginsMarkerPath
+	}
+	return plan.BinDir + "/" + name
+}
+
+// CNIPluginsMarker is the SHA-256 (as HostFacts.Files holds it) of the
+// marker file unpacking a cni-plugins archive with this SHA-256 leaves.
+func CNIPluginsMarker(archiveSHA256 string) string {
+	return File{Content: []byte(archiveSHA256 + "\n")}.SHA256()
 }
 
 // installSteps uploads each artifact whose checksum on the host differs.
@@ -185,8 +209,20 @@ func (p *planner) installSteps(name string) []plan.Step {
 	var steps []plan.Step
 	hf := p.host(name)
 	for _, a := range ArtifactsFor(p.inv, p.inv.Host(name)) {
-		path := plan.BinDir + "/" + a.Name
+		path := InstalledPath(a.Name)
 		have, ok := hf.Files[path]
+		if a.Name == inventory.CNIPluginsArtifact {
+			if ok && have == CNIPluginsMarker(a.SHA256) {
+				continue
+			}
+			reason := "no CNI plugins from the inventory's cni-plugins archive yet"
+			if ok {
+				reason = "another cni-plugins archive was unpacked (another version?)"
+			}
+			steps = append(steps, plan.Step{Op: plan.OpUnpackArchive, Host: name, Path: plan.CNIBinDir,
+				SHA256: a.SHA256, Source: a.Path, Reason: reason})
+			continue
+		}
 		if ok && have == a.SHA256 {
 			continue
 		}
@@ -207,7 +243,8 @@ func (p *planner) prepare() plan.Stage {
 	stage := plan.Stage{Kind: plan.StagePrepare, Title: "preparing hosts: binaries, files and units", Parallel: p.opts.Parallel}
 	for _, hfiles := range p.final.Hosts {
 		hf := p.host(hfiles.Name)
-		stage.Steps = append(stage.Steps, p.installSteps(hfiles.Name)...)
+		installed := p.installSteps(hfiles.Name)
+		stage.Steps = append(stage.Steps, installed...)
 		var changed []string
 		for _, f := range hfiles.Files {
 			if f.Path == plan.EtcdConfigPath {
@@ -231,8 +268,8 @@ func (p *planner) prepare() plan.Stage {
 			}
 		}
 		for _, unit := range hfiles.Units {
-			if unit == plan.EtcdUnit {
-				continue // started by the etcd stages
+			if unit == plan.EtcdUnit || unit == plan.ContainerdUnit {
+				continue // started by the etcd stages; containerd below
 			}
 			if hf.Services[unit] == "active" && !slices.ContainsFunc(changed, func(p string) bool { return strings.HasSuffix(p, "/"+unit) }) {
 				continue
@@ -240,8 +277,44 @@ func (p *planner) prepare() plan.Stage {
 			stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpStartService, Host: hfiles.Name, Service: unit,
 				Reason: "enable and start " + unit})
 		}
+		if slices.Contains(hfiles.Units, plan.ContainerdUnit) {
+			stage.Steps = append(stage.Steps, containerdSteps(hfiles.Name, hf, changed, installed)...)
+		}
 	}
 	return stage
+}
+
+// serviceActive reports whether the facts show unit active, under its
+// name or (as the probe reports containerd) its name without ".service".
+func serviceActive(hf *plan.HostFacts, unit string) bool {
+	return hf.Services[unit] == "active" || hf.Services[strings.TrimSuffix(unit, ".service")] == "active"
+}
+
+// containerdSteps starts containerd where it is not running, and restarts
+// it where it runs and its configuration, unit or binary changed: it reads
+// them only when it starts. A restart leaves running containers alone
+// (KillMode=process keeps their shims). Nothing else restarts it.
+func containerdSteps(host string, hf *plan.HostFacts, changedFiles []string, installed []plan.Step) []plan.Step {
+	var why []string
+	for _, f := range changedFiles {
+		if f == plan.ContainerdConfigPath || f == plan.ContainerdUnitPath {
+			why = append(why, f)
+		}
+	}
+	for _, s := range installed {
+		if s.Path == InstalledPath("containerd") {
+			why = append(why, s.Path)
+		}
+	}
+	if !serviceActive(hf, plan.ContainerdUnit) {
+		return []plan.Step{{Op: plan.OpStartService, Host: host, Service: plan.ContainerdUnit,
+			Reason: "enable and start containerd: kubeadm and the kubelet need the container runtime"}}
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return []plan.Step{{Op: plan.OpRestartService, Host: host, Service: plan.ContainerdUnit,
+		Reason: "containerd reads its configuration, unit and binary only at start: restart it for the new " + strings.Join(why, ", ")}}
 }
 
 // etcd plans the external etcd cluster's membership from the live member list.

@@ -60,6 +60,10 @@ type Options struct {
 	// FreshEtcdBootstrap value. The planner passes FormedEtcdBootstrap once
 	// the cluster has formed, and its own value for a member it replaces.
 	EtcdBootstrap map[string]EtcdBootstrap
+	// Facts are the hosts' facts, by name; the container runtime's settings
+	// follow them. A host left out (or nil, as for kprov render) gets a
+	// standard host's: plan.DefaultRuntimeFacts.
+	Facts map[string]*plan.HostFacts
 }
 
 // EtcdBootstrap is how an etcd member with an empty data directory finds its cluster.
@@ -231,6 +235,7 @@ type renderer struct {
 	initMaster string
 	etcd       map[string]EtcdBootstrap
 	etcdToken  string
+	facts      map[string]*plan.HostFacts
 }
 
 func newRenderer(inv *inventory.Inventory, st *pki.State, set *templates.Set, opts Options) (*renderer, ClusterData, error) {
@@ -288,7 +293,7 @@ func newRenderer(inv *inventory.Inventory, st *pki.State, set *templates.Set, op
 	}
 	cd.CertSANs = uniqueInOrder(cd.CertSANs)
 
-	r := &renderer{inv: inv, st: st, set: set, initMaster: initMaster}
+	r := &renderer{inv: inv, st: st, set: set, initMaster: initMaster, facts: opts.Facts}
 	if inv.Topology.EtcdMode == inventory.EtcdExternal {
 		members := inv.Topology.EtcdMembers
 		for _, name := range members {
@@ -351,14 +356,10 @@ const (
 	// machines, or a kind-style node) the kernel and its settings belong to
 	// the host, /proc/sys is read-only and sysctl would fail on every key.
 	ApplySysctls = "if systemd-detect-virt --container --quiet; then echo 'in a container: kernel settings belong to the host' >&2; else sysctl --system; fi"
-	// RestartContainerd restarts containerd when it is installed; kprov
-	// writes its configuration but does not install it, and a containerd
-	// installed later reads the file when it first starts.
 	// EnableKubelet makes a new or changed kubelet unit take effect: enabled
 	// (kubeadm starts it during init or join), and restarted where kubeadm
 	// already ran.
 	EnableKubelet = "systemctl daemon-reload && systemctl enable kubelet.service && if [ -e " + plan.KubeletConfPath + " ]; then systemctl restart kubelet.service; fi"
-	RestartContainerd = "if systemctl cat containerd.service >/dev/null 2>&1; then systemctl restart containerd.service; fi"
 )
 
 // host renders one host's files.
@@ -419,14 +420,22 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 			renders = append(renders, templateFile{templates.KubeadmJoin, plan.KubeadmJoinPath, nil})
 		}
 		hf.Node = node
+		data.Runtime = runtimeData(r.inv, h, r.facts[h.Name].RuntimeFacts())
+		// containerd reads its configuration and unit only when it starts:
+		// the planner restarts it when either (or its binary) changed. The
+		// kubelet's patch is read by kubeadm init or join, and containerd
+		// picks up a changed CNI configuration by itself.
 		renders = append(renders,
 			templateFile{templates.Sysctl, plan.SysctlPath, []string{ApplySysctls}},
 			templateFile{templates.Modules, plan.ModulesPath, []string{"systemctl restart systemd-modules-load.service"}},
-			templateFile{templates.ContainerdConfig, plan.ContainerdConfigPath, []string{RestartContainerd}},
+			templateFile{templates.ContainerdConfig, plan.ContainerdConfigPath, nil},
+			templateFile{templates.ContainerdUnit, plan.ContainerdUnitPath, nil},
+			templateFile{templates.KubeletPatch, plan.KubeletPatchPath, nil},
+			templateFile{templates.CNIBridge, plan.CNIConfPath, nil},
 			templateFile{templates.SwapOffUnit, plan.SwapOffUnitPath, []string{"systemctl daemon-reload"}},
 			templateFile{templates.KubeletUnit, plan.KubeletUnitPath, []string{EnableKubelet}},
 		)
-		hf.Units = append(hf.Units, plan.SwapOffUnit)
+		hf.Units = append(hf.Units, plan.SwapOffUnit, plan.ContainerdUnit)
 	}
 
 	if external && h.Has(inventory.RoleEtcd) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/templates"
 )
 
@@ -45,6 +46,16 @@ func renderCases() []renderCase {
 		{name: "v1beta3", inventory: "testdata/inventories/v1beta3.kprov.hcl"},
 		{name: "images", inventory: "testdata/inventories/images.kprov.hcl"},
 		{name: "external-etcd-fresh", inventory: "testdata/inventories/external-etcd.kprov.hcl"},
+		{
+			// A host like the lab's machines: cgroup v1, an overlayfs root,
+			// no CAP_SYS_RESOURCE; systemd is init. Its quirks follow from
+			// these facts alone.
+			name: "runtime-quirks", inventory: "../examples/single.kprov.hcl",
+			opts: func(inv *inventory.Inventory) Options {
+				rt := plan.RuntimeFacts{CgroupVersion: 1, SystemdInit: true, RootFS: "overlayfs", ContainerdPath: "/usr/bin/containerd"}
+				return Options{Facts: map[string]*plan.HostFacts{"node-1": {Reachable: true, Runtime: &rt}}}
+			},
+		},
 		{
 			name: "external-etcd-formed", inventory: "testdata/inventories/external-etcd.kprov.hcl",
 			opts: func(inv *inventory.Inventory) Options {

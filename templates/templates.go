@@ -31,7 +31,10 @@ const (
 	EtcdUnit         = "etcd.service.tmpl"           // external etcd member: systemd unit
 	Sysctl           = "sysctl.conf.tmpl"            // kernel parameters Kubernetes networking needs
 	Modules          = "modules-load.conf.tmpl"      // kernel modules loaded at boot
-	ContainerdConfig = "containerd-config.toml.tmpl" // containerd 2.x with the systemd cgroup driver
+	ContainerdConfig = "containerd-config.toml.tmpl" // containerd 2.x (configuration version 3)
+	ContainerdUnit   = "containerd.service.tmpl"     // containerd's systemd unit
+	KubeletPatch     = "kubelet-patch.yaml.tmpl"     // the node's own kubelet settings, a kubeadm patch
+	CNIBridge        = "cni-bridge.conflist.tmpl"    // the node's bridge network, its slice of pod_subnet
 	SwapOffUnit      = "swapoff.service.tmpl"        // turns swap off at every boot, before the kubelet
 	KubeletUnit      = "kubelet.service.tmpl"        // the kubelet's systemd unit, with kubeadm's flags files
 	NodeRegistration = "node-registration.yaml.tmpl" // partial: nodeRegistration of both kubeadm configurations

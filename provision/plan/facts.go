@@ -88,6 +88,50 @@ type HostFacts struct {
 	// ("ctr not found", "containerd is not running"); the planner and the
 	// preflight then count every image as absent. Empty when it was read.
 	ImagesUnknown string `json:"images_unknown,omitempty"`
+	// Runtime is what the container runtime's configuration depends on;
+	// nil for facts that predate it, read as DefaultRuntimeFacts.
+	Runtime *RuntimeFacts `json:"runtime,omitempty"`
+}
+
+// RuntimeFacts are the host properties containerd's and the kubelet's
+// settings follow (the cgroup driver, the snapshotter, oom_score_adj), and
+// what of the runtime the host already has. The installed versions of
+// containerd, ctr, containerd-shim-runc-v2 and runc are in HostFacts.Versions.
+type RuntimeFacts struct {
+	// CgroupVersion is 2 when /sys/fs/cgroup is a cgroup2 file system (the
+	// unified hierarchy), 1 when it is a tmpfs of v1 hierarchies, 0 unknown.
+	CgroupVersion int `json:"cgroup_version"`
+	// SystemdInit is true when systemd is PID 1, so it can manage cgroups.
+	SystemdInit bool `json:"systemd_init"`
+	// RootFS is the file system type of / as stat -f names it ("ext2/ext3",
+	// "xfs", "overlayfs"); "" unknown.
+	RootFS string `json:"root_fs,omitempty"`
+	// CapSysResource is true when CAP_SYS_RESOURCE is in the bounding set,
+	// so root (and runc) may lower a process's oom_score_adj.
+	CapSysResource bool `json:"cap_sys_resource"`
+	// ContainerdPath is where the host's own containerd is, "" when it has none.
+	ContainerdPath string `json:"containerd_path,omitempty"`
+	// CNIPlugins are the executables in CNIBinDir, sorted.
+	CNIPlugins []string `json:"cni_plugins,omitempty"`
+}
+
+// RootOverlay reports whether / is itself an overlay file system, on which
+// containerd's overlayfs snapshotter cannot stack its layers.
+func (r RuntimeFacts) RootOverlay() bool { return r.RootFS == "overlayfs" || r.RootFS == "overlay" }
+
+// DefaultRuntimeFacts are a standard real host's: cgroup v2, systemd as
+// init, a root file system that is not overlayfs, and CAP_SYS_RESOURCE.
+func DefaultRuntimeFacts() RuntimeFacts {
+	return RuntimeFacts{CgroupVersion: 2, SystemdInit: true, CapSysResource: true}
+}
+
+// RuntimeFacts returns the host's runtime facts, or DefaultRuntimeFacts
+// when none were gathered.
+func (h *HostFacts) RuntimeFacts() RuntimeFacts {
+	if h == nil || h.Runtime == nil {
+		return DefaultRuntimeFacts()
+	}
+	return *h.Runtime
 }
 
 // NodeFacts is a Kubernetes node's labels and taints as the API server reports them.
@@ -102,7 +146,8 @@ type NodeFacts struct {
 func FreshFacts(hosts []string) *Facts {
 	f := &Facts{Offline: true, Hosts: map[string]*HostFacts{}}
 	for _, h := range hosts {
-		f.Hosts[h] = &HostFacts{Reachable: true}
+		rt := DefaultRuntimeFacts()
+		f.Hosts[h] = &HostFacts{Reachable: true, Runtime: &rt}
 	}
 	return f
 }

@@ -65,6 +65,7 @@ func hostChanges(h string, a, b *HostFacts) []string {
 		{"kubelet joined", a.Joined != b.Joined},
 		{"control plane", a.ControlPlane != b.ControlPlane},
 		{"container images readable", a.ImagesUnknown != b.ImagesUnknown},
+		{"container runtime facts (cgroups, init, root file system, capabilities, CNI plugins)", !sameJSON(a.RuntimeFacts(), b.RuntimeFacts())},
 	} {
 		if c.changed {
 			add(c.what)

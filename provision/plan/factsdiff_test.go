@@ -33,6 +33,9 @@ func TestFactsChanges(t *testing.T) {
 			f.Hosts["etcd-1"].Services["etcd.service"] = "failed"
 			f.Etcd[0].Healthy = false
 		}, []string{"etcd-1: service etcd.service", "etcd members"}},
+		{"runtime facts", func(f *Facts) {
+			f.Hosts["compute-1"].Runtime = &RuntimeFacts{CgroupVersion: 1, SystemdInit: true, CapSysResource: true}
+		}, []string{"compute-1: container runtime facts (cgroups, init, root file system, capabilities, CNI plugins)"}},
 		{"host added", func(f *Facts) { f.Hosts["infra-1"] = &HostFacts{Reachable: true} }, []string{"infra-1: in only one of the two"}},
 		{"cluster-wide", func(f *Facts) {
 			f.EtcdDataPresent["etcd-2"] = true

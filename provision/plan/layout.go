@@ -22,8 +22,24 @@ const (
 	SwapOffUnitPath      = "/etc/systemd/system/kprov-swapoff.service"
 	KubeletUnitPath      = "/etc/systemd/system/kubelet.service"
 	// KubeadmLogPath holds the output of the last kubeadm init or join.
-	KubeadmLogPath = "/var/lib/kprov/kubeadm.log"
+	KubeadmLogPath     = "/var/lib/kprov/kubeadm.log"
+	ContainerdUnitPath = "/etc/systemd/system/containerd.service"
+	// KubeadmPatchesDir holds the node's own kubeadm patches (kubeadm
+	// init/join patches.directory): the ClusterConfiguration's
+	// KubeletConfiguration is cluster-wide, but the cgroup driver follows
+	// each host.
+	KubeadmPatchesDir = "/etc/kprov/patches"
+	KubeletPatchPath  = KubeadmPatchesDir + "/kubeletconfiguration+strategic.yaml"
+	// CNIConfPath is the node's bridge network (until kprov installs a pod network).
+	CNIConfPath = CNIConfDir + "/10-kprov-bridge.conflist"
 )
+
+// CNIConfDir is where containerd reads CNI network configurations.
+const CNIConfDir = "/etc/cni/net.d"
+
+// CNIPluginsMarkerPath records the SHA-256 of the cni-plugins archive last
+// unpacked into CNIBinDir, so an unchanged archive is not unpacked again.
+const CNIPluginsMarkerPath = CNIBinDir + "/.kprov-cni-plugins.sha256"
 
 // BinDir is where kprov installs the binaries of the inventory's artifacts block.
 const BinDir = "/usr/local/bin"
@@ -46,8 +62,9 @@ const LockPath = "/var/lib/kprov/apply.lock"
 
 // Systemd units kprov renders or manages.
 const (
-	EtcdUnit    = "etcd.service"
-	SwapOffUnit = "kprov-swapoff.service"
+	EtcdUnit       = "etcd.service"
+	SwapOffUnit    = "kprov-swapoff.service"
+	ContainerdUnit = "containerd.service"
 	// KubeadmUnit is the transient service kubeadm init and join run in.
 	KubeadmUnit = "kprov-kubeadm.service"
 )

@@ -48,6 +48,11 @@ const (
 	// of the step's Images with its digest: uploaded to Path, checked on the
 	// host, imported, checked again, removed.
 	OpImportImages Op = "import-images"
+	// OpUnpackArchive uploads an archive (Source, checked against SHA256),
+	// extracts it in a private directory and moves each top-level file into
+	// Path; a marker file in Path holding the archive's SHA-256 makes a
+	// second run do nothing.
+	OpUnpackArchive Op = "unpack-archive"
 )
 
 // operation is what the plan knows of an Op: how a step of it reads on one
@@ -103,6 +108,7 @@ var operations = map[Op]operation{
 	// The secret itself is never described: only what carries it.
 	OpCreateBootstrapToken: {},
 	OpUploadCerts:          {describe: func(s Step) string { return "--config " + s.Path }},
+	OpUnpackArchive:        {describe: func(s Step) string { return "into " + s.Path }},
 	OpImportImages:         {describe: importImages, plural: count("import-images")},
 }
 

@@ -207,7 +207,9 @@ func (p *Plan) Count() {
 			case OpEtcdRemove:
 				s.EtcdMembersRemoved++
 			case OpRestartService:
-				s.EtcdRestarts++
+				if step.Service == EtcdUnit {
+					s.EtcdRestarts++
+				}
 			case OpKubeadmJoin:
 				if st.Kind == StageControlPlaneJoin {
 					s.MastersToJoin++
