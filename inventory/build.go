@@ -64,7 +64,8 @@ func (l *loader) build(raw *fileSchema) (*Inventory, hcl.Diagnostics) {
 	}
 
 	if len(raw.Artifacts) > 0 {
-		arts, d := l.buildArtifacts(raw.Artifacts[0])
+		arts, images, d := l.buildArtifacts(raw.Artifacts[0])
+		inv.Images = images
 		diags = append(diags, d...)
 		inv.Artifacts = arts
 	}
@@ -360,17 +361,27 @@ func buildEtcd(eb *etcdBlock, e *Etcd) hcl.Diagnostics {
 // sha256Hex is a SHA-256 as sha256sum prints it.
 var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
-// buildArtifacts reads each `NAME = { path = "...", sha256 = "..." }` entry.
-// The file is not read here: loading stays independent of the operator's
-// disk, and apply checks the checksum right before it uploads.
-func (l *loader) buildArtifacts(ab *artifactsBlock) ([]Artifact, hcl.Diagnostics) {
+// buildArtifacts reads each `NAME = { path = "...", sha256 = "..." }` entry
+// and the `images = [ { path = "...", sha256 = "..." }, ... ]` list.
+// The files are not read here: loading stays independent of the operator's
+// disk, and apply checks each checksum right before it uploads.
+func (l *loader) buildArtifacts(ab *artifactsBlock) ([]Artifact, []Artifact, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	byName := map[string]Artifact{}
+	var images []Artifact
+	known := append(slices.Clone(ArtifactNames), ImagesField)
 	for _, name := range keys(ab.Entries) {
 		attr := ab.Entries[name]
+		if name == ImagesField {
+			imgs, d := l.buildImages(attr)
+			diags = append(diags, d...)
+			images = imgs
+			continue
+		}
 		if !slices.Contains(ArtifactNames, name) {
 			diags = append(diags, errorAt(attr.NameRange, "Unknown artifact",
-				"kprov installs %s; %q is not one of them.%s", strings.Join(ArtifactNames, ", "), name, suggestion(name, ArtifactNames)))
+				"kprov installs %s, and takes image archives as %s; %q is not one of them.%s",
+				strings.Join(ArtifactNames, ", "), ImagesField, name, suggestion(name, known)))
 			continue
 		}
 		v, d := attr.Expr.Value(l.ctx)
@@ -378,46 +389,9 @@ func (l *loader) buildArtifacts(ab *artifactsBlock) ([]Artifact, hcl.Diagnostics
 		if d.HasErrors() {
 			continue
 		}
-		if !v.IsKnown() || v.IsNull() || !(v.Type().IsObjectType() || v.Type().IsMapType()) {
-			diags = append(diags, errorAt(attr.Range, "Invalid artifact", "%s must be an object: { path = \"...\", sha256 = \"...\" }.", name))
-			continue
-		}
-		a := Artifact{Name: name, Range: attr.Range}
-		ok := true
-		for it := v.ElementIterator(); it.Next(); {
-			k, ev := it.Element()
-			field := k.AsString()
-			if ev.IsNull() || !ev.IsKnown() || ev.Type() != cty.String {
-				diags = append(diags, errorAt(attr.Range, "Invalid artifact", "%s.%s must be a string.", name, field))
-				ok = false
-				continue
-			}
-			switch field {
-			case "path":
-				a.Path = ev.AsString()
-			case "sha256":
-				a.SHA256 = strings.ToLower(strings.TrimSpace(ev.AsString()))
-				l.derived(ev.AsString(), a.SHA256)
-			default:
-				diags = append(diags, errorAt(attr.Range, "Unknown artifact field",
-					"%s has no field %q; an artifact takes path and sha256.%s", name, field, suggestion(field, []string{"path", "sha256"})))
-				ok = false
-			}
-		}
-		if a.Path == "" {
-			diags = append(diags, errorAt(attr.Range, "Missing artifact path", "%s needs path, the binary on this machine (relative to the inventory, ~ allowed).", name))
-			ok = false
-		}
-		if a.SHA256 == "" {
-			diags = append(diags, errorAt(attr.Range, "Missing artifact sha256", "%s needs sha256, the file's SHA-256 as 64 hex digits (sha256sum FILE prints it).", name))
-			ok = false
-		} else if !sha256Hex.MatchString(a.SHA256) {
-			diags = append(diags, errorAt(attr.Range, "Invalid artifact sha256",
-				"%s needs sha256, the file's SHA-256 as 64 hex digits (sha256sum FILE prints it); got %q.", name, a.SHA256))
-			ok = false
-		}
-		if ok {
-			a.Path = l.path(a.Path)
+		a, d := l.artifactEntry(name, name, v, attr.Range)
+		diags = append(diags, d...)
+		if !d.HasErrors() {
 			byName[name] = a
 		}
 	}
@@ -427,7 +401,81 @@ func (l *loader) buildArtifacts(ab *artifactsBlock) ([]Artifact, hcl.Diagnostics
 			out = append(out, a)
 		}
 	}
+	return out, images, diags
+}
+
+// buildImages reads `images = [ { path, sha256 }, ... ]`: image archives,
+// each named images[i] in diagnostics. The same file twice is an error.
+func (l *loader) buildImages(attr *hcl.Attribute) ([]Artifact, hcl.Diagnostics) {
+	v, diags := attr.Expr.Value(l.ctx)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	if !v.IsKnown() || v.IsNull() || !(v.Type().IsListType() || v.Type().IsTupleType()) {
+		return nil, append(diags, errorAt(attr.Range, "Invalid images",
+			"images must be a list of image archives: images = [ { path = \"...\", sha256 = \"...\" } ]."))
+	}
+	var out []Artifact
+	seen := map[string]int{}
+	for it := v.ElementIterator(); it.Next(); {
+		k, ev := it.Element()
+		i, _ := k.AsBigFloat().Int64()
+		label := fmt.Sprintf("%s[%d]", ImagesField, i)
+		a, d := l.artifactEntry(ImagesField, label, ev, attr.Range)
+		diags = append(diags, d...)
+		if d.HasErrors() {
+			continue
+		}
+		if j, dup := seen[a.SHA256]; dup {
+			diags = append(diags, errorAt(attr.Range, "Duplicate image archive",
+				"%s has the same sha256 as %s[%d]; list each archive once.", label, ImagesField, j))
+			continue
+		}
+		seen[a.SHA256] = int(i)
+		out = append(out, a)
+	}
 	return out, diags
+}
+
+// artifactEntry reads one `{ path = "...", sha256 = "..." }` object; label
+// names it in diagnostics (etcd, images[2]).
+func (l *loader) artifactEntry(name, label string, v cty.Value, rng hcl.Range) (Artifact, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	if !v.IsKnown() || v.IsNull() || !(v.Type().IsObjectType() || v.Type().IsMapType()) {
+		return Artifact{}, append(diags, errorAt(rng, "Invalid artifact", "%s must be an object: { path = \"...\", sha256 = \"...\" }.", label))
+	}
+	a := Artifact{Name: name, Range: rng}
+	for it := v.ElementIterator(); it.Next(); {
+		k, ev := it.Element()
+		field := k.AsString()
+		if ev.IsNull() || !ev.IsKnown() || ev.Type() != cty.String {
+			diags = append(diags, errorAt(rng, "Invalid artifact", "%s.%s must be a string.", label, field))
+			continue
+		}
+		switch field {
+		case "path":
+			a.Path = ev.AsString()
+		case "sha256":
+			a.SHA256 = strings.ToLower(strings.TrimSpace(ev.AsString()))
+			l.derived(ev.AsString(), a.SHA256)
+		default:
+			diags = append(diags, errorAt(rng, "Unknown artifact field",
+				"%s has no field %q; an artifact takes path and sha256.%s", label, field, suggestion(field, []string{"path", "sha256"})))
+		}
+	}
+	if a.Path == "" {
+		diags = append(diags, errorAt(rng, "Missing artifact path", "%s needs path, the file on this machine (relative to the inventory, ~ allowed).", label))
+	}
+	if a.SHA256 == "" {
+		diags = append(diags, errorAt(rng, "Missing artifact sha256", "%s needs sha256, the file's SHA-256 as 64 hex digits (sha256sum FILE prints it).", label))
+	} else if !sha256Hex.MatchString(a.SHA256) {
+		diags = append(diags, errorAt(rng, "Invalid artifact sha256",
+			"%s needs sha256, the file's SHA-256 as 64 hex digits (sha256sum FILE prints it); got %q.", label, a.SHA256))
+	}
+	if !diags.HasErrors() {
+		a.Path = l.path(a.Path)
+	}
+	return a, diags
 }
 
 func (l *loader) buildInfra(ib *infraBlock, d *InfraDefaults) hcl.Diagnostics {

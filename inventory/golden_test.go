@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -35,7 +36,7 @@ func renderResult(t *testing.T, inv *Inventory, diags hcl.Diagnostics) []byte {
 		return buf.Bytes()
 	}
 	buf.WriteString("topology: " + inv.Topology.Summary() + "\n")
-	for _, a := range inv.Artifacts {
+	for _, a := range append(slices.Clone(inv.Artifacts), inv.Images...) {
 		// The path relative to the inventory's directory keeps goldens machine-independent.
 		p := a.Path
 		if rel, err := filepath.Rel(inv.Dir, p); err == nil && !strings.HasPrefix(rel, "..") {

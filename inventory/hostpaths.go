@@ -37,6 +37,11 @@ var HostPaths = []string{
 	"/usr/local/bin/kubeadm",
 	"/usr/local/bin/kubelet",
 	"/usr/local/bin/kubectl",
+	"/usr/local/bin/containerd",
+	"/usr/local/bin/ctr",
+	"/usr/local/bin/containerd-shim-runc-v2",
+	"/usr/local/bin/runc",
+	"/opt/cni/bin", // the CNI plugins from the artifacts block's cni-plugins archive
 }
 
 // SystemDirs are directories the operating system, its packages, its users

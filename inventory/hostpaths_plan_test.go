@@ -35,6 +35,9 @@ func TestHostPathsCoverThePlan(t *testing.T) {
 	}
 	for _, name := range inventory.ArtifactNames {
 		paths["artifact "+name] = plan.BinDir + "/" + name
+		if name == inventory.CNIPluginsArtifact {
+			paths["artifact "+name] = plan.CNIBinDir + "/bridge"
+		}
 	}
 	files, _ := filepath.Glob("../examples/*.kprov.hcl")
 	files = append(files, "../roles/testdata/inventories/airgap.kprov.hcl")

@@ -54,6 +54,10 @@ type Inventory struct {
 	// Artifacts are binaries pushed from the operator's machine, in
 	// ArtifactNames order; empty when the hosts bring their own.
 	Artifacts []Artifact
+	// Images are container image archives (OCI image layout in a tar)
+	// imported into every Kubernetes node's runtime, in the inventory's
+	// order; each has Name ImagesField.
+	Images []Artifact
 	Hosts     []*Host // in file order, dynamic hosts where their block stands
 	Topology  Topology
 
@@ -101,7 +105,15 @@ type Etcd struct {
 
 // ArtifactNames are the binaries an artifacts block may name, in the order
 // kprov installs them.
-var ArtifactNames = []string{"etcd", "etcdctl", "etcdutl", "kubeadm", "kubelet", "kubectl"}
+var ArtifactNames = []string{"etcd", "etcdctl", "etcdutl", "kubeadm", "kubelet", "kubectl",
+	"containerd", "ctr", "containerd-shim-runc-v2", "runc", CNIPluginsArtifact}
+
+// CNIPluginsArtifact is the artifact that is an archive of CNI plugins
+// (binaries at its top level), unpacked into the CNI binary directory.
+const CNIPluginsArtifact = "cni-plugins"
+
+// ImagesField is the artifacts block's list of container image archives.
+const ImagesField = "images"
 
 // Artifact is one binary kprov uploads to /usr/local/bin instead of letting
 // the host download it (air-gapped sites, and the lab).

@@ -25,6 +25,10 @@ const (
 // BinDir is where kprov installs the binaries of the inventory's artifacts block.
 const BinDir = "/usr/local/bin"
 
+// CNIBinDir is where kprov unpacks the artifacts block's cni-plugins
+// archive, and where containerd looks for CNI plugins.
+const CNIBinDir = "/opt/cni/bin"
+
 // Files kubeadm writes, whose existence says how far it got on a host.
 const (
 	KubeletConfPath       = "/etc/kubernetes/kubelet.conf"                  // after any join
