@@ -198,12 +198,11 @@ func openArtifactCache(dir string) (*artifactCache, error) {
 func (c *artifactCache) ensure(arts []*Artifact, build func(missing []*Artifact) error) error {
 	var missing []*Artifact
 	for _, art := range arts {
-		sum, err := fileSHA256(art.Path)
-		if err != nil || c.manifest[c.rel(art)] != sum {
+		if !c.cached(art) {
 			missing = append(missing, art)
 			continue
 		}
-		art.SHA256 = sum
+		art.SHA256 = c.manifest[c.rel(art)]
 	}
 	if len(missing) == 0 {
 		return nil
@@ -221,6 +220,12 @@ func (c *artifactCache) ensure(arts []*Artifact, build func(missing []*Artifact)
 	}
 	// Entries of artifacts this call did not touch are kept.
 	return writeManifest(filepath.Join(c.dir, ManifestFile), c.manifest)
+}
+
+// cached reports whether art's file matches the manifest.
+func (c *artifactCache) cached(art *Artifact) bool {
+	sum, err := fileSHA256(art.Path)
+	return err == nil && c.manifest[c.rel(art)] == sum
 }
 
 func (c *artifactCache) rel(art *Artifact) string {

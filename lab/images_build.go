@@ -136,7 +136,7 @@ func (c *artifactCache) images(ctx context.Context, a *Artifacts, v Versions, lo
 		slot := slots[img.name]
 		art := Artifact{Name: img.ref, Path: filepath.Join(imgDir, file), Image: true}
 		if img.name == "kube-proxy" && root == "" {
-			if _, err := os.Stat(art.Path); err != nil {
+			if !c.cached(&art) {
 				logger.Warn("kube-proxy image left out: no root filesystem with iptables and conntrack found; run `kprov lab up` once (its root filesystem has them) or pass --iptables-root, then build again",
 					"looked in", strings.Join(iptablesRootCandidates(c.dir), ", "))
 				continue
@@ -167,6 +167,7 @@ func buildImageArchive(ctx context.Context, img plannedImage, file string, a *Ar
 		if err != nil {
 			return err
 		}
+		logger.Info("kube-proxy image: iptables and conntrack from a root filesystem", "root", iptablesRoot)
 		spec = binaryImage(img.ref, img.name, a.KubeProxy.Path, extra...)
 	case "etcd":
 		// etcdctl too, so `kubectl exec` into the etcd pod can inspect the cluster.
