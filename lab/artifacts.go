@@ -37,8 +37,9 @@ type Versions struct {
 	// CNIPlugins is a release of the CNI plugins such as "1.10.0".
 	CNIPlugins string
 	// IptablesRoot is the Debian root filesystem whose iptables and
-	// conntrack go into the kube-proxy image; empty means the lab's cached
-	// root filesystem that has them (see iptablesRootCandidates).
+	// conntrack go into the kube-proxy image; empty means a cached lab root
+	// filesystem that has them (in rootfs/ beside the artifact cache or in
+	// DefaultCacheDir), the current recipe's first, then the newest.
 	IptablesRoot string
 }
 
