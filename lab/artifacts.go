@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -31,23 +32,71 @@ type Versions struct {
 	Etcd string
 	// Kubernetes is a Kubernetes release such as "1.37.2".
 	Kubernetes string
+	// Containerd is a containerd release such as "2.4.2".
+	Containerd string
+	// CNIPlugins is a release of the CNI plugins such as "1.10.0".
+	CNIPlugins string
+	// IptablesRoot is the Debian root filesystem whose iptables and
+	// conntrack go into the kube-proxy image; empty means a cached lab root
+	// filesystem that has them (in rootfs/ beside the artifact cache or in
+	// DefaultCacheDir), the current recipe's first, then the newest.
+	IptablesRoot string
 }
 
-// Artifact is one built binary in the cache.
+// Default releases of the runtime artifacts.
+const (
+	DefaultContainerdVersion = "2.4.2"
+	DefaultCNIPluginsVersion = "1.10.0"
+)
+
+// Artifact is one built file in the cache: a binary, the CNI plugins
+// archive, or an image archive.
 type Artifact struct {
-	Name   string // etcd, etcdctl, etcdutl, kubeadm
+	Name   string // etcd, ..., kubeadm, containerd, cni-plugins; an image archive's image reference
 	Path   string // absolute
 	SHA256 string // hex
+	Image  bool   // an image archive (OCI image-layout tar), listed in the inventory's images
 }
 
-// Artifacts are the binaries kprov pushes to lab hosts instead of letting them download.
+// Artifacts are what kprov pushes to lab hosts instead of letting them
+// download: binaries, the CNI plugins, and the images kubeadm needs.
 type Artifacts struct {
 	Etcd, Etcdctl, Etcdutl, Kubeadm, Kubelet, Kubectl Artifact
+	Containerd, Ctr, ContainerdShim                   Artifact
+	CNIPlugins                                        Artifact
+	// The control-plane commands, which reach hosts only inside the images.
+	KubeAPIServer, KubeControllerManager, KubeScheduler, KubeProxy Artifact
+	Images                                                         Images
 }
 
-// All lists the artifacts in a fixed order.
+// Images are the image archives, one per image kubeadm lists.
+type Images struct {
+	KubeAPIServer, KubeControllerManager, KubeScheduler, KubeProxy, Pause, Etcd, CoreDNS Artifact
+}
+
+// All lists the images in a fixed order, leaving out any not built (a
+// kube-proxy image without a root filesystem to take iptables from).
+func (i Images) All() []Artifact {
+	return present(i.KubeAPIServer, i.KubeControllerManager, i.KubeScheduler, i.KubeProxy, i.Pause, i.Etcd, i.CoreDNS)
+}
+
+// All lists the artifacts in a fixed order: what the inventory lists, the
+// control-plane binaries, then the images.
 func (a Artifacts) All() []Artifact {
-	return []Artifact{a.Etcd, a.Etcdctl, a.Etcdutl, a.Kubeadm, a.Kubelet, a.Kubectl}
+	out := present(a.Etcd, a.Etcdctl, a.Etcdutl, a.Kubeadm, a.Kubelet, a.Kubectl,
+		a.Containerd, a.Ctr, a.ContainerdShim, a.CNIPlugins,
+		a.KubeAPIServer, a.KubeControllerManager, a.KubeScheduler, a.KubeProxy)
+	return append(out, a.Images.All()...)
+}
+
+func present(arts ...Artifact) []Artifact {
+	var out []Artifact
+	for _, a := range arts {
+		if a.Path != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // DefaultArtifactsDir is the artifact cache `kprov lab artifacts` and the
@@ -89,6 +138,27 @@ func runGo(ctx context.Context, dir string, env []string, args ...string) ([]byt
 // becomes part of a path in the cache, so nothing else is accepted.
 var versionFormat = regexp.MustCompile(`^v?\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?$`)
 
+// vVersion checks a release version and returns it with a leading v.
+func vVersion(what, version string) (string, error) {
+	if !versionFormat.MatchString(version) {
+		return "", fmt.Errorf("%s version %q: want MAJOR.MINOR.PATCH", what, version)
+	}
+	return "v" + strings.TrimPrefix(version, "v"), nil
+}
+
+// withDefaults fills in the default release of every version left empty.
+func (v Versions) withDefaults() Versions {
+	for _, f := range []struct {
+		p   *string
+		def string
+	}{{&v.Etcd, DefaultEtcdVersion}, {&v.Kubernetes, DefaultKubernetesVersion}, {&v.Containerd, DefaultContainerdVersion}, {&v.CNIPlugins, DefaultCNIPluginsVersion}} {
+		if *f.p == "" {
+			*f.p = f.def
+		}
+	}
+	return v
+}
+
 // artifactCache is an open, locked artifact directory and its manifest.
 type artifactCache struct {
 	dir      string // absolute
@@ -122,30 +192,26 @@ func openArtifactCache(dir string) (*artifactCache, error) {
 	return &artifactCache{dir: abs, manifest: manifest, unlock: unlock}, nil
 }
 
-// ensure fills in the checksums of arts, running build first unless every
-// one of them is present and matches the manifest, and records them in the
-// manifest on disk at once, so a later failure does not cost this build.
-func (c *artifactCache) ensure(arts []*Artifact, build func() error) error {
-	sums := make([]string, len(arts))
-	cached := true
-	for i, art := range arts {
-		sum, err := fileSHA256(art.Path)
-		sums[i] = sum
-		if err != nil || c.manifest[c.rel(art)] != sum {
-			cached = false
-			break
+// ensure fills in the checksums of arts. Those whose file is missing or no
+// longer matches the manifest are passed to build, in arts' order; the
+// others are left as they are. What build made is recorded in the manifest
+// on disk at once, so a later failure does not cost this build.
+func (c *artifactCache) ensure(arts []*Artifact, build func(missing []*Artifact) error) error {
+	var missing []*Artifact
+	for _, art := range arts {
+		if !c.cached(art) {
+			missing = append(missing, art)
+			continue
 		}
+		art.SHA256 = c.manifest[c.rel(art)]
 	}
-	if cached {
-		for i, art := range arts {
-			art.SHA256 = sums[i]
-		}
+	if len(missing) == 0 {
 		return nil
 	}
-	if err := build(); err != nil {
+	if err := build(missing); err != nil {
 		return err
 	}
-	for _, art := range arts {
+	for _, art := range missing {
 		sum, err := fileSHA256(art.Path)
 		if err != nil {
 			return fmt.Errorf("%s: %w", art.Name, err)
@@ -157,56 +223,105 @@ func (c *artifactCache) ensure(arts []*Artifact, build func() error) error {
 	return writeManifest(filepath.Join(c.dir, ManifestFile), c.manifest)
 }
 
+// cached reports whether art's file matches the manifest.
+func (c *artifactCache) cached(art *Artifact) bool {
+	sum, err := fileSHA256(art.Path)
+	return err == nil && c.manifest[c.rel(art)] == sum
+}
+
 func (c *artifactCache) rel(art *Artifact) string {
 	rel, _ := filepath.Rel(c.dir, art.Path)
 	return filepath.ToSlash(rel)
 }
 
-// BuildArtifacts builds etcd, etcdctl, etcdutl, kubeadm, kubelet and kubectl
-// from the Go module proxy into dir (dir/etcd-vX/..., dir/kubernetes-vY/...) and records
-// their checksums in dir/SHA256SUMS. A binary whose file matches its recorded
-// checksum is not built again. The binaries are static (CGO_ENABLED=0), so
-// they run on any lab machine, as an air-gapped site's would. An error the
-// module proxy or the network caused wraps ErrToolchain.
+// BuildArtifacts builds, from the Go module proxy, everything a lab needs to
+// run Kubernetes without downloading anything: etcd, etcdctl and etcdutl;
+// the seven Kubernetes commands; containerd, ctr and its runc shim; the CNI
+// plugins as cni-plugins.tgz; and the images kubeadm lists for the
+// Kubernetes version as OCI image-layout archives (see cache layout in
+// docs/lab.md). It records checksums in dir/SHA256SUMS; a file that matches
+// its recorded checksum is not built again. The binaries are static
+// (CGO_ENABLED=0), so they run on any lab machine, as an air-gapped site's
+// would. Without a root filesystem to take iptables from, the kube-proxy
+// image is left out with a warning. An error the module proxy or the
+// network caused wraps ErrToolchain.
 func BuildArtifacts(ctx context.Context, dir string, v Versions, logger *log.Logger) (Artifacts, error) {
-	if v.Etcd == "" {
-		v.Etcd = DefaultEtcdVersion
+	v = v.withDefaults()
+	etcdV, err := vVersion("etcd", v.Etcd)
+	if err != nil {
+		return Artifacts{}, err
 	}
-	if !versionFormat.MatchString(v.Etcd) {
-		return Artifacts{}, fmt.Errorf("etcd version %q: want MAJOR.MINOR.PATCH", v.Etcd)
+	if _, err := kubernetesVersion(v.Kubernetes); err != nil {
+		return Artifacts{}, err
+	}
+	containerdV, err := vVersion("containerd", v.Containerd)
+	if err != nil {
+		return Artifacts{}, err
+	}
+	cniV, err := vVersion("CNI plugins", v.CNIPlugins)
+	if err != nil {
+		return Artifacts{}, err
+	}
+	if logger == nil {
+		logger = log.New(io.Discard)
 	}
 	c, err := openArtifactCache(dir)
 	if err != nil {
 		return Artifacts{}, err
 	}
 	defer c.unlock()
-	etcdV := "v" + strings.TrimPrefix(v.Etcd, "v")
+
+	var a Artifacts
 	etcdDir := filepath.Join(c.dir, "etcd-"+etcdV)
-	a := Artifacts{
-		Etcd:    Artifact{Name: "etcd", Path: filepath.Join(etcdDir, "etcd")},
-		Etcdctl: Artifact{Name: "etcdctl", Path: filepath.Join(etcdDir, "etcdctl")},
-		Etcdutl: Artifact{Name: "etcdutl", Path: filepath.Join(etcdDir, "etcdutl")},
-	}
-	if err := c.ensure([]*Artifact{&a.Etcd, &a.Etcdctl, &a.Etcdutl}, func() error {
-		return buildEtcd(ctx, etcdDir, etcdV, logger)
+	a.Etcd = Artifact{Name: "etcd", Path: filepath.Join(etcdDir, "etcd")}
+	a.Etcdctl = Artifact{Name: "etcdctl", Path: filepath.Join(etcdDir, "etcdctl")}
+	a.Etcdutl = Artifact{Name: "etcdutl", Path: filepath.Join(etcdDir, "etcdutl")}
+	if err := c.ensure([]*Artifact{&a.Etcd, &a.Etcdctl, &a.Etcdutl}, func([]*Artifact) error {
+		return buildInModule(ctx, etcdBuild(etcdV), etcdDir, logger)
 	}); err != nil {
 		return Artifacts{}, err
 	}
-	if a.Kubeadm, err = c.kubeadm(ctx, v.Kubernetes, logger); err != nil {
+
+	k8s := []*Artifact{&a.Kubeadm, &a.Kubelet, &a.Kubectl, &a.KubeAPIServer, &a.KubeControllerManager, &a.KubeScheduler, &a.KubeProxy}
+	built, err := c.kubernetes(ctx, v.Kubernetes, kubernetesCommands, logger)
+	if err != nil {
 		return Artifacts{}, err
 	}
-	// kubelet and kubectl came to the cache later than kubeadm: a cache that
-	// holds kubeadm only builds these two.
-	k8sDir := filepath.Dir(a.Kubeadm.Path) // dir/kubernetes-vVERSION, checked by c.kubeadm
-	k8sV := strings.TrimPrefix(filepath.Base(k8sDir), "kubernetes-")
-	a.Kubelet = Artifact{Name: "kubelet", Path: filepath.Join(k8sDir, "kubelet")}
-	a.Kubectl = Artifact{Name: "kubectl", Path: filepath.Join(k8sDir, "kubectl")}
-	if err := c.ensure([]*Artifact{&a.Kubelet, &a.Kubectl}, func() error {
-		return buildKubernetes(ctx, k8sDir, k8sV, []string{"kubelet", "kubectl"}, logger)
+	for i, art := range built {
+		*k8s[i] = art
+	}
+
+	cdDir := filepath.Join(c.dir, "containerd-"+containerdV)
+	a.Containerd = Artifact{Name: "containerd", Path: filepath.Join(cdDir, "containerd")}
+	a.Ctr = Artifact{Name: "ctr", Path: filepath.Join(cdDir, "ctr")}
+	a.ContainerdShim = Artifact{Name: "containerd-shim-runc-v2", Path: filepath.Join(cdDir, "containerd-shim-runc-v2")}
+	if err := c.ensure([]*Artifact{&a.Containerd, &a.Ctr, &a.ContainerdShim}, func(missing []*Artifact) error {
+		return buildInModule(ctx, containerdBuild(containerdV, names(missing)), cdDir, logger)
 	}); err != nil {
+		return Artifacts{}, err
+	}
+
+	cniDir := filepath.Join(c.dir, "cni-plugins-"+cniV)
+	a.CNIPlugins = Artifact{Name: "cni-plugins", Path: filepath.Join(cniDir, cniArchive)}
+	if err := c.ensure([]*Artifact{&a.CNIPlugins}, func([]*Artifact) error {
+		return buildCNIPlugins(ctx, cniDir, cniV, logger)
+	}); err != nil {
+		return Artifacts{}, err
+	}
+
+	if err := c.images(ctx, &a, v, logger); err != nil {
 		return Artifacts{}, err
 	}
 	return a, nil
+}
+
+// names returns the artifacts' names.
+func names(arts []*Artifact) []string {
+	out := make([]string, len(arts))
+	for i, a := range arts {
+		out[i] = a.Name
+	}
+	return out
 }
 
 // BuildKubeadm builds kubeadm of a Kubernetes release (default
@@ -215,42 +330,73 @@ func BuildArtifacts(ctx context.Context, dir string, v Versions, logger *log.Log
 // for a caller that needs no etcd. An error the module proxy or the network
 // caused wraps ErrToolchain.
 func BuildKubeadm(ctx context.Context, dir, version string, logger *log.Logger) (Artifact, error) {
+	if version == "" {
+		version = DefaultKubernetesVersion
+	}
+	if _, err := kubernetesVersion(version); err != nil {
+		return Artifact{}, err
+	}
+	if logger == nil {
+		logger = log.New(io.Discard)
+	}
 	c, err := openArtifactCache(dir)
 	if err != nil {
 		return Artifact{}, err
 	}
 	defer c.unlock()
-	return c.kubeadm(ctx, version, logger)
-}
-
-// kubeadm ensures kubeadm of version is in the cache.
-func (c *artifactCache) kubeadm(ctx context.Context, version string, logger *log.Logger) (Artifact, error) {
-	if version == "" {
-		version = DefaultKubernetesVersion
-	}
-	if !versionFormat.MatchString(version) || !strings.HasPrefix(strings.TrimPrefix(version, "v"), "1.") {
-		return Artifact{}, fmt.Errorf("kubernetes version %q: want 1.MINOR.PATCH", version)
-	}
-	k8sV := "v" + strings.TrimPrefix(version, "v")
-	k8sDir := filepath.Join(c.dir, "kubernetes-"+k8sV)
-	art := Artifact{Name: "kubeadm", Path: filepath.Join(k8sDir, "kubeadm")}
-	if err := c.ensure([]*Artifact{&art}, func() error { return buildKubernetes(ctx, k8sDir, k8sV, []string{"kubeadm"}, logger) }); err != nil {
+	arts, err := c.kubernetes(ctx, version, []string{"kubeadm"}, logger)
+	if err != nil {
 		return Artifact{}, err
 	}
-	return art, nil
+	return arts[0], nil
+}
+
+// kubernetesCommands are the Kubernetes commands BuildArtifacts builds, in
+// the order of Artifacts' fields.
+var kubernetesCommands = []string{"kubeadm", "kubelet", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"}
+
+// kubernetesVersion checks a Kubernetes release version and returns it with a leading v.
+func kubernetesVersion(version string) (string, error) {
+	if !versionFormat.MatchString(version) || !strings.HasPrefix(strings.TrimPrefix(version, "v"), "1.") {
+		return "", fmt.Errorf("kubernetes version %q: want 1.MINOR.PATCH", version)
+	}
+	return "v" + strings.TrimPrefix(version, "v"), nil
+}
+
+// kubernetes ensures the named commands of a Kubernetes release are in the
+// cache, building the missing ones in one go build (they share most of
+// their packages, so one build compiles them once and links each).
+func (c *artifactCache) kubernetes(ctx context.Context, version string, commands []string, logger *log.Logger) ([]Artifact, error) {
+	k8sV, err := kubernetesVersion(version)
+	if err != nil {
+		return nil, err
+	}
+	k8sDir := filepath.Join(c.dir, "kubernetes-"+k8sV)
+	arts := make([]Artifact, len(commands))
+	ptrs := make([]*Artifact, len(commands))
+	for i, n := range commands {
+		arts[i] = Artifact{Name: n, Path: filepath.Join(k8sDir, n)}
+		ptrs[i] = &arts[i]
+	}
+	if err := c.ensure(ptrs, func(missing []*Artifact) error {
+		b, err := kubernetesBuild(ctx, k8sV, names(missing))
+		if err != nil {
+			return err
+		}
+		return buildInModule(ctx, b, k8sDir, logger)
+	}); err != nil {
+		return nil, err
+	}
+	return arts, nil
 }
 
 // CachedArtifacts returns the artifacts of versions v that dir already holds
-// with their recorded checksum, building nothing; a binary missing from the
-// cache is left out. It is how `kprov lab up` finds what to write into the
-// lab's artifacts block.
+// with their recorded checksum, building nothing: the binaries and the CNI
+// plugins the inventory names, then every image archive of the Kubernetes
+// version; one missing from the cache is left out. It is how `kprov lab up`
+// finds what to write into the lab's artifacts block.
 func CachedArtifacts(dir string, v Versions) ([]Artifact, error) {
-	if v.Etcd == "" {
-		v.Etcd = DefaultEtcdVersion
-	}
-	if v.Kubernetes == "" {
-		v.Kubernetes = DefaultKubernetesVersion
-	}
+	v = v.withDefaults()
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("artifact cache: %w", err)
@@ -259,56 +405,148 @@ func CachedArtifacts(dir string, v Versions) ([]Artifact, error) {
 	if err != nil {
 		return nil, err
 	}
-	etcdDir := "etcd-v" + strings.TrimPrefix(v.Etcd, "v")
-	k8sDir := "kubernetes-v" + strings.TrimPrefix(v.Kubernetes, "v")
-	var out []Artifact
-	for _, rel := range []string{etcdDir + "/etcd", etcdDir + "/etcdctl", etcdDir + "/etcdutl", k8sDir + "/kubeadm", k8sDir + "/kubelet", k8sDir + "/kubectl"} {
+	// matches reports whether a file still matches its recorded checksum. A
+	// file changed since it was recorded is not offered: apply would refuse
+	// it anyway, naming the file.
+	matches := func(rel string) (string, bool) {
 		want, ok := manifest[rel]
+		if !ok {
+			return "", false
+		}
+		sum, err := fileSHA256(filepath.Join(abs, rel))
+		return want, err == nil && sum == want
+	}
+	etcdDir := "etcd-v" + strings.TrimPrefix(v.Etcd, "v")
+	k8sV := "v" + strings.TrimPrefix(v.Kubernetes, "v")
+	cdDir := "containerd-v" + strings.TrimPrefix(v.Containerd, "v")
+	var out []Artifact
+	for _, rel := range []string{
+		etcdDir + "/etcd", etcdDir + "/etcdctl", etcdDir + "/etcdutl",
+		"kubernetes-" + k8sV + "/kubeadm", "kubernetes-" + k8sV + "/kubelet", "kubernetes-" + k8sV + "/kubectl",
+		cdDir + "/containerd", cdDir + "/ctr", cdDir + "/containerd-shim-runc-v2",
+		"cni-plugins-v" + strings.TrimPrefix(v.CNIPlugins, "v") + "/" + cniArchive,
+	} {
+		sum, ok := matches(rel)
 		if !ok {
 			continue
 		}
-		path := filepath.Join(abs, rel)
-		// A file changed since it was recorded is not offered: apply would
-		// refuse it anyway, naming the file.
-		if sum, err := fileSHA256(path); err != nil || sum != want {
+		name := path.Base(rel)
+		if name == cniArchive {
+			name = "cni-plugins"
+		}
+		out = append(out, Artifact{Name: name, Path: filepath.Join(abs, rel), SHA256: sum})
+	}
+	var images []string
+	for rel := range manifest {
+		if strings.HasPrefix(rel, "images-"+k8sV+"/") && strings.HasSuffix(rel, ".tar") {
+			images = append(images, rel)
+		}
+	}
+	slices.Sort(images)
+	for _, rel := range images {
+		sum, ok := matches(rel)
+		if !ok {
 			continue
 		}
-		out = append(out, Artifact{Name: filepath.Base(rel), Path: path, SHA256: want})
+		p := filepath.Join(abs, rel)
+		index, err := readArchiveIndex(p)
+		if err != nil || len(index) == 0 {
+			continue
+		}
+		out = append(out, Artifact{Name: index[0].Ref, Path: p, SHA256: sum, Image: true})
 	}
 	return out, nil
 }
 
-// buildEtcd builds the three etcd binaries in a throwaway module that
-// requires the server, etcdctl and etcdutl modules at the same version.
-func buildEtcd(ctx context.Context, outDir, version string, logger *log.Logger) error {
-	mods := []string{"go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/etcdctl/v3", "go.etcd.io/etcd/etcdutl/v3"}
-	var req []string
-	for _, m := range mods {
-		req = append(req, m+"@"+version)
-	}
-	return buildInModule(ctx, "etcd "+version, outDir, "", req, map[string]string{
-		"etcd": mods[0], "etcdctl": mods[1], "etcdutl": mods[2],
-	}, nil, logger)
+// goBuild is one build in a throwaway module: `go get` of the modules,
+// then `go build` of the packages, every binary named after its package's
+// last path element (as `go build -o DIR/` names them) unless Binaries
+// names them otherwise.
+type goBuild struct {
+	what    string            // what to call the build in logs and errors
+	gomod   string            // go.mod directives after the module line (replaces)
+	gets    []string          // go get arguments, module@version
+	files   map[string][]byte // source files of the throwaway module, by slash path
+	pkgs    []string          // import paths of the main packages
+	tags    []string          // build tags
+	ldflags string            // default "-s -w"
+	// binaries names each package's binary when the last path element is
+	// not the name (go.etcd.io/etcd/server/v3 is etcd); such builds run
+	// one go build per package.
+	binaries map[string]string
 }
 
-// buildKubernetes builds the named commands (kubeadm, kubelet, kubectl) from
-// k8s.io/kubernetes. That module requires its
-// staging modules (k8s.io/api, ...) at v0.0.0 and replaces them with local
+// commands returns the go command lines (without "go") that build every
+// binary into outDir: one `go build -o outDir/` for all packages unless a
+// binary needs its own name.
+func (b goBuild) commands(outDir string) [][]string {
+	ldflags := b.ldflags
+	if ldflags == "" {
+		ldflags = "-s -w"
+	}
+	flags := []string{"build", "-trimpath"}
+	if len(b.tags) > 0 {
+		flags = append(flags, "-tags", strings.Join(b.tags, ","))
+	}
+	flags = append(flags, "-ldflags", ldflags)
+	if len(b.binaries) == 0 {
+		args := append(slices.Clone(flags), "-o", outDir+string(filepath.Separator))
+		return [][]string{append(args, b.pkgs...)}
+	}
+	var out [][]string
+	for _, pkg := range b.pkgs {
+		args := append(slices.Clone(flags), "-o", filepath.Join(outDir, b.binaryName(pkg)), pkg)
+		out = append(out, args)
+	}
+	return out
+}
+
+// binaryName is the file a package's binary is written to.
+func (b goBuild) binaryName(pkg string) string {
+	if n, ok := b.binaries[pkg]; ok {
+		return n
+	}
+	return path.Base(pkg)
+}
+
+// etcdBuild builds the three etcd binaries in a module that requires the
+// server, etcdctl and etcdutl modules at the same version.
+func etcdBuild(version string) goBuild {
+	b := goBuild{what: "etcd " + version, binaries: map[string]string{}}
+	for name, mod := range map[string]string{"etcd": "go.etcd.io/etcd/server/v3", "etcdctl": "go.etcd.io/etcd/etcdctl/v3", "etcdutl": "go.etcd.io/etcd/etcdutl/v3"} {
+		b.gets = append(b.gets, mod+"@"+version)
+		b.pkgs = append(b.pkgs, mod)
+		b.binaries[mod] = name
+	}
+	slices.Sort(b.gets)
+	slices.Sort(b.pkgs)
+	return b
+}
+
+// kubernetesBuild builds the named commands (kubeadm, kubelet, ...) of
+// k8s.io/kubernetes in one go build. That module requires its staging
+// modules (k8s.io/api, ...) at v0.0.0 and replaces them with local
 // directories that a dependent module cannot see, so the build module
 // replaces each with its published v0.MINOR.PATCH release instead.
-func buildKubernetes(ctx context.Context, outDir, version string, names []string, logger *log.Logger) error {
-	what := strings.Join(names, ", ") + " " + version
+func kubernetesBuild(ctx context.Context, version string, commands []string) (goBuild, error) {
+	what := strings.Join(commands, ", ") + " " + version
 	modPath, err := downloadGoMod(ctx, "k8s.io/kubernetes@"+version)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return goBuild{}, fmt.Errorf("%s: %w", what, err)
 	}
 	data, err := os.ReadFile(modPath)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return goBuild{}, fmt.Errorf("%s: %w", what, err)
 	}
-	staging := StagingModules(string(data))
+	return kubernetesBuildFromGoMod(version, commands, string(data))
+}
+
+// kubernetesBuildFromGoMod is kubernetesBuild given k8s.io/kubernetes's go.mod.
+func kubernetesBuildFromGoMod(version string, commands []string, gomod string) (goBuild, error) {
+	what := strings.Join(commands, ", ") + " " + version
+	staging := StagingModules(gomod)
 	if len(staging) == 0 {
-		return fmt.Errorf("%s: no staging modules (v0.0.0 requirements) in k8s.io/kubernetes's go.mod", what)
+		return goBuild{}, fmt.Errorf("%s: no staging modules (v0.0.0 requirements) in k8s.io/kubernetes's go.mod", what)
 	}
 	stagingVersion := "v0." + strings.TrimPrefix(version, "v1.")
 	var replaces strings.Builder
@@ -317,17 +555,35 @@ func buildKubernetes(ctx context.Context, outDir, version string, names []string
 	}
 	major, minor, _ := strings.Cut(strings.TrimPrefix(version, "v"), ".")
 	minor, _, _ = strings.Cut(minor, ".")
-	// kubeadm refuses to work without knowing its own version, and kubelet
-	// and kubectl report it; the release build sets these.
-	ldflags := fmt.Sprintf("-s -w -X k8s.io/component-base/version.gitVersion=%s -X k8s.io/component-base/version.gitMajor=%s -X k8s.io/component-base/version.gitMinor=%s -X k8s.io/component-base/version.gitTreeState=clean",
-		version, major, minor)
-	gets := make([]string, len(names))
-	binaries := map[string]string{}
-	for i, n := range names {
-		gets[i] = "k8s.io/kubernetes/cmd/" + n + "@" + version
-		binaries[n] = "k8s.io/kubernetes/cmd/" + n
+	b := goBuild{
+		what:  what,
+		gomod: replaces.String(),
+		// kubeadm refuses to work without knowing its own version, and the
+		// other commands report it; the release build sets these.
+		ldflags: fmt.Sprintf("-s -w -X k8s.io/component-base/version.gitVersion=%s -X k8s.io/component-base/version.gitMajor=%s -X k8s.io/component-base/version.gitMinor=%s -X k8s.io/component-base/version.gitTreeState=clean",
+			version, major, minor),
 	}
-	return buildInModule(ctx, what, outDir, replaces.String(), gets, binaries, []string{"-ldflags", ldflags}, logger)
+	for _, n := range commands {
+		b.gets = append(b.gets, "k8s.io/kubernetes/cmd/"+n+"@"+version)
+		b.pkgs = append(b.pkgs, "k8s.io/kubernetes/cmd/"+n)
+	}
+	return b, nil
+}
+
+// containerdBuild builds the named containerd commands (containerd, ctr,
+// containerd-shim-runc-v2) in one go build, without the snapshotters that
+// need cgo or kernel features lab machines lack.
+func containerdBuild(version string, commands []string) goBuild {
+	b := goBuild{
+		what:    "containerd " + version,
+		gets:    []string{"github.com/containerd/containerd/v2@" + version},
+		tags:    []string{"no_btrfs", "no_devmapper", "no_zfs"},
+		ldflags: "-s -w -X github.com/containerd/containerd/v2/version.Version=" + version,
+	}
+	for _, n := range commands {
+		b.pkgs = append(b.pkgs, "github.com/containerd/containerd/v2/cmd/"+n)
+	}
+	return b
 }
 
 // StagingModules returns the modules a k8s.io/kubernetes go.mod requires at
@@ -387,46 +643,60 @@ func downloadGoMod(ctx context.Context, modVersion string) (string, error) {
 	return info.GoMod, nil
 }
 
-// buildInModule creates a temporary module, adds the requirements with go get,
-// and builds each package into outDir under its binary name, atomically.
-func buildInModule(ctx context.Context, what, outDir, extraGoMod string, gets []string, binaries map[string]string, buildFlags []string, logger *log.Logger) error {
+// buildModule is the throwaway module's path; a package of it (pause,
+// coredns) is built as kprov.local/artifacts/NAME.
+const buildModule = "kprov.local/artifacts"
+
+// buildInModule creates a temporary module, adds the requirements with go
+// get, builds every binary into a temporary directory inside outDir, and
+// then renames each into place, so outDir never holds half a binary.
+func buildInModule(ctx context.Context, b goBuild, outDir string, logger *log.Logger) error {
 	tmp, err := os.MkdirTemp("", "kprov-build-")
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w", b.what, err)
 	}
 	defer os.RemoveAll(tmp)
-	gomod := "module kprov.local/artifacts\n\ngo 1.26\n\n" + extraGoMod
+	gomod := "module " + buildModule + "\n\ngo 1.26\n\n" + b.gomod
 	if err := os.WriteFile(filepath.Join(tmp, "go.mod"), []byte(gomod), 0o644); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w", b.what, err)
 	}
-	logger.Info("building from the Go module proxy (a minute or two, once)", "what", what)
+	for rel, data := range b.files {
+		p := filepath.Join(tmp, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return fmt.Errorf("%s: %w", b.what, err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			return fmt.Errorf("%s: %w", b.what, err)
+		}
+	}
+	logger.Info("building from the Go module proxy (minutes, once)", "what", b.what)
 	start := time.Now()
 	env := []string{"CGO_ENABLED=0", "GOFLAGS=-mod=mod"}
-	if _, err := runGo(ctx, tmp, env, append([]string{"get"}, gets...)...); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+	if len(b.gets) > 0 {
+		if _, err := runGo(ctx, tmp, env, append([]string{"get"}, b.gets...)...); err != nil {
+			return fmt.Errorf("%s: %w", b.what, err)
+		}
 	}
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w", b.what, err)
 	}
-	names := make([]string, 0, len(binaries))
-	for name := range binaries {
-		names = append(names, name)
+	staging, err := os.MkdirTemp(outDir, ".build-")
+	if err != nil {
+		return fmt.Errorf("%s: %w", b.what, err)
 	}
-	slices.Sort(names)
-	for _, name := range names {
-		out := filepath.Join(outDir, "."+name+".new")
-		args := append([]string{"build", "-trimpath", "-o", out}, buildFlags...)
-		if len(buildFlags) == 0 {
-			args = append(args, "-ldflags", "-s -w")
-		}
-		if _, err := runGo(ctx, tmp, env, append(args, binaries[name])...); err != nil {
-			return fmt.Errorf("%s: build %s: %w", what, name, err)
-		}
-		if err := os.Rename(out, filepath.Join(outDir, name)); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
+	defer os.RemoveAll(staging)
+	for _, args := range b.commands(staging) {
+		if _, err := runGo(ctx, tmp, env, args...); err != nil {
+			return fmt.Errorf("%s: %w", b.what, err)
 		}
 	}
-	logger.Info("built", "what", what, "took", time.Since(start).Round(time.Second))
+	for _, pkg := range b.pkgs {
+		name := b.binaryName(pkg)
+		if err := os.Rename(filepath.Join(staging, name), filepath.Join(outDir, name)); err != nil {
+			return fmt.Errorf("%s: %w", b.what, err)
+		}
+	}
+	logger.Info("built", "what", b.what, "took", time.Since(start).Round(time.Second))
 	return nil
 }
 

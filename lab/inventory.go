@@ -30,7 +30,8 @@ type InventoryParams struct {
 	IdentityPath      string
 	KnownHostsPath    string
 	// Artifacts, when any, become the inventory's artifacts block, so kprov
-	// pushes the binaries from the operator's cache as on an air-gapped site.
+	// pushes the binaries and images from the operator's cache as on an
+	// air-gapped site; image archives (Artifact.Image) form its images list.
 	Artifacts []Artifact
 }
 
@@ -60,14 +61,33 @@ func RenderInventory(s *State, p InventoryParams) []byte {
 	// whatever else the host runs (builds, tests), so a synchronous write
 	// there is slower than on a member's own disk; etcd runs fine at this.
 	fmt.Fprintf(&b, "etcd {\n  version           = %s\n  max_fsync_latency = \"50ms\" # machines share the host's disk\n}\n", strconv.Quote(p.EtcdVersion))
-	if len(p.Artifacts) > 0 {
-		b.WriteString("\n# Binaries pushed from the artifact cache (kprov lab artifacts); the hosts download nothing.\nartifacts {\n")
+	var binaries, images []Artifact
+	for _, a := range p.Artifacts {
+		if a.Image {
+			images = append(images, a)
+		} else {
+			binaries = append(binaries, a)
+		}
+	}
+	if len(binaries)+len(images) > 0 {
+		b.WriteString("\n# Pushed from the artifact cache (kprov lab artifacts); the hosts download nothing.\nartifacts {\n")
 		width := 0
-		for _, a := range p.Artifacts {
+		for _, a := range binaries {
 			width = max(width, len(a.Name))
 		}
-		for _, a := range p.Artifacts {
+		if len(images) > 0 {
+			width = max(width, len("images"))
+		}
+		for _, a := range binaries {
 			fmt.Fprintf(&b, "  %-*s = { path = %s, sha256 = %s }\n", width, a.Name, strconv.Quote(a.Path), strconv.Quote(a.SHA256))
+		}
+		if len(images) > 0 {
+			// Image archives, imported into containerd on every Kubernetes node.
+			fmt.Fprintf(&b, "  %-*s = [\n", width, "images")
+			for _, a := range images {
+				fmt.Fprintf(&b, "    { path = %s, sha256 = %s }, # %s\n", strconv.Quote(a.Path), strconv.Quote(a.SHA256), a.Name)
+			}
+			b.WriteString("  ]\n")
 		}
 		b.WriteString("}\n")
 	}

@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -10,6 +11,23 @@ import (
 
 	"github.com/kprov/kprov/inventory"
 )
+
+// labArtifacts is one of everything CachedArtifacts offers (runc comes from
+// the lab root filesystem, so the lab never lists it).
+var labArtifacts = []Artifact{
+	{Name: "etcd", Path: "/cache/etcd", SHA256: strings.Repeat("0", 64)},
+	{Name: "etcdctl", Path: "/cache/etcdctl", SHA256: strings.Repeat("0", 64)},
+	{Name: "etcdutl", Path: "/cache/etcdutl", SHA256: strings.Repeat("0", 64)},
+	{Name: "kubeadm", Path: "/cache/kubeadm", SHA256: strings.Repeat("1", 64)},
+	{Name: "kubelet", Path: "/cache/kubelet", SHA256: strings.Repeat("1", 64)},
+	{Name: "kubectl", Path: "/cache/kubectl", SHA256: strings.Repeat("1", 64)},
+	{Name: "containerd", Path: "/cache/containerd", SHA256: strings.Repeat("2", 64)},
+	{Name: "ctr", Path: "/cache/ctr", SHA256: strings.Repeat("3", 64)},
+	{Name: "containerd-shim-runc-v2", Path: "/cache/containerd-shim-runc-v2", SHA256: strings.Repeat("4", 64)},
+	{Name: "cni-plugins", Path: "/cache/cni-plugins.tgz", SHA256: strings.Repeat("5", 64)},
+	{Name: "registry.k8s.io/etcd:3.6.16-0", Path: "/cache/images-v1.37.2/etcd_3.6.16-0.tar", SHA256: strings.Repeat("7", 64), Image: true},
+	{Name: "registry.k8s.io/pause:3.10.2", Path: "/cache/images-v1.37.2/pause_3.10.2.tar", SHA256: strings.Repeat("8", 64), Image: true},
+}
 
 // The inventory `kprov lab up` writes must be one kprov accepts, for every
 // topology and machine count, with the topology the lab promises.
@@ -31,14 +49,26 @@ func TestRenderedInventoryValidates(t *testing.T) {
 		}
 		src := RenderInventory(s, InventoryParams{KubernetesVersion: "1.37.2", EtcdVersion: "3.6.16",
 			IdentityPath: "/labs/demo/id_ed25519", KnownHostsPath: "/labs/demo/known_hosts",
-			Artifacts: []Artifact{{Name: "etcd", Path: "/cache/etcd", SHA256: strings.Repeat("0", 64)}}})
+			Artifacts: labArtifacts})
 		inv, diags := inventory.Parse(src, fmt.Sprintf("%s.kprov.hcl", topo), inventory.Options{HomeDir: "/root", Environ: func() []string { return nil }})
 		if diags.HasErrors() {
 			t.Errorf("%s: %v", topo, diags)
 			continue
 		}
-		if a, ok := inv.Artifact("etcd"); !ok || a.Path != "/cache/etcd" {
-			t.Errorf("%s: artifacts block read as %+v", topo, inv.Artifacts)
+		for _, want := range labArtifacts {
+			if want.Image {
+				continue
+			}
+			if a, ok := inv.Artifact(want.Name); !ok || a.Path != want.Path || a.SHA256 != want.SHA256 {
+				t.Errorf("%s: artifacts block read %s as %+v", topo, want.Name, a)
+			}
+		}
+		var images []string
+		for _, a := range inv.Images {
+			images = append(images, a.Path+" "+a.SHA256)
+		}
+		if want := []string{"/cache/images-v1.37.2/etcd_3.6.16-0.tar " + strings.Repeat("7", 64), "/cache/images-v1.37.2/pause_3.10.2.tar " + strings.Repeat("8", 64)}; !slices.Equal(images, want) {
+			t.Errorf("%s: images read as %v, want %v", topo, images, want)
 		}
 		if got := inv.Topology.Summary(); got != want {
 			t.Errorf("%s: topology %q, want %q", topo, got, want)

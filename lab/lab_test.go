@@ -227,6 +227,10 @@ func TestRenderInventory(t *testing.T) {
 		Artifacts: []Artifact{
 			{Name: "etcd", Path: "/cache/etcd-v3.6.16/etcd", SHA256: strings.Repeat("a", 64)},
 			{Name: "kubeadm", Path: "/cache/kubernetes-v1.37.2/kubeadm", SHA256: strings.Repeat("b", 64)},
+			{Name: "containerd-shim-runc-v2", Path: "/cache/containerd-v2.4.2/containerd-shim-runc-v2", SHA256: strings.Repeat("c", 64)},
+			{Name: "cni-plugins", Path: "/cache/cni-plugins-v1.10.0/cni-plugins.tgz", SHA256: strings.Repeat("d", 64)},
+			{Name: "registry.k8s.io/kube-apiserver:v1.37.2", Path: "/cache/images-v1.37.2/kube-apiserver_v1.37.2.tar", SHA256: strings.Repeat("e", 64), Image: true},
+			{Name: "registry.k8s.io/pause:3.10.2", Path: "/cache/images-v1.37.2/pause_3.10.2.tar", SHA256: strings.Repeat("f", 64), Image: true},
 		}})
 	got = append(got, "---- known_hosts\n"...)
 	got = append(got, RenderKnownHosts(s)...)
