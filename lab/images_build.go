@@ -135,6 +135,16 @@ func (c *artifactCache) images(ctx context.Context, a *Artifacts, v Versions, lo
 		}
 		slot := slots[img.name]
 		art := Artifact{Name: img.ref, Path: filepath.Join(imgDir, file), Image: true}
+		if img.name == "kube-proxy" && root == "" && !c.cached(&art) {
+			// The lab's own root filesystem has them: build it now (as
+			// `kprov lab up` would, into the cache beside this one), so a
+			// fresh machine gets every image in one run.
+			if r, err := ensureRootfs(ctx, execRunner{}, filepath.Dir(c.dir), "", logger); err == nil && findIptablesRoot([]string{r}) != "" {
+				root = r
+			} else {
+				logger.Warn("cannot build the lab's root filesystem for kube-proxy's iptables", "err", err)
+			}
+		}
 		if img.name == "kube-proxy" && root == "" {
 			if !c.cached(&art) {
 				logger.Warn("kube-proxy image left out: no root filesystem with iptables and conntrack found; run `kprov lab up` once (its root filesystem has them) or pass --iptables-root, then build again",
