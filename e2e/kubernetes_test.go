@@ -130,12 +130,13 @@ func inventoryWithoutImage(t *testing.T, inv, name string) string {
 	return path
 }
 
-// waitKubeadmRunning waits until kprov's kubeadm unit is active on machine.
+// waitKubeadmRunning waits until kprov's kubeadm unit runs on machine (a
+// oneshot service is "activating" while its command runs).
 func waitKubeadmRunning(t *testing.T, ctx context.Context, l *lab.Lab, machine string) {
 	t.Helper()
 	for {
-		out, _ := l.Output(ctx, machine, "systemctl is-active kprov-kubeadm.service || true")
-		if strings.TrimSpace(string(out)) == "active" {
+		out, _ := l.Output(ctx, machine, "systemctl show -p ActiveState --value kprov-kubeadm.service")
+		if strings.TrimSpace(string(out)) == "activating" {
 			return
 		}
 		if ctx.Err() != nil {
@@ -148,7 +149,7 @@ func waitKubeadmRunning(t *testing.T, ctx context.Context, l *lab.Lab, machine s
 // kubeadmRuns counts the times kprov's kubeadm unit started on machine.
 func kubeadmRuns(t *testing.T, ctx context.Context, l *lab.Lab, machine string) int {
 	t.Helper()
-	out, err := l.Output(ctx, machine, "journalctl --no-pager -o cat _PID=1 | grep -c '^Started kprov-kubeadm.service' || true")
+	out, err := l.Output(ctx, machine, "journalctl --no-pager -o cat _PID=1 | grep -c '^Starting kprov-kubeadm.service' || true")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,7 @@ var HostPaths = []string{
 	"/etc/systemd/system/etcd.service",          // the external etcd member's unit
 	"/etc/systemd/system/kprov-swapoff.service", // keeps swap off across reboots
 	"/etc/systemd/system/kubelet.service",       // the kubelet's unit
+	"/run/systemd/system/kprov-kubeadm.service", // the oneshot unit kubeadm init and join run in
 	"/etc/systemd/system/containerd.service",    // containerd's unit
 	"/etc/cni/net.d/10-kprov-bridge.conflist",   // the node's bridge network
 	"/usr/local/bin/etcd",                       // binaries from the artifacts block

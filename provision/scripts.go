@@ -303,23 +303,30 @@ func scriptKubeadmValidate(config string) string {
 // scriptKubeadm runs a kubeadm command line the planner built from fixed
 // words and the rendered configuration's path.
 //
-// kubeadm runs as a transient systemd service, not as a child of the SSH
+// kubeadm runs as a oneshot systemd service, not as a child of the SSH
 // session: an apply that is killed, loses its connection or is stopped with
 // Ctrl-C in the middle of a join leaves kubeadm to finish on the host, where
 // a half-done init or join would need a reset, and the next apply waits for
-// it (scriptKubeadmRunning) instead of starting a second one. Its output
-// goes to a file, printed when it ends, so a broken pipe cannot kill it.
+// it (scriptKubeadmRunning) instead of starting a second one. The unit lives
+// in /run (gone at the next boot); systemctl start waits for a oneshot to
+// end and fails when it fails, over systemd's own socket (no D-Bus needed,
+// unlike systemd-run). Its output goes to a file, printed when it ends, so
+// a broken pipe cannot kill it. command is kubeadm's words (no quoting).
 func scriptKubeadm(command string) string {
 	log := shellQuote(plan.KubeadmLogPath)
-	return binPath + "mkdir -p " + shellQuote(filepath.Dir(plan.KubeadmLogPath)) + " && rm -f " + log +
-		" && systemd-run --quiet --collect --wait --unit " + plan.KubeadmUnit +
-		" --setenv PATH=\"$PATH\" -p StandardOutput=file:" + plan.KubeadmLogPath + " -p StandardError=inherit -- " + command +
-		"; rc=$?; cat " + log + " 2>/dev/null; exit $rc"
+	unit := "[Unit]\nDescription=kprov: " + command + "\n\n[Service]\nType=oneshot\n" +
+		"Environment=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n" +
+		"ExecStart=/usr/bin/env " + command + "\n" +
+		"StandardOutput=file:" + plan.KubeadmLogPath + "\nStandardError=inherit\n"
+	return "mkdir -p " + shellQuote(filepath.Dir(plan.KubeadmLogPath)) + " " + shellQuote(filepath.Dir(plan.KubeadmUnitPath)) +
+		" && rm -f " + log + " && printf '%s' " + shellQuote(unit) + " > " + shellQuote(plan.KubeadmUnitPath) +
+		" && systemctl daemon-reload && systemctl start " + plan.KubeadmUnit + "; rc=$?; cat " + log + " 2>/dev/null; exit $rc"
 }
 
 // scriptKubeadmRunning prints "running" while a kubeadm that an earlier
-// apply started (scriptKubeadm) is still at work.
-const scriptKubeadmRunning = "if systemctl is-active --quiet " + plan.KubeadmUnit + "; then echo running; fi"
+// apply started (scriptKubeadm) is still at work: a oneshot service is
+// "activating" until its command ends.
+const scriptKubeadmRunning = `if [ "$(systemctl show -p ActiveState --value ` + plan.KubeadmUnit + ` 2>/dev/null)" = activating ]; then echo running; fi`
 
 // scriptCreateBootstrapToken creates a bootstrap token on the cluster from
 // a master, with the usages, groups and description of the one kubeadm init

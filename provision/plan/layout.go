@@ -22,7 +22,10 @@ const (
 	SwapOffUnitPath      = "/etc/systemd/system/kprov-swapoff.service"
 	KubeletUnitPath      = "/etc/systemd/system/kubelet.service"
 	// KubeadmLogPath holds the output of the last kubeadm init or join.
-	KubeadmLogPath     = "/var/lib/kprov/kubeadm.log"
+	KubeadmLogPath = "/var/lib/kprov/kubeadm.log"
+	// KubeadmUnitPath is the oneshot unit kubeadm init and join run in; in
+	// /run, so it is gone after a reboot.
+	KubeadmUnitPath    = "/run/systemd/system/kprov-kubeadm.service"
 	ContainerdUnitPath = "/etc/systemd/system/containerd.service"
 	// KubeadmPatchesDir holds the node's own kubeadm patches (kubeadm
 	// init/join patches.directory): the ClusterConfiguration's
