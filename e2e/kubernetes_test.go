@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/lab"
 	"github.com/kprov/kprov/provision"
 )
@@ -34,14 +35,29 @@ import (
 //     joined one at a time after init (their files' times on the hosts say
 //     so), and the three stacked etcd members are healthy voters;
 //   - kprov status shows the nodes Ready and the members, and a second
-//     apply, with no terminal and no --auto-approve, prints No changes.
+//     apply, with no terminal and no --auto-approve, prints No changes;
+//   - a day later (the state directory says the bootstrap token is 25 hours
+//     old, and the cluster has deleted it, as kubeadm does after 24 hours)
+//     a fifth machine added to the inventory joins: apply creates the token
+//     again first, and the new node is Ready.
+//
+// The lab has a fifth machine, compute-2, that the inventory leaves out
+// until the last step.
 func TestApplyStackedToReady(t *testing.T) {
 	specs, err := lab.TopologyMachines("ha-stacked")
 	if err != nil {
 		t.Fatal(err)
 	}
+	specs = append(specs, lab.MachineSpec{Name: "compute-2", Roles: []inventory.Role{inventory.RoleCompute}})
 	l := UpLab(t, specs)
-	inv := l.InventoryPath()
+	full := l.InventoryPath()
+	inv := inventoryWithoutHost(t, full, "compute-2")
+	var four []string
+	for _, m := range l.Machines() {
+		if m.Name != "compute-2" {
+			four = append(four, m.Name)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 
@@ -51,9 +67,9 @@ func TestApplyStackedToReady(t *testing.T) {
 	if exitCode(err) != 1 || !strings.Contains(out, "preflight found") || !strings.Contains(out, "registry.k8s.io/coredns/coredns:v1.14.6") {
 		t.Fatalf("apply with CoreDNS missing from the images: %v\n%s", err, out)
 	}
-	for _, m := range l.Machines() {
-		if !regexp.MustCompile(`(?m)^.*` + regexp.QuoteMeta(m.Name) + `:.*coredns`).MatchString(out) {
-			t.Errorf("the preflight does not name the missing image on %s:\n%s", m.Name, out)
+	for _, m := range four {
+		if !regexp.MustCompile(`(?m)^.*` + regexp.QuoteMeta(m) + `:.*coredns`).MatchString(out) {
+			t.Errorf("the preflight does not name the missing image on %s:\n%s", m, out)
 		}
 	}
 	assertUntouched(t, ctx, l)
@@ -83,13 +99,13 @@ func TestApplyStackedToReady(t *testing.T) {
 
 	// 4. A working cluster, seen from this process through the admin kubeconfig.
 	kc := adminKubeconfig(t, l, inv)
-	assertNodesReady(t, ctx, kc, names(l.Machines()))
+	assertNodesReady(t, ctx, kc, four)
 	assertControlPlanePods(t, ctx, kc, []string{"master-1", "master-2", "master-3"}, true)
 	assertJoinedInTurn(t, ctx, l, []string{"master-1", "master-2", "master-3"})
 	status := kprov(t, "-f", inv, "status")
-	for _, m := range l.Machines() {
-		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(m.Name) + ` .*node Ready`).MatchString(status) {
-			t.Errorf("kprov status does not show %s Ready:\n%s", m.Name, status)
+	for _, m := range four {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(m) + ` .*node Ready`).MatchString(status) {
+			t.Errorf("kprov status does not show %s Ready:\n%s", m, status)
 		}
 	}
 	if !strings.Contains(status, "etcd: 3 voting, quorum 2, 3 healthy") {
@@ -101,6 +117,68 @@ func TestApplyStackedToReady(t *testing.T) {
 	if err != nil || !strings.Contains(out, "No changes") {
 		t.Errorf("apply on the converged cluster: %v\n%s", err, out)
 	}
+
+	// 6. A day later, compute-2 joins with a token created anew.
+	token := ageBootstrapToken(t, filepath.Join(filepath.Dir(inv), ".kprov", l.Name()), 25*time.Hour)
+	id, _, _ := strings.Cut(token, ".")
+	kubectl(t, ctx, kc, "-n", "kube-system", "delete", "secret", "bootstrap-token-"+id)
+	out, err = kprovErr(t, "-f", full, "apply", "--auto-approve")
+	if err != nil {
+		t.Fatalf("apply adding compute-2 a day later: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "[control-plane] renewing the join secrets on master-1 ...") {
+		t.Errorf("the join secrets were not renewed before compute-2 joined:\n%s", out)
+	}
+	assertNodesReady(t, ctx, kc, append(four, "compute-2"))
+}
+
+// inventoryWithoutHost writes beside inv (sharing its state directory) a
+// copy without the named host's block.
+func inventoryWithoutHost(t *testing.T, inv, host string) string {
+	t.Helper()
+	b, err := os.ReadFile(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	start := slices.Index(lines, "host "+strconv.Quote(host)+" {")
+	if start < 0 {
+		t.Fatalf("no host %s in %s", host, inv)
+	}
+	end := start + slices.Index(lines[start:], "}")
+	path := filepath.Join(filepath.Dir(inv), "without-"+host+".kprov.hcl")
+	out := append(slices.Clone(lines[:start]), lines[end+1:]...)
+	if err := os.WriteFile(path, []byte(strings.Join(out, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// ageBootstrapToken makes the state directory say the bootstrap token was
+// created age ago, as if that much time had passed, and returns the token.
+func ageBootstrapToken(t *testing.T, stateDir string, age time.Duration) string {
+	t.Helper()
+	path := filepath.Join(stateDir, "secrets.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s map[string]any
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	token, _ := s["bootstrapToken"].(string)
+	if token == "" {
+		t.Fatalf("%s holds no bootstrap token", path)
+	}
+	s["bootstrapTokenCreated"] = time.Now().Add(-age).UTC().Format(time.RFC3339)
+	if b, err = json.Marshal(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return token
 }
 
 // inventoryWithoutImage writes beside inv (sharing its state directory) a
@@ -181,14 +259,6 @@ func applyOverStaleLock(t *testing.T, inv string) (string, error) {
 	return kprovErr(t, "-f", inv, "apply", "--auto-approve", "--break-lock")
 }
 
-func names(ms []lab.MachineState) []string {
-	var out []string
-	for _, m := range ms {
-		out = append(out, m.Name)
-	}
-	return out
-}
-
 // adminKubeconfig is the admin kubeconfig apply fetched into the state directory.
 func adminKubeconfig(t *testing.T, l *lab.Lab, inv string) string {
 	t.Helper()
@@ -203,12 +273,12 @@ func adminKubeconfig(t *testing.T, l *lab.Lab, inv string) string {
 	return kc
 }
 
-// kubectlJSON runs the cached kubectl here, against the lab's API server,
-// and decodes its JSON output into v.
-func kubectlJSON(t *testing.T, ctx context.Context, kubeconfig string, v any, args ...string) {
+// kubectl runs the cached kubectl here, against the lab's API server, and
+// returns its output.
+func kubectl(t *testing.T, ctx context.Context, kubeconfig string, args ...string) []byte {
 	t.Helper()
 	bin := filepath.Join(artifactsDir(t), "kubernetes-v"+lab.DefaultKubernetesVersion, "kubectl")
-	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", kubeconfig, "--request-timeout=20s", "-o", "json"}, args...)...)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", kubeconfig, "--request-timeout=20s"}, args...)...)
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr []byte
@@ -217,6 +287,13 @@ func kubectlJSON(t *testing.T, ctx context.Context, kubeconfig string, v any, ar
 		}
 		t.Fatalf("kubectl %v: %v\n%s", args, err, stderr)
 	}
+	return out
+}
+
+// kubectlJSON runs kubectl with -o json and decodes its output into v.
+func kubectlJSON(t *testing.T, ctx context.Context, kubeconfig string, v any, args ...string) {
+	t.Helper()
+	out := kubectl(t, ctx, kubeconfig, append([]string{"-o", "json"}, args...)...)
 	if err := json.Unmarshal(out, v); err != nil {
 		t.Fatalf("kubectl %v: %v", args, err)
 	}
