@@ -89,7 +89,7 @@ func UpLab(t *testing.T, specs []lab.MachineSpec) *lab.Lab {
 		dctx, dcancel := context.WithTimeout(context.Background(), time.Minute)
 		defer dcancel()
 		for _, m := range l.Machines() {
-			out, err := l.Output(dctx, m.Name, "journalctl -u ssh -u 'kprov-*' -u etcd -u containerd -u kubelet -n 80 --no-pager -o short-precise; tail -n 40 /var/lib/kprov/kubeadm.log 2>/dev/null")
+			out, err := l.Output(dctx, m.Name, "journalctl -u ssh -u 'kprov-*' -u etcd -u containerd -u kubelet -n 80 --no-pager -o short-precise; tail -n 40 /var/lib/kprov/kubeadm.log 2>/dev/null; true")
 			t.Logf("%s journal (ssh, kprov units, etcd, containerd, kubelet) and kubeadm's last output, err=%v:\n%s", m.Name, err, out)
 		}
 	})

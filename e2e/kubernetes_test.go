@@ -359,7 +359,7 @@ func assertControlPlanePods(t *testing.T, ctx context.Context, kubeconfig string
 	t.Helper()
 	var list struct {
 		Items []struct {
-			Metadata struct{ Name string } `json:"metadata"`
+			Metadata struct{ Name string }  `json:"metadata"`
 			Status   struct{ Phase string } `json:"status"`
 		}
 	}

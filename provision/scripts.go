@@ -311,15 +311,17 @@ func scriptKubeadmValidate(config string) string {
 // in /run (gone at the next boot); systemctl start waits for a oneshot to
 // end and fails when it fails, over systemd's own socket (no D-Bus needed,
 // unlike systemd-run). Its output goes to a file, printed when it ends, so
-// a broken pipe cannot kill it. command is kubeadm's words (no quoting).
+// a broken pipe cannot kill it; the file is root's alone (0600), since
+// kubeadm prints the join command with its secrets. command is kubeadm's
+// words (no quoting).
 func scriptKubeadm(command string) string {
 	log := shellQuote(plan.KubeadmLogPath)
 	unit := "[Unit]\nDescription=kprov: " + command + "\n\n[Service]\nType=oneshot\n" +
-		"Environment=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n" +
+		"Environment=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nUMask=0077\n" +
 		"ExecStart=/usr/bin/env " + command + "\n" +
 		"StandardOutput=file:" + plan.KubeadmLogPath + "\nStandardError=inherit\n"
 	return "mkdir -p " + shellQuote(filepath.Dir(plan.KubeadmLogPath)) + " " + shellQuote(filepath.Dir(plan.KubeadmUnitPath)) +
-		" && rm -f " + log + " && printf '%s' " + shellQuote(unit) + " > " + shellQuote(plan.KubeadmUnitPath) +
+		" && rm -f " + log + " && (umask 077 && : >" + log + ") && printf '%s' " + shellQuote(unit) + " > " + shellQuote(plan.KubeadmUnitPath) +
 		" && systemctl daemon-reload && systemctl start " + plan.KubeadmUnit + "; rc=$?; cat " + log + " 2>/dev/null; exit $rc"
 }
 
