@@ -166,7 +166,7 @@ func TestApplyOnTerminal(t *testing.T) {
 			t.Errorf("the final screen of the converging run lacks %q:\n%s", want, text)
 		}
 	}
-	if !match(`✓ \[nodes\] waiting for every node to be Ready: done in `)(s) {
+	if !match(`✓ \[nodes\] waiting for every node to be Ready: .*done in `)(s) {
 		t.Errorf("the wait for Ready is not printed as done:\n%s", text)
 	}
 	clean("converging", s)
