@@ -170,22 +170,25 @@ func groupWrap(cmd string) string {
 const killGroupGrace = 5 * time.Second
 
 // killGroupTimeout bounds the whole second session that stops a cancelled
-// command: connecting the session, sudo, the grace period, SIGKILL.
-const killGroupTimeout = killGroupGrace + 10*time.Second
+// command: connecting the session, sudo, the grace period, SIGKILL. The
+// margin is wide: on a loaded host a session and its forks are slow, and a
+// stop that times out leaves the command running.
+const killGroupTimeout = killGroupGrace + 25*time.Second
 
 // markerWait bounds how long a cancelled command's process group ID is
 // waited for; the wrapper prints it before anything else runs.
 const markerWait = 2 * time.Second
 
 // killGroupScript sends SIGTERM to process group pgid, polls on the host
-// until the group is gone, and sends SIGKILL to what is left after
-// killGroupGrace. It prints "killed" when SIGKILL was needed. dash's kill
-// takes no "--", so the group is written -PGID right after the signal.
+// until the group is gone, and sends SIGKILL to what is left once
+// killGroupGrace has passed by the host's clock (a count of polls would
+// stretch on a loaded host, where each poll's forks are slow). It prints
+// "killed" when SIGKILL was needed. dash's kill takes no "--", so the group
+// is written -PGID right after the signal.
 func killGroupScript(pgid int) string {
-	polls := int(killGroupGrace / (100 * time.Millisecond))
-	return fmt.Sprintf("kill -TERM -%[1]d 2>/dev/null || exit 0; i=0; "+
-		"while [ $i -lt %[2]d ]; do kill -0 -%[1]d 2>/dev/null || exit 0; sleep 0.1; i=$((i+1)); done; "+
-		"kill -KILL -%[1]d 2>/dev/null && echo killed; exit 0", pgid, polls)
+	return fmt.Sprintf("kill -TERM -%[1]d 2>/dev/null || exit 0; end=$(( $(date +%%s) + %[2]d )); "+
+		"while [ \"$(date +%%s)\" -lt \"$end\" ]; do kill -0 -%[1]d 2>/dev/null || exit 0; sleep 0.1; done; "+
+		"kill -KILL -%[1]d 2>/dev/null && echo killed; exit 0", pgid, int(killGroupGrace/time.Second))
 }
 
 // pgidFilter passes a grouped command's stderr on to w, byte for byte,
