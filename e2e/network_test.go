@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/lab"
 )
 
@@ -31,21 +32,55 @@ const podServerImage = "kprov.test/podserver:e2e"
 
 // TestPodNetworkAcrossNodes applies the ha-stacked lab (3 masters, 1
 // compute) with the default pod_network = "routes" and checks the pod
-// network from inside pods, with a test server built here and imported on
-// every node:
-//
-//   - every node runs kprov-pod-routes.service and has a route to every
-//     other node's pod /24 through that node's address;
-//   - a pod on every node (a DaemonSet tolerating the masters' taint); each
-//     reaches every other by its pod IP, across nodes, and the answering
-//     pod sees the asking pod's own IP (no masquerade between pods);
-//   - a ClusterIP Service, asked from every pod, is answered by the pods
-//     on every node;
-//   - kubernetes.default.svc resolves through CoreDNS from a pod to the
-//     API's ClusterIP, and the Service by its DNS name;
-//   - a second apply prints No changes (the routes unit is converged).
+// network from inside pods (podNetworkChecks), then cuts compute-1 off the
+// network: it goes NotReady while the others stay Ready, and comes back
+// Ready once its link is restored.
 func TestPodNetworkAcrossNodes(t *testing.T) {
-	specs, err := lab.TopologyMachines("ha-stacked")
+	l, kc, nodeNames := applyPodNetworkLab(t, "ha-stacked")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	podNetworkChecks(t, ctx, l, kc, nodeNames)
+
+	if err := l.Cut(ctx, "compute-1"); err != nil {
+		t.Fatal(err)
+	}
+	waitNodeReady(t, ctx, kc, "compute-1", false, 3*time.Minute)
+	for name, n := range nodes(t, ctx, kc) {
+		if name != "compute-1" && !n.ready() {
+			t.Errorf("node %s went NotReady while only compute-1 was cut off", name)
+		}
+	}
+	if err := l.Restore(ctx, "compute-1"); err != nil {
+		t.Fatal(err)
+	}
+	waitNodeReady(t, ctx, kc, "compute-1", true, 3*time.Minute)
+}
+
+// TestPodNetworkExternalEtcd checks the same pod network on the
+// ha-external lab, whose dedicated etcd hosts run no kubelet and so get
+// neither the bridge nor routes.
+func TestPodNetworkExternalEtcd(t *testing.T) {
+	l, kc, nodeNames := applyPodNetworkLab(t, "ha-external")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	podNetworkChecks(t, ctx, l, kc, nodeNames)
+	for _, m := range l.Machines() {
+		if slices.Contains(nodeNames, m.Name) {
+			continue
+		}
+		out, err := l.Output(ctx, m.Name, "ip route show proto 77; ls /etc/cni/net.d 2>/dev/null; true")
+		if err != nil || strings.TrimSpace(string(out)) != "" {
+			t.Errorf("%s runs no kubelet, yet has pod routes or a CNI configuration: %v\n%s", m.Name, err, out)
+		}
+	}
+}
+
+// applyPodNetworkLab brings up the topology's lab, applies it from fresh
+// and returns it with its admin kubeconfig and the names of its Kubernetes
+// nodes, every one Ready.
+func applyPodNetworkLab(t *testing.T, topology string) (*lab.Lab, string, []string) {
+	t.Helper()
+	specs, err := lab.TopologyMachines(topology)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,30 +90,59 @@ func TestPodNetworkAcrossNodes(t *testing.T) {
 	defer cancel()
 	var names []string
 	for _, m := range l.Machines() {
-		names = append(names, m.Name)
+		if slices.ContainsFunc(m.Roles, func(r inventory.Role) bool { return r != inventory.RoleEtcd }) {
+			names = append(names, m.Name)
+		}
 	}
-
 	if out, err := kprovErr(t, "-f", inv, "apply", "--auto-approve"); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
 	kc := adminKubeconfig(t, l, inv)
 	assertNodesReady(t, ctx, kc, names)
+	// Converged: the routes unit, once started, is not planned again.
+	if out, err := kprovErr(t, "-f", inv, "apply"); err != nil || !strings.Contains(out, "No changes") {
+		t.Errorf("apply on the converged cluster: %v\n%s", err, out)
+	}
+	return l, kc, names
+}
+
+// podNetworkChecks checks the pod network of an applied lab whose
+// Kubernetes nodes are names, with a test server built here and imported
+// on every node:
+//
+//   - every node runs kprov-pod-routes.service and has a route to every
+//     other node's pod /24 through that node's address;
+//   - a pod on every node (a DaemonSet tolerating the masters' taint); each
+//     reaches every other by its pod IP, across nodes, and the answering
+//     pod sees the asking pod's own IP (no masquerade between pods);
+//   - a ClusterIP Service, asked by its DNS name from every pod, is
+//     answered by the pods on every node;
+//   - kubernetes.default.svc resolves through CoreDNS from every pod to
+//     the API's ClusterIP.
+func podNetworkChecks(t *testing.T, ctx context.Context, l *lab.Lab, kc string, names []string) {
+	t.Helper()
+	var machines []lab.MachineState
+	for _, m := range l.Machines() {
+		if slices.Contains(names, m.Name) {
+			machines = append(machines, m)
+		}
+	}
 
 	// 1. Routes: each node has the others' pod subnets through their addresses.
 	podCIDRs := map[string]string{} // node -> its /24, from the rendered conflist
-	for _, m := range l.Machines() {
+	for _, m := range machines {
 		out, err := l.Output(ctx, m.Name, `sed -n 's/.*"subnet": "\([^"]*\)".*/\1/p' /etc/cni/net.d/10-kprov-bridge.conflist`)
 		if err != nil {
 			t.Fatal(err)
 		}
 		podCIDRs[m.Name] = strings.TrimSpace(string(out))
 	}
-	for _, m := range l.Machines() {
+	for _, m := range machines {
 		out, err := l.Output(ctx, m.Name, "systemctl is-active kprov-pod-routes.service; ip route show proto 77")
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", m.Name, err, out)
 		}
-		for _, peer := range l.Machines() {
+		for _, peer := range machines {
 			if peer.Name == m.Name {
 				continue
 			}
@@ -90,7 +154,7 @@ func TestPodNetworkAcrossNodes(t *testing.T) {
 	}
 
 	// 2. The test server on every node.
-	importPodServer(t, ctx, l)
+	importPodServer(t, ctx, l, machines)
 	kubectlApply(t, ctx, kc, podServerManifest)
 	pods := waitPodServers(t, ctx, kc, names)
 
@@ -133,10 +197,21 @@ func TestPodNetworkAcrossNodes(t *testing.T) {
 			t.Errorf("kubernetes.default.svc from %s (%s) resolves to %q, want %s", from.name, from.node, out, svc.Spec.ClusterIP)
 		}
 	}
+}
 
-	// 6. Converged.
-	if out, err := kprovErr(t, "-f", inv, "apply"); err != nil || !strings.Contains(out, "No changes") {
-		t.Errorf("apply on the converged cluster: %v\n%s", err, out)
+// waitNodeReady polls the node until its Ready condition is want, within timeout.
+func waitNodeReady(t *testing.T, ctx context.Context, kc, node string, want bool, timeout time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for {
+		if n, ok := nodes(t, ctx, kc)[node]; ok && n.ready() == want {
+			t.Logf("%s Ready=%v after %s", node, want, time.Since(start).Round(time.Second))
+			return
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("%s did not become Ready=%v within %s", node, want, timeout)
+		}
+		time.Sleep(2 * time.Second)
 	}
 }
 
@@ -266,7 +341,7 @@ func kubectlTry(t *testing.T, ctx context.Context, kubeconfig string, args ...st
 // importPodServer builds the test server (static) and its one-layer image
 // here, and imports the image into containerd's k8s.io namespace on every
 // machine.
-func importPodServer(t *testing.T, ctx context.Context, l *lab.Lab) {
+func importPodServer(t *testing.T, ctx context.Context, l *lab.Lab, machines []lab.MachineState) {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "podserver")
@@ -283,7 +358,7 @@ func importPodServer(t *testing.T, ctx context.Context, l *lab.Lab) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range l.Machines() {
+	for _, m := range machines {
 		client, err := l.Dial(ctx, m.Name)
 		if err != nil {
 			t.Fatal(err)
