@@ -424,3 +424,72 @@ func singleFileTar(src, name string) (io.ReadCloser, error) {
 	}
 	return io.NopCloser(&buf), nil
 }
+
+// TestPodNetworkNone applies a single-master lab with pod_network = "none":
+// apply says the node stays NotReady until the user's pod network runs and
+// ends successfully without waiting for Ready; the node has neither kprov's
+// bridge configuration nor its routes unit, and is NotReady; a second apply
+// prints No changes.
+func TestPodNetworkNone(t *testing.T) {
+	specs, err := lab.TopologyMachines("single")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := UpLab(t, specs)
+	inv := withClusterSetting(t, l.InventoryPath(), `pod_network = "none"`)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+
+	out, err := kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	if err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, `pod_network = "none": kprov installs no pod network, and nodes stay NotReady until yours runs`) {
+		t.Errorf("apply does not say the nodes stay NotReady:\n%s", out)
+	}
+	if strings.Contains(out, "waiting for every node to be Ready") {
+		t.Errorf("apply waited for Ready without a pod network:\n%s", out)
+	}
+	m := l.Machines()[0]
+	for _, c := range []struct{ what, command string }{
+		{"CNI configuration", "ls -A /etc/cni/net.d 2>/dev/null; true"},
+		{"routes unit", "ls /etc/systemd/system/kprov-pod-routes.service 2>/dev/null; true"},
+		{"routes", "ip route show proto 77"},
+	} {
+		got, err := l.Output(ctx, m.Name, c.command)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := strings.TrimSpace(string(got)); s != "" {
+			t.Errorf("%s has kprov's %s although pod_network = \"none\":\n%s", m.Name, c.what, s)
+		}
+	}
+	kc := filepath.Join(filepath.Dir(inv), ".kprov", l.Name(), "admin.conf")
+	if n, ok := nodes(t, ctx, kc)[m.Name]; !ok || n.ready() {
+		t.Errorf("node %s: registered=%v, Ready=%v; want registered and NotReady without a pod network", m.Name, ok, n.ready())
+	}
+	if out, err := kprovErr(t, "-f", inv, "apply"); err != nil || !strings.Contains(out, "No changes") {
+		t.Errorf("second apply: %v\n%s", err, out)
+	}
+}
+
+// withClusterSetting writes beside inv (sharing its state directory) a copy
+// whose cluster block has one more attribute line.
+func withClusterSetting(t *testing.T, inv, line string) string {
+	t.Helper()
+	b, err := os.ReadFile(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?m)^cluster "[^"]*" \{\n`)
+	loc := re.FindIndex(b)
+	if loc == nil {
+		t.Fatalf("no cluster block in %s", inv)
+	}
+	out := append(append(append([]byte{}, b[:loc[1]]...), []byte("  "+line+"\n")...), b[loc[1]:]...)
+	path := filepath.Join(filepath.Dir(inv), "setting.kprov.hcl")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
