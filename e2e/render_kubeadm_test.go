@@ -20,6 +20,7 @@ import (
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/lab"
 	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/roles"
 	"github.com/kprov/kprov/templates"
 )
@@ -126,9 +127,30 @@ func dryRunInit(t *testing.T, bin string, st *pki.State, h *roles.HostFiles, cfg
 			t.Fatal(err)
 		}
 	}
+	// The node's own kubeadm patches (its kubelet's cgroup driver), as they
+	// would be on the host, in a directory the configuration is pointed at.
+	patches := t.TempDir()
+	for _, f := range h.Files {
+		if name, ok := strings.CutPrefix(f.Path, plan.KubeadmPatchesDir+"/"); ok {
+			if err := os.WriteFile(filepath.Join(patches, name), f.Content, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	config, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(config, []byte(plan.KubeadmPatchesDir)) {
+		t.Errorf("%s: the init configuration does not point kubeadm at %s", h.Name, plan.KubeadmPatchesDir)
+	}
+	local := filepath.Join(t.TempDir(), "init.yaml")
+	if err := os.WriteFile(local, bytes.ReplaceAll(config, []byte(plan.KubeadmPatchesDir), []byte(patches)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// KUBEADM_INIT_DRYRUN_DIR keeps kubeadm's dry-run output out of /etc/kubernetes.
 	out, err := run(t, []string{"KUBEADM_INIT_DRYRUN_DIR=" + certs}, bin,
-		"init", "--dry-run", "--config", cfg, "--ignore-preflight-errors=all")
+		"init", "--dry-run", "--config", local, "--ignore-preflight-errors=all")
 	if err != nil {
 		t.Fatalf("%s: kubeadm init --dry-run: %v\n%s", h.Name, err, tail(out, 40))
 	}

@@ -178,7 +178,7 @@ func (a *applier) waitNodeReady(ctx context.Context, s plan.Step) error {
 			if got == "" {
 				got = "not reported yet"
 			}
-			return fmt.Errorf("Ready is %s", got)
+			return fmt.Errorf("its Ready condition is %s", got)
 		}
 		return nil
 	})

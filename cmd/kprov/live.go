@@ -138,9 +138,12 @@ func (m *liveModel) step(ev provision.StepEvent) {
 	}
 }
 
-// View draws the live area: nothing between stages and after the run.
+// View draws the live area: nothing between stages and after the run, and
+// nothing until the terminal's width is known: bubbletea cuts the area's
+// lines to that width, and a line it could not cut would wrap, leaving a
+// row behind that its cursor arithmetic does not count.
 func (m liveModel) View() string {
-	if m.over || m.stage == nil {
+	if m.over || m.stage == nil || m.width == 0 {
 		return ""
 	}
 	st := m.stage

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 
+	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/plan"
 )
 
@@ -160,5 +162,30 @@ func checkLines(t *testing.T, got, want []string) {
 	}
 	if i < len(want) {
 		t.Errorf("live area lacks %q (in order):\n%s", want[i], strings.Join(got, "\n"))
+	}
+}
+
+// After finish the live area never comes back: a stage event that comes
+// late prints its line plainly instead of starting a program that nobody
+// would stop (it would hide the cursor and draw over the summary).
+func TestTermViewNoProgramAfterFinish(t *testing.T) {
+	var out bytes.Buffer
+	g := &globalOptions{stdout: &out, stderr: io.Discard, logLevel: "info", logFormat: "text"}
+	var err error
+	if g.log, err = g.logger(); err != nil {
+		t.Fatal(err)
+	}
+	v := g.newTermView(g.textView(scriptCluster(), false), &out, time.Now)
+	s := newLiveScript()
+	v.Stage(provision.StageEvent{Index: 1, Total: 2, Stage: s.prepare})
+	v.finish()
+	out.Reset()
+	v.Stage(provision.StageEvent{Index: 2, Total: 2, Stage: s.add})
+	v.Stage(provision.StageEvent{Index: 2, Total: 2, Stage: s.add, Done: true, Duration: time.Second, Changed: 2})
+	if v.prog != nil {
+		t.Fatal("a stage after finish started a live program")
+	}
+	if want := "✓ [etcd] adding member 2/3 (etcd-2): done in 1s, 2 changed\n"; !strings.HasSuffix(out.String(), want) {
+		t.Errorf("after finish the stage printed %q, want the line %q", out.String(), want)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/x/ansi"
 	"golang.org/x/term"
 
 	"github.com/kprov/kprov/provision"
@@ -69,6 +70,10 @@ type termView struct {
 	mu   sync.Mutex
 	prog *tea.Program  // nil until the first stage, and again after finish
 	done chan struct{} // closed when the program has returned
+	// over is set by finish: the live area never comes back, so nothing
+	// (a late event, say) can start a program that nobody stops, which
+	// would hide the cursor and draw over the summary.
+	over bool
 }
 
 func (g *globalOptions) newTermView(tv *textView, out io.Writer, now func() time.Time) *termView {
@@ -119,21 +124,24 @@ func (v *termView) Step(ev provision.StepEvent) {
 func (v *termView) start() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.prog != nil {
+	if v.prog != nil || v.over {
 		return
 	}
 	v.prog = tea.NewProgram(newLiveModel(v.renderer, v.now),
 		tea.WithOutput(v.out), tea.WithInput(nil), tea.WithoutSignalHandler(), tea.WithoutBracketedPaste())
 	v.done = make(chan struct{})
+	// The log goes through the program from its start: a line written
+	// straight to the terminal while the program draws would move the
+	// cursor under it.
+	if v.logs != nil {
+		v.logs.attach(v.prog)
+	}
 	go func(p *tea.Program, done chan struct{}) {
 		defer close(done)
 		// An error here means the live area could not be drawn; the run
 		// goes on, and the summary and the exit code still tell the outcome.
 		_, _ = p.Run()
 	}(v.prog, v.done)
-	if v.logs != nil {
-		v.logs.attach(v.prog)
-	}
 }
 
 // send passes a message to the live program, if one runs. Program.Send
@@ -164,14 +172,22 @@ func (v *termView) println(line string) {
 // Sent with Program.Send (not Program.Println), it keeps its place among
 // the other messages and is dropped rather than blocking once the program
 // has stopped.
-func printLine(s string) tea.Msg { return tea.Println(s)() }
+//
+// The line starts by erasing the screen below: bubbletea prints a line over
+// the live area's old rows and erases the rest of its row only when the
+// line is narrower than the terminal. A wider line wraps onto the next row,
+// and whatever the live area drew there (its progress bar, a host's step)
+// stayed after the line's end, joined to it. The erase leaves the line
+// whole, wrapped as the terminal wraps it; the live area is drawn again
+// under the printed lines anyway.
+func printLine(s string) tea.Msg { return tea.Println(ansi.EraseScreenBelow + s)() }
 
 // finish erases the live area and stops the program, after every line sent
 // before it has been printed; later output is plain.
 func (v *termView) finish() {
 	v.mu.Lock()
 	p, done := v.prog, v.done
-	v.prog = nil
+	v.prog, v.over = nil, true
 	v.mu.Unlock()
 	if p == nil {
 		return

@@ -7,11 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -25,93 +21,22 @@ import (
 // host with its current step, a finished host folded away, a finished stage
 // printed above, and at the end the summary tables on a screen with nothing
 // of the live area left and the cursor shown again. It never looks at the
-// clock: each wait ends when the screen shows what it should (or the pane
-// dies); the deadline only bounds a failing run.
+// clock: each wait ends when the screen shows what it should (or the helper
+// ends); the deadline only bounds a failing run.
 func TestTerminalView(t *testing.T) {
-	tmux, err := exec.LookPath("tmux")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("tmux is missing: scripts/setup installs it")
-		}
-		t.Skip("tmux is not installed (scripts/setup installs it)")
-	}
-	dir := t.TempDir()
-	ctlPath := filepath.Join(dir, "ctl")
-	if err := syscall.Mkfifo(ctlPath, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// Read-write, so opening never waits for the helper and a write never
-	// fails while it has not opened its end yet.
-	ctl, err := os.OpenFile(ctlPath, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctl.Close()
-	next := func() {
-		if _, err := ctl.WriteString("next\n"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conf := filepath.Join(dir, "tmux.conf")
-	if err := os.WriteFile(conf, []byte("set -g remain-on-exit on\nset -g status off\nset -g history-limit 5000\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "tmux.sock")
-	tm := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(tmux, append([]string{"-S", sock, "-f", conf}, args...)...)
-		cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, "TMUX=") })
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A shell around the helper records its exit status in a file: tmux's
-	// own pane_dead_status is not always filled in once the pane is dead.
-	exitFile := filepath.Join(dir, "exit")
-	tm("new-session", "-d", "-s", "kprov", "-x", "100", "-y", "40", "-e", "KPROV_TERMVIEW_CTL="+ctlPath,
-		"sh", "-c", `"$0" -test.run='^TestTerminalViewHelper$'; echo $? >"$1.new" && mv "$1.new" "$1"`, self, exitFile)
-	defer tm("kill-server")
-
-	dead := func() bool { return strings.HasPrefix(tm("display-message", "-p", "-t", "kprov", "#{pane_dead}"), "1") }
-	// screen is everything the pane shows and has scrolled away, one line
-	// each, without the trailing blank lines.
-	screen := func() []string {
-		lines := strings.Split(tm("capture-pane", "-p", "-J", "-S", "-", "-t", "kprov"), "\n")
-		for len(lines) > 0 && strings.TrimSpace(lines[len(lines)-1]) == "" {
-			lines = lines[:len(lines)-1]
-		}
-		return lines
-	}
+	tm := newTmuxServer(t)
+	ctl := tm.control()
+	next := ctl.next
+	exitFile := tm.start("kprov", "TestTerminalViewHelper", 100, 40, "KPROV_TERMVIEW_CTL="+ctl.path)
+	screen := func() []string { return tm.screen("kprov") }
 	waitFor := func(what string, ok func([]string) bool) []string {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			over := dead() // before the look: a pane that died after it gets one more
-			s := screen()
-			if ok(s) {
-				return s
-			}
-			if over || time.Now().After(deadline) {
-				t.Fatalf("the screen never showed %s:\n%s", what, strings.Join(s, "\n"))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	has := func(sub string) func([]string) bool {
-		return func(s []string) bool {
-			return slices.ContainsFunc(s, func(l string) bool { return strings.Contains(l, sub) })
-		}
+		return tm.waitFor("kprov", what, exitFile, ok)
 	}
 
 	// The plan, then the question; typing yes starts the run.
 	waitFor("the question", has("Apply? Only 'yes' is accepted."))
-	tm("send-keys", "-t", "kprov", "yes", "Enter")
+	tm.run("send-keys", "-t", "kprov", "yes", "Enter")
 
 	// Point A: etcd-1 has finished both its steps, etcd-2 is on its first,
 	// compute-1 waits for a slot (the stage runs 2 hosts at once). The
@@ -151,7 +76,7 @@ func TestTerminalView(t *testing.T) {
 			t.Errorf("the live area left %q on the screen", l)
 		}
 	}
-	cursor := strings.Fields(tm("display-message", "-p", "-t", "kprov", "#{cursor_flag} #{cursor_x}"))
+	cursor := strings.Fields(tm.run("display-message", "-p", "-t", "kprov", "#{cursor_flag} #{cursor_x}"))
 	if len(cursor) != 2 || cursor[0] != "1" || cursor[1] != "0" {
 		t.Errorf("cursor flag and column %v, want shown (1) at column 0", cursor)
 	}
