@@ -504,12 +504,36 @@ func assertReadyForKubelet(t *testing.T, tl *testLab, m lab.MachineState) {
 			t.Logf("%s: process %s (%s) in the machine's network namespace is not the machine's (not below systemd-nspawn %d); not checked", m.Name, pid, strings.TrimSpace(string(comm)), m.PID)
 			continue
 		}
-		for _, line := range strings.Split(strings.TrimSpace(string(cg)), "\n") {
-			if !strings.Contains(line, "/kprov-lab."+tl.name+"."+m.Name) {
-				t.Errorf("%s: process %s is outside the machine's cgroup: %s", m.Name, pid, line)
+		// A process the machine is forking right now shows the root
+		// cgroup in every hierarchy: the kernel lists a new child before
+		// it joins its parent's cgroups (cgroup_fork, then
+		// cgroup_post_fork). One that is really outside stays there.
+		outside := outsideCgroup(string(cg), "/kprov-lab."+tl.name+"."+m.Name)
+		for deadline := time.Now().Add(2 * time.Second); len(outside) > 0 && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+			again, err := os.ReadFile(filepath.Join("/proc", pid, "cgroup"))
+			if err != nil {
+				outside = nil // exited
+				break
 			}
+			outside = outsideCgroup(string(again), "/kprov-lab."+tl.name+"."+m.Name)
+		}
+		for _, line := range outside {
+			t.Errorf("%s: process %s is outside the machine's cgroup: %s", m.Name, pid, line)
 		}
 	}
+}
+
+// outsideCgroup returns the lines of a /proc/PID/cgroup text that do not
+// name the machine's cgroup.
+func outsideCgroup(text, machine string) []string {
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		if !strings.Contains(line, machine) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // descendsFrom reports whether process pid is ancestor or one of its
