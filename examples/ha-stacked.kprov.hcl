@@ -17,6 +17,9 @@ cluster "example" {
   control_plane_endpoint = "api.example.internal:6443"
   pod_subnet     = "10.244.0.0/16"
   service_subnet = "10.96.0.0/12"
+  # Pods reach other nodes through routes between the nodes (one L2 network);
+  # "none" to install your own pod network after apply.
+  pod_network = "routes"
 }
 
 ssh {

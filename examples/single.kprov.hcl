@@ -15,6 +15,9 @@ cluster "example" {
   kubernetes_version = "1.37.2"
   pod_subnet     = "10.244.0.0/16"
   service_subnet = "10.96.0.0/12"
+  # Pods reach other nodes through routes between the nodes (one L2 network);
+  # "none" to install your own pod network after apply.
+  pod_network = "routes"
 }
 
 ssh {

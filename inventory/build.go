@@ -163,6 +163,18 @@ func (l *loader) buildCluster(cb *clusterBlock, c *Cluster) hcl.Diagnostics {
 			"pod_subnet %s and service_subnet %s overlap: pods and services would receive the same addresses. Choose subnets that do not overlap.", c.PodSubnet, c.ServiceSubnet))
 	}
 
+	c.PodNetwork, c.PodNetworkRange = PodNetworkRoutes, cb.DefRange
+	if cb.PodNetwork != nil {
+		c.PodNetworkRange = cb.PodNetworkRange
+		switch *cb.PodNetwork {
+		case PodNetworkRoutes, PodNetworkNone:
+			c.PodNetwork = *cb.PodNetwork
+		default:
+			diags = append(diags, errorAt(cb.PodNetworkRange, "Invalid pod_network",
+				"pod_network is %q or %q, not %q.", PodNetworkRoutes, PodNetworkNone, *cb.PodNetwork))
+		}
+	}
+
 	c.DNSDomain = DefaultDNSDomain
 	if cb.DNSDomain != nil {
 		c.DNSDomain = *cb.DNSDomain

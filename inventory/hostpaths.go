@@ -27,15 +27,16 @@ var HostPaths = []string{
 	"/var/lib/kprov",              // the apply lock
 	"/var/lib/kubelet",            // kubeadm: the kubelet's configuration, flags and certificates
 	"/etc/containerd/config.toml", // containerd's configuration
-	"/etc/modules-load.d/kprov-kubernetes.conf", // kernel modules for Kubernetes networking
-	"/etc/sysctl.d/99-kprov-kubernetes.conf",    // sysctls for Kubernetes networking
-	"/etc/systemd/system/etcd.service",          // the external etcd member's unit
-	"/etc/systemd/system/kprov-swapoff.service", // keeps swap off across reboots
-	"/etc/systemd/system/kubelet.service",       // the kubelet's unit
-	"/run/systemd/system/kprov-kubeadm.service", // the oneshot unit kubeadm init and join run in
-	"/etc/systemd/system/containerd.service",    // containerd's unit
-	"/etc/cni/net.d/10-kprov-bridge.conflist",   // the node's bridge network
-	"/usr/local/bin/etcd",                       // binaries from the artifacts block
+	"/etc/modules-load.d/kprov-kubernetes.conf",    // kernel modules for Kubernetes networking
+	"/etc/sysctl.d/99-kprov-kubernetes.conf",       // sysctls for Kubernetes networking
+	"/etc/systemd/system/etcd.service",             // the external etcd member's unit
+	"/etc/systemd/system/kprov-swapoff.service",    // keeps swap off across reboots
+	"/etc/systemd/system/kubelet.service",          // the kubelet's unit
+	"/run/systemd/system/kprov-kubeadm.service",    // the oneshot unit kubeadm init and join run in
+	"/etc/systemd/system/containerd.service",       // containerd's unit
+	"/etc/cni/net.d/10-kprov-bridge.conflist",      // the node's bridge network
+	"/etc/systemd/system/kprov-pod-routes.service", // routes to the other nodes' pods
+	"/usr/local/bin/etcd",                          // binaries from the artifacts block
 	"/usr/local/bin/etcdctl",
 	"/usr/local/bin/etcdutl",
 	"/usr/local/bin/kubeadm",

@@ -27,6 +27,17 @@ const (
 // AllRoles lists the valid roles in their canonical order.
 var AllRoles = []Role{RoleMaster, RoleEtcd, RoleInfra, RoleCompute}
 
+// Pod networks (cluster.pod_network).
+const (
+	// PodNetworkRoutes: each node's bridge serves its slice of pod_subnet,
+	// and every node routes the other nodes' slices through their
+	// addresses (hosts on one L2 segment, as flannel's host-gw).
+	PodNetworkRoutes = "routes"
+	// PodNetworkNone: kprov installs no pod network; the user brings a CNI
+	// plugin, and nodes stay NotReady until it runs.
+	PodNetworkNone = "none"
+)
+
 // Defaults applied when the inventory leaves a field out.
 const (
 	DefaultPodSubnet       = "10.244.0.0/16"
@@ -79,11 +90,15 @@ type Cluster struct {
 	KubernetesVersion    string // MAJOR.MINOR.PATCH without a leading v
 	ControlPlaneEndpoint string // host:port; empty on a single-master cluster without one
 	PodSubnet            netip.Prefix
-	ServiceSubnet        netip.Prefix
-	DNSDomain            string
-	TemplatesDir         string // absolute, or empty for the built-in templates
-	StateDir             string // absolute; default .kprov/<cluster> beside the inventory
-	DefRange             hcl.Range
+	// PodNetwork is how pods on different nodes reach each other:
+	// PodNetworkRoutes (the default) or PodNetworkNone.
+	PodNetwork      string
+	PodNetworkRange hcl.Range // where pod_network is set; the cluster block when it is not
+	ServiceSubnet   netip.Prefix
+	DNSDomain       string
+	TemplatesDir    string // absolute, or empty for the built-in templates
+	StateDir        string // absolute; default .kprov/<cluster> beside the inventory
+	DefRange        hcl.Range
 }
 
 // SSHConfig is how kprov reaches a host: the top-level ssh block merged with the host's own.

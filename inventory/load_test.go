@@ -56,6 +56,8 @@ func TestEveryRuleHasItsError(t *testing.T) {
 		"sensitive-function-error": "Error in function call",
 
 		"duplicate-mapped-address": "Duplicate host address",
+		"pod-network-name":         "Node address is not an IP address",
+		"pod-network-value":        "Invalid pod_network",
 	}
 	files, _ := filepath.Glob("testdata/invalid/*.hcl")
 	if len(files) != len(cases) {

@@ -54,6 +54,7 @@ type clusterBlock struct {
 	KubernetesVersion    *string `hcl:"kubernetes_version,optional"`
 	ControlPlaneEndpoint *string `hcl:"control_plane_endpoint,optional"`
 	PodSubnet            *string `hcl:"pod_subnet,optional"`
+	PodNetwork           *string `hcl:"pod_network,optional"`
 	ServiceSubnet        *string `hcl:"service_subnet,optional"`
 	DNSDomain            *string `hcl:"dns_domain,optional"`
 	TemplatesDir         *string `hcl:"templates_dir,optional"`
@@ -64,6 +65,7 @@ type clusterBlock struct {
 	KubernetesVersionRange    hcl.Range `hcl:"kubernetes_version,attr_range"`
 	ControlPlaneEndpointRange hcl.Range `hcl:"control_plane_endpoint,attr_range"`
 	PodSubnetRange            hcl.Range `hcl:"pod_subnet,attr_range"`
+	PodNetworkRange           hcl.Range `hcl:"pod_network,attr_range"`
 	ServiceSubnetRange        hcl.Range `hcl:"service_subnet,attr_range"`
 	DNSDomainRange            hcl.Range `hcl:"dns_domain,attr_range"`
 }

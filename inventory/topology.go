@@ -158,6 +158,7 @@ func validateTopology(inv *Inventory) hcl.Diagnostics {
 	}
 
 	diags = append(diags, checkSubnets(inv)...)
+	diags = append(diags, checkPodNetwork(inv)...)
 	settleNodeLabelsAndTaints(inv)
 	return diags
 }
@@ -297,6 +298,34 @@ func checkSubnets(inv *Inventory) hcl.Diagnostics {
 				diags = append(diags, errorAt(h.AddressRange, "Host address inside a cluster subnet",
 					"Host %q has address %s, inside %s %s: traffic to it would be routed into the cluster network. Change the host's address or the %s.", h.Name, h.Address, s.name, s.p, s.name))
 			}
+		}
+	}
+	return diags
+}
+
+// checkPodNetwork refuses a node whose address is a DNS name under
+// pod_network = "routes": every node's pod subnet is routed through that
+// node's address, and a route takes an address, not a name that may
+// resolve differently tomorrow. The families must match too (an IPv4
+// pod subnet through IPv4 addresses); a mismatch fails the routes unit on
+// the host with ip's own message.
+func checkPodNetwork(inv *Inventory) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if inv.Cluster.PodNetwork != PodNetworkRoutes || !inv.Cluster.PodSubnet.IsValid() {
+		return nil
+	}
+	at := fmt.Sprintf("set at %s", shortRange(inv.Cluster.PodNetworkRange))
+	if inv.Cluster.PodNetworkRange == inv.Cluster.DefRange {
+		at = fmt.Sprintf("the default: the cluster block at %s sets no pod_network", shortRange(inv.Cluster.DefRange))
+	}
+	for _, h := range inv.Hosts {
+		if !h.IsNode() {
+			continue
+		}
+		if _, err := netip.ParseAddr(h.Address); err != nil && h.Address != "" && checkHost(h.Address, zoneAllowed) == nil {
+			diags = append(diags, errorAt(h.AddressRange, "Node address is not an IP address",
+				"Host %q has address %q, a DNS name, but pod_network = %q (%s) routes every node's pods through the node's IP address. Write the host's IP address here, or set pod_network = %q and install a pod network yourself.",
+				h.Name, h.Address, PodNetworkRoutes, at, PodNetworkNone))
 		}
 	}
 	return diags

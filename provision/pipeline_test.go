@@ -98,11 +98,12 @@ func probeFor(t *testing.T, c *Cluster, lines ...string) fakeRun {
 
 // runtimeInstalled is the probe output of a standard host (cgroup v2,
 // systemd, CAP_SYS_RESOURCE) with containerd 2, runc and the CNI plugins
-// from its packages: what the preflight's runtime rule wants when the
+// from its packages, ip and iptables for the pod routes: what the preflight's runtime rule wants when the
 // artifacts block provides none.
 func runtimeInstalled() []string {
 	return []string{"version.containerd=containerd github.com/containerd/containerd/v2 v2.4.2 c3b3d8e4", "version.containerd-shim-runc-v2=",
-		"version.runc=runc version 1.3.0", "containerd_path=/usr/bin/containerd",
+		"version.runc=runc version 1.3.0", "version.ip=ip utility, iproute2-6.1.0", "version.iptables=iptables v1.8.9 (nf_tables)",
+		"containerd_path=/usr/bin/containerd",
 		"cgroup_fs=cgroup2fs", "systemd_init=yes", "root_fs=ext2/ext3", "cap_bnd=000001ffffffffff",
 		"cni_plugin=bridge", "cni_plugin=host-local", "cni_plugin=loopback", "cni_plugin=portmap"}
 }

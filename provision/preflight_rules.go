@@ -200,8 +200,14 @@ func ruleBinaries(e *preflightEnv) []Problem {
 
 // cniPluginsNeeded are the CNI plugins a node's bridge network runs
 // (templates/cni-bridge.conflist.tmpl), loopback included: containerd sets
-// up every pod's loopback interface with it.
-var cniPluginsNeeded = []string{"bridge", "host-local", "loopback", "portmap"}
+// up every pod's loopback interface with it. With pod_network = "none" only
+// loopback is kprov's concern; the user's pod network brings its own.
+func cniPluginsNeeded(podNetwork string) []string {
+	if podNetwork == inventory.PodNetworkNone {
+		return []string{"loopback"}
+	}
+	return []string{"bridge", "host-local", "loopback", "portmap"}
+}
 
 // ruleRuntime: a Kubernetes node needs containerd 2 (kprov writes a
 // version 3 configuration, which containerd 1 does not read), its runc shim,
@@ -234,7 +240,7 @@ func ruleRuntime(e *preflightEnv) []Problem {
 		rt := h.facts.RuntimeFacts()
 		if !provided(inventory.CNIPluginsArtifact) {
 			var missing []string
-			for _, p := range cniPluginsNeeded {
+			for _, p := range cniPluginsNeeded(e.inv.Cluster.PodNetwork) {
 				if !slices.Contains(rt.CNIPlugins, p) {
 					missing = append(missing, p)
 				}
@@ -242,6 +248,20 @@ func ruleRuntime(e *preflightEnv) []Problem {
 			if len(missing) > 0 {
 				out = append(out, e.problem(h.Name, "the CNI plugins %s are not in %s: add %s (a .tgz with the plugins at its top level) to the artifacts block, or install them there",
 					strings.Join(missing, ", "), plan.CNIBinDir, entry(inventory.CNIPluginsArtifact)))
+			}
+		}
+		if e.inv.Cluster.PodNetwork == inventory.PodNetworkRoutes {
+			// kprov-pod-routes.service runs ip (routes) and iptables or
+			// ip6tables (masquerade), pod_subnet's family.
+			ipt := "iptables"
+			if e.inv.Cluster.PodSubnet.Addr().Is6() {
+				ipt = "ip6tables"
+			}
+			for _, bin := range []struct{ name, pkg string }{{"ip", "iproute2"}, {ipt, "iptables"}} {
+				if _, ok := v[bin.name]; !ok {
+					out = append(out, e.problem(h.Name, "%s is not installed, and pod_network = %q runs it for the routes to the other nodes' pods: install it (package %s), or set pod_network = %q and bring your own pod network",
+						bin.name, inventory.PodNetworkRoutes, bin.pkg, inventory.PodNetworkNone))
+				}
 			}
 		}
 		if h.Containerd.CgroupDriver == inventory.CgroupDriverSystemd && !rt.SystemdInit {

@@ -2,6 +2,7 @@ package provision
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -242,6 +243,22 @@ func TestRuleRuntime(t *testing.T) {
 		{name: "two plugins missing", change: func(f *plan.Facts, _ map[string]*preflightProbe, _ *PreflightOptions) {
 			f.Hosts["compute-2"].Runtime.CNIPlugins = []string{"bridge", "host-local"}
 		}, want: []string{`compute-2: the CNI plugins loopback, portmap are not in /opt/cni/bin`}},
+		{name: "pod_network routes without ip and iptables", inv: func(inv *inventory.Inventory) {
+			inv.Cluster.PodNetwork, inv.Cluster.PodSubnet = inventory.PodNetworkRoutes, netip.MustParsePrefix("10.244.0.0/16")
+		}, change: func(f *plan.Facts, _ map[string]*preflightProbe, _ *PreflightOptions) {
+			delete(f.Hosts["compute-1"].Versions, "ip")
+			delete(f.Hosts["compute-1"].Versions, "iptables")
+		}, want: []string{
+			`compute-1: ip is not installed, and pod_network = "routes" runs it for the routes to the other nodes' pods: install it (package iproute2)`,
+			`compute-1: iptables is not installed, and pod_network = "routes" runs it`,
+		}},
+		{name: "pod_network none: only loopback is kprov's concern", inv: func(inv *inventory.Inventory) {
+			inv.Cluster.PodNetwork = inventory.PodNetworkNone
+		}, change: func(f *plan.Facts, _ map[string]*preflightProbe, _ *PreflightOptions) {
+			f.Hosts["compute-1"].Runtime.CNIPlugins = []string{"loopback"}
+			f.Hosts["compute-2"].Runtime.CNIPlugins = nil
+			delete(f.Hosts["compute-2"].Versions, "ip")
+		}, want: []string{`compute-2: the CNI plugins loopback are not in /opt/cni/bin`}},
 		{name: "no systemd as init, and no override: cgroupfs is fine", change: func(f *plan.Facts, _ map[string]*preflightProbe, _ *PreflightOptions) {
 			f.Hosts["compute-1"].Runtime.SystemdInit = false
 		}},

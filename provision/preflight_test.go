@@ -28,7 +28,7 @@ func goodHost(name string) *plan.HostFacts {
 	rt := plan.DefaultRuntimeFacts()
 	rt.CNIPlugins = []string{"bridge", "host-local", "loopback", "portmap"}
 	return &plan.HostFacts{Reachable: true, Hostname: name, OS: "debian 12", Arch: "x86_64", Services: map[string]string{},
-		Versions: map[string]string{"containerd": "2.4.2", "containerd-shim-runc-v2": "", "runc": "1.3.0"}, Runtime: &rt}
+		Versions: map[string]string{"containerd": "2.4.2", "containerd-shim-runc-v2": "", "runc": "1.3.0", "ip": "", "iptables": "1.8.9"}, Runtime: &rt}
 }
 
 // Every rule reports its own problem, all of them together in one run.

@@ -29,7 +29,7 @@ func shellQuote(s string) string { return shell.Quote(s) }
 const binPath = `PATH="/usr/local/sbin:/usr/local/bin:$PATH"; export PATH; `
 
 // probedServices are the systemd units whose ActiveState the probe reports.
-const probedServices = "etcd kubelet containerd kprov-swapoff.service"
+const probedServices = "etcd kubelet containerd kprov-swapoff.service kprov-pod-routes.service"
 
 // script renders the probe: one POSIX sh script that only reads, so a host's
 // facts cost one SSH session. Every line it prints is key=value and the last
@@ -58,6 +58,9 @@ v containerd --version
 v ctr --version
 v containerd-shim-runc-v2 -v
 v runc --version
+v ip -V
+v iptables --version
+v ip6tables --version
 `)
 	// What containerd's and the kubelet's settings follow (roles.RuntimeData):
 	// stat -f names /sys/fs/cgroup "cgroup2fs" under cgroup v2 and "tmpfs"

@@ -198,7 +198,7 @@ Host outer.example
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			src := fmt.Sprintf("cluster \"c\" {\n  kubernetes_version = \"1.37.2\"\n}\n%s\nhost \"cp-1\" {\n  address = %q\n  roles = [\"master\"]\n}\n", tt.ssh, tt.address)
+			src := fmt.Sprintf("cluster \"c\" {\n  kubernetes_version = \"1.37.2\"\n  pod_network = \"none\"\n}\n%s\nhost \"cp-1\" {\n  address = %q\n  roles = [\"master\"]\n}\n", tt.ssh, tt.address)
 			inv, diags := inventory.Parse([]byte(src), filepath.Join(home, "kprov.hcl"), inventory.Options{HomeDir: home})
 			if diags.HasErrors() {
 				t.Fatal(diags)

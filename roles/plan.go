@@ -77,6 +77,9 @@ func Plan(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opts PlanO
 	out.Stages = append(out.Stages, images)
 	out.Stages = append(out.Stages, p.controlPlane()...)
 	out.Stages = append(out.Stages, p.nodes()...)
+	if inv.Cluster.PodNetwork == inventory.PodNetworkNone {
+		out.Notes = append(out.Notes, `pod_network = "none": kprov installs no pod network, and nodes stay NotReady until yours runs; apply does not wait for Ready`)
+	}
 	out.Stages = slices.DeleteFunc(out.Stages, func(s plan.Stage) bool { return len(s.Steps) == 0 })
 	if facts.Offline {
 		out.Notes = append(out.Notes, "planned offline against fresh hosts: nothing was checked on the hosts")
@@ -547,6 +550,11 @@ func (p *planner) nodes() []plan.Stage {
 		}
 		if step, ok := p.labelStep(hfiles.Name, node); ok {
 			label.Steps = append(label.Steps, step)
+		}
+		// Without a pod network a node cannot become Ready: the user's CNI
+		// plugin, installed after apply, makes it so (the plan's note says so).
+		if p.inv.Cluster.PodNetwork == inventory.PodNetworkNone {
+			continue
 		}
 		if nf := p.facts.Nodes[node.Name]; nf == nil || !nf.Ready {
 			ready.Steps = append(ready.Steps, plan.Step{Op: plan.OpWaitNodeReady, Host: hfiles.Name,

@@ -31,7 +31,8 @@ var shaRE = regexp.MustCompile(`"(sha256|facts_digest)": "[^"]*"`)
 // file (etcd on etcd-1 here).
 func TestPlanGolden(t *testing.T) {
 	inventories := map[string]string{"airgap": filepath.Join("testdata", "inventories", "airgap.kprov.hcl"),
-		"images": filepath.Join("testdata", "inventories", "images.kprov.hcl")}
+		"images":           filepath.Join("testdata", "inventories", "images.kprov.hcl"),
+		"pod-network-none": filepath.Join("testdata", "inventories", "pod-network-none.kprov.hcl")}
 	for _, topo := range inventory.StarterTopologies {
 		inventories[topo] = filepath.Join("..", "examples", topo+".kprov.hcl")
 	}

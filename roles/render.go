@@ -356,6 +356,10 @@ const (
 	// machines, or a kind-style node) the kernel and its settings belong to
 	// the host, /proc/sys is read-only and sysctl would fail on every key.
 	ApplySysctls = "if systemd-detect-virt --container --quiet; then echo 'in a container: kernel settings belong to the host' >&2; else sysctl --system; fi"
+	// RestartPodRoutes makes a changed routes unit take effect: its stop
+	// removes the routes it added, its start adds the new list. The unit
+	// is enabled by the start step that follows.
+	RestartPodRoutes = "systemctl daemon-reload && systemctl restart " + plan.PodRoutesUnit
 	// EnableKubelet makes a new or changed kubelet unit take effect: enabled
 	// (kubeadm starts it during init or join), and restarted where kubeadm
 	// already ran.
@@ -431,11 +435,19 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 			templateFile{templates.ContainerdConfig, plan.ContainerdConfigPath, nil},
 			templateFile{templates.ContainerdUnit, plan.ContainerdUnitPath, nil},
 			templateFile{templates.KubeletPatch, plan.KubeletPatchPath, nil},
-			templateFile{templates.CNIBridge, plan.CNIConfPath, nil},
 			templateFile{templates.SwapOffUnit, plan.SwapOffUnitPath, []string{"systemctl daemon-reload"}},
 			templateFile{templates.KubeletUnit, plan.KubeletUnitPath, []string{EnableKubelet}},
 		)
 		hf.Units = append(hf.Units, plan.SwapOffUnit, plan.ContainerdUnit)
+		// With pod_network = "none" the user's CNI plugin writes its own
+		// configuration; kprov's bridge would compete with it.
+		if r.inv.Cluster.PodNetwork == inventory.PodNetworkRoutes {
+			renders = append(renders,
+				templateFile{templates.CNIBridge, plan.CNIConfPath, nil},
+				templateFile{templates.PodRoutesUnit, plan.PodRoutesUnitPath, []string{RestartPodRoutes}},
+			)
+			hf.Units = append(hf.Units, plan.PodRoutesUnit)
+		}
 	}
 
 	if external && h.Has(inventory.RoleEtcd) {

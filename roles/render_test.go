@@ -46,6 +46,7 @@ func renderCases() []renderCase {
 		{name: "v1beta3", inventory: "testdata/inventories/v1beta3.kprov.hcl"},
 		{name: "images", inventory: "testdata/inventories/images.kprov.hcl"},
 		{name: "external-etcd-fresh", inventory: "testdata/inventories/external-etcd.kprov.hcl"},
+		{name: "pod-network-none", inventory: "testdata/inventories/pod-network-none.kprov.hcl"},
 		{
 			// A host like the lab's machines: cgroup v1, an overlayfs root,
 			// no CAP_SYS_RESOURCE; systemd is init. Its quirks follow from

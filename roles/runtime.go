@@ -44,7 +44,30 @@ type RuntimeData struct {
 	// network, and DefaultRoute the route pods get ("0.0.0.0/0" or "::/0").
 	PodSubnet    string
 	DefaultRoute string
+	// PodRoutes are the other Kubernetes nodes' slices of pod_subnet,
+	// each through that node's address, in inventory order
+	// (pod_network = "routes"; empty otherwise).
+	PodRoutes []PodRoute
+	// PodRouteProtocol marks the routes kprov adds (ip route ... proto N)
+	// so the unit removes exactly those.
+	PodRouteProtocol int
+	// IPTables is "iptables" or "ip6tables" (pod_subnet's family), and
+	// MasqueradeRule the POSTROUTING rule that masquerades this node's pods'
+	// traffic leaving pod_subnet.
+	IPTables       string
+	MasqueradeRule string
 }
+
+// PodRoute is a route to another node's pods.
+type PodRoute struct {
+	Node   string
+	Subnet string // the node's slice of pod_subnet
+	Via    string // the node's address
+}
+
+// PodRouteProtocol is the routing protocol number on the routes kprov adds
+// for pod_network = "routes": iproute2's rt_protos names none with it.
+const PodRouteProtocol = 77
 
 // DefaultContainerdBinary is where Debian's and Ubuntu's containerd
 // package installs it, for a unit rendered without facts.
@@ -142,6 +165,31 @@ func runtimeData(inv *inventory.Inventory, h *inventory.Host, f plan.RuntimeFact
 		if p.Addr().Is6() {
 			rd.DefaultRoute = netip.PrefixFrom(netip.IPv6Unspecified(), 0).String()
 		}
+		if inv.Cluster.PodNetwork == inventory.PodNetworkRoutes {
+			rd.PodRoutes = podRoutes(inv, h.Name)
+			rd.PodRouteProtocol = PodRouteProtocol
+			rd.IPTables = "iptables"
+			if p.Addr().Is6() {
+				rd.IPTables = "ip6tables"
+			}
+			rd.MasqueradeRule = "-s " + p.String() + " ! -d " + inv.Cluster.PodSubnet.String() +
+				" -m comment --comment kprov-pod-masquerade -j MASQUERADE"
+		}
 	}
 	return rd
+}
+
+// podRoutes are the routes node self needs to every other Kubernetes
+// node's pods.
+func podRoutes(inv *inventory.Inventory, self string) []PodRoute {
+	var routes []PodRoute
+	for _, h := range inv.Hosts {
+		if !h.IsNode() || h.Name == self {
+			continue
+		}
+		if p, ok := inv.NodePodSubnet(h.Name); ok {
+			routes = append(routes, PodRoute{Node: h.Name, Subnet: p.String(), Via: h.Address})
+		}
+	}
+	return routes
 }

@@ -36,6 +36,7 @@ const (
 	KubeletPatch     = "kubelet-patch.yaml.tmpl"     // the node's own kubelet settings, a kubeadm patch
 	CNIBridge        = "cni-bridge.conflist.tmpl"    // the node's bridge network, its slice of pod_subnet
 	SwapOffUnit      = "swapoff.service.tmpl"        // turns swap off at every boot, before the kubelet
+	PodRoutesUnit    = "pod-routes.service.tmpl"     // routes to the other nodes' pod subnets, masquerade out of pod_subnet
 	KubeletUnit      = "kubelet.service.tmpl"        // the kubelet's systemd unit, with kubeadm's flags files
 	NodeRegistration = "node-registration.yaml.tmpl" // partial: nodeRegistration of both kubeadm configurations
 )

@@ -13,7 +13,7 @@ func TestBuiltinParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{KubeadmInit, KubeadmJoin, EtcdConfig, EtcdUnit, Sysctl, Modules, ContainerdConfig, SwapOffUnit, NodeRegistration} {
+	for _, name := range []string{KubeadmInit, KubeadmJoin, EtcdConfig, EtcdUnit, Sysctl, Modules, ContainerdConfig, SwapOffUnit, PodRoutesUnit, NodeRegistration} {
 		if s.Source(name) != "built-in" {
 			t.Errorf("%s: source %q, want built-in", name, s.Source(name))
 		}

@@ -33,7 +33,9 @@ const (
 	// each host.
 	KubeadmPatchesDir = "/etc/kprov/patches"
 	KubeletPatchPath  = KubeadmPatchesDir + "/kubeletconfiguration+strategic.yaml"
-	// CNIConfPath is the node's bridge network (until kprov installs a pod network).
+	// PodRoutesUnitPath routes the other nodes' pod subnets (pod_network = "routes").
+	PodRoutesUnitPath = "/etc/systemd/system/kprov-pod-routes.service"
+	// CNIConfPath is the node's bridge network (pod_network = "routes").
 	CNIConfPath = CNIConfDir + "/10-kprov-bridge.conflist"
 )
 
@@ -68,6 +70,7 @@ const (
 	EtcdUnit       = "etcd.service"
 	SwapOffUnit    = "kprov-swapoff.service"
 	ContainerdUnit = "containerd.service"
+	PodRoutesUnit  = "kprov-pod-routes.service"
 	// KubeadmUnit is the transient service kubeadm init and join run in.
 	KubeadmUnit = "kprov-kubeadm.service"
 )
