@@ -39,6 +39,9 @@ import (
 //     STATE_DIR/admin.conf from this process, infra-1 with the infra label
 //     and taint, master-2 joined after master-1's init had finished;
 //   - a second apply has nothing to do (No changes);
+//   - the pod network works across nodes (podNetworkChecks), the etcd hosts
+//     have none, and the node-local API endpoint survives the loss of
+//     master-1 (endpointFailover);
 //   - a changed host key is refused, and a stopped etcd machine makes apply
 //     refuse in preflight, naming it.
 func TestApplyExternalEtcd(t *testing.T) {
@@ -51,7 +54,7 @@ func TestApplyExternalEtcd(t *testing.T) {
 	if b, err := os.ReadFile(inv); err != nil || !strings.Contains(string(b), "artifacts {") {
 		t.Fatalf("the lab's inventory has no artifacts block (is the artifact cache warm? kprov lab artifacts): %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 
 	// 1. Killed halfway: right after etcd-2 joined as a learner.
@@ -122,14 +125,21 @@ func TestApplyExternalEtcd(t *testing.T) {
 		t.Errorf("member IDs changed from %x to %x", ids, again)
 	}
 
-	// 5. A changed host key is refused, never retried or skipped.
+	// 5. The pod network (dedicated etcd hosts get none) and the
+	// node-local API endpoint losing the first master.
+	k8sNodes := []string{"master-1", "master-2", "infra-1", "compute-1"}
+	podNetworkChecks(t, ctx, l, kc, k8sNodes)
+	assertNoPodNetwork(t, ctx, l, []string{"etcd-1", "etcd-2", "etcd-3"})
+	endpointFailover(t, ctx, l, inv, kc, []string{"master-1", "master-2"}, k8sNodes)
+
+	// 6. A changed host key is refused, never retried or skipped.
 	bad := badHostKeyInventory(t, l, inv, "etcd-1", "etcd-2")
 	out, err = kprovErr(t, "-f", bad, "apply", "--auto-approve")
 	if err == nil || !strings.Contains(out, "host key mismatch") || !strings.Contains(out, "etcd-1") {
 		t.Errorf("apply with etcd-1's key changed: %v\n%s", err, out)
 	}
 
-	// 6. A stopped etcd machine: preflight refuses, naming it.
+	// 7. A stopped etcd machine: preflight refuses, naming it.
 	if err := l.Stop(ctx, "etcd-3", 0); err != nil {
 		t.Fatal(err)
 	}

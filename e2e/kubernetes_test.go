@@ -36,6 +36,10 @@ import (
 //     so), and the three stacked etcd members are healthy voters;
 //   - kprov status shows the nodes Ready and the members, and a second
 //     apply, with no terminal and no --auto-approve, prints No changes;
+//   - the pod network works across nodes (podNetworkChecks); the node-local
+//     API endpoint survives the loss of master-1 (endpointFailover); a
+//     worker cut off the network goes NotReady alone and comes back
+//     (cutWorker);
 //   - a day later (the state directory says the bootstrap token is 25 hours
 //     old, and the cluster has deleted it, as kubeadm does after 24 hours)
 //     a fifth machine added to the inventory joins: apply creates the token
@@ -58,7 +62,7 @@ func TestApplyStackedToReady(t *testing.T) {
 			four = append(four, m.Name)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 	defer cancel()
 
 	// 1. A bundle without one image: the preflight names it, nothing changes.
@@ -118,7 +122,12 @@ func TestApplyStackedToReady(t *testing.T) {
 		t.Errorf("apply on the converged cluster: %v\n%s", err, out)
 	}
 
-	// 6. A day later, compute-2 joins with a token created anew.
+	// 6. The pod network and the node-local API endpoint, on the same cluster.
+	podNetworkChecks(t, ctx, l, kc, four)
+	endpointFailover(t, ctx, l, inv, kc, []string{"master-1", "master-2", "master-3"}, four)
+	cutWorker(t, ctx, l, kc, "compute-1")
+
+	// 7. A day later, compute-2 joins with a token created anew.
 	token := ageBootstrapToken(t, filepath.Join(filepath.Dir(inv), ".kprov", l.Name()), 25*time.Hour)
 	id, _, _ := strings.Cut(token, ".")
 	kubectl(t, ctx, kc, "-n", "kube-system", "delete", "secret", "bootstrap-token-"+id)

@@ -3,11 +3,9 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,93 +15,43 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-
-	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/lab"
 )
 
-// podServerImage is the test workload's image, imported on every node
-// (nothing pulls: the pods say imagePullPolicy: Never).
-const podServerImage = "kprov.test/podserver:e2e"
+// podServerImage is the test workload's image (lab/netcheck), which
+// kprov imports on every node with the lab's other images (nothing
+// pulls: the pods say imagePullPolicy: Never).
+var podServerImage = lab.NetcheckImage
 
-// TestPodNetworkAcrossNodes applies the ha-stacked lab (3 masters, 1
-// compute) with the default pod_network = "routes" and checks the pod
-// network from inside pods (podNetworkChecks), then cuts compute-1 off the
-// network: it goes NotReady while the others stay Ready, and comes back
-// Ready once its link is restored.
-func TestPodNetworkAcrossNodes(t *testing.T) {
-	l, kc, nodeNames := applyPodNetworkLab(t, "ha-stacked")
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	podNetworkChecks(t, ctx, l, kc, nodeNames)
-
-	if err := l.Cut(ctx, "compute-1"); err != nil {
-		t.Fatal(err)
-	}
-	waitNodeReady(t, ctx, kc, "compute-1", false, 3*time.Minute)
-	for name, n := range nodes(t, ctx, kc) {
-		if name != "compute-1" && !n.ready() {
-			t.Errorf("node %s went NotReady while only compute-1 was cut off", name)
-		}
-	}
-	if err := l.Restore(ctx, "compute-1"); err != nil {
-		t.Fatal(err)
-	}
-	waitNodeReady(t, ctx, kc, "compute-1", true, 3*time.Minute)
-}
-
-// TestPodNetworkExternalEtcd checks the same pod network on the
-// ha-external lab, whose dedicated etcd hosts run no kubelet and so get
-// neither the bridge nor routes.
-func TestPodNetworkExternalEtcd(t *testing.T) {
-	l, kc, nodeNames := applyPodNetworkLab(t, "ha-external")
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	podNetworkChecks(t, ctx, l, kc, nodeNames)
-	for _, m := range l.Machines() {
-		if slices.Contains(nodeNames, m.Name) {
-			continue
-		}
-		out, err := l.Output(ctx, m.Name, "ip route show proto 77; ls /etc/cni/net.d 2>/dev/null; true")
-		if err != nil || strings.TrimSpace(string(out)) != "" {
-			t.Errorf("%s runs no kubelet, yet has pod routes or a CNI configuration: %v\n%s", m.Name, err, out)
-		}
-	}
-}
-
-// applyPodNetworkLab brings up the topology's lab, applies it from fresh
-// and returns it with its admin kubeconfig and the names of its Kubernetes
-// nodes, every one Ready.
-func applyPodNetworkLab(t *testing.T, topology string) (*lab.Lab, string, []string) {
+// cutWorker cuts worker off the network: it goes NotReady while every
+// other node stays Ready, and comes back Ready once its link is restored.
+func cutWorker(t *testing.T, ctx context.Context, l *lab.Lab, kc, worker string) {
 	t.Helper()
-	specs, err := lab.TopologyMachines(topology)
-	if err != nil {
+	if err := l.Cut(ctx, worker); err != nil {
 		t.Fatal(err)
 	}
-	l := UpLab(t, specs)
-	inv := l.InventoryPath()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	var names []string
-	for _, m := range l.Machines() {
-		if slices.ContainsFunc(m.Roles, func(r inventory.Role) bool { return r != inventory.RoleEtcd }) {
-			names = append(names, m.Name)
+	waitNodeReady(t, ctx, kc, worker, false, 3*time.Minute)
+	for name, n := range nodes(t, ctx, kc) {
+		if name != worker && !n.ready() {
+			t.Errorf("node %s went NotReady while only %s was cut off", name, worker)
 		}
 	}
-	if out, err := kprovErr(t, "-f", inv, "apply", "--auto-approve"); err != nil {
-		t.Fatalf("apply: %v\n%s", err, out)
+	if err := l.Restore(ctx, worker); err != nil {
+		t.Fatal(err)
 	}
-	kc := adminKubeconfig(t, l, inv)
-	assertNodesReady(t, ctx, kc, names)
-	// Converged: the routes unit, once started, is not planned again.
-	if out, err := kprovErr(t, "-f", inv, "apply"); err != nil || !strings.Contains(out, "No changes") {
-		t.Errorf("apply on the converged cluster: %v\n%s", err, out)
+	waitNodeReady(t, ctx, kc, worker, true, 3*time.Minute)
+}
+
+// assertNoPodNetwork checks that hosts running no kubelet (dedicated etcd
+// members) got neither the bridge configuration nor pod routes.
+func assertNoPodNetwork(t *testing.T, ctx context.Context, l *lab.Lab, hosts []string) {
+	t.Helper()
+	for _, h := range hosts {
+		out, err := l.Output(ctx, h, "ip route show proto 77; ls /etc/cni/net.d 2>/dev/null; systemctl is-active kprov-apiproxy.service; true")
+		if err != nil || strings.TrimSpace(string(out)) != "inactive" {
+			t.Errorf("%s runs no kubelet, yet has pod routes, a CNI configuration or the API proxy: %v\n%s", h, err, out)
+		}
 	}
-	return l, kc, names
 }
 
 // podNetworkChecks checks the pod network of an applied lab whose
@@ -154,7 +102,6 @@ func podNetworkChecks(t *testing.T, ctx context.Context, l *lab.Lab, kc string, 
 	}
 
 	// 2. The test server on every node.
-	importPodServer(t, ctx, l, machines)
 	kubectlApply(t, ctx, kc, podServerManifest)
 	pods := waitPodServers(t, ctx, kc, names)
 
@@ -217,7 +164,7 @@ func waitNodeReady(t *testing.T, ctx context.Context, kc, node string, want bool
 
 // podServerManifest runs the test server on every node, masters included,
 // behind a ClusterIP Service.
-const podServerManifest = `apiVersion: apps/v1
+var podServerManifest = `apiVersion: apps/v1
 kind: DaemonSet
 metadata:
   name: podserver
@@ -303,10 +250,10 @@ func waitPodServers(t *testing.T, ctx context.Context, kc string, nodes []string
 	}
 }
 
-// podExec runs the test server binary in pod with args and returns its output.
+// podExec runs the netcheck binary in pod with args and returns its output.
 func podExec(t *testing.T, ctx context.Context, kc, pod string, args ...string) string {
 	t.Helper()
-	out, err := kubectlTry(t, ctx, kc, append([]string{"exec", "-n", "default", pod, "--", "/podserver"}, args...)...)
+	out, err := kubectlTry(t, ctx, kc, append([]string{"exec", "-n", "default", pod, "--", "/usr/local/bin/netcheck"}, args...)...)
 	if err != nil {
 		t.Errorf("in %s: podserver %v: %v\n%s", pod, args, err, out)
 	}
@@ -336,93 +283,6 @@ func kubectlTry(t *testing.T, ctx context.Context, kubeconfig string, args ...st
 		return append(out, stderr.Bytes()...), err
 	}
 	return out, nil
-}
-
-// importPodServer builds the test server (static) and its one-layer image
-// here, and imports the image into containerd's k8s.io namespace on every
-// machine.
-func importPodServer(t *testing.T, ctx context.Context, l *lab.Lab, machines []lab.MachineState) {
-	t.Helper()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "podserver")
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./testdata/podserver")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the test server: %v\n%s", err, out)
-	}
-	archive := filepath.Join(dir, "podserver.tar")
-	if err := writePodServerImage(bin, archive); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(archive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range machines {
-		client, err := l.Dial(ctx, m.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sess, err := client.NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
-		sess.Stdin = bytes.NewReader(data)
-		out, err := sess.CombinedOutput("cat > /tmp/podserver.tar && ctr -n k8s.io images import /tmp/podserver.tar && rm -f /tmp/podserver.tar")
-		sess.Close()
-		client.Close()
-		if err != nil {
-			t.Fatalf("%s: import the test server image: %v\n%s", m.Name, err, out)
-		}
-	}
-}
-
-// writePodServerImage writes a docker-archive tar of an image holding the
-// binary at /podserver, its entrypoint.
-func writePodServerImage(binary, archive string) error {
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return singleFileTar(binary, "podserver") })
-	if err != nil {
-		return err
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return err
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Entrypoint = []string{"/podserver"}
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		return err
-	}
-	ref, err := name.ParseReference(podServerImage)
-	if err != nil {
-		return err
-	}
-	return tarball.WriteToFile(archive, ref, img)
-}
-
-// singleFileTar is an uncompressed tar holding one executable file.
-func singleFileTar(src, name string) (io.ReadCloser, error) {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(b); err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return io.NopCloser(&buf), nil
 }
 
 // TestPodNetworkNone applies a single-master lab with pod_network = "none":

@@ -13,8 +13,14 @@ locals {
 
 cluster "example" {
   kubernetes_version = "1.37.2"
-  # A load balancer, virtual IP or DNS name in front of every master.
-  control_plane_endpoint = "api.example.internal:6443"
+  # How nodes reach the API servers: "node-local" runs kprov-apiproxy on
+  # 127.0.0.1:6444 on every node, spreading connections over every master
+  # (nothing else to run); "external" uses control_plane_endpoint, a load
+  # balancer, virtual IP or DNS name of yours in front of every master.
+  api_endpoint {
+    mode = "node-local"
+  }
+  # control_plane_endpoint = "api.example.internal:6443" # with mode = "external"
   pod_subnet     = "10.244.0.0/16"
   service_subnet = "10.96.0.0/12"
   # Pods reach other nodes through routes between the nodes (one L2 network);

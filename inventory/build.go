@@ -143,6 +143,8 @@ func (l *loader) buildCluster(cb *clusterBlock, c *Cluster) hcl.Diagnostics {
 		c.ControlPlaneEndpoint = ep
 		l.derived(*cb.ControlPlaneEndpoint, ep)
 	}
+	diags = append(diags, onlyOne("api_endpoint", len(cb.APIEndpoint), func(i int) hcl.Range { return cb.APIEndpoint[i].DefRange })...)
+	diags = append(diags, buildAPIEndpoint(cb, c)...)
 
 	c.PodSubnet, diags = parseSubnet(diags, "pod_subnet", cb.PodSubnet, DefaultPodSubnet, cb.PodSubnetRange)
 	c.ServiceSubnet, diags = parseSubnet(diags, "service_subnet", cb.ServiceSubnet, DefaultServiceSubnet, cb.ServiceSubnetRange)
@@ -199,6 +201,63 @@ func parseVersion(s string) (string, error) {
 		return "", fmt.Errorf("%q is not a MAJOR.MINOR.PATCH version such as \"1.37.2\"", s)
 	}
 	return v, nil
+}
+
+// buildAPIEndpoint settles how nodes reach the API servers. Without an
+// api_endpoint block, control_plane_endpoint means "external"; otherwise
+// the mode is decided with the topology (validateTopology: node-local with
+// several masters, direct with one).
+func buildAPIEndpoint(cb *clusterBlock, c *Cluster) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	c.APIEndpointRange = cb.DefRange
+	if cb.ControlPlaneEndpoint != nil {
+		c.APIEndpoint, c.APIEndpointRange = APIEndpointExternal, cb.ControlPlaneEndpointRange
+	}
+	if len(cb.APIEndpoint) == 0 {
+		return nil
+	}
+	b := cb.APIEndpoint[0]
+	c.APIEndpointRange = b.DefRange
+	if b.Mode == nil {
+		return append(diags, errorAt(b.DefRange, "Missing api_endpoint mode",
+			"The api_endpoint block needs mode = %q (a proxy on every node to every master) or %q (control_plane_endpoint is your load balancer).",
+			APIEndpointNodeLocal, APIEndpointExternal))
+	}
+	switch *b.Mode {
+	case APIEndpointNodeLocal:
+		if cb.ControlPlaneEndpoint != nil {
+			diags = append(diags, errorAt(cb.ControlPlaneEndpointRange, "control_plane_endpoint with a node-local endpoint",
+				"api_endpoint mode = %q (%s) puts a proxy on every node at 127.0.0.1, which becomes the control-plane endpoint; control_plane_endpoint would contradict it. Remove control_plane_endpoint, or set mode = %q to use it.",
+				APIEndpointNodeLocal, shortRange(b.ModeRange), APIEndpointExternal))
+		}
+		c.APIEndpoint, c.APIProxyPort = APIEndpointNodeLocal, DefaultAPIProxyPort
+		if b.Port != nil {
+			switch p := *b.Port; {
+			case p < 1 || p > 65535:
+				diags = append(diags, errorAt(b.PortRange, "Invalid api_endpoint port", "port %d is not a TCP port (1-65535).", p))
+			case p == DefaultAPIServerPort || p == 10250 || p == 2379 || p == 2380:
+				diags = append(diags, errorAt(b.PortRange, "api_endpoint port in use by Kubernetes",
+					"port %d is the API server's, the kubelet's or etcd's on the nodes; the proxy needs a port of its own, such as %d.", p, DefaultAPIProxyPort))
+			default:
+				c.APIProxyPort = p
+			}
+		}
+		c.ControlPlaneEndpoint = net.JoinHostPort("127.0.0.1", strconv.Itoa(c.APIProxyPort))
+	case APIEndpointExternal:
+		if cb.ControlPlaneEndpoint == nil {
+			diags = append(diags, errorAt(b.ModeRange, "Missing control_plane_endpoint",
+				"api_endpoint mode = %q needs control_plane_endpoint: the address and port of your load balancer, virtual IP or DNS name in front of every master, e.g. \"api.example.internal:6443\".", APIEndpointExternal))
+		}
+		if b.Port != nil {
+			diags = append(diags, errorAt(b.PortRange, "api_endpoint port with an external endpoint",
+				"port is the node-local proxy's; an external endpoint's port is part of control_plane_endpoint. Remove port."))
+		}
+		c.APIEndpoint = APIEndpointExternal
+	default:
+		diags = append(diags, errorAt(b.ModeRange, "Invalid api_endpoint mode",
+			"mode is %q or %q, not %q.", APIEndpointNodeLocal, APIEndpointExternal, *b.Mode))
+	}
+	return diags
 }
 
 // parseEndpoint accepts host, host:port, [host] or [host]:port and returns

@@ -37,6 +37,7 @@ func renderResult(t *testing.T, inv *Inventory, diags hcl.Diagnostics) []byte {
 		return buf.Bytes()
 	}
 	buf.WriteString("topology: " + inv.Topology.Summary() + "\n")
+	buf.WriteString("api endpoint: " + inv.Cluster.APIEndpointSummary() + "\n")
 	for _, a := range append(slices.Clone(inv.Artifacts), inv.Images...) {
 		// The path relative to the inventory's directory keeps goldens machine-independent.
 		p := a.Path

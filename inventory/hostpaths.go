@@ -36,6 +36,7 @@ var HostPaths = []string{
 	"/etc/systemd/system/containerd.service",       // containerd's unit
 	"/etc/cni/net.d/10-kprov-bridge.conflist",      // the node's bridge network
 	"/etc/systemd/system/kprov-pod-routes.service", // routes to the other nodes' pods
+	"/etc/systemd/system/kprov-apiproxy.service",   // the node-local API proxy (its upstreams are in /etc/kprov)
 	"/usr/local/bin/etcd",                          // binaries from the artifacts block
 	"/usr/local/bin/etcdctl",
 	"/usr/local/bin/etcdutl",
@@ -46,6 +47,7 @@ var HostPaths = []string{
 	"/usr/local/bin/ctr",
 	"/usr/local/bin/containerd-shim-runc-v2",
 	"/usr/local/bin/runc",
+	"/usr/local/bin/kprov-apiproxy",
 	"/opt/cni/bin", // the CNI plugins from the artifacts block's cni-plugins archive
 }
 

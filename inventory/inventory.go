@@ -5,6 +5,7 @@
 package inventory
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -38,6 +39,25 @@ const (
 	PodNetworkNone = "none"
 )
 
+// API endpoint modes (cluster.api_endpoint.mode): how nodes and kubeadm
+// reach the API servers.
+const (
+	// APIEndpointNodeLocal: every Kubernetes node runs kprov-apiproxy on
+	// 127.0.0.1:port, a TCP proxy to every master's API server that checks
+	// their health; controlPlaneEndpoint is that loopback address. The
+	// default with more than one master and no control_plane_endpoint.
+	APIEndpointNodeLocal = "node-local"
+	// APIEndpointExternal: control_plane_endpoint names a load balancer,
+	// virtual IP or DNS name the user runs.
+	APIEndpointExternal = "external"
+	// APIEndpointDirect: one master and no endpoint; nodes join that
+	// master's address (set by kprov, never written in an inventory).
+	APIEndpointDirect = "direct"
+)
+
+// APIProxyArtifact is the node-local API proxy's binary.
+const APIProxyArtifact = "kprov-apiproxy"
+
 // Defaults applied when the inventory leaves a field out.
 const (
 	DefaultPodSubnet       = "10.244.0.0/16"
@@ -48,6 +68,7 @@ const (
 	DefaultKnownHosts      = "~/.ssh/known_hosts"
 	DefaultConnectTimeout  = 10 * time.Second
 	DefaultAPIServerPort   = 6443
+	DefaultAPIProxyPort    = 6444
 	InfraRoleLabel         = "node-role.kubernetes.io/infra"
 	ControlPlaneTaintKey   = "node-role.kubernetes.io/control-plane"
 	HostKeyPolicyStrict    = "strict"
@@ -89,7 +110,13 @@ type Cluster struct {
 	Name                 string
 	KubernetesVersion    string // MAJOR.MINOR.PATCH without a leading v
 	ControlPlaneEndpoint string // host:port; empty on a single-master cluster without one
-	PodSubnet            netip.Prefix
+	// APIEndpoint is how nodes reach the API servers: APIEndpointNodeLocal,
+	// APIEndpointExternal or APIEndpointDirect. With node-local,
+	// ControlPlaneEndpoint is 127.0.0.1:APIProxyPort.
+	APIEndpoint      string
+	APIProxyPort     int       // node-local: the port kprov-apiproxy listens on
+	APIEndpointRange hcl.Range // the api_endpoint block, else control_plane_endpoint, else the cluster block
+	PodSubnet        netip.Prefix
 	// PodNetwork is how pods on different nodes reach each other:
 	// PodNetworkRoutes (the default) or PodNetworkNone.
 	PodNetwork      string
@@ -99,6 +126,18 @@ type Cluster struct {
 	TemplatesDir    string // absolute, or empty for the built-in templates
 	StateDir        string // absolute; default .kprov/<cluster> beside the inventory
 	DefRange        hcl.Range
+}
+
+// APIEndpointSummary says in one line how nodes reach the API servers.
+func (c Cluster) APIEndpointSummary() string {
+	switch c.APIEndpoint {
+	case APIEndpointNodeLocal:
+		return fmt.Sprintf("node-local: kprov-apiproxy on %s on every node, to every master's API server", c.ControlPlaneEndpoint)
+	case APIEndpointExternal:
+		return "external: " + c.ControlPlaneEndpoint
+	default:
+		return "direct: the master's own address"
+	}
 }
 
 // SSHConfig is how kprov reaches a host: the top-level ssh block merged with the host's own.
@@ -123,9 +162,10 @@ type Etcd struct {
 }
 
 // ArtifactNames are the binaries an artifacts block may name, in the order
-// kprov installs them.
+// kprov installs them. kprov-apiproxy is kprov's own node-local load
+// balancer in front of the masters' API servers (package apiproxy).
 var ArtifactNames = []string{"etcd", "etcdctl", "etcdutl", "kubeadm", "kubelet", "kubectl",
-	"containerd", "ctr", "containerd-shim-runc-v2", "runc", CNIPluginsArtifact}
+	"containerd", "ctr", "containerd-shim-runc-v2", "runc", CNIPluginsArtifact, APIProxyArtifact}
 
 // CNIPluginsArtifact is the artifact that is an archive of CNI plugins
 // (binaries at its top level), unpacked into the CNI binary directory.

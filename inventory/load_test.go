@@ -19,7 +19,6 @@ func TestEveryRuleHasItsError(t *testing.T) {
 		"unknown-role":      "Unknown role",
 		"duplicate-name":    "Duplicate host name",
 		"duplicate-address": "Duplicate host address",
-		"no-endpoint":       "Missing control_plane_endpoint",
 		"even-stacked":      "Even number of etcd members",
 		"even-external":     "Even number of etcd members",
 		"mixed-etcd":        "Mixed etcd topology",
@@ -58,6 +57,10 @@ func TestEveryRuleHasItsError(t *testing.T) {
 		"duplicate-mapped-address": "Duplicate host address",
 		"pod-network-name":         "Node address is not an IP address",
 		"pod-network-value":        "Invalid pod_network",
+		"api-endpoint-mode":        "Invalid api_endpoint mode",
+		"api-endpoint-port":        "api_endpoint port in use by Kubernetes",
+		"api-endpoint-conflict":    "control_plane_endpoint with a node-local endpoint",
+		"api-endpoint-external":    "Missing control_plane_endpoint",
 	}
 	files, _ := filepath.Glob("testdata/invalid/*.hcl")
 	if len(files) != len(cases) {

@@ -60,6 +60,8 @@ type clusterBlock struct {
 	TemplatesDir         *string `hcl:"templates_dir,optional"`
 	StateDir             *string `hcl:"state_dir,optional"`
 
+	APIEndpoint []*apiEndpointBlock `hcl:"api_endpoint,block"`
+
 	DefRange                  hcl.Range `hcl:",def_range"`
 	LabelRange                hcl.Range `hcl:"name,label_range"`
 	KubernetesVersionRange    hcl.Range `hcl:"kubernetes_version,attr_range"`
@@ -68,6 +70,17 @@ type clusterBlock struct {
 	PodNetworkRange           hcl.Range `hcl:"pod_network,attr_range"`
 	ServiceSubnetRange        hcl.Range `hcl:"service_subnet,attr_range"`
 	DNSDomainRange            hcl.Range `hcl:"dns_domain,attr_range"`
+}
+
+// apiEndpointBlock is `api_endpoint { mode = "node-local" port = 6444 }`
+// inside the cluster block.
+type apiEndpointBlock struct {
+	Mode *string `hcl:"mode,optional"`
+	Port *int    `hcl:"port,optional"`
+
+	DefRange  hcl.Range `hcl:",def_range"`
+	ModeRange hcl.Range `hcl:"mode,attr_range"`
+	PortRange hcl.Range `hcl:"port,attr_range"`
 }
 
 type sshBlock struct {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -120,12 +121,18 @@ func validateTopology(inv *Inventory) hcl.Diagnostics {
 
 	diags = append(diags, deriveEtcd(inv)...)
 
-	if len(t.Masters) > 1 && inv.Cluster.ControlPlaneEndpoint == "" {
-		diags = append(diags, errorAt(cluster, "Missing control_plane_endpoint",
-			"There are %d masters (%s). Every node and client must reach the API server through one stable address that survives the loss of any master: set control_plane_endpoint to a load balancer, virtual IP or DNS name with its port, e.g. \"api.example.internal:6443\".",
-			len(t.Masters), strings.Join(t.Masters, ", ")))
+	// Without an api_endpoint block or control_plane_endpoint: several
+	// masters get the node-local proxy (every node must reach the API
+	// through something that survives the loss of any master), one master
+	// is reached directly.
+	if c := &inv.Cluster; c.APIEndpoint == "" {
+		c.APIEndpoint = APIEndpointDirect
+		if len(t.Masters) > 1 {
+			c.APIEndpoint, c.APIProxyPort = APIEndpointNodeLocal, DefaultAPIProxyPort
+			c.ControlPlaneEndpoint = net.JoinHostPort("127.0.0.1", strconv.Itoa(DefaultAPIProxyPort))
+		}
 	}
-	if len(t.Masters) > 1 && inv.Cluster.ControlPlaneEndpoint != "" {
+	if len(t.Masters) > 1 && inv.Cluster.APIEndpoint == APIEndpointExternal && inv.Cluster.ControlPlaneEndpoint != "" {
 		epHost, _, _ := net.SplitHostPort(inv.Cluster.ControlPlaneEndpoint)
 		for _, h := range inv.HostsWith(RoleMaster) {
 			if addressKey(h.Address) == addressKey(epHost) {

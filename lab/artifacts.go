@@ -52,7 +52,7 @@ const (
 // Artifact is one built file in the cache: a binary, the CNI plugins
 // archive, or an image archive.
 type Artifact struct {
-	Name   string // etcd, ..., kubeadm, containerd, cni-plugins; an image archive's image reference
+	Name   string // etcd, ..., kubeadm, containerd, cni-plugins, kprov-apiproxy; an image archive's image reference
 	Path   string // absolute
 	SHA256 string // hex
 	Image  bool   // an image archive (OCI image-layout tar), listed in the inventory's images
@@ -64,27 +64,32 @@ type Artifacts struct {
 	Etcd, Etcdctl, Etcdutl, Kubeadm, Kubelet, Kubectl Artifact
 	Containerd, Ctr, ContainerdShim                   Artifact
 	CNIPlugins                                        Artifact
+	// APIProxy is kprov-apiproxy, built from kprov's own source (package
+	// apiproxy), the load balancer every node reaches the API servers through.
+	APIProxy Artifact
 	// The control-plane commands, which reach hosts only inside the images.
 	KubeAPIServer, KubeControllerManager, KubeScheduler, KubeProxy Artifact
 	Images                                                         Images
 }
 
-// Images are the image archives, one per image kubeadm lists.
+// Images are the image archives, one per image kubeadm lists, and the
+// network check workload's.
 type Images struct {
 	KubeAPIServer, KubeControllerManager, KubeScheduler, KubeProxy, Pause, Etcd, CoreDNS Artifact
+	Netcheck                                                                             Artifact
 }
 
 // All lists the images in a fixed order, leaving out any not built (a
 // kube-proxy image without a root filesystem to take iptables from).
 func (i Images) All() []Artifact {
-	return present(i.KubeAPIServer, i.KubeControllerManager, i.KubeScheduler, i.KubeProxy, i.Pause, i.Etcd, i.CoreDNS)
+	return present(i.KubeAPIServer, i.KubeControllerManager, i.KubeScheduler, i.KubeProxy, i.Pause, i.Etcd, i.CoreDNS, i.Netcheck)
 }
 
 // All lists the artifacts in a fixed order: what the inventory lists, the
 // control-plane binaries, then the images.
 func (a Artifacts) All() []Artifact {
 	out := present(a.Etcd, a.Etcdctl, a.Etcdutl, a.Kubeadm, a.Kubelet, a.Kubectl,
-		a.Containerd, a.Ctr, a.ContainerdShim, a.CNIPlugins,
+		a.Containerd, a.Ctr, a.ContainerdShim, a.CNIPlugins, a.APIProxy,
 		a.KubeAPIServer, a.KubeControllerManager, a.KubeScheduler, a.KubeProxy)
 	return append(out, a.Images.All()...)
 }
@@ -237,7 +242,8 @@ func (c *artifactCache) rel(art *Artifact) string {
 // BuildArtifacts builds, from the Go module proxy, everything a lab needs to
 // run Kubernetes without downloading anything: etcd, etcdctl and etcdutl;
 // the seven Kubernetes commands; containerd, ctr and its runc shim; the CNI
-// plugins as cni-plugins.tgz; and the images kubeadm lists for the
+// plugins as cni-plugins.tgz; kprov-apiproxy from kprov's own source; and
+// the images kubeadm lists for the
 // Kubernetes version as OCI image-layout archives (see cache layout in
 // docs/lab.md). It records checksums in dir/SHA256SUMS; a file that matches
 // its recorded checksum is not built again. The binaries are static
@@ -305,6 +311,17 @@ func BuildArtifacts(ctx context.Context, dir string, v Versions, logger *log.Log
 	a.CNIPlugins = Artifact{Name: "cni-plugins", Path: filepath.Join(cniDir, cniArchive)}
 	if err := c.ensure([]*Artifact{&a.CNIPlugins}, func([]*Artifact) error {
 		return buildCNIPlugins(ctx, cniDir, cniV, logger)
+	}); err != nil {
+		return Artifacts{}, err
+	}
+
+	proxyRel, proxyBuild, err := apiProxyBuildOf()
+	if err != nil {
+		return Artifacts{}, err
+	}
+	a.APIProxy = Artifact{Name: apiProxyName, Path: filepath.Join(c.dir, filepath.FromSlash(proxyRel))}
+	if err := c.ensure([]*Artifact{&a.APIProxy}, func([]*Artifact) error {
+		return buildInModule(ctx, proxyBuild, filepath.Dir(a.APIProxy.Path), logger)
 	}); err != nil {
 		return Artifacts{}, err
 	}
@@ -392,7 +409,7 @@ func (c *artifactCache) kubernetes(ctx context.Context, version string, commands
 
 // CachedArtifacts returns the artifacts of versions v that dir already holds
 // with their recorded checksum, building nothing: the binaries and the CNI
-// plugins the inventory names, then every image archive of the Kubernetes
+// plugins the inventory names, kprov-apiproxy of this kprov's source, then every image archive of the Kubernetes
 // version; one missing from the cache is left out. It is how `kprov lab up`
 // finds what to write into the lab's artifacts block.
 func CachedArtifacts(dir string, v Versions) ([]Artifact, error) {
@@ -416,6 +433,10 @@ func CachedArtifacts(dir string, v Versions) ([]Artifact, error) {
 		sum, err := fileSHA256(filepath.Join(abs, rel))
 		return want, err == nil && sum == want
 	}
+	proxyRel, _, err := apiProxyBuildOf()
+	if err != nil {
+		return nil, err
+	}
 	etcdDir := "etcd-v" + strings.TrimPrefix(v.Etcd, "v")
 	k8sV := "v" + strings.TrimPrefix(v.Kubernetes, "v")
 	cdDir := "containerd-v" + strings.TrimPrefix(v.Containerd, "v")
@@ -425,6 +446,7 @@ func CachedArtifacts(dir string, v Versions) ([]Artifact, error) {
 		"kubernetes-" + k8sV + "/kubeadm", "kubernetes-" + k8sV + "/kubelet", "kubernetes-" + k8sV + "/kubectl",
 		cdDir + "/containerd", cdDir + "/ctr", cdDir + "/containerd-shim-runc-v2",
 		"cni-plugins-v" + strings.TrimPrefix(v.CNIPlugins, "v") + "/" + cniArchive,
+		proxyRel,
 	} {
 		sum, ok := matches(rel)
 		if !ok {

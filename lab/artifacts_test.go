@@ -118,6 +118,13 @@ func TestCachedArtifacts(t *testing.T) {
 		"kubernetes-v1.37.2/kube-apiserver":   write("kubernetes-v1.37.2/kube-apiserver", "only inside an image"),
 	}
 	write("etcd-v3.6.16/etcdctl", "changed since")
+	proxyRel, _, err := apiProxyBuildOf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m[proxyRel] = write(proxyRel, "kprov-apiproxy")
+	// A proxy built from another kprov's source is not this one.
+	m["apiproxy-0123456789ab/kprov-apiproxy"] = write("apiproxy-0123456789ab/kprov-apiproxy", "old proxy")
 	pause := filepath.Join(dir, "images-v1.37.2", "pause_3.10.2.tar")
 	os.MkdirAll(filepath.Dir(pause), 0o755)
 	if _, err := writeImageArchive(pause, binaryImage("registry.k8s.io/pause:3.10.2", "pause", filepath.Join(dir, "etcd-v3.6.16/etcd"))); err != nil {
@@ -142,7 +149,7 @@ func TestCachedArtifacts(t *testing.T) {
 			t.Errorf("%s: Image %v", a.Path, a.Image)
 		}
 	}
-	if want := "etcd,kubeadm,containerd,cni-plugins,registry.k8s.io/pause:3.10.2"; strings.Join(names, ",") != want {
+	if want := "etcd,kubeadm,containerd,cni-plugins,kprov-apiproxy,registry.k8s.io/pause:3.10.2"; strings.Join(names, ",") != want {
 		t.Errorf("cached artifacts %v, want %s", names, want)
 	}
 	if none, _ := CachedArtifacts(filepath.Join(dir, "empty"), Versions{}); len(none) != 0 {

@@ -2,7 +2,9 @@ package lab
 
 import (
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path"
@@ -23,6 +25,34 @@ func pauseBuild() goBuild {
 		what:  "pause",
 		files: map[string][]byte{"pause/main.go": pauseSource},
 		pkgs:  []string{buildModule + "/pause"},
+	}
+}
+
+// netcheckSource is lab/netcheck/main.go, the network check workload.
+//
+//go:embed netcheck/main.go
+var netcheckSource []byte
+
+// NetcheckImage is the image of the lab's network check workload (lab/netcheck):
+// `netcheck serve` answers HTTP on :8080 with its pod's and node's names and
+// the asker's address; `netcheck get URL` and `netcheck resolve NAME` are
+// its client side, for kubectl exec. Every lab node imports it with the
+// other images; its tag follows its source.
+var NetcheckImage = "kprov.local/netcheck:" + sourceTag(netcheckSource)
+
+// sourceTag is a short hash of a program's source, so a changed program
+// makes another image reference (and another cached archive).
+func sourceTag(src []byte) string {
+	sum := sha256.Sum256(src)
+	return hex.EncodeToString(sum[:6])
+}
+
+// netcheckBuild builds the network check workload from kprov's own source.
+func netcheckBuild() goBuild {
+	return goBuild{
+		what:  "netcheck",
+		files: map[string][]byte{"netcheck/main.go": netcheckSource},
+		pkgs:  []string{buildModule + "/netcheck"},
 	}
 }
 
@@ -101,7 +131,8 @@ func planImages(refs []string, etcdVersion string) ([]plannedImage, error) {
 
 // images ensures an archive of every image kubeadm lists for the
 // Kubernetes version is in dir/images-vVERSION, building what is missing
-// from the cached binaries (a.*), pause and CoreDNS.
+// from the cached binaries (a.*), pause and CoreDNS; and the network check
+// workload's image (NetcheckImage), which no kubeadm phase needs.
 func (c *artifactCache) images(ctx context.Context, a *Artifacts, v Versions, logger *log.Logger) error {
 	k8sV, err := kubernetesVersion(v.Kubernetes)
 	if err != nil {
@@ -115,6 +146,7 @@ func (c *artifactCache) images(ctx context.Context, a *Artifacts, v Versions, lo
 	if err != nil {
 		return fmt.Errorf("images: %w", err)
 	}
+	plan = append(plan, plannedImage{name: "netcheck", ref: NetcheckImage})
 	root := v.IptablesRoot
 	if root == "" {
 		root = findIptablesRoot(iptablesRootCandidates(c.dir))
@@ -127,6 +159,7 @@ func (c *artifactCache) images(ctx context.Context, a *Artifacts, v Versions, lo
 		"kube-apiserver": &a.Images.KubeAPIServer, "kube-controller-manager": &a.Images.KubeControllerManager,
 		"kube-scheduler": &a.Images.KubeScheduler, "kube-proxy": &a.Images.KubeProxy,
 		"pause": &a.Images.Pause, "etcd": &a.Images.Etcd, "coredns": &a.Images.CoreDNS,
+		"netcheck": &a.Images.Netcheck,
 	}
 	for _, img := range plan {
 		file, err := imageFileName(img.ref)
@@ -182,8 +215,11 @@ func buildImageArchive(ctx context.Context, img plannedImage, file string, a *Ar
 	case "etcd":
 		// etcdctl too, so `kubectl exec` into the etcd pod can inspect the cluster.
 		spec = binaryImage(img.ref, img.name, a.Etcd.Path, layerFile{Path: "/usr/local/bin/etcdctl", Mode: 0o755, Source: a.Etcdctl.Path})
-	case "pause", "coredns":
+	case "pause", "coredns", "netcheck":
 		b := pauseBuild()
+		if img.name == "netcheck" {
+			b = netcheckBuild()
+		}
 		if img.name == "coredns" {
 			_, tag, _ := imageRepoTag(img.ref)
 			version, err := vVersion("coredns", tag)

@@ -36,19 +36,23 @@ type InventoryParams struct {
 }
 
 // RenderInventory writes the lab as a kprov inventory: one host block per
-// machine, strict host key checking against the lab's known_hosts, and the
-// first master's address as the control-plane endpoint (the lab has no load
-// balancer; the endpoint is required as soon as there is more than one master).
+// machine, strict host key checking against the lab's known_hosts, and with
+// more than one master the node-local API endpoint (the lab has no load
+// balancer, and one master's address would not survive that master's loss).
 func RenderInventory(s *State, p InventoryParams) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Written by `kprov lab up` for lab %q; `kprov lab down` removes it.\n\n", s.Name)
 	fmt.Fprintf(&b, "cluster %s {\n", strconv.Quote(s.Name))
-	fmt.Fprintf(&b, "  kubernetes_version     = %s\n", strconv.Quote(p.KubernetesVersion))
+	fmt.Fprintf(&b, "  kubernetes_version = %s\n", strconv.Quote(p.KubernetesVersion))
+	masters := 0
 	for _, m := range s.Machines {
 		if slices.Contains(m.Roles, inventory.RoleMaster) {
-			fmt.Fprintf(&b, "  control_plane_endpoint = %s\n", strconv.Quote(m.Address.String()+":6443"))
-			break
+			masters++
 		}
+	}
+	if masters > 1 {
+		fmt.Fprintf(&b, "  # kprov-apiproxy on every node, to every master: the API survives the loss of any master.\n")
+		fmt.Fprintf(&b, "  api_endpoint {\n    mode = %s\n  }\n", strconv.Quote(inventory.APIEndpointNodeLocal))
 	}
 	b.WriteString("}\n\n")
 	b.WriteString("ssh {\n")

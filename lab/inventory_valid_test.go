@@ -25,6 +25,7 @@ var labArtifacts = []Artifact{
 	{Name: "ctr", Path: "/cache/ctr", SHA256: strings.Repeat("3", 64)},
 	{Name: "containerd-shim-runc-v2", Path: "/cache/containerd-shim-runc-v2", SHA256: strings.Repeat("4", 64)},
 	{Name: "cni-plugins", Path: "/cache/cni-plugins.tgz", SHA256: strings.Repeat("5", 64)},
+	{Name: "kprov-apiproxy", Path: "/cache/apiproxy-0123456789ab/kprov-apiproxy", SHA256: strings.Repeat("6", 64)},
 	{Name: "registry.k8s.io/etcd:3.6.16-0", Path: "/cache/images-v1.37.2/etcd_3.6.16-0.tar", SHA256: strings.Repeat("7", 64), Image: true},
 	{Name: "registry.k8s.io/pause:3.10.2", Path: "/cache/images-v1.37.2/pause_3.10.2.tar", SHA256: strings.Repeat("8", 64), Image: true},
 }

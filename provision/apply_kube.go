@@ -194,14 +194,33 @@ func (a *applier) fetchKubeconfig(ctx context.Context, ex ssh.Executor, s plan.S
 	if err := ex.Download(ctx, s.Path, &cappedWriter{w: &buf, max: maxKubeconfig, what: s.Path}); err != nil {
 		return false, err
 	}
+	kubeconfig := operatorKubeconfig(a.inv, s.Host, buf.Bytes())
 	dst := filepath.Join(a.opts.StateDir, "admin.conf")
-	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, buf.Bytes()) {
+	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, kubeconfig) {
 		return false, nil
 	}
-	if err := atomicfile.Write(dst, buf.Bytes(), 0o600); err != nil {
+	if err := atomicfile.Write(dst, kubeconfig, 0o600); err != nil {
 		return false, fmt.Errorf("kubeconfig: %w", err)
 	}
 	return true, nil
+}
+
+// operatorKubeconfig is the admin kubeconfig as the operator's machine
+// uses it. With the node-local API endpoint, the server kubeadm wrote
+// (127.0.0.1:PORT) is the proxy on each node, which the operator's machine
+// does not run: it points at the master it was fetched from instead. (The
+// API server's certificate names 127.0.0.1, so an operator who runs
+// kprov-apiproxy locally can use --server https://127.0.0.1:PORT.)
+func operatorKubeconfig(inv *inventory.Inventory, master string, kubeconfig []byte) []byte {
+	if inv == nil || inv.Cluster.APIEndpoint != inventory.APIEndpointNodeLocal {
+		return kubeconfig
+	}
+	h := inv.Host(master)
+	if h == nil {
+		return kubeconfig
+	}
+	direct := net.JoinHostPort(h.Address, strconv.Itoa(inventory.DefaultAPIServerPort))
+	return bytes.ReplaceAll(kubeconfig, []byte("server: https://"+inv.Cluster.ControlPlaneEndpoint+"\n"), []byte("server: https://"+direct+"\n"))
 }
 
 // createBootstrapToken creates the step's bootstrap token on the cluster

@@ -156,6 +156,9 @@ func rulePorts(e *preflightEnv) []Problem {
 		if h.IsNode() && !h.facts.Joined && !h.facts.ControlPlane {
 			ports = append(ports, 10250)
 		}
+		if h.IsNode() && e.inv.Cluster.APIEndpoint == inventory.APIEndpointNodeLocal && h.facts.Services[plan.APIProxyUnit] != "active" {
+			ports = append(ports, e.inv.Cluster.APIProxyPort)
+		}
 		for _, port := range ports {
 			if slices.Contains(h.probe.Listening, port) {
 				out = append(out, e.problem(h.Name, "port %d is already in use (ss -ltnp shows by what)", port))

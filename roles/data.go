@@ -11,6 +11,17 @@ type TemplateData struct {
 	Kubeadm *KubeadmData // nil on a dedicated etcd host
 	Runtime *RuntimeData // nil on a dedicated etcd host
 	Etcd    *EtcdData    // nil unless the host is an external etcd member
+	// APIProxy is the node-local API proxy; nil unless the host is a
+	// Kubernetes node and api_endpoint is "node-local".
+	APIProxy *APIProxyData
+}
+
+// APIProxyData is what the node-local API proxy's unit and upstream list need.
+type APIProxyData struct {
+	Binary        string   // absolute when the artifacts block provides it, else the name systemd looks up
+	Listen        string   // 127.0.0.1:PORT, the control-plane endpoint
+	UpstreamsPath string   // the file listing Upstreams
+	Upstreams     []string // every master's ADDRESS:6443, in inventory order
 }
 
 // ClusterData is the cluster-wide part of the template data.

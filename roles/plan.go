@@ -182,6 +182,9 @@ func NeededBinaries(inv *inventory.Inventory, h *inventory.Host) []string {
 	if h.IsNode() {
 		out = append(out, "kubeadm", "kubelet", "kubectl")
 		out = append(out, RuntimeArtifacts...)
+		if inv.Cluster.APIEndpoint == inventory.APIEndpointNodeLocal {
+			out = append(out, inventory.APIProxyArtifact)
+		}
 	}
 	return out
 }
@@ -282,6 +285,14 @@ func (p *planner) prepare() plan.Stage {
 		}
 		if slices.Contains(hfiles.Units, plan.ContainerdUnit) {
 			stage.Steps = append(stage.Steps, containerdSteps(hfiles.Name, hf, changed, installed)...)
+		}
+		// A running proxy keeps its old binary until restarted. Its
+		// clients reconnect at once (kubelets and kube-proxy retry), and
+		// the masters' own control plane does not go through it.
+		if slices.Contains(hfiles.Units, plan.APIProxyUnit) && serviceActive(hf, plan.APIProxyUnit) &&
+			slices.ContainsFunc(installed, func(s plan.Step) bool { return s.Path == InstalledPath(inventory.APIProxyArtifact) }) {
+			stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpRestartService, Host: hfiles.Name, Service: plan.APIProxyUnit,
+				Reason: "run the new " + InstalledPath(inventory.APIProxyArtifact)})
 		}
 	}
 	return stage

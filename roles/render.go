@@ -360,6 +360,12 @@ const (
 	// removes the routes it added, its start adds the new list. The unit
 	// is enabled by the start step that follows.
 	RestartPodRoutes = "systemctl daemon-reload && systemctl restart " + plan.PodRoutesUnit
+	// ReloadAPIProxy makes a running node-local proxy read its new list of
+	// API servers (SIGHUP; its open connections stay); a stopped one reads
+	// it when the start step that follows starts it.
+	ReloadAPIProxy = "systemctl try-reload-or-restart " + plan.APIProxyUnit
+	// RestartAPIProxy makes a changed proxy unit take effect where it runs.
+	RestartAPIProxy = "systemctl daemon-reload && systemctl try-restart " + plan.APIProxyUnit
 	// EnableKubelet makes a new or changed kubelet unit take effect: enabled
 	// (kubeadm starts it during init or join), and restarted where kubeadm
 	// already ran.
@@ -448,6 +454,16 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 			)
 			hf.Units = append(hf.Units, plan.PodRoutesUnit)
 		}
+		// The node-local API endpoint answers before kubeadm runs here:
+		// init's own clients and every join go through it.
+		if r.inv.Cluster.APIEndpoint == inventory.APIEndpointNodeLocal {
+			data.APIProxy = r.apiProxyData()
+			renders = append(renders,
+				templateFile{templates.APIProxyUpstream, plan.APIProxyUpstreamsPath, []string{ReloadAPIProxy}},
+				templateFile{templates.APIProxyUnit, plan.APIProxyUnitPath, []string{RestartAPIProxy}},
+			)
+			hf.Units = append(hf.Units, plan.APIProxyUnit)
+		}
 	}
 
 	if external && h.Has(inventory.RoleEtcd) {
@@ -526,6 +542,22 @@ func (r *renderer) execute(tf templateFile, data, redactedData TemplateData) (Fi
 		f.Secret, f.Mode = true, secretMode
 	}
 	return f, nil
+}
+
+// apiProxyData is the node-local proxy's settings, the same on every node.
+func (r *renderer) apiProxyData() *APIProxyData {
+	d := &APIProxyData{
+		Binary:        inventory.APIProxyArtifact,
+		Listen:        r.inv.Cluster.ControlPlaneEndpoint,
+		UpstreamsPath: plan.APIProxyUpstreamsPath,
+	}
+	if _, ok := r.inv.Artifact(inventory.APIProxyArtifact); ok {
+		d.Binary = InstalledPath(inventory.APIProxyArtifact)
+	}
+	for _, m := range r.inv.HostsWith(inventory.RoleMaster) {
+		d.Upstreams = append(d.Upstreams, net.JoinHostPort(m.Address, strconv.Itoa(inventory.DefaultAPIServerPort)))
+	}
+	return d
 }
 
 func hostData(h *inventory.Host) HostData {

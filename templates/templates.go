@@ -38,6 +38,8 @@ const (
 	SwapOffUnit      = "swapoff.service.tmpl"        // turns swap off at every boot, before the kubelet
 	PodRoutesUnit    = "pod-routes.service.tmpl"     // routes to the other nodes' pod subnets, masquerade out of pod_subnet
 	KubeletUnit      = "kubelet.service.tmpl"        // the kubelet's systemd unit, with kubeadm's flags files
+	APIProxyUnit     = "apiproxy.service.tmpl"       // the node-local API proxy's systemd unit (api_endpoint "node-local")
+	APIProxyUpstream = "apiproxy.upstreams.tmpl"     // the API servers the node-local proxy spreads connections over
 	NodeRegistration = "node-registration.yaml.tmpl" // partial: nodeRegistration of both kubeadm configurations
 )
 

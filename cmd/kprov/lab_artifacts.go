@@ -20,10 +20,14 @@ func newLabArtifactsCmd(g *globalOptions) *cobra.Command {
 air-gapped site is provisioned: from the operator's machine, with no
 downloads on the hosts. It builds etcd, etcdctl and etcdutl; the seven
 Kubernetes commands in one go build; containerd, ctr and
-containerd-shim-runc-v2; the CNI plugins as cni-plugins.tgz; and an OCI
+containerd-shim-runc-v2; the CNI plugins as cni-plugins.tgz;
+kprov-apiproxy from kprov's own source; and an OCI
 image archive of every image kubeadm lists for the Kubernetes version
 (kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy with
-iptables and conntrack from a lab root filesystem, pause, etcd, CoreDNS).
+iptables and conntrack from a lab root filesystem, pause, etcd, CoreDNS),
+plus the network check workload's image (kprov.local/netcheck). It prints
+each file in sha256sum's format, an image archive's line followed by its
+image reference.
 Cached files whose checksum matches SHA256SUMS are not rebuilt. Needs the
 go command and the Go module proxy; not root.`,
 		Args: cobra.NoArgs,
@@ -38,7 +42,12 @@ go command and the Go module proxy; not root.`,
 			if err != nil {
 				return fmt.Errorf("lab artifacts: %w", err)
 			}
+			// sha256sum's format; an image archive's line adds its reference.
 			for _, art := range a.All() {
+				if art.Image {
+					fmt.Fprintf(g.stdout, "%s  %s  %s\n", art.SHA256, art.Path, art.Name)
+					continue
+				}
 				fmt.Fprintf(g.stdout, "%s  %s\n", art.SHA256, art.Path)
 			}
 			return nil

@@ -43,6 +43,7 @@ when the command line is wrong.`,
 				return silentFailure
 			}
 			fmt.Fprintf(g.stdout, "topology: %s\n", inv.Topology.Summary())
+			fmt.Fprintf(g.stdout, "api endpoint: %s\n", inv.Cluster.APIEndpointSummary())
 			fmt.Fprintf(g.stdout, "%s: valid, %s, %s\n", g.file, plural(len(inv.Hosts), "host"), plural(warns, "warning"))
 			return nil
 		},
@@ -72,6 +73,7 @@ type clusterJSON struct {
 	Name                 string `json:"name"`
 	KubernetesVersion    string `json:"kubernetes_version"`
 	ControlPlaneEndpoint string `json:"control_plane_endpoint,omitempty"`
+	APIEndpoint          string `json:"api_endpoint,omitempty"` // node-local, external or direct
 	PodSubnet            string `json:"pod_subnet"`
 	ServiceSubnet        string `json:"service_subnet"`
 	EtcdVersion          string `json:"etcd_version"`
@@ -107,6 +109,7 @@ func validateReport(inv *inventory.Inventory, diags hcl.Diagnostics) validateJSO
 		Name:                 c.Name,
 		KubernetesVersion:    c.KubernetesVersion,
 		ControlPlaneEndpoint: c.ControlPlaneEndpoint,
+		APIEndpoint:          c.APIEndpoint,
 		PodSubnet:            c.PodSubnet.String(),
 		ServiceSubnet:        c.ServiceSubnet.String(),
 		EtcdVersion:          inv.Etcd.Version,

@@ -35,6 +35,10 @@ const (
 	KubeletPatchPath  = KubeadmPatchesDir + "/kubeletconfiguration+strategic.yaml"
 	// PodRoutesUnitPath routes the other nodes' pod subnets (pod_network = "routes").
 	PodRoutesUnitPath = "/etc/systemd/system/kprov-pod-routes.service"
+	// APIProxyUnitPath and APIProxyUpstreamsPath are the node-local API
+	// proxy's unit and its list of API servers (api_endpoint "node-local").
+	APIProxyUnitPath      = "/etc/systemd/system/kprov-apiproxy.service"
+	APIProxyUpstreamsPath = "/etc/kprov/apiproxy.upstreams"
 	// CNIConfPath is the node's bridge network (pod_network = "routes").
 	CNIConfPath = CNIConfDir + "/10-kprov-bridge.conflist"
 )
@@ -71,6 +75,7 @@ const (
 	SwapOffUnit    = "kprov-swapoff.service"
 	ContainerdUnit = "containerd.service"
 	PodRoutesUnit  = "kprov-pod-routes.service"
+	APIProxyUnit   = "kprov-apiproxy.service"
 	// KubeadmUnit is the transient service kubeadm init and join run in.
 	KubeadmUnit = "kprov-kubeadm.service"
 )

@@ -1,4 +1,4 @@
-cluster "bad" {
+cluster "three-masters" {
   kubernetes_version = "1.37.2"
 }
 

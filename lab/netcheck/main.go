@@ -1,11 +1,12 @@
-// Command podserver is the test workload of the pod network tests: a static
+// Command netcheck is the lab's network check workload (the e2e tests' and
+// the demo's), built into the image NetcheckImage: a static
 // HTTP server that says which pod and node answered and whom it saw
 // asking, and the client modes the tests run in it with kubectl exec (the
 // image holds nothing else).
 //
-//	podserver serve                  answer on :8080 (POD_NAME, NODE_NAME from the downward API)
-//	podserver get [-n N] URL         fetch URL N times, print each answer's first line
-//	podserver resolve NAME           print NAME's addresses, through the pod's resolv.conf
+//	netcheck serve                  answer on :8080 (POD_NAME, NODE_NAME from the downward API)
+//	netcheck get [-n N] URL         fetch URL N times, print each answer's first line
+//	netcheck resolve NAME           print NAME's addresses, through the pod's resolv.conf
 package main
 
 import (
@@ -22,7 +23,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: podserver serve | get [-n N] URL | resolve NAME")
+		fmt.Fprintln(os.Stderr, "usage: netcheck serve | get [-n N] URL | resolve NAME")
 		os.Exit(2)
 	}
 	var err error
@@ -37,7 +38,7 @@ func main() {
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "podserver:", err)
+		fmt.Fprintln(os.Stderr, "netcheck:", err)
 		os.Exit(1)
 	}
 }
