@@ -29,7 +29,7 @@ func shellQuote(s string) string { return shell.Quote(s) }
 const binPath = `PATH="/usr/local/sbin:/usr/local/bin:$PATH"; export PATH; `
 
 // probedServices are the systemd units whose ActiveState the probe reports.
-const probedServices = "etcd kubelet containerd kprov-swapoff.service kprov-pod-routes.service"
+const probedServices = "etcd kubelet containerd kprov-swapoff.service kprov-pod-routes.service kprov-apiproxy.service"
 
 // script renders the probe: one POSIX sh script that only reads, so a host's
 // facts cost one SSH session. Every line it prints is key=value and the last
