@@ -38,8 +38,9 @@ type endpointProbe struct {
 }
 
 type probeAnswer struct {
-	at time.Time
-	ok bool
+	at  time.Time
+	ok  bool
+	why string // for a failed ask: the status, or what the connection did
 }
 
 // startEndpointProbe starts the in-process proxy on a loopback port and the
@@ -83,9 +84,9 @@ func startEndpointProbe(t *testing.T, ctx context.Context, l *lab.Lab, inv strin
 		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			ok := p.ask(pctx)
+			why := p.ask(pctx)
 			p.mu.Lock()
-			p.answers = append(p.answers, probeAnswer{time.Now(), ok})
+			p.answers = append(p.answers, probeAnswer{time.Now(), why == "", why})
 			p.mu.Unlock()
 			select {
 			case <-pctx.Done():
@@ -98,17 +99,23 @@ func startEndpointProbe(t *testing.T, ctx context.Context, l *lab.Lab, inv strin
 	return p
 }
 
-func (p *endpointProbe) ask(ctx context.Context) bool {
+// ask returns "" when /readyz answered 200, else why not: the status (the
+// API server answered but is not ready, e.g. while etcd elects a leader)
+// or "no answer" (the connection failed or timed out).
+func (p *endpointProbe) ask(ctx context.Context) string {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
 	if err != nil {
-		return false
+		return err.Error()
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return false
+		return "no answer"
 	}
 	defer resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	if resp.StatusCode != http.StatusOK {
+		return resp.Status
+	}
+	return ""
 }
 
 func (p *endpointProbe) stop() {
@@ -124,19 +131,19 @@ func (p *endpointProbe) answeredSince(t time.Time) bool {
 }
 
 // longestGap is the longest time between two answers from `from` on, and
-// how many asks failed.
-func (p *endpointProbe) longestGap(from time.Time) (time.Duration, int) {
+// the failed asks counted by why they failed.
+func (p *endpointProbe) longestGap(from time.Time) (time.Duration, map[string]int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var gap time.Duration
-	failed := 0
+	failed := map[string]int{}
 	last := from
 	for _, a := range p.answers {
 		if a.at.Before(from) {
 			continue
 		}
 		if !a.ok {
-			failed++
+			failed[a.why]++
 			continue
 		}
 		gap = max(gap, a.at.Sub(last))
@@ -229,7 +236,7 @@ func endpointFailover(t *testing.T, ctx context.Context, l *lab.Lab, inv, kc str
 		time.Sleep(time.Second)
 	}
 	gap, failed := probe.longestGap(stopped.Add(-time.Second))
-	t.Logf("endpoint failover: longest gap in /readyz answers %s (%d asks failed) with %s stopped", gap.Round(10*time.Millisecond), failed, stop)
+	t.Logf("endpoint failover: longest gap in /readyz answers %s (failed asks: %v) with %s stopped", gap.Round(10*time.Millisecond), failed, stop)
 
 	if err := l.Start(ctx, stop, 3*time.Minute); err != nil {
 		t.Fatal(err)

@@ -96,7 +96,7 @@ func TestFiguresNetwork(t *testing.T) {
 		}
 		probe.stop()
 		gap, failed := probe.longestGap(stopped)
-		t.Logf("figure: %s stopped (%s still up): longest gap in /readyz answers through the endpoint %s, %d asks failed",
+		t.Logf("figure: %s stopped (%s still up): longest gap in /readyz answers through the endpoint %s, failed asks by reason %v",
 			m, strings.Join(others, ", "), gap.Round(10*time.Millisecond), failed)
 		if err := l.Start(ctx, m, 3*time.Minute); err != nil {
 			t.Fatal(err)
