@@ -125,15 +125,19 @@ func (e *etcdOps) unreachableReasons(ctx context.Context) []error {
 	var wg sync.WaitGroup
 	for i, h := range hosts {
 		ep := plan.EtcdClientURL(h.Address)
-		wg.Go(func() { out[i] = fmt.Errorf("%s (%s): %w", h.Name, ep, e.whyUnhealthy(ctx, ep)) })
+		wg.Go(func() { out[i] = fmt.Errorf("%s (%s): %w", h.Name, ep, e.whyUnhealthy(ctx, h, ep)) })
 	}
 	wg.Wait()
 	return out
 }
 
-// whyUnhealthy asks one member for its status and says why it cannot give
-// a snapshot.
-func (e *etcdOps) whyUnhealthy(ctx context.Context, ep string) error {
+// whyUnhealthy says why one member cannot give a snapshot. The host's SSH
+// connection is tried first: the etcd client would report a host that is
+// down only as a timeout, while the connection error says what happened.
+func (e *etcdOps) whyUnhealthy(ctx context.Context, h *inventory.Host, ep string) error {
+	if _, err := e.a.conn.Connect(ctx, h); err != nil {
+		return err
+	}
 	cli, err := e.newClient(ctx, []string{ep})
 	if err != nil {
 		return err

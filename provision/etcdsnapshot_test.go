@@ -95,7 +95,8 @@ func TestEtcdSnapshotLive(t *testing.T) {
 		}
 		hosts[name] = f
 	}
-	p := &Pipeline{Cluster: &Cluster{Inventory: inv, State: st}, Conn: &fakeConnector{t: t, hosts: hosts}}
+	conn := &fakeConnector{t: t, hosts: hosts}
+	p := &Pipeline{Cluster: &Cluster{Inventory: inv, State: st}, Conn: conn}
 
 	path := filepath.Join(t.TempDir(), "snapshot.db")
 	snap, err := p.EtcdSnapshot(ctx, path)
@@ -125,9 +126,11 @@ func TestEtcdSnapshotLive(t *testing.T) {
 		t.Errorf("snapshot file: %v, %v", fi, err)
 	}
 
-	// Two of three stopped: no quorum, no healthy member, each one named.
+	// Two of three stopped, etcd-3's host down too: no quorum, no healthy
+	// member, each one named with why (etcd-3 with its SSH error).
 	members[1].Stop()
 	members[2].Stop()
+	conn.errs = map[string]error{"etcd-3": errors.New("connect 127.83.0.3:22: connection refused")}
 	path2 := filepath.Join(t.TempDir(), "snapshot.db")
 	_, err = p.EtcdSnapshot(ctx, path2)
 	if err == nil {
@@ -144,6 +147,9 @@ func TestEtcdSnapshotLive(t *testing.T) {
 	}
 	if !strings.Contains(msg, "etcd-1 ("+plan.EtcdClientURL(addrs[0])+"): has no leader") {
 		t.Errorf("the running member's reason: %s", msg)
+	}
+	if !strings.Contains(msg, "etcd-3 ("+plan.EtcdClientURL(addrs[2])+"): etcd-3: connect 127.83.0.3:22: connection refused") {
+		t.Errorf("the down host's reason: %s", msg)
 	}
 	if _, err := os.Stat(path2); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a failed snapshot left %s: %v", path2, err)

@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"filippo.io/age/armor"
 )
 
 // FormatVersion is the manifest's format; Open refuses any other.
@@ -311,8 +312,11 @@ func OpenFile(file string, opts Options) (*Backup, error) {
 	return b, nil
 }
 
-// ageMagic starts every binary age file.
-const ageMagic = "age-encryption.org/"
+// ageMagic starts every binary age file, ageArmor every armored one.
+const (
+	ageMagic = "age-encryption.org/"
+	ageArmor = armor.Header
+)
 
 // Open reads a backup from r, decrypting it when it is age-encrypted, and
 // checks all of it before returning: the manifest's own checksum, every
@@ -324,12 +328,17 @@ const ageMagic = "age-encryption.org/"
 func Open(r io.Reader, opts Options) (_ *Backup, err error) {
 	br := bufio.NewReader(r)
 	b := &Backup{}
-	if head, _ := br.Peek(len(ageMagic)); string(head) == ageMagic {
+	head, _ := br.Peek(len(ageArmor))
+	if bytes.HasPrefix(head, []byte(ageMagic)) || bytes.Equal(head, []byte(ageArmor)) {
 		b.Encrypted = true
 		if len(opts.Identities) == 0 {
 			return nil, ErrEncrypted
 		}
-		dr, err := age.Decrypt(br, opts.Identities...)
+		var src io.Reader = br
+		if bytes.Equal(head, []byte(ageArmor)) {
+			src = armor.NewReader(br)
+		}
+		dr, err := age.Decrypt(src, opts.Identities...)
 		if err != nil {
 			var nomatch *age.NoIdentityMatchError
 			if errors.As(err, &nomatch) {
@@ -379,6 +388,10 @@ func Open(r io.Reader, opts Options) (_ *Backup, err error) {
 func (b *Backup) extract(tr *tar.Reader) error {
 	manifest, err := readSmall(tr, ManifestName)
 	if err != nil {
+		var pe *PartError
+		if errors.As(err, &pe) {
+			pe.Err = fmt.Errorf("not a kprov backup, or a damaged one: %w", pe.Err)
+		}
 		return err
 	}
 	sum, err := readSmall(tr, manifestSumName)
