@@ -73,9 +73,9 @@ type Manifest struct {
 	EtcdMode           string   `json:"etcd_mode"`
 	Members            []Member `json:"members"`
 	// Source is the member the snapshot was streamed from.
-	Source    string    `json:"source"`
-	Revision  int64     `json:"revision"`
-	TotalKeys int       `json:"total_keys"`
+	Source    string `json:"source"`
+	Revision  int64  `json:"revision"`
+	TotalKeys int    `json:"total_keys"`
 	// SnapshotHash is etcd's hash of the snapshot's contents (as etcdutl
 	// snapshot status prints it), checked again by Open.
 	SnapshotHash uint32    `json:"snapshot_hash"`
