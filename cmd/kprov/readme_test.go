@@ -37,7 +37,12 @@ func TestReadmeAgreesWithHelp(t *testing.T) {
 		cell := strings.SplitN(strings.ReplaceAll(line, `\|`, "/"), "|", 3)[1]
 		name := ""
 		if rest, ok := strings.CutPrefix(strings.TrimSpace(cell), "`kprov "); ok {
-			name, _, _ = strings.Cut(strings.TrimRight(rest, "`"), " ")
+			words := strings.Fields(strings.TrimRight(rest, "`"))
+			name = words[0]
+			// A subcommand's row: `kprov backup verify FILE ...`.
+			if len(words) > 1 && subcommandRE.MatchString(words[1]) {
+				name += " " + words[1]
+			}
 		}
 		rows[name] += cell + "\n"
 	}
@@ -92,8 +97,20 @@ func TestReadmeAgreesWithHelp(t *testing.T) {
 			continue
 		}
 		check("kprov "+cmd.Name(), text, cmd.LocalFlags())
+		for _, sub := range cmd.Commands() {
+			name := cmd.Name() + " " + sub.Name()
+			if text, ok := rows[name]; ok {
+				check("kprov "+name, text, sub.LocalFlags())
+			} else if cmd.Name() != "completion" { // one row lists every shell
+				t.Errorf("README has no row for kprov %s", name)
+			}
+		}
 	}
 }
+
+// subcommandRE matches a subcommand's name in a command's row (not a
+// placeholder, a flag or a list of choices).
+var subcommandRE = regexp.MustCompile(`^[a-z]+$`)
 
 // checkLabDoc fails for a flag of a lab subcommand that docs/lab.md does not name.
 func checkLabDoc(t *testing.T, doc string, lab *cobra.Command) {

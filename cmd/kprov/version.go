@@ -20,12 +20,7 @@ func newVersionCmd(g *globalOptions) *cobra.Command {
 		Short: "Print kprov's version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v := version
-			if v == "dev" {
-				if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-					v = bi.Main.Version
-				}
-			}
+			v := kprovVersion()
 			if asJSON {
 				return writeJSON(g.stdout, map[string]string{"version": v, "os": runtime.GOOS, "arch": runtime.GOARCH, "go": runtime.Version()})
 			}
@@ -35,4 +30,15 @@ func newVersionCmd(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print version, os, arch and go as JSON")
 	return cmd
+}
+
+// kprovVersion is the version set at build time, else the module version
+// go install recorded, else "dev".
+func kprovVersion() string {
+	if version == "dev" {
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			return bi.Main.Version
+		}
+	}
+	return version
 }

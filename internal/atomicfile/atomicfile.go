@@ -5,7 +5,9 @@
 package atomicfile
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -27,7 +29,22 @@ func Create(path string, data []byte, mode fs.FileMode) error {
 	return write(path, data, mode, false)
 }
 
-func write(path string, data []byte, mode fs.FileMode, replace bool) (err error) {
+// CreateFrom is Create for content too large to hold in memory (a backup
+// with an etcd snapshot): fill writes it to the temporary file, and only
+// when fill succeeds is the file synced and linked into place. A failed
+// fill leaves nothing behind.
+func CreateFrom(path string, mode fs.FileMode, fill func(io.Writer) error) error {
+	return stream(path, mode, false, fill)
+}
+
+func write(path string, data []byte, mode fs.FileMode, replace bool) error {
+	return stream(path, mode, replace, func(w io.Writer) error {
+		_, err := io.Copy(w, bytes.NewReader(data))
+		return err
+	})
+}
+
+func stream(path string, mode fs.FileMode, replace bool, fill func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -43,7 +60,7 @@ func write(path string, data []byte, mode fs.FileMode, replace bool) (err error)
 	if err = f.Chmod(mode); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	if _, err = f.Write(data); err != nil {
+	if err = fill(f); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	if err = f.Sync(); err != nil {

@@ -2,6 +2,7 @@ package atomicfile
 
 import (
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -60,5 +61,43 @@ func TestCreateRefusesAnExistingFile(t *testing.T) {
 	entries, _ := os.ReadDir(filepath.Dir(path))
 	if len(entries) != 1 {
 		t.Errorf("temporary file left behind: %v", entries)
+	}
+}
+
+// TestCreateFromFailedFillLeavesNothing: a fill that fails halfway (a
+// backup whose snapshot stream broke) leaves neither the file nor a
+// temporary one, and a fill that succeeds gets the mode before its data.
+func TestCreateFromFailedFillLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "backup")
+	broken := errors.New("stream broke")
+	err := CreateFrom(path, 0o600, func(w io.Writer) error {
+		if _, err := w.Write([]byte("half")); err != nil {
+			return err
+		}
+		return broken
+	})
+	if !errors.Is(err, broken) {
+		t.Fatalf("CreateFrom: %v, want the fill's error", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("a failed fill left %v", entries)
+	}
+	err = CreateFrom(path, 0o600, func(w io.Writer) error {
+		f := w.(*os.File)
+		if fi, err := f.Stat(); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("the temporary file before the first byte: %v, %v", fi.Mode(), err)
+		}
+		_, err := w.Write([]byte("whole"))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "whole" {
+		t.Errorf("read %q, %v", b, err)
+	}
+	if err := CreateFrom(path, 0o600, func(io.Writer) error { return nil }); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("CreateFrom over an existing file: %v, want fs.ErrExist", err)
 	}
 }
