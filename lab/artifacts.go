@@ -368,6 +368,41 @@ func BuildKubeadm(ctx context.Context, dir, version string, logger *log.Logger) 
 	return arts[0], nil
 }
 
+// BuildEtcd builds etcd, etcdctl and etcdutl of an etcd release into
+// dir/etcd-vVERSION, or finds them there, exactly as BuildArtifacts does and
+// in the same cache and manifest, and nothing else. A test that needs a
+// second etcd release (a rolling upgrade from it) uses it rather than
+// BuildArtifacts with another etcd version: that would also add the
+// release's etcd image to the Kubernetes version's image archives, which
+// CachedArtifacts then offers every lab. An error the module proxy or the
+// network caused wraps ErrToolchain.
+func BuildEtcd(ctx context.Context, dir, version string, logger *log.Logger) ([]Artifact, error) {
+	etcdV, err := vVersion("etcd", version)
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = log.New(io.Discard)
+	}
+	c, err := openArtifactCache(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer c.unlock()
+	etcdDir := filepath.Join(c.dir, "etcd-"+etcdV)
+	arts := []Artifact{
+		{Name: "etcd", Path: filepath.Join(etcdDir, "etcd")},
+		{Name: "etcdctl", Path: filepath.Join(etcdDir, "etcdctl")},
+		{Name: "etcdutl", Path: filepath.Join(etcdDir, "etcdutl")},
+	}
+	if err := c.ensure([]*Artifact{&arts[0], &arts[1], &arts[2]}, func([]*Artifact) error {
+		return buildInModule(ctx, etcdBuild(etcdV), etcdDir, logger)
+	}); err != nil {
+		return nil, err
+	}
+	return arts, nil
+}
+
 // kubernetesCommands are the Kubernetes commands BuildArtifacts builds, in
 // the order of Artifacts' fields.
 var kubernetesCommands = []string{"kubeadm", "kubelet", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"}

@@ -87,6 +87,11 @@ func TestBuildRejectsBadVersions(t *testing.T) {
 			t.Errorf("BuildKubeadm(%q) = %v, want a version error", v, err)
 		}
 	}
+	for _, v := range []string{"../../etc", "3.6", "", "latest"} {
+		if _, err := BuildEtcd(t.Context(), dir, v, nil); err == nil || errors.Is(err, ErrToolchain) {
+			t.Errorf("BuildEtcd(%q) = %v, want a version error", v, err)
+		}
+	}
 	if _, err := BuildArtifacts(t.Context(), dir, Versions{Etcd: "3.6/../x"}, nil); err == nil {
 		t.Error("BuildArtifacts accepted etcd version 3.6/../x")
 	}
@@ -286,6 +291,9 @@ func TestBuildWrapsToolchainErrors(t *testing.T) {
 	}
 	if _, err := BuildKubeadm(t.Context(), t.TempDir(), "1.37.2", nil); !errors.Is(err, ErrToolchain) {
 		t.Errorf("proxy failure in BuildKubeadm: %v, want ErrToolchain", err)
+	}
+	if _, err := BuildEtcd(t.Context(), t.TempDir(), "3.6.15", nil); !errors.Is(err, ErrToolchain) {
+		t.Errorf("proxy failure in BuildEtcd: %v, want ErrToolchain", err)
 	}
 	t.Setenv("FAKE_GO_STDERR", "./main.go:3:2: undefined: foo")
 	if err := buildInModule(t.Context(), b, t.TempDir(), log.New(io.Discard)); err == nil || errors.Is(err, ErrToolchain) {

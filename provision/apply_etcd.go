@@ -460,14 +460,18 @@ func (e *etcdOps) waitHealthy(ctx context.Context, s plan.Step) error {
 // refuses promotion below about 90%.
 const caughtUpRatio = 0.9
 
-// waitCaughtUp waits until the learner has applied nearly the leader's log;
-// a member that already votes has nothing to catch up.
+// waitCaughtUp waits until the step's member holds the leader's log: a
+// learner nearly all of it (caughtUpRatio, what etcd wants before a
+// promotion); a voting member, after a restart, everything the leader had
+// applied when it was asked. The leader is asked before the member each
+// time, so under a steady stream of writes the member can meet the mark.
+// The leader itself has nothing to catch up to.
 func (e *etcdOps) waitCaughtUp(ctx context.Context, s plan.Step) error {
 	peer, err := e.peerURL(s)
 	if err != nil {
 		return err
 	}
-	return e.poll(ctx, "etcd learner caught up", func(ctx context.Context) error {
+	return e.poll(ctx, "etcd member caught up", func(ctx context.Context) error {
 		list, err := e.memberList(ctx)
 		if err != nil {
 			return err
@@ -476,12 +480,16 @@ func (e *etcdOps) waitCaughtUp(ctx context.Context, s plan.Step) error {
 		if m == nil {
 			return fmt.Errorf("no member has peer URL %s", peer)
 		}
-		if !m.IsLearner {
-			return nil
+		role := "member"
+		if m.IsLearner {
+			role = "learner"
 		}
 		st, err := e.memberStatus(ctx, m)
 		if err != nil {
-			return fmt.Errorf("learner %s does not answer: %w", s.Member, err)
+			return fmt.Errorf("%s %s does not answer: %w", role, s.Member, err)
+		}
+		if st.Leader == m.ID {
+			return nil
 		}
 		var leader *etcdserverpb.Member
 		for _, x := range list.Members {
@@ -490,14 +498,24 @@ func (e *etcdOps) waitCaughtUp(ctx context.Context, s plan.Step) error {
 			}
 		}
 		if leader == nil {
-			return fmt.Errorf("learner %s knows no leader yet", s.Member)
+			return fmt.Errorf("%s %s knows no leader yet", role, s.Member)
 		}
 		ls, err := e.memberStatus(ctx, leader)
 		if err != nil {
 			return fmt.Errorf("leader %s does not answer: %w", memberName(leader), err)
 		}
-		if float64(st.RaftAppliedIndex) < caughtUpRatio*float64(ls.RaftIndex) {
-			return fmt.Errorf("learner %s applied %d of the leader's %d entries", s.Member, st.RaftAppliedIndex, ls.RaftIndex)
+		if m.IsLearner {
+			if float64(st.RaftAppliedIndex) < caughtUpRatio*float64(ls.RaftIndex) {
+				return fmt.Errorf("learner %s applied %d of the leader's %d entries", s.Member, st.RaftAppliedIndex, ls.RaftIndex)
+			}
+			return nil
+		}
+		// Asked after the leader: its applied index now against the leader's then.
+		if st, err = e.memberStatus(ctx, m); err != nil {
+			return fmt.Errorf("member %s does not answer: %w", s.Member, err)
+		}
+		if st.RaftAppliedIndex < ls.RaftAppliedIndex {
+			return fmt.Errorf("member %s applied %d, the leader %s %d", s.Member, st.RaftAppliedIndex, memberName(leader), ls.RaftAppliedIndex)
 		}
 		return nil
 	})

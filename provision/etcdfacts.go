@@ -171,6 +171,11 @@ func (g *etcdGatherer) withStatus(ctx context.Context, cli *clientv3.Client, lis
 		// an earlier life) or as another member is not this member healthy.
 		out[i].Healthy = st != nil && st.Header.GetClusterId() == clusterID && st.Header.GetMemberId() == out[i].ID
 		out[i].Leader = leader != 0 && out[i].ID == leader
+		if out[i].Healthy {
+			// What the process runs, not what its host's binary is: the
+			// planner restarts a member whose process lags its binary.
+			out[i].Version = st.Version
+		}
 		if !out[i].HostReachable && out[i].Healthy {
 			// Not one of the inventory's hosts (or its host is unreachable):
 			// answering is the only sign it runs.

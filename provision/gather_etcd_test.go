@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/version"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -227,6 +228,11 @@ func TestGatherLiveEtcd(t *testing.T) {
 		wantLearner, wantUp := host == "etcd-4", host != "etcd-3"
 		if m.Learner != wantLearner || m.Healthy != wantUp || m.Running != wantUp {
 			t.Errorf("%s: learner %v healthy %v running %v; want %v %v %v", host, m.Learner, m.Healthy, m.Running, wantLearner, wantUp, wantUp)
+		}
+		// The version the process reports, which the planner compares with
+		// the host's binary; a member that does not answer has none.
+		if wantVersion := map[bool]string{true: version.Version, false: ""}[wantUp]; m.Version != wantVersion {
+			t.Errorf("%s: version %q, want %q", host, m.Version, wantVersion)
 		}
 	}
 	if m := byHost["etcd-3"]; m.ID != stoppedID || m.Leader || m.ConfigSHA256 != sha256Hex([]byte(cfg3)) ||

@@ -38,6 +38,26 @@ type EtcdInput struct {
 	// directory (initial-cluster, initial-cluster-state), so a change to them
 	// alone is written without a restart. Nil compares whole files.
 	Normalize func([]byte) []byte
+	// Version is the etcd version the inventory wants (etcd.version); a
+	// live member running a version etcd cannot go from to this one in a
+	// rolling restart is refused (checkVersionJump). "" checks nothing.
+	Version string
+	// Binaries is the etcd binary on each wanted member's host, by host
+	// name; a member whose process does not run what the plan leaves there
+	// is restarted in the roll (rollConfig).
+	Binaries map[string]EtcdBinary
+}
+
+// EtcdBinary is the etcd binary on a member's host as the planner sees it.
+type EtcdBinary struct {
+	// Replaced: the plan's prepare stage, which runs before any etcd stage,
+	// uploads the inventory's etcd artifact over a different file there.
+	// The upload renames a new file into place, so the running process
+	// keeps the old binary's inode until it restarts.
+	Replaced bool
+	// Version is what the host's binary printed (`etcd --version`) when the
+	// facts were gathered, "" when unknown.
+	Version string
 }
 
 // Initial cluster states, as etcd's initial-cluster-state takes them.
@@ -67,6 +87,10 @@ type planState struct {
 type planMember struct {
 	plan.EtcdMember
 	added bool // its configuration is rewritten in finalize (added by this plan, or only bootstrap settings differ)
+	// started: stopped when the facts were gathered and started by this
+	// plan, after the prepare stage, so it already runs the binary the plan
+	// leaves on its host.
+	started bool
 }
 
 func (s *planState) voters() []*planMember {
@@ -151,6 +175,9 @@ func PlanEtcd(in EtcdInput) ([]plan.Stage, []string, error) {
 
 	p := &etcdPlanner{in: in, st: st, want: want}
 	if err := p.checkHosts(); err != nil {
+		return nil, nil, err
+	}
+	if err := p.checkVersions(); err != nil {
 		return nil, nil, err
 	}
 	if len(st.members) == 0 {
@@ -332,6 +359,7 @@ func (p *etcdPlanner) recover() error {
 			stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpStartService, Host: m.Host, Service: p.in.Service, Reason: reason})
 			m.Running = true
 			m.Healthy = true
+			m.started = true
 		}
 		var expect []*planMember
 		for _, m := range p.st.voters() {
@@ -584,40 +612,75 @@ func (p *etcdPlanner) via(stay []*planMember) string {
 	return ""
 }
 
-// rollConfig restarts members whose configuration changed, one at a time
-// with every member healthy, the leader last.
+// rollConfig restarts, one at a time, the members whose configuration
+// changed and those whose process does not run the etcd binary the plan
+// leaves on their host (a rolling upgrade: the prepare stage has uploaded
+// the new binary to every member before this stage). Each restart waits for
+// every voter to be healthy first, moves leadership away if the member
+// leads, and is followed by a wait for the member to catch up to the
+// leader's applied index and for every voter to be healthy, so the next
+// restart never takes a second member down while one is still missing
+// (RELIABILITY 8, 21). The leader of the facts restarts last, so
+// leadership moves at most once.
 func (p *etcdPlanner) rollConfig() {
-	var changed []*planMember
+	type restart struct {
+		m       *planMember
+		config  bool // the configuration file is rewritten
+		upgrade *etcdUpgrade
+	}
+	var changed []restart
 	for _, m := range p.st.members {
 		t, wanted := p.want[m.PeerURL]
 		if !wanted || m.added {
 			continue
 		}
+		r := restart{m: m, upgrade: p.upgradeOf(m)}
 		final := p.finalConfig(t).Content
 		switch {
 		case sha(final) == m.ConfigSHA256:
-		case sha(p.normalize(final)) == m.ConfigCoreSHA256:
+		case sha(p.normalize(final)) == m.ConfigCoreSHA256 && r.upgrade == nil:
 			// Only bootstrap settings differ: rewrite in finalize, no restart.
 			m.added = true
 		default:
-			changed = append(changed, m)
+			// A member restarting anyway takes its whole final configuration now.
+			r.config = true
+		}
+		if r.config || r.upgrade != nil {
+			changed = append(changed, r)
 		}
 	}
-	slices.SortStableFunc(changed, func(a, b *planMember) int { return boolCmp(a.Leader, b.Leader) })
-	for _, m := range changed {
+	slices.SortStableFunc(changed, func(a, b restart) int { return boolCmp(a.m.Leader, b.m.Leader) })
+	for _, r := range changed {
+		m := r.m
 		t := p.want[m.PeerURL]
 		voters := p.st.voters()
+		title, why := "restarting member "+m.Name, "etcd reads its configuration at start"
+		if r.upgrade != nil {
+			title, why = r.upgrade.title(m.Name), r.upgrade.reason
+			if r.config {
+				why += "; its configuration changed too"
+			}
+		}
+		steps := []plan.Step{
+			p.waitHealthy(m.Host, hostsOf(voters), "a member restarts only while every other member is healthy"),
+			{Op: plan.OpEtcdMoveLeader, Host: m.Host, Member: m.Name, Reason: "if this member leads, leadership moves away before it restarts"},
+		}
+		if r.config {
+			steps = append(steps, p.upload(m.Host, p.finalConfig(t), "the member's configuration changed"))
+		}
+		steps = append(steps,
+			plan.Step{Op: plan.OpRestartService, Host: m.Host, Service: p.in.Service, Reason: why},
+			plan.Step{Op: plan.OpWaitCaughtUp, Host: m.Host, Member: m.Name,
+				Reason: "the restarted member must have applied what the leader had applied, so the next restart leaves a majority that holds every write"},
+			p.waitHealthy(m.Host, hostsOf(voters), "the restarted member must be back and every voter healthy before the next one restarts"),
+		)
 		p.stages = append(p.stages, plan.Stage{
-			Kind: plan.StageEtcdRestart, Target: m.Name, Title: "restarting member " + m.Name, Parallel: 1, Quorum: quorumNote(len(voters)),
-			Steps: []plan.Step{
-				p.waitHealthy(m.Host, hostsOf(voters), "a member restarts only while every other member is healthy"),
-				{Op: plan.OpEtcdMoveLeader, Host: m.Host, Member: m.Name, Reason: "if this member leads, leadership moves away before it restarts"},
-				p.upload(m.Host, p.finalConfig(t), "the member's configuration changed"),
-				{Op: plan.OpRestartService, Host: m.Host, Service: p.in.Service, Reason: "etcd reads its configuration at start"},
-				p.waitHealthy(m.Host, hostsOf(voters), "the restarted member must be back before the next one restarts"),
-			},
+			Kind: plan.StageEtcdRestart, Target: m.Name, Title: title, Parallel: 1, Quorum: quorumNote(len(voters)), Steps: steps,
 		})
 		m.ConfigSHA256 = sha(p.finalConfig(t).Content)
+		if r.upgrade != nil {
+			m.Version = r.upgrade.to
+		}
 	}
 }
 

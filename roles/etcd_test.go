@@ -39,11 +39,25 @@ type simCluster struct {
 	dead    map[string]bool   // machine is down: its member is unhealthy and it cannot be reached
 	config  map[string]string // machine -> config file content
 	hasData map[string]bool   // machine -> data directory exists
-	steps   int
+	// binary is the etcd version of the binary on a machine, version the
+	// one its process runs (it takes the binary's at start); a machine
+	// without a binary version runs an unversioned etcd, as in the
+	// membership tests.
+	binary  map[string]string
+	version map[string]string
+	// restarting: restarted and not back yet; it answers again once a
+	// wait for it has run, so a plan that restarts the next member without
+	// waiting takes two down at once.
+	restarting map[string]bool
+	// clusterMinor is etcd's cluster version's minor: the lowest minor
+	// version all members have run at once, which never goes back.
+	clusterMinor int
+	steps        int
 }
 
 func newSim() *simCluster {
-	return &simCluster{nextID: 100, hosts: map[string]bool{}, running: map[string]bool{}, dead: map[string]bool{}, config: map[string]string{}, hasData: map[string]bool{}}
+	return &simCluster{nextID: 100, hosts: map[string]bool{}, running: map[string]bool{}, dead: map[string]bool{}, config: map[string]string{}, hasData: map[string]bool{},
+		binary: map[string]string{}, version: map[string]string{}, restarting: map[string]bool{}}
 }
 
 func simPeerURL(name string) string { return "https://" + name + ":2380" }
@@ -109,7 +123,9 @@ func (c *simCluster) stepMember(s plan.Step) *simMember {
 	return c.memberAt(s.Host)
 }
 
-func (c *simCluster) healthy(m *simMember) bool { return c.running[m.addr()] && !c.dead[m.addr()] }
+func (c *simCluster) healthy(m *simMember) bool {
+	return c.running[m.addr()] && !c.dead[m.addr()] && !c.restarting[m.addr()]
+}
 
 func (c *simCluster) voters() (n, healthy int) {
 	for _, m := range c.members {
@@ -158,6 +174,9 @@ func (c *simCluster) facts() []plan.EtcdMember {
 			cfg := c.config[a]
 			em.Host, em.HostReachable, em.Running = a, !c.dead[a], c.running[a] && !c.dead[a]
 			em.ConfigSHA256, em.ConfigCoreSHA256 = sha([]byte(cfg)), sha(testNormalize([]byte(cfg)))
+			if em.Healthy {
+				em.Version = c.version[a]
+			}
 		} else {
 			em.Running = em.Healthy // on no inventory host, answering is the only sign it runs
 		}
@@ -194,7 +213,9 @@ func (c *simCluster) apply(s plan.Step) error {
 					return fmt.Errorf("%s joins: %w", host, err)
 				}
 			}
-			c.running[host] = true
+			if err := c.runEtcd(host); err != nil {
+				return err
+			}
 			c.hasData[host] = true
 			return nil
 		}
@@ -205,7 +226,9 @@ func (c *simCluster) apply(s plan.Step) error {
 			}
 			c.nextID++
 			c.members = append(c.members, &simMember{id: c.nextID, name: host, peerURL: simPeerURL(host), leader: true})
-			c.running[host] = true
+			if err := c.runEtcd(host); err != nil {
+				return err
+			}
 			c.hasData[host] = true
 			return nil
 		}
@@ -218,6 +241,10 @@ func (c *simCluster) apply(s plan.Step) error {
 		if m := c.memberAt(host); m != nil && m.leader {
 			return fmt.Errorf("restarting the leader %s without moving leadership away", host)
 		}
+		if err := c.runEtcd(host); err != nil {
+			return err
+		}
+		c.restarting[host] = true
 	case plan.OpStopService:
 		if m := c.memberAt(host); m != nil {
 			return fmt.Errorf("stopping %s while it is still a member (%s, id %d)", host, m.name, m.id)
@@ -243,8 +270,12 @@ func (c *simCluster) apply(s plan.Step) error {
 		c.nextID++
 		c.members = append(c.members, &simMember{id: c.nextID, name: s.Member, peerURL: s.PeerURL, learner: true})
 	case plan.OpWaitCaughtUp:
-		if m := c.stepMember(s); m == nil || !c.healthy(m) {
-			return fmt.Errorf("learner %s never caught up", s.Member)
+		m := c.stepMember(s)
+		if m != nil {
+			delete(c.restarting, m.addr()) // waiting is what lets a restarted member count again
+		}
+		if m == nil || !c.healthy(m) {
+			return fmt.Errorf("member %s never caught up", s.Member)
 		}
 	case plan.OpEtcdPromote:
 		m := c.stepMember(s)
@@ -280,6 +311,9 @@ func (c *simCluster) apply(s plan.Step) error {
 		c.running[m.addr()] = false // a removed member stops itself
 	case plan.OpWaitEtcdHealthy:
 		for _, v := range s.Voters {
+			delete(c.restarting, v)
+		}
+		for _, v := range s.Voters {
 			// apply checks the voters by inventory host.
 			m := c.memberAt(v)
 			if !c.hosts[v] || m == nil || m.learner || !c.healthy(m) {
@@ -292,6 +326,33 @@ func (c *simCluster) apply(s plan.Step) error {
 	default:
 		return fmt.Errorf("unexpected step %s", s.Op)
 	}
+	return nil
+}
+
+// runEtcd starts the machine's etcd process on the binary there, refused as
+// etcd refuses it: a minor version below the cluster version, or more than
+// one above it. The cluster version rises once every member runs a higher
+// minor version.
+func (c *simCluster) runEtcd(host string) error {
+	if v := c.binary[host]; v != "" {
+		mm, _ := minorVersion(v)
+		if c.clusterMinor != 0 && (mm.minor < c.clusterMinor || mm.minor > c.clusterMinor+1) {
+			return fmt.Errorf("%s: etcd %s does not start in a cluster at version 3.%d", host, v, c.clusterMinor)
+		}
+	}
+	c.running[host] = true
+	c.version[host] = c.binary[host]
+	lowest := -1
+	for _, m := range c.members {
+		mm, ok := minorVersion(c.version[m.addr()])
+		if !ok {
+			return nil
+		}
+		if lowest < 0 || mm.minor < lowest {
+			lowest = mm.minor
+		}
+	}
+	c.clusterMinor = max(c.clusterMinor, lowest)
 	return nil
 }
 
@@ -349,11 +410,23 @@ func (c *simCluster) checkInvariants(started bool) error {
 // planFor plans from the simulated cluster's facts; every wanted host is an
 // inventory host.
 func planFor(c *simCluster, want []EtcdTarget) ([]plan.Stage, error) {
+	return planVersion(c, want, "", false)
+}
+
+// planVersion plans from the simulated cluster's facts for the inventory's
+// etcd version (none when ""), with each host's binary as the sim has it;
+// with artifact, the inventory provides that version's binary, which
+// replaces every other one.
+func planVersion(c *simCluster, want []EtcdTarget, version string, artifact bool) ([]plan.Stage, error) {
 	for _, t := range want {
 		c.addHosts(t.Name)
 	}
+	bins := map[string]EtcdBinary{}
+	for _, t := range want {
+		bins[t.Name] = EtcdBinary{Replaced: artifact && c.binary[t.Name] != version, Version: c.binary[t.Name]}
+	}
 	stages, _, err := PlanEtcd(EtcdInput{Live: c.facts(), Want: want, Hosts: slices.Sorted(maps.Keys(c.hosts)),
-		DataDir: "/var/lib/etcd", Service: "etcd", Config: testConfig, Normalize: testNormalize})
+		DataDir: "/var/lib/etcd", Service: "etcd", Config: testConfig, Normalize: testNormalize, Version: version, Binaries: bins})
 	return stages, err
 }
 

@@ -350,11 +350,30 @@ func (p *planner) etcd() ([]plan.Stage, []string, error) {
 		Service:   plan.EtcdUnit,
 		Config:    p.etcdConfig,
 		Normalize: plan.NormalizeEtcdConfig,
+		Version:   etcdVersion(p.inv),
+		Binaries:  p.etcdBinaries(),
 	})
 	if err == nil && p.renderErr != nil {
 		err = p.renderErr
 	}
 	return stages, notes, err
+}
+
+// etcdBinaries is the etcd binary on each external etcd host: whether the
+// prepare stage replaces it (installSteps uploads the inventory's artifact
+// there) and the version the host's binary printed.
+func (p *planner) etcdBinaries() map[string]EtcdBinary {
+	out := map[string]EtcdBinary{}
+	for _, name := range p.inv.Topology.EtcdMembers {
+		b := EtcdBinary{Version: p.host(name).Versions["etcd"]}
+		for _, s := range p.installSteps(name) {
+			if s.Path == InstalledPath("etcd") {
+				b.Replaced = true
+			}
+		}
+		out[name] = b
+	}
+	return out
 }
 
 // etcdConfig renders one member's etcd.yaml for a given initial cluster and

@@ -2,12 +2,15 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/mod/semver"
 
 	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/ssh"
@@ -94,7 +97,7 @@ func writeStatus(g *globalOptions, rep *provision.StatusReport) {
 	}
 	fmt.Fprintln(g.stdout)
 	tw = tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tID\tVOTING\tHEALTHY\tLEADER\tRAFT INDEX\tDB SIZE")
+	fmt.Fprintln(tw, "MEMBER\tID\tVOTING\tHEALTHY\tLEADER\tVERSION\tRAFT INDEX\tDB SIZE")
 	for _, m := range rep.Etcd {
 		voting := "voter"
 		if m.Learner {
@@ -111,8 +114,37 @@ func writeStatus(g *globalOptions, rep *provision.StatusReport) {
 		if m.Leader {
 			leader = "leader"
 		}
-		fmt.Fprintf(tw, "%s\t%x\t%s\t%s\t%s\t%d\t%d KiB\n", m.Name, m.ID, voting, healthy, leader, m.RaftIndex, m.DBSize>>10)
+		version := m.Version
+		if version == "" {
+			version = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%x\t%s\t%s\t%s\t%s\t%d\t%d KiB\n", m.Name, m.ID, voting, healthy, leader, version, m.RaftIndex, m.DBSize>>10)
 	}
 	tw.Flush()
 	fmt.Fprintf(g.stdout, "\netcd: %s\n", rep.Quorum)
+	if mixed := mixedEtcdVersions(rep.Etcd); mixed != "" {
+		fmt.Fprintf(g.stdout, "etcd: %s\n", mixed)
+	}
+}
+
+// mixedEtcdVersions says which members run which etcd version when they do
+// not all run the same one, "" otherwise: a rolling upgrade that stopped
+// halfway leaves the cluster so, and the next apply finishes it.
+func mixedEtcdVersions(members []provision.MemberStatus) string {
+	byVersion := map[string][]string{}
+	for _, m := range members {
+		if m.Version != "" {
+			byVersion[m.Version] = append(byVersion[m.Version], m.Name)
+		}
+	}
+	if len(byVersion) < 2 {
+		return ""
+	}
+	var parts []string
+	// etcd reports "3.6.16"; semver wants the leading v.
+	byRelease := func(a, b string) int { return semver.Compare("v"+a, "v"+b) }
+	for _, v := range slices.SortedFunc(maps.Keys(byVersion), byRelease) {
+		parts = append(parts, v+" on "+strings.Join(byVersion[v], ", "))
+	}
+	return "members run different versions (" + strings.Join(parts, "; ") + "): an upgrade is unfinished; run kprov apply to finish it"
 }

@@ -28,6 +28,11 @@ type EtcdMember struct {
 	// ConfigCoreSHA256 is the hash of the config with the bootstrap-only
 	// settings (initial-cluster*) normalized away; "" when unknown.
 	ConfigCoreSHA256 string `json:"config_core_sha256"`
+	// Version is the etcd server version the member reports in its status
+	// (etcd's StatusResponse.Version), "" when it did not answer. It is the
+	// version of the process, which can lag the binary on its host: an
+	// upgrade restarts a member only once its new binary is in place.
+	Version string `json:"version,omitempty"`
 }
 
 // Facts is what kprov saw on the hosts, read-only, before planning. The plan

@@ -69,7 +69,7 @@ const (
 	StageEtcdStartStopped StageKind = "etcd/start-stopped"         // members that are down start (together on a cold start)
 	StageEtcdAdd          StageKind = "etcd/add"                   // one member added as a learner and promoted
 	StageEtcdRemove       StageKind = "etcd/remove"                // one member removed, then stopped and wiped
-	StageEtcdRestart      StageKind = "etcd/restart"               // one member restarted for a changed configuration
+	StageEtcdRestart      StageKind = "etcd/restart"               // one member restarted for a changed configuration or a new etcd binary
 	StageEtcdFinalize     StageKind = "etcd/finalize-config"       // every member's config records the full member list
 	StageImages           StageKind = "images"                     // image archives imported on the nodes that lack their images, in parallel
 	StageControlPlaneInit StageKind = "control-plane/init"         // kubeadm init on the first master

@@ -1,0 +1,440 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/charmbracelet/log"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kprov/kprov/lab"
+)
+
+// upgradeFrom is the etcd release the upgrade test forms its cluster with,
+// one patch below the lab's (lab.DefaultEtcdVersion); lab.BuildEtcd builds
+// it into the artifact cache the first time.
+const upgradeFrom = "3.6.15"
+
+// upgradeSpecs is the smallest external-etcd lab: the fault lab's three
+// members and the master an inventory needs (it takes workloads; nothing
+// else joins), without its compute node.
+func upgradeSpecs() []lab.MachineSpec {
+	return slices.DeleteFunc(faultSpecs(), func(m lab.MachineSpec) bool { return m.Name == "compute-1" })
+}
+
+// TestEtcdRollingUpgrade forms external etcd at upgradeFrom, then changes
+// the inventory to lab.DefaultEtcdVersion with its artifacts and applies
+// while a writer puts keys and a watcher polls every member's status:
+//
+//   - the first upgrade apply is interrupted (SIGINT) once the first member
+//     is upgraded: kprov status shows the members' versions side by side,
+//     and the next apply finishes the upgrade without restarting a member
+//     that already runs the new version;
+//   - the new binaries reached every member (the prepare stage) before the
+//     first restart, members were upgraded one at a time (each stage done
+//     before the next began, never two members unanswering at once in
+//     etcd's status), the leader of the moment last;
+//   - every write etcd acknowledged reads back, the member IDs are the
+//     same, every member reports the new version, and a second apply has
+//     nothing to do.
+func TestEtcdRollingUpgrade(t *testing.T) {
+	to := lab.DefaultEtcdVersion
+	l := UpLab(t, upgradeSpecs())
+	inv := l.InventoryPath()
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	oldArts, err := lab.BuildEtcd(ctx, artifactsDir(t), upgradeFrom, log.New(os.Stderr))
+	if err != nil {
+		t.Fatalf("build etcd %s: %v", upgradeFrom, err)
+	}
+	newInv, err := os.ReadFile(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, inv, withEtcdRelease(t, string(newInv), upgradeFrom, oldArts))
+
+	// 1. The cluster at the old release.
+	out, err := kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	assertApplied(t, out, err)
+	ids := checkEtcd(t, ctx, l, inv)
+	cli := etcdClient(t, ctx, l, inv)
+	defer cli.Close()
+	assertVersions(t, ctx, cli, map[string]string{"etcd-1": upgradeFrom, "etcd-2": upgradeFrom, "etcd-3": upgradeFrom})
+
+	// 2. The new release, under load; interrupted after the first member.
+	writeFile(t, inv, string(newInv))
+	load := startEtcdLoad(t, ctx, l, inv)
+	leader := leaderName(t, ctx, cli)
+	run := startApplyUntil(t, ctx, "[etcd] upgrading member ", "-f", inv, "apply", "--auto-approve")
+	if !run.waitLine("[etcd] upgrading member ") { // the first one's done line
+		out, err := run.wait()
+		t.Fatalf("the upgrade ended before its first member was done: %v\n%s", err, out)
+	}
+	if err := run.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	first, err := run.wait()
+	t.Logf("interrupted upgrade: %s", failureLine(first))
+	if exitCode(err) != 1 {
+		t.Errorf("the interrupted upgrade: %v, want exit 1", err)
+	}
+	firstDone := upgradeStages(t, first, true)
+	if len(firstDone) == 0 || slices.Contains(firstDone, leader) {
+		t.Fatalf("the interrupted apply upgraded %v (leader %s): want a member other than the leader first\n%s", firstDone, leader, first)
+	}
+	status, _ := kprovErr(t, "-f", inv, "status")
+	if !strings.Contains(status, "members run different versions (") || !strings.Contains(status, to+" on ") || !strings.Contains(status, upgradeFrom+" on ") {
+		t.Errorf("kprov status in the middle of the upgrade does not show both versions:\n%s", status)
+	}
+	running := waitMemberVersions(t, ctx, cli)
+	// The interrupted run may have moved leadership off the member it
+	// restarted last; the re-run's facts show the leader of now.
+	leaderNow := leaderName(t, ctx, cli)
+
+	// 3. The re-run finishes it.
+	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	assertApplied(t, out, err)
+	figures := load.stop()
+	t.Logf("writes during the upgrade: %s", figures)
+	second := upgradeStages(t, out, false)
+	t.Logf("leader %s before the upgrade; the interrupted run upgraded %v, the members then ran %v; the re-run (leader %s) upgraded %v",
+		leader, firstDone, running, leaderNow, second)
+	for _, m := range second {
+		if running[m] == to {
+			t.Errorf("the re-run restarted %s, which already ran %s", m, to)
+		}
+	}
+	for m, v := range running {
+		if v != to && !slices.Contains(second, m) {
+			t.Errorf("the re-run left %s at %s", m, v)
+		}
+	}
+	switch n := len(second); {
+	case n == 0:
+		t.Errorf("the re-run upgraded no member:\n%s", out)
+	case running[leaderNow] != to && second[n-1] != leaderNow:
+		t.Errorf("the re-run upgraded %v; want the leader %s last", second, leaderNow)
+	}
+	if !strings.Contains(first, "[prepare] preparing hosts") || strings.Index(first, "[prepare] preparing hosts: binaries, files and units: done") > strings.Index(first, "[etcd] upgrading member ") {
+		t.Errorf("the first restart came before the prepare stage had uploaded the binaries:\n%s", first)
+	}
+	if figures.maxDown > 1 {
+		t.Errorf("etcd's status showed %d members not answering at once during the upgrade", figures.maxDown)
+	}
+	load.verify(t, ctx, cli)
+	assertVersions(t, ctx, cli, map[string]string{"etcd-1": to, "etcd-2": to, "etcd-3": to})
+	if again := checkEtcd(t, ctx, l, inv); !slices.Equal(again, ids) {
+		t.Errorf("member IDs changed from %x to %x", ids, again)
+	}
+	status = kprov(t, "-f", inv, "status")
+	for _, m := range []string{"etcd-1", "etcd-2", "etcd-3"} {
+		row := regexp.MustCompile(`(?m)^` + m + `\s+[0-9a-f]+\s+voter\s+yes\s+(leader\s+)?` + regexp.QuoteMeta(to) + `\s`)
+		if !row.MatchString(status) {
+			t.Errorf("kprov status does not show %s as a healthy voter on %s:\n%s", m, to, status)
+		}
+	}
+	if strings.Contains(status, "different versions") {
+		t.Errorf("kprov status after the upgrade still sees different versions:\n%s", status)
+	}
+
+	// 4. Nothing left to do.
+	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	if err != nil || !strings.Contains(out, "No changes") {
+		t.Errorf("apply after the upgrade: %v\n%s", err, out)
+	}
+}
+
+// withEtcdRelease is the lab inventory with its etcd version and its etcd,
+// etcdctl and etcdutl artifacts set to another release's.
+func withEtcdRelease(t *testing.T, text, version string, arts []lab.Artifact) string {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^(\s*version\s*=\s*)"[^"]*"`)
+	if !re.MatchString(text) {
+		t.Fatalf("no etcd version in the lab inventory:\n%s", text)
+	}
+	text = re.ReplaceAllString(text, fmt.Sprintf("${1}%q", version))
+	for _, a := range arts {
+		line := regexp.MustCompile(`(?m)^(\s*` + regexp.QuoteMeta(a.Name) + `\s*=\s*)\{[^}\n]*\}`)
+		if !line.MatchString(text) {
+			t.Fatalf("no %s artifact in the lab inventory:\n%s", a.Name, text)
+		}
+		text = line.ReplaceAllString(text, fmt.Sprintf("${1}{ path = %q, sha256 = %q }", a.Path, a.SHA256))
+	}
+	return text
+}
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// upgradeStageLine is an upgrade stage's line in apply's output.
+var upgradeStageLine = regexp.MustCompile(`^\[etcd\] upgrading member (\S+): etcd \S+ to \S+( \.\.\.|: done in .*|: FAILED .*)$`)
+
+// upgradeStages reads the upgrade stages from apply's output and returns
+// the members whose stage finished, in order. Each stage must begin only
+// after the one before it is done (one member at a time); an interrupted
+// run (interrupted) may end with one begun and not done.
+func upgradeStages(t *testing.T, out string, interrupted bool) []string {
+	t.Helper()
+	var done []string
+	open := ""
+	for _, line := range strings.Split(out, "\n") {
+		m := upgradeStageLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		switch {
+		case m[2] == " ...":
+			if open != "" {
+				t.Errorf("the upgrade of %s began while %s's was not done:\n%s", m[1], open, out)
+			}
+			open = m[1]
+		case strings.HasPrefix(m[2], ": done"):
+			if open != m[1] {
+				t.Errorf("%s done without having begun (open: %q):\n%s", m[1], open, out)
+			}
+			done = append(done, m[1])
+			open = ""
+		default:
+			open = ""
+			if !interrupted {
+				t.Errorf("the upgrade of %s failed:\n%s", m[1], out)
+			}
+		}
+	}
+	if open != "" && !interrupted {
+		t.Errorf("the upgrade of %s never finished:\n%s", open, out)
+	}
+	return done
+}
+
+// leaderName is the member etcd reports as its leader.
+func leaderName(t *testing.T, ctx context.Context, cli *clientv3.Client) string {
+	t.Helper()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range list.Members {
+		st, err := cli.Status(ctx, m.ClientURLs[0])
+		if err == nil && st.Leader == m.ID {
+			return m.Name
+		}
+	}
+	t.Fatal("etcd reports no leader")
+	return ""
+}
+
+// memberVersions is the server version each member reports, by name.
+func memberVersions(t *testing.T, ctx context.Context, cli *clientv3.Client) map[string]string {
+	t.Helper()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, m := range list.Members {
+		st, err := cli.Status(ctx, m.ClientURLs[0])
+		if err != nil {
+			t.Errorf("%s: status: %v", m.Name, err)
+			continue
+		}
+		out[m.Name] = st.Version
+	}
+	return out
+}
+
+// waitMemberVersions is memberVersions once every member answers: one an
+// interrupted run restarted may still be starting.
+func waitMemberVersions(t *testing.T, ctx context.Context, cli *clientv3.Client) map[string]string {
+	t.Helper()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		list, err := cli.MemberList(ctx)
+		if err == nil {
+			out := map[string]string{}
+			for _, m := range list.Members {
+				if st, serr := cli.Status(ctx, m.ClientURLs[0]); serr == nil {
+					out[m.Name] = st.Version
+				}
+			}
+			if len(out) == len(list.Members) {
+				return out
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("etcd members never all answered: %v", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func assertVersions(t *testing.T, ctx context.Context, cli *clientv3.Client, want map[string]string) {
+	t.Helper()
+	if got := memberVersions(t, ctx, cli); !maps.Equal(got, want) {
+		t.Errorf("members run %v, want %v", got, want)
+	}
+}
+
+// etcdLoad writes keys to etcd while an operation runs and watches every
+// member's status: which writes etcd acknowledged (each a unique key and
+// value), how many failed, the longest time without an acknowledged
+// write, and the most members that did not answer their status at once.
+type etcdLoad struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	acked   map[string]string
+	failed  int
+	lastAck time.Time
+	maxGap  time.Duration
+	maxDown int
+}
+
+// loadFigures is what etcdLoad measured.
+type loadFigures struct {
+	acked, failed int
+	maxGap        time.Duration
+	maxDown       int
+}
+
+func (f loadFigures) String() string {
+	return fmt.Sprintf("%d acknowledged, %d failed, longest gap without a write %s, at most %d member(s) not answering at once",
+		f.acked, f.failed, f.maxGap.Round(time.Millisecond), f.maxDown)
+}
+
+// startEtcdLoad starts the writer (about 40 puts a second) and the status
+// watcher (every member every 100 ms), each with its own etcd client.
+func startEtcdLoad(t *testing.T, ctx context.Context, l *lab.Lab, inv string) *etcdLoad {
+	t.Helper()
+	lctx, cancel := context.WithCancel(ctx)
+	ld := &etcdLoad{cancel: cancel, acked: map[string]string{}, lastAck: time.Now()}
+	writer := etcdClient(t, lctx, l, inv)
+	watcher := etcdClient(t, lctx, l, inv)
+	list, err := watcher.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var endpoints []string
+	for _, m := range list.Members {
+		endpoints = append(endpoints, m.ClientURLs[0])
+	}
+	ld.wg.Go(func() {
+		defer writer.Close()
+		tick := time.NewTicker(25 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-lctx.Done():
+				return
+			case <-tick.C:
+			}
+			key, val := fmt.Sprintf("/kprov-e2e/upgrade/%06d", i), fmt.Sprintf("v%d-%d", i, time.Now().UnixNano())
+			pctx, pcancel := context.WithTimeout(lctx, 2*time.Second)
+			_, err := writer.Put(pctx, key, val)
+			pcancel()
+			now := time.Now()
+			ld.mu.Lock()
+			if err == nil {
+				ld.acked[key] = val
+				ld.maxGap = max(ld.maxGap, now.Sub(ld.lastAck))
+				ld.lastAck = now
+			} else if lctx.Err() == nil {
+				ld.failed++
+			}
+			ld.mu.Unlock()
+		}
+	})
+	ld.wg.Go(func() {
+		defer watcher.Close()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-lctx.Done():
+				return
+			case <-tick.C:
+			}
+			var down sync.WaitGroup
+			var mu sync.Mutex
+			n := 0
+			for _, ep := range endpoints {
+				down.Go(func() {
+					sctx, scancel := context.WithTimeout(lctx, time.Second)
+					defer scancel()
+					if st, err := watcher.Status(sctx, ep); err != nil || st.Leader == 0 {
+						mu.Lock()
+						n++
+						mu.Unlock()
+					}
+				})
+			}
+			down.Wait()
+			if lctx.Err() != nil {
+				return
+			}
+			ld.mu.Lock()
+			ld.maxDown = max(ld.maxDown, n)
+			ld.mu.Unlock()
+		}
+	})
+	t.Cleanup(func() { ld.stop() })
+	return ld
+}
+
+// stop ends the writer and the watcher and returns the figures.
+func (ld *etcdLoad) stop() loadFigures {
+	ld.cancel()
+	ld.wg.Wait()
+	ld.mu.Lock()
+	defer ld.mu.Unlock()
+	return loadFigures{acked: len(ld.acked), failed: ld.failed, maxGap: ld.maxGap, maxDown: ld.maxDown}
+}
+
+// verify reads every acknowledged key back, linearizably: none may be
+// lost or hold another value.
+func (ld *etcdLoad) verify(t *testing.T, ctx context.Context, cli *clientv3.Client) {
+	t.Helper()
+	resp, err := cli.Get(ctx, "/kprov-e2e/upgrade/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, kv := range resp.Kvs {
+		got[string(kv.Key)] = string(kv.Value)
+	}
+	ld.mu.Lock()
+	defer ld.mu.Unlock()
+	if len(ld.acked) < 100 {
+		t.Errorf("only %d writes were acknowledged during the upgrade: the load did not run", len(ld.acked))
+	}
+	lost := 0
+	for k, v := range ld.acked {
+		if got[k] != v {
+			lost++
+			if lost <= 5 {
+				t.Errorf("acknowledged write %s=%s reads back as %q", k, v, got[k])
+			}
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d acknowledged writes lost", lost, len(ld.acked))
+	}
+}
