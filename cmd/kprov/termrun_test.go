@@ -63,7 +63,26 @@ func terminalRun(t *testing.T, outcome string) {
 	tm.waitFor("run", "the warning", exitFile, has("WARN etcd member etcd-3"))
 	ctl.next()
 
-	s := tm.waitFor("run", "the end of the run", exitFile, func([]string) bool { return tm.exists(exitFile) })
+	// The helper's exit file can appear before tmux has drawn the last
+	// bytes the helper wrote (tmux reads the pane's output on its own
+	// schedule, late on a loaded machine): once it exists, the screen is
+	// taken when it ends with the run's last words, or after 10 s.
+	// The run's last words: the error as main prints it (its first line and
+	// its last), or the kubeconfig.
+	end := map[string][]string{
+		"failing":    {"kprov: apply failed on compute-1 at ", "kubeadm's log on compute-1: /var/log/kprov/kubeadm.log"},
+		"converging": {"Admin kubeconfig: /var/lib/kprov/test/admin.conf"},
+	}[outcome]
+	lastWords := end[len(end)-1]
+	tm.waitFor("run", "the end of the run", exitFile, func([]string) bool { return tm.exists(exitFile) })
+	var s []string
+	for settle := time.Now().Add(10 * time.Second); ; {
+		s = tm.screen("run")
+		if (len(s) > 0 && s[len(s)-1] == lastWords) || time.Now().After(settle) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	text := strings.Join(s, "\n")
 	status, _ := os.ReadFile(exitFile)
 	wantCode := map[string]string{"failing": "1", "converging": "0"}[outcome]
@@ -99,12 +118,7 @@ func terminalRun(t *testing.T, outcome string) {
 	if warn < 0 || !strings.HasSuffix(s[warn], "host=etcd-3") {
 		t.Errorf("the warning is not on a line of its own, whole:\n%s", text)
 	}
-	// The summary, then the last words: the error as main prints it (its
-	// first line and its last), or the kubeconfig.
-	end := map[string][]string{
-		"failing":    {"kprov: apply failed on compute-1 at ", "kubeadm's log on compute-1: /var/log/kprov/kubeadm.log"},
-		"converging": {"Admin kubeconfig: /var/lib/kprov/test/admin.conf"},
-	}[outcome]
+	// The summary, then the last words (end, above).
 	wantInOrder(t, s, append([]string{"Plan: ", printed[0], printed[1], printed[2], printed[3],
 		"HOST", "etcd-1", "compute-2", "STAGE", "prepare", "nodes/join"}, end...)...)
 	if last := end[len(end)-1]; s[len(s)-1] != last {
