@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/backup"
@@ -61,6 +62,12 @@ already restored is never restored twice.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.parallel < 1 {
 				return usageError("--parallel %d: want 1 or more", o.parallel)
+			}
+			// Asked here, before the backup is opened, so the hint names
+			// restore: a plain apply on fresh hosts would found a new, empty
+			// etcd cluster instead of restoring the old one.
+			if !o.autoApprove && !term.IsTerminal(int(os.Stdin.Fd())) {
+				return usageError("stdin is not a terminal, so nobody can confirm the restore's plans; nothing was changed: run kprov restore %s --auto-approve", args[0])
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
