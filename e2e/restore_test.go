@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,7 +33,10 @@ import (
 //     old cluster's name;
 //   - a corrupted backup and a backup of another cluster are refused
 //     before any host is touched (no state directory, nothing on the hosts);
-//   - kprov restore rebuilds the cluster: every key reads back with its
+//   - kprov restore is interrupted (Ctrl-C) as the snapshot stage starts
+//     (on the lab so far that left the hosts prepared and no member
+//     restored; the hosts' state is logged);
+//   - kprov restore run again rebuilds the cluster: every key reads back with its
 //     value, the member list holds only the new members, the revision
 //     served is above the snapshot's, Kubernetes is back (kubeadm init
 //     against the restored etcd with the same CAs) and only the new hosts'
@@ -125,7 +129,22 @@ func TestRestoreExternalEtcd(t *testing.T) {
 		}
 	}
 
-	// The restore.
+	// Interrupted: Ctrl-C as the snapshot stage starts, so the run stops
+	// while members are being restored (each host's marker says how far it
+	// got). The run after it must continue from there.
+	run := startApplyUntil(t, ctx, "[etcd] restoring the snapshot", "-f", newInv, "restore", file, "--auto-approve")
+	if err := run.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run.wait(); err == nil {
+		t.Logf("the interrupted restore finished before Ctrl-C reached it:\n%s", out)
+	}
+	for _, m := range []string{"etcd-r1", "etcd-r2", "etcd-r3"} {
+		out, _ := l.Output(ctx, m, "cat /etc/kprov/etcd-restored 2>&1; ls -A /var/lib/etcd 2>&1; systemctl is-active etcd")
+		t.Logf("%s after the interrupted restore: %s", m, bytes.Join(bytes.Fields(out), []byte(" ")))
+	}
+
+	// The restore, run again after the interruption.
 	start = time.Now()
 	out, err = kprovErr(t, "-f", newInv, "restore", file, "--auto-approve")
 	took := time.Since(start)
