@@ -179,7 +179,14 @@ func assertApplied(t *testing.T, out string, err error) {
 // certificate from the state directory, directly over the lab bridge.
 func etcdClient(t *testing.T, ctx context.Context, l *lab.Lab, inv string) *clientv3.Client {
 	t.Helper()
-	st, err := pki.Load(filepath.Join(filepath.Dir(inv), ".kprov", l.Name()))
+	return etcdClientState(t, ctx, l, filepath.Join(filepath.Dir(inv), ".kprov", l.Name()))
+}
+
+// etcdClientState is etcdClient with the state directory named: a restored
+// cluster keeps its old name, not the lab's.
+func etcdClientState(t *testing.T, ctx context.Context, l *lab.Lab, stateDir string) *clientv3.Client {
+	t.Helper()
+	st, err := pki.Load(stateDir)
 	if err != nil {
 		t.Fatal(err)
 	}

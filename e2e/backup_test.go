@@ -72,7 +72,7 @@ func kprovJSON(t *testing.T, args ...string) (backupJSON, string, error) {
 //   - with etcd-1's machine stopped the backup comes from another member;
 //   - with every etcd machine stopped it exits 1 naming each of them.
 //
-// Restore is not implemented yet; this test stops at the backup.
+// TestRestoreExternalEtcd restores from such a backup onto new machines.
 func TestBackup(t *testing.T) {
 	specs, err := lab.TopologyMachines("ha-external")
 	if err != nil {

@@ -43,7 +43,10 @@ func artifactsDir(t *testing.T) string {
 //	specs, _ := lab.TopologyMachines("ha-stacked")
 //	l := UpLab(t, specs)
 //	// l.InventoryPath(), l.Dial(ctx, "master-1"), l.Stop(ctx, "master-2", 0), ...
-func UpLab(t *testing.T, specs []lab.MachineSpec) *lab.Lab {
+//
+// Each option may change the lab's Options before it comes up (a fixed
+// subnet, for one).
+func UpLab(t *testing.T, specs []lab.MachineSpec, options ...func(*lab.Options)) *lab.Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("lab machines need root (and scripts/setup)")
@@ -58,6 +61,9 @@ func UpLab(t *testing.T, specs []lab.MachineSpec) *lab.Lab {
 		// The lab's inventory names the cached binaries in an artifacts block.
 		ArtifactsDir: os.Getenv("KPROV_ARTIFACTS_DIR"),
 		Machines:     specs,
+	}
+	for _, o := range options {
+		o(&opts)
 	}
 	// On a fresh machine this builds every binary and image (about half an
 	// hour on 2 cores); later calls find them cached.

@@ -390,12 +390,21 @@ func (a *applier) upload(ctx context.Context, ex ssh.Executor, s plan.Step) (boo
 // wipeDataDir removes the etcd data directory, and only that: a plan edited
 // by hand (or a bug) must never turn this step into `rm -rf` elsewhere.
 func (a *applier) wipeDataDir(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
+	if err := a.checkDataDir(s.Path, "wipe"); err != nil {
+		return false, err
+	}
+	return a.changedBy(ctx, ex, scriptWipeDataDir(s.Path))
+}
+
+// checkDataDir refuses a step that would do what to any directory but the
+// inventory's etcd data_dir.
+func (a *applier) checkDataDir(dir, what string) error {
 	want := a.inv.Etcd.DataDir
 	if want == "" {
 		want = inventory.DefaultEtcdDataDir
 	}
-	if s.Path != want || !filepath.IsAbs(s.Path) || filepath.Clean(s.Path) != s.Path || s.Path == "/" {
-		return false, fmt.Errorf("refusing to wipe %q: only the inventory's etcd data_dir (%s) may be wiped", s.Path, want)
+	if dir != want || !filepath.IsAbs(dir) || filepath.Clean(dir) != dir || dir == "/" {
+		return fmt.Errorf("refusing to %[1]s %[2]q: kprov may %[1]s only the inventory's etcd data_dir (%[3]s)", what, dir, want)
 	}
-	return a.changedBy(ctx, ex, scriptWipeDataDir(s.Path))
+	return nil
 }

@@ -3,6 +3,7 @@ package provision
 import (
 	"context"
 	"fmt"
+	"path"
 	"strings"
 
 	"github.com/kprov/kprov/provision/plan"
@@ -104,6 +105,10 @@ var executors = map[plan.Op]executor{
 	plan.OpImportImages: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
 		return a.importImages(ctx, ex, s)
 	},
+	// A data directory with the restore marker of this restore is done.
+	plan.OpEtcdRestore: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.etcdRestore(ctx, ex, s)
+	},
 	// A marker holding the archive's checksum says it was unpacked already.
 	plan.OpUnpackArchive: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
 		return a.unpackArchive(ctx, ex, s)
@@ -133,4 +138,29 @@ func (a *applier) unpackArchive(ctx context.Context, ex ssh.Executor, s plan.Ste
 		return false, fmt.Errorf("upload %s: %w", archive, err)
 	}
 	return a.changedBy(ctx, ex, scriptUnpackArchive(archive, s.SHA256, s.Path, plan.CNIPluginsMarkerPath))
+}
+
+// etcdRestore restores the snapshot into the member's data directory, and
+// only into the inventory's data_dir (as wipeDataDir): a plan edited by hand
+// must never turn this step into writes elsewhere. The snapshot is checked
+// against its SHA-256 on the operator's machine before it is sent, and
+// etcdutl checks etcd's own hash of it on the host.
+func (a *applier) etcdRestore(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
+	if err := a.checkDataDir(s.Path, "restore into"); err != nil {
+		return false, err
+	}
+	res, err := a.run(ctx, ex, scriptEtcdRestored(s.Path, plan.EtcdRestoreMarkerPath, s.ClusterToken), a.opts.CommandTimeout)
+	if err != nil {
+		return false, err
+	}
+	if strings.TrimSpace(string(res.Stdout)) == "restored" {
+		return false, nil
+	}
+	if _, err := a.run(ctx, ex, scriptMakeDirs([]string{path.Dir(plan.EtcdRestoreSnapshotPath)}), a.opts.CommandTimeout); err != nil {
+		return false, fmt.Errorf("create %s: %w", path.Dir(plan.EtcdRestoreSnapshotPath), err)
+	}
+	if _, err := a.upload(ctx, ex, plan.Step{Path: plan.EtcdRestoreSnapshotPath, Mode: 0o600, Secret: true, Source: s.Source, SHA256: s.SHA256}); err != nil {
+		return false, fmt.Errorf("upload the snapshot to %s: %w", plan.EtcdRestoreSnapshotPath, err)
+	}
+	return a.changedBy(ctx, ex, scriptEtcdRestore(s, plan.EtcdRestoreMarkerPath, plan.EtcdRestoreSnapshotPath))
 }

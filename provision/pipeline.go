@@ -120,6 +120,13 @@ func ManagedFiles(c *Cluster) (map[string][]string, error) {
 			files[h.Name] = append(files[h.Name], roles.InstalledPath(a.Name))
 		}
 	}
+	// kprov restore tells a member it restored from one it must not touch
+	// by this marker (roles.RestoredMember).
+	if inv.Topology.EtcdMode == inventory.EtcdExternal {
+		for _, name := range inv.Topology.EtcdMembers {
+			files[name] = append(files[name], plan.EtcdRestoreMarkerPath)
+		}
+	}
 	return files, nil
 }
 
@@ -351,11 +358,17 @@ type ApplyResult struct {
 // the hosts between the facts and the last step. A plan without changes
 // stops after planning.
 func (p *Pipeline) Apply(ctx context.Context, req ApplyRequest) (res *ApplyResult, err error) {
-	c := p.Cluster
 	res = &ApplyResult{}
+	err = p.locked(ctx, req, func(ctx context.Context) error { return p.applyLocked(ctx, req, res) })
+	return res, err
+}
+
+// locked runs f under the cluster lock, kept refreshed while f runs and
+// released after it. An error from f after the lock was lost says so.
+func (p *Pipeline) locked(ctx context.Context, req ApplyRequest, f func(ctx context.Context) error) (err error) {
 	lock, err := p.lock(ctx, req)
 	if err != nil {
-		return res, p.lockFailed(ctx, err)
+		return p.lockFailed(ctx, err)
 	}
 	ctx, stopHeartbeat := lock.Keep(ctx)
 	defer func() {
@@ -364,59 +377,77 @@ func (p *Pipeline) Apply(ctx context.Context, req ApplyRequest) (res *ApplyResul
 		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if rerr := lock.Release(rctx); rerr != nil {
-			p.warn("cluster lock not released; it goes stale and the next apply can break it with --break-lock", "host", lock.ex.Name(), "err", rerr)
+			p.warn("cluster lock not released; it goes stale and the next run can break it with --break-lock", "host", lock.ex.Name(), "err", rerr)
 		}
 		if cause := context.Cause(ctx); errors.Is(cause, ErrLockLost) && err != nil {
 			err = fmt.Errorf("%w (%v)", ErrLockLost, err)
 		}
 	}()
+	return f(ctx)
+}
 
+// applyLocked is Apply once the cluster lock is held: kprov restore runs it
+// under the lock it took for the etcd restore, so no apply slips in between.
+func (p *Pipeline) applyLocked(ctx context.Context, req ApplyRequest, res *ApplyResult) error {
+	c := p.Cluster
 	facts, err := p.Facts(ctx)
 	if err != nil {
-		return res, err
+		return err
 	}
 	res.Facts = facts
 	if err := p.Preflight(ctx, facts); err != nil {
-		return res, err
+		return err
 	}
 	pl, err := p.Plan(facts)
 	if err != nil {
-		return res, err
+		return err
 	}
 	res.Plan = pl
 	if req.Saved != nil {
 		if err := req.Saved.Check(facts, pl, c.Inventory.Redact); err != nil {
-			return res, err
+			return err
 		}
 	}
 	if pl.Empty() {
-		return res, nil
+		return nil
 	}
-	if err := p.View.Plan(pl, c.HostChanges(pl, facts)); err != nil {
-		return res, err
-	}
-	if !req.AutoApprove {
-		if err := p.View.Confirm(ctx); err != nil {
-			return res, err
-		}
-	}
-
-	opts, err := p.applyOptions(pl)
-	if err != nil {
-		return res, err
-	}
-	rep, err := Apply(ctx, pl, p.Conn, opts)
+	rep, err := p.confirmAndApply(ctx, pl, facts, req.AutoApprove, "apply")
 	res.Report = rep
 	if err != nil {
-		if rep != nil && rep.FailedHost != "" {
-			return res, fmt.Errorf("apply failed on %s at %q (stage %s): %w", rep.FailedHost, rep.FailedStep, rep.FailedStage, err)
-		}
-		return res, fmt.Errorf("apply: %w", err)
+		return err
 	}
 	if pl.Has(plan.StageKubeconfig) {
 		res.Kubeconfig = c.KubeconfigPath()
 	}
-	return res, nil
+	return nil
+}
+
+// confirmAndApply shows a plan with changes, asks unless autoApprove, and
+// carries it out; what ("apply", "restore") names the run in an error that
+// says where it stopped. The report is nil when nothing ran (declined, or
+// the options could not be made).
+func (p *Pipeline) confirmAndApply(ctx context.Context, pl *plan.Plan, facts *plan.Facts, autoApprove bool, what string) (*Report, error) {
+	if err := p.View.Plan(pl, p.Cluster.HostChanges(pl, facts)); err != nil {
+		return nil, err
+	}
+	if !autoApprove {
+		if err := p.View.Confirm(ctx); err != nil {
+			return nil, err
+		}
+	}
+	opts, err := p.applyOptions(pl)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := Apply(ctx, pl, p.Conn, opts)
+	switch {
+	case err == nil:
+	case rep != nil && rep.FailedHost != "":
+		err = fmt.Errorf("%s failed on %s at %q (stage %s): %w", what, rep.FailedHost, rep.FailedStep, rep.FailedStage, err)
+	default:
+		err = fmt.Errorf("%s: %w", what, err)
+	}
+	return rep, err
 }
 
 // lockFailed explains a lock that could not be taken. When another apply

@@ -292,6 +292,39 @@ if [ -e "$d/member" ] && [ ! -d "$d/member" ]; then echo "refusing to wipe $d: $
 rm -rf -- "$d" && echo changed`, shellQuote(dir))
 }
 
+// scriptEtcdRestored prints "restored" when the data directory holds a
+// member's data and the marker holds the restore's token: the rule by which
+// a member restored by an earlier run is not restored twice.
+func scriptEtcdRestored(dataDir, marker, token string) string {
+	return fmt.Sprintf(`if [ -d %s/member ] && [ -f %[2]s ] && [ "$(cat -- %[2]s)" = %[3]s ]; then echo restored; fi`, shellQuote(dataDir), shellQuote(marker), shellQuote(token))
+}
+
+// scriptEtcdRestore restores an etcd snapshot into an external member's
+// data directory for kprov restore (RELIABILITY 22). It is a no-op when the
+// data directory holds a member's data and the restore marker holds this
+// restore's token: the member was restored by an earlier run of the same
+// restore, and restoring it twice would throw away what it has served
+// since. It never replaces a data directory that holds anything else (exit
+// 3, nothing changed): kprov restore refuses such hosts before this, and
+// this is the last guard. etcdutl writes into a directory of its own beside
+// the data directory; the marker is written before that directory is moved
+// into place, so an interruption leaves either an empty data directory
+// (restored again next time) or a restored one with its marker.
+func scriptEtcdRestore(s plan.Step, marker, snapshot string) string {
+	return fmt.Sprintf(binPath+`d=%s; m=%s; t=%s; s=%s
+if [ -d "$d/member" ] && [ -f "$m" ] && [ "$(cat -- "$m")" = "$t" ]; then rm -f -- "$s"; exit 0; fi
+if [ -L "$d" ]; then echo "refusing to restore into $d: it is a symbolic link" >&2; exit 3; fi
+if [ -e "$d" ] && [ -n "$(ls -A -- "$d")" ]; then echo "refusing to restore into $d: it is not empty and was not filled by this restore (token $t); kprov restore never replaces a data directory: wipe it or use a fresh host" >&2; exit 3; fi
+tmp="$d.kprov-restore"
+rm -rf -- "$tmp"
+etcdutl snapshot restore "$s" --name %s --initial-cluster %s --initial-cluster-token "$t" --initial-advertise-peer-urls %s --data-dir "$tmp" --bump-revision %d --mark-compacted || exit $?
+mkdir -p -- "$(dirname -- "$m")" && printf '%%s\n' "$t" > "$m.tmp" && mv -f -- "$m.tmp" "$m" || exit $?
+if [ -d "$d" ]; then rmdir -- "$d" || exit $?; fi
+mv -- "$tmp" "$d" && chmod 0700 "$d" && rm -f -- "$s" && echo changed`,
+		shellQuote(s.Path), shellQuote(marker), shellQuote(s.ClusterToken), shellQuote(snapshot),
+		shellQuote(s.Member), shellQuote(s.InitialCluster), shellQuote(s.PeerURL), plan.EtcdRestoreRevisionBump)
+}
+
 // scriptExists prints "present" when path exists.
 func scriptExists(path string) string {
 	return "if [ -e " + shellQuote(path) + " ]; then echo present; fi"
@@ -374,6 +407,13 @@ func scriptLabelNode(node string, labels map[string]string) string {
 		args = append(args, shellQuote(k+"="+labels[k]))
 	}
 	return kubectl + "label node " + shellQuote(node) + " --overwrite " + strings.Join(args, " ")
+}
+
+// scriptDeleteNode deletes a Node object, for kprov restore: the restored
+// etcd still lists the old cluster's nodes, and one whose host is not in the
+// new inventory never comes back. --ignore-not-found makes it idempotent.
+func scriptDeleteNode(node string) string {
+	return kubectl + "delete node --ignore-not-found " + shellQuote(node)
 }
 
 // scriptTaintNode sets a node's taints; --overwrite makes it idempotent.

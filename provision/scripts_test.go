@@ -35,6 +35,8 @@ func TestScriptsGolden(t *testing.T) {
 		{"restart a unit", scriptRestartService("etcd.service")},
 		{"stop a unit", scriptStopService("etcd.service")},
 		{"wipe the etcd data directory", scriptWipeDataDir("/var/lib/etcd")},
+		{"etcd member restored already? (kprov restore)", scriptEtcdRestored("/var/lib/etcd", plan.EtcdRestoreMarkerPath, "kprov-lab-restore-0123abcd")},
+		{"restore an etcd member from a snapshot (kprov restore)", scriptEtcdRestore(sampleRestoreStep, plan.EtcdRestoreMarkerPath, plan.EtcdRestoreSnapshotPath)},
 		{"archive unpacked already?", scriptArchiveUnpacked(plan.CNIPluginsMarkerPath, strings.Repeat("5", 64))},
 		{"unpack the cni-plugins archive", scriptUnpackArchive(plan.CNIBinDir+"/.kprov-archive.tgz", strings.Repeat("5", 64), plan.CNIBinDir, plan.CNIPluginsMarkerPath)},
 		{"kubeadm already ran?", scriptExists("/etc/kubernetes/manifests/kube-apiserver.yaml")},
@@ -53,6 +55,7 @@ func TestScriptsGolden(t *testing.T) {
 		{"label a node", scriptLabelNode("infra-1", map[string]string{"node-role.kubernetes.io/infra": "", "zone": "a"})},
 		{"taint a node", scriptTaintNode("infra-1", []string{"node-role.kubernetes.io/infra=:NoSchedule"})},
 		{"a node's Ready condition", scriptNodeReady("infra-1")},
+		{"delete a node the new inventory does not have (kprov restore)", scriptDeleteNode("worker-old-1")},
 		{"take the cluster lock", scriptLockAcquire(plan.LockPath, "ops@laptop pid 42 since "+time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC).Format(time.RFC3339))},
 		{"break a stale cluster lock", scriptLockBreakStale(plan.LockPath, "ops@laptop pid 42 since 2026-12-01T12:00:00Z", DefaultLockStaleAfter)},
 		{"refresh the cluster lock (heartbeat)", scriptLockRefresh(plan.LockPath, "ops@laptop pid 42 since 2026-12-01T12:00:00Z")},
@@ -331,5 +334,80 @@ esac
 				t.Errorf("the archive is still there (%v)", err)
 			}
 		})
+	}
+}
+
+var sampleRestoreStep = plan.Step{Op: plan.OpEtcdRestore, Host: "etcd-b1", Path: "/var/lib/etcd", Member: "etcd-b1", PeerURL: "https://10.0.9.21:2380",
+	InitialCluster: "etcd-b1=https://10.0.9.21:2380,etcd-b2=https://10.0.9.22:2380", ClusterToken: "kprov-lab-restore-0123abcd"}
+
+// TestEtcdRestoreScriptRunsLocally runs the real restore script under a
+// local sh with an etcdutl that records its arguments and writes a member
+// directory: the first run restores and writes the marker, a second run of
+// the same restore changes nothing and does not call etcdutl, and a data
+// directory that holds anything else is refused with nothing changed.
+func TestEtcdRestoreScriptRunsLocally(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	calls := filepath.Join(dir, "calls")
+	fake := "#!/bin/sh\necho \"$@\" >> " + calls + "\nwhile [ $# -gt 0 ]; do if [ \"$1\" = --data-dir ]; then mkdir -p \"$2/member/snap\"; fi; shift; done\n"
+	if err := os.WriteFile(filepath.Join(bin, "etcdutl"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, marker, snap := filepath.Join(dir, "etcd"), filepath.Join(dir, "kprov", "etcd-restored"), filepath.Join(dir, "snap.db")
+	step := sampleRestoreStep
+	step.Path = data
+	run := func(script string) (string, error) {
+		cmd := exec.Command("sh", "-c", script)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin")
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	if err := os.WriteFile(snap, []byte("snapshot"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := run(scriptEtcdRestored(data, marker, step.ClusterToken)); got != "" {
+		t.Fatalf("restored before any restore: %q", got)
+	}
+	if got, err := run(scriptEtcdRestore(step, marker, snap)); err != nil || got != "changed" {
+		t.Fatalf("first restore: %q, %v", got, err)
+	}
+	args, _ := os.ReadFile(calls)
+	for _, want := range []string{"snapshot restore " + snap, "--name etcd-b1", "--initial-cluster " + step.InitialCluster,
+		"--initial-cluster-token kprov-lab-restore-0123abcd", "--initial-advertise-peer-urls https://10.0.9.21:2380",
+		"--data-dir " + data + ".kprov-restore", "--bump-revision 1000000000", "--mark-compacted"} {
+		if !strings.Contains(string(args), want) {
+			t.Errorf("etcdutl called with %q, want %q in it", args, want)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(data, "member")); err != nil || !fi.IsDir() {
+		t.Fatalf("no member directory after the restore: %v", err)
+	}
+	if fi, _ := os.Stat(data); fi.Mode().Perm() != 0o700 {
+		t.Errorf("data directory mode %v, want 0700", fi.Mode().Perm())
+	}
+	if _, err := os.Stat(snap); !os.IsNotExist(err) {
+		t.Errorf("the uploaded snapshot was left behind: %v", err)
+	}
+	if got, _ := run(scriptEtcdRestored(data, marker, step.ClusterToken)); got != "restored" {
+		t.Fatalf("restored check after the restore: %q", got)
+	}
+	if got, err := run(scriptEtcdRestore(step, marker, snap)); err != nil || got != "" {
+		t.Fatalf("second run of the same restore: %q, %v; want nothing done", got, err)
+	}
+	if again, _ := os.ReadFile(calls); !bytes.Equal(again, args) {
+		t.Errorf("etcdutl called again by the second run: %q", again)
+	}
+	// Another restore (another token) must not touch this data directory.
+	other := step
+	other.ClusterToken = "kprov-lab-restore-ffffffff"
+	got, err := run(scriptEtcdRestore(other, marker, snap))
+	if err == nil || !strings.Contains(got, "refusing to restore into "+data) || !strings.Contains(got, "wipe it or use a fresh host") {
+		t.Fatalf("restore over another restore's data: %q, %v; want a refusal", got, err)
+	}
+	if again, _ := os.ReadFile(calls); !bytes.Equal(again, args) {
+		t.Errorf("etcdutl called over a data directory it must not replace: %q", again)
 	}
 }

@@ -313,20 +313,30 @@ undecryptable backup.`,
 	return cmd
 }
 
+// backupOptions reads the age identity file given with --identity, if any.
+func backupOptions(identity string) (backup.Options, error) {
+	var opts backup.Options
+	if identity == "" {
+		return opts, nil
+	}
+	f, err := os.Open(identity)
+	if err != nil {
+		return opts, fmt.Errorf("--identity: %w", err)
+	}
+	defer f.Close()
+	ids, err := age.ParseIdentities(f)
+	if err != nil {
+		return opts, fmt.Errorf("--identity %s: not an age identity file: %w", identity, err)
+	}
+	opts.Identities = ids
+	return opts, nil
+}
+
 // verifyBackup opens and checks the backup, filling res.
 func verifyBackup(res *verifyResult, identity string) error {
-	var opts backup.Options
-	if identity != "" {
-		f, err := os.Open(identity)
-		if err != nil {
-			return fmt.Errorf("--identity: %w", err)
-		}
-		ids, err := age.ParseIdentities(f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("--identity %s: not an age identity file: %w", identity, err)
-		}
-		opts.Identities = ids
+	opts, err := backupOptions(identity)
+	if err != nil {
+		return err
 	}
 	f, err := os.Open(res.File)
 	if err != nil {

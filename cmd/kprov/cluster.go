@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision"
 	"github.com/kprov/kprov/provision/ssh"
 )
@@ -12,6 +13,16 @@ import (
 // loadCluster reads the inventory (printing its diagnostics to stderr), the
 // templates, and creates or reuses the PKI in the state directory.
 func (g *globalOptions) loadCluster() (*provision.Cluster, error) {
+	inv, err := g.loadValidInventory()
+	if err != nil {
+		return nil, err
+	}
+	return provision.LoadCluster(inv, time.Now(), g.log)
+}
+
+// loadValidInventory reads the inventory and prints its diagnostics to
+// stderr; an invalid one is a silent failure, the diagnostics having said why.
+func (g *globalOptions) loadValidInventory() (*inventory.Inventory, error) {
 	inv, diags, err := g.loadInventory()
 	if err != nil {
 		return nil, err
@@ -20,7 +31,7 @@ func (g *globalOptions) loadCluster() (*provision.Cluster, error) {
 	if diags.HasErrors() {
 		return nil, silentFailure
 	}
-	return provision.LoadCluster(inv, time.Now(), g.log)
+	return inv, nil
 }
 
 // sshPool opens the transport with the user's agent and ~/.ssh/config.

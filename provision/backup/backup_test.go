@@ -172,13 +172,20 @@ func TestSnapshotFromEmbeddedEtcd(t *testing.T) {
 
 // fixture writes a backup of the shared snapshot, an inventory and two
 // state files, and returns its bytes and the manifest Write returned.
-func fixture(t *testing.T, recipients ...age.Recipient) ([]byte, Manifest) {
+// checkedSnapshot is the shared snapshot with etcd's view of it.
+func checkedSnapshot(t *testing.T) (string, SnapshotStatus) {
 	t.Helper()
 	snap := sharedSnapshot(t)
 	st, err := CheckSnapshot(snap)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return snap, st
+}
+
+func fixture(t *testing.T, recipients ...age.Recipient) ([]byte, Manifest) {
+	t.Helper()
+	snap, st := checkedSnapshot(t)
 	dir := t.TempDir()
 	files := map[string]string{"kprov.hcl": `cluster "lab" {}`, "ca.key": "-----BEGIN PRIVATE KEY-----\nsecret\n", "ca.crt": "cert"}
 	for name, content := range files {
@@ -198,6 +205,7 @@ func fixture(t *testing.T, recipients ...age.Recipient) ([]byte, Manifest) {
 	var buf bytes.Buffer
 	var w io.Writer = &buf
 	var enc io.WriteCloser
+	var err error
 	if len(recipients) > 0 {
 		if enc, err = age.Encrypt(&buf, recipients...); err != nil {
 			t.Fatal(err)

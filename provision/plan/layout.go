@@ -12,15 +12,31 @@ import (
 
 // Files kprov renders onto hosts.
 const (
-	KubeadmInitPath      = "/etc/kprov/kubeadm-init.yaml" // first master: kubeadm init --config
-	KubeadmJoinPath      = "/etc/kprov/kubeadm-join.yaml" // every other node: kubeadm join --config
-	EtcdConfigPath       = "/etc/etcd/etcd.yaml"          // an external etcd member's configuration
-	EtcdUnitPath         = "/etc/systemd/system/etcd.service"
-	SysctlPath           = "/etc/sysctl.d/99-kprov-kubernetes.conf"
-	ModulesPath          = "/etc/modules-load.d/kprov-kubernetes.conf"
-	ContainerdConfigPath = "/etc/containerd/config.toml"
-	SwapOffUnitPath      = "/etc/systemd/system/kprov-swapoff.service"
-	KubeletUnitPath      = "/etc/systemd/system/kubelet.service"
+	KubeadmInitPath = "/etc/kprov/kubeadm-init.yaml" // first master: kubeadm init --config
+	KubeadmJoinPath = "/etc/kprov/kubeadm-join.yaml" // every other node: kubeadm join --config
+	EtcdConfigPath  = "/etc/etcd/etcd.yaml"          // an external etcd member's configuration
+	EtcdUnitPath    = "/etc/systemd/system/etcd.service"
+	// EtcdRestoreMarkerPath records the cluster token of the restore that
+	// filled an external etcd member's data directory (kprov restore). It
+	// is written before the restored data is moved into place, so a data
+	// directory that holds a member's data and a marker with this restore's
+	// token was restored by this restore: a second run leaves it alone.
+	// It lives outside the data directory, which etcdutl wants empty and
+	// etcd wants holding only member/.
+	EtcdRestoreMarkerPath = "/etc/kprov/etcd-restored"
+	// EtcdRestoreSnapshotPath is where kprov restore uploads the snapshot on
+	// an etcd host; removed once the member is restored.
+	EtcdRestoreSnapshotPath = "/var/lib/kprov/restore-snapshot.db"
+	// EtcdRestoreRevisionBump is etcdutl's --bump-revision for a restore:
+	// far above any revision a cluster reaches between backups, so no
+	// Kubernetes watcher ever sees a revision go back (etcd's advice for
+	// restoring a Kubernetes cluster's etcd).
+	EtcdRestoreRevisionBump = 1000000000
+	SysctlPath              = "/etc/sysctl.d/99-kprov-kubernetes.conf"
+	ModulesPath             = "/etc/modules-load.d/kprov-kubernetes.conf"
+	ContainerdConfigPath    = "/etc/containerd/config.toml"
+	SwapOffUnitPath         = "/etc/systemd/system/kprov-swapoff.service"
+	KubeletUnitPath         = "/etc/systemd/system/kubelet.service"
 	// KubeadmLogPath holds the output of the last kubeadm init or join.
 	KubeadmLogPath = "/var/lib/kprov/kubeadm.log"
 	// KubeadmUnitPath is the oneshot unit kubeadm init and join run in; in

@@ -53,6 +53,12 @@ const (
 	// Path; a marker file in Path holding the archive's SHA-256 makes a
 	// second run do nothing.
 	OpUnpackArchive Op = "unpack-archive"
+	// OpEtcdRestore restores the etcd snapshot Source (SHA256) into the
+	// data directory Path as member Member (PeerURL) of a new cluster
+	// (InitialCluster, ClusterToken) with etcdutl snapshot restore, unless
+	// the restore marker already holds ClusterToken and Path holds a
+	// member's data (kprov restore run again).
+	OpEtcdRestore Op = "etcd-restore"
 )
 
 // operation is what the plan knows of an Op: how a step of it reads on one
@@ -110,6 +116,9 @@ var operations = map[Op]operation{
 	OpUploadCerts:          {describe: func(s Step) string { return "--config " + s.Path }},
 	OpUnpackArchive:        {describe: func(s Step) string { return "into " + s.Path }},
 	OpImportImages:         {describe: importImages, plural: count("import-images")},
+	OpEtcdRestore: {describe: func(s Step) string {
+		return fmt.Sprintf("%s into %s as %s %s", path.Base(s.Source), s.Path, s.Member, s.PeerURL)
+	}},
 }
 
 // importImages names the archive by its file name and the images it brings.

@@ -41,6 +41,11 @@ type Step struct {
 	MemberID uint64   `json:"member_id,omitempty"` // for remove, promote (0 when assigned at apply time)
 	PeerURL  string   `json:"peer_url,omitempty"`
 	Voters   []string `json:"voters,omitempty"` // for waits: the voting members expected healthy
+	// InitialCluster and ClusterToken are what an etcd-restore step gives
+	// etcdutl snapshot restore: the new member list (name=peerURL,...) and
+	// the new cluster's token.
+	InitialCluster string `json:"initial_cluster,omitempty"`
+	ClusterToken   string `json:"cluster_token,omitempty"`
 
 	// Container images: what an import-images step's archive (Source) holds.
 	Images []ImageRef `json:"images,omitempty"`
@@ -71,6 +76,8 @@ const (
 	StageEtcdRemove       StageKind = "etcd/remove"                // one member removed, then stopped and wiped
 	StageEtcdRestart      StageKind = "etcd/restart"               // one member restarted for a changed configuration or a new etcd binary
 	StageEtcdFinalize     StageKind = "etcd/finalize-config"       // every member's config records the full member list
+	StageEtcdRestore      StageKind = "etcd/restore"               // kprov restore: every member's data directory restored from one snapshot
+	StageEtcdStartRestore StageKind = "etcd/start-restored"        // kprov restore: the restored members start together
 	StageImages           StageKind = "images"                     // image archives imported on the nodes that lack their images, in parallel
 	StageControlPlaneInit StageKind = "control-plane/init"         // kubeadm init on the first master
 	StageJoinSecrets      StageKind = "control-plane/join-secrets" // the join secrets renewed on a master before anything joins
