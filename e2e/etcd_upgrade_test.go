@@ -153,6 +153,70 @@ func TestEtcdRollingUpgrade(t *testing.T) {
 	if err != nil || !strings.Contains(out, "No changes") {
 		t.Errorf("apply after the upgrade: %v\n%s", err, out)
 	}
+
+	// 5. A configuration change that needs restarts, under load: every
+	// member restarts once, one at a time, the leader last, and serves
+	// with the new settings (its status reports the new backend quota).
+	const quota = 4 << 30
+	before := memberQuotas(t, ctx, cli)
+	for m, q := range before {
+		if q == quota {
+			t.Fatalf("%s already has the quota the change sets: %v", m, before)
+		}
+	}
+	writeFile(t, inv, withEtcdTuning(t, string(newInv), "200ms", "2s", "4GiB"))
+	tuneLeader := leaderName(t, ctx, cli)
+	tuneLoad := startEtcdLoad(t, ctx, l, inv)
+	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	assertApplied(t, out, err)
+	tuneFigures := tuneLoad.stop()
+	t.Logf("writes during the configuration change: %s", tuneFigures)
+	restarted := rollStages(t, out, restartStageLine, false)
+	if len(restarted) != 3 || restarted[2] != tuneLeader || len(slices.Compact(slices.Sorted(slices.Values(restarted)))) != 3 {
+		t.Errorf("the configuration change restarted %v: want each of the 3 members once, the leader %s last\n%s", restarted, tuneLeader, out)
+	}
+	if tuneFigures.maxDown > 1 {
+		t.Errorf("etcd's status showed %d members not answering at once during the configuration change", tuneFigures.maxDown)
+	}
+	tuneLoad.verify(t, ctx, cli)
+	for m, q := range memberQuotas(t, ctx, cli) {
+		if q != quota {
+			t.Errorf("%s serves with a backend quota of %d bytes after the change, want %d", m, q, quota)
+		}
+	}
+	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	if err != nil || !strings.Contains(out, "No changes") {
+		t.Errorf("apply after the configuration change: %v\n%s", err, out)
+	}
+}
+
+// withEtcdTuning is the lab inventory with the etcd block's heartbeat,
+// election timeout and backend quota set.
+func withEtcdTuning(t *testing.T, text, heartbeat, election, quota string) string {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^etcd \{\n`)
+	if !re.MatchString(text) {
+		t.Fatalf("no etcd block in the lab inventory:\n%s", text)
+	}
+	return re.ReplaceAllString(text, fmt.Sprintf("etcd {\n  heartbeat_interval = %q\n  election_timeout = %q\n  quota_backend_bytes = %q\n", heartbeat, election, quota))
+}
+
+// memberQuotas is each member's backend quota as its status reports it.
+func memberQuotas(t *testing.T, ctx context.Context, cli *clientv3.Client) map[string]int64 {
+	t.Helper()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quotas := map[string]int64{}
+	for _, m := range list.Members {
+		st, err := cli.Status(ctx, m.ClientURLs[0])
+		if err != nil {
+			t.Fatalf("status of %s: %v", m.Name, err)
+		}
+		quotas[m.Name] = st.DbSizeQuota
+	}
+	return quotas
 }
 
 // withEtcdRelease is the lab inventory with its etcd version and its etcd,
@@ -181,8 +245,12 @@ func writeFile(t *testing.T, path, text string) {
 	}
 }
 
-// upgradeStageLine is an upgrade stage's line in apply's output.
-var upgradeStageLine = regexp.MustCompile(`^\[etcd\] upgrading member (\S+): etcd \S+ to \S+( \.\.\.|: done in .*|: FAILED .*)$`)
+// upgradeStageLine is an upgrade stage's line in apply's output;
+// restartStageLine a configuration change's.
+var (
+	upgradeStageLine = regexp.MustCompile(`^\[etcd\] upgrading member (\S+): etcd \S+ to \S+( \.\.\.|: done in .*|: FAILED .*)$`)
+	restartStageLine = regexp.MustCompile(`^\[etcd\] restarting member (\S+)( \.\.\.|: done in .*|: FAILED .*)$`)
+)
 
 // upgradeStages reads the upgrade stages from apply's output and returns
 // the members whose stage finished, in order. Each stage must begin only
@@ -190,10 +258,17 @@ var upgradeStageLine = regexp.MustCompile(`^\[etcd\] upgrading member (\S+): etc
 // run (interrupted) may end with one begun and not done.
 func upgradeStages(t *testing.T, out string, interrupted bool) []string {
 	t.Helper()
+	return rollStages(t, out, upgradeStageLine, interrupted)
+}
+
+// rollStages is upgradeStages for the stages whose lines stage matches
+// (the member in its first group, the state in its second).
+func rollStages(t *testing.T, out string, stage *regexp.Regexp, interrupted bool) []string {
+	t.Helper()
 	var done []string
 	open := ""
 	for _, line := range strings.Split(out, "\n") {
-		m := upgradeStageLine.FindStringSubmatch(line)
+		m := stage.FindStringSubmatch(line)
 		if m == nil {
 			continue
 		}

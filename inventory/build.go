@@ -50,7 +50,9 @@ func (l *loader) build(raw *fileSchema) (*Inventory, hcl.Diagnostics) {
 		diags = append(diags, l.mergeSSH(&inv.SSH, raw.SSH[0])...)
 	}
 
-	inv.Etcd = Etcd{Version: DefaultEtcdVersion, DataDir: DefaultEtcdDataDir}
+	inv.Etcd = Etcd{Version: DefaultEtcdVersion, DataDir: DefaultEtcdDataDir,
+		HeartbeatInterval: DefaultEtcdHeartbeat, ElectionTimeout: DefaultEtcdElection,
+		QuotaBackendBytes: DefaultEtcdQuota, SnapshotCount: DefaultEtcdSnapshotCount}
 	if len(raw.Etcd) > 0 {
 		diags = append(diags, buildEtcd(raw.Etcd[0], &inv.Etcd)...)
 	}
@@ -427,6 +429,7 @@ func buildEtcd(eb *etcdBlock, e *Etcd) hcl.Diagnostics {
 			e.MaxFsyncLatency = d
 		}
 	}
+	diags = append(diags, buildEtcdTuning(eb, e)...)
 	if eb.DataDir != nil {
 		// Removing a member ends in rm -rf of this path on its host.
 		if err := CheckEtcdDataDir(*eb.DataDir); err != nil {

@@ -1,8 +1,6 @@
 package inventory
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,19 +11,8 @@ import (
 // its line.
 func TestEtcdMaxFsyncLatency(t *testing.T) {
 	load := func(etcd string) (*Inventory, string) {
-		t.Helper()
-		path := filepath.Join(t.TempDir(), "kprov.hcl")
-		src := "cluster \"c\" {\n  kubernetes_version = \"1.37.2\"\n}\n" + etcd +
-			"host \"m\" {\n  address = \"192.0.2.1\"\n  roles   = [\"master\"]\n}\n"
-		if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		inv, diags := Load(path, Options{})
-		var errs []string
-		for _, d := range diags.Errs() {
-			errs = append(errs, d.Error())
-		}
-		return inv, strings.Join(errs, "\n")
+		inv, errs, _ := loadEtcdBlock(t, etcd)
+		return inv, errs
 	}
 	if inv, errs := load(""); errs != "" || inv.Etcd.MaxFsyncLatency != 0 {
 		t.Errorf("unset: %v, %q; want 0 (the preflight's default)", inv.Etcd.MaxFsyncLatency, errs)

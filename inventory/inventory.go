@@ -159,7 +159,25 @@ type Etcd struct {
 	// accepts on the data directory's file system; 0 means the default
 	// (etcd's guidance, 10 ms).
 	MaxFsyncLatency time.Duration
+	// etcd's tuning, the same on every member (external etcd: the member's
+	// configuration file; stacked etcd: kubeadm's etcd.local.extraArgs,
+	// read when kubeadm first writes the member's manifest).
+	HeartbeatInterval time.Duration // raft heartbeat, default 100ms
+	ElectionTimeout   time.Duration // default 1s; at least 5 heartbeats
+	QuotaBackendBytes int64         // backend size limit, default 8 GiB
+	SnapshotCount     int           // applied entries between raft snapshots, default 10000
 }
+
+// etcd tuning defaults: etcd's own heartbeat and election timeout (a LAN
+// with round trips well under 50 ms), the largest backend etcd recommends
+// (its default 2 GiB fills up in busy clusters and turns etcd read-only),
+// and etcd's snapshot count.
+const (
+	DefaultEtcdHeartbeat     = 100 * time.Millisecond
+	DefaultEtcdElection      = time.Second
+	DefaultEtcdQuota         = 8 << 30
+	DefaultEtcdSnapshotCount = 10000
+)
 
 // ArtifactNames are the binaries an artifacts block may name, in the order
 // kprov installs them. kprov-apiproxy is kprov's own node-local load

@@ -104,11 +104,21 @@ type etcdBlock struct {
 	Version         *string `hcl:"version,optional"`
 	DataDir         *string `hcl:"data_dir,optional"`
 	MaxFsyncLatency *string `hcl:"max_fsync_latency,optional"`
+	// etcd's own tuning (written to every member's configuration; a change
+	// restarts the members one at a time).
+	HeartbeatInterval *string `hcl:"heartbeat_interval,optional"`
+	ElectionTimeout   *string `hcl:"election_timeout,optional"`
+	QuotaBackendBytes *string `hcl:"quota_backend_bytes,optional"`
+	SnapshotCount     *int    `hcl:"snapshot_count,optional"`
 
-	DefRange             hcl.Range `hcl:",def_range"`
-	VersionRange         hcl.Range `hcl:"version,attr_range"`
-	DataDirRange         hcl.Range `hcl:"data_dir,attr_range"`
-	MaxFsyncLatencyRange hcl.Range `hcl:"max_fsync_latency,attr_range"`
+	DefRange               hcl.Range `hcl:",def_range"`
+	VersionRange           hcl.Range `hcl:"version,attr_range"`
+	DataDirRange           hcl.Range `hcl:"data_dir,attr_range"`
+	MaxFsyncLatencyRange   hcl.Range `hcl:"max_fsync_latency,attr_range"`
+	HeartbeatIntervalRange hcl.Range `hcl:"heartbeat_interval,attr_range"`
+	ElectionTimeoutRange   hcl.Range `hcl:"election_timeout,attr_range"`
+	QuotaBackendBytesRange hcl.Range `hcl:"quota_backend_bytes,attr_range"`
+	SnapshotCountRange     hcl.Range `hcl:"snapshot_count,attr_range"`
 }
 
 type infraBlock struct {

@@ -43,6 +43,10 @@ type ClusterData struct {
 	// inventory's etcd version, so kubeadm runs that one and not its own
 	// default; empty with external etcd.
 	EtcdImageTag string
+	// EtcdExtraArgs is stacked etcd's tuning (etcd.local.extraArgs), sorted
+	// by name; empty with external etcd, whose members read it from their
+	// configuration file.
+	EtcdExtraArgs []Arg
 	// ImagePullPolicy is nodeRegistration.imagePullPolicy: "Never" when the
 	// inventory brings image archives (kprov imports them first, and
 	// nothing may pull), empty to keep kubeadm's default.
@@ -86,4 +90,25 @@ type EtcdData struct {
 	InitialCluster      string   // name=peerURL,... as etcd wants it
 	InitialClusterState string   // "new" or "existing"
 	InitialClusterToken string
+	Tuning              EtcdTuning
+}
+
+// EtcdTuning is etcd's tuning from the inventory's etcd block, in the units
+// etcd's flags take; the same for external members (their configuration
+// file) and stacked ones (kubeadm's etcd.local.extraArgs).
+type EtcdTuning struct {
+	HeartbeatMS       int64
+	ElectionMS        int64
+	QuotaBackendBytes int64
+	SnapshotCount     int
+}
+
+// EtcdTuningOf is the inventory's etcd tuning in etcd's units.
+func EtcdTuningOf(e inventory.Etcd) EtcdTuning {
+	return EtcdTuning{
+		HeartbeatMS:       e.HeartbeatInterval.Milliseconds(),
+		ElectionMS:        e.ElectionTimeout.Milliseconds(),
+		QuotaBackendBytes: e.QuotaBackendBytes,
+		SnapshotCount:     e.SnapshotCount,
+	}
 }

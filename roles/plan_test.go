@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/plan"
@@ -257,5 +258,48 @@ func TestEtcdConfigFromSubsetMatchesFullRender(t *testing.T) {
 	}
 	if !bytes.Contains(got.Content, []byte(`initial-cluster-state: "existing"`)) || bytes.Contains(got.Content, []byte("192.0.2.23")) {
 		t.Fatalf("etcd-2 joining after etcd-1 must name only those two, state existing:\n%s", got.Content)
+	}
+}
+
+// TestPlanEtcdTuningChangeRolls: changing the etcd block's tuning on a
+// converged external etcd cluster plans nothing but one restart stage per
+// member, one member at a time, the leader last, each uploading the new
+// configuration between a health wait and the restart and ending with the
+// catch-up and health waits.
+func TestPlanEtcdTuningChangeRolls(t *testing.T) {
+	inv := loadInventory(t, filepath.Join("..", "examples", "ha-external.kprov.hcl"))
+	st := newState(t, inv)
+	final, err := Render(inv, st, Options{EtcdBootstrap: FormedEtcdBootstrap(inv.Topology.EtcdMembers)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	facts := convergedFacts(t, inv, nil, final)
+	leader := facts.Etcd[0].Name
+	inv.Etcd.HeartbeatInterval = 200 * time.Millisecond
+	inv.Etcd.ElectionTimeout = 2 * time.Second
+	pl, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range pl.Stages {
+		if s.Kind != plan.StageEtcdRestart || s.Parallel != 1 {
+			t.Fatalf("a tuning change planned stage %s (%s, parallel %d): want only rolling restarts", s.Name(), s.Kind, s.Parallel)
+		}
+		var ops []string
+		for _, step := range s.Steps {
+			ops = append(ops, string(step.Op))
+			if step.Op == plan.OpUploadFile && !bytes.Contains(step.Content, []byte("heartbeat-interval: 200\nelection-timeout: 2000\n")) {
+				t.Errorf("%s uploads a configuration without the new tuning:\n%s", s.Target, step.Content)
+			}
+		}
+		want := []string{string(plan.OpWaitEtcdHealthy), string(plan.OpEtcdMoveLeader), string(plan.OpUploadFile), string(plan.OpRestartService), string(plan.OpWaitCaughtUp), string(plan.OpWaitEtcdHealthy)}
+		if !slices.Equal(ops, want) {
+			t.Errorf("%s: steps %v, want %v", s.Target, ops, want)
+		}
+		got = append(got, s.Target)
+	}
+	if len(got) != len(inv.Topology.EtcdMembers) || got[len(got)-1] != leader {
+		t.Errorf("restarted %v: want every member of %v once, the leader %s last", got, inv.Topology.EtcdMembers, leader)
 	}
 }

@@ -270,6 +270,13 @@ func newRenderer(inv *inventory.Inventory, st *pki.State, set *templates.Set, op
 	}
 	if inv.Topology.EtcdMode == inventory.EtcdStacked {
 		cd.EtcdImageTag = EtcdImageTag(etcdVersion(inv))
+		t := EtcdTuningOf(inv.Etcd)
+		cd.EtcdExtraArgs = []Arg{
+			{"election-timeout", strconv.FormatInt(t.ElectionMS, 10)},
+			{"heartbeat-interval", strconv.FormatInt(t.HeartbeatMS, 10)},
+			{"quota-backend-bytes", strconv.FormatInt(t.QuotaBackendBytes, 10)},
+			{"snapshot-count", strconv.Itoa(t.SnapshotCount)},
+		}
 	}
 	if len(inv.Images) > 0 {
 		cd.ImagePullPolicy = "Never"
@@ -482,6 +489,7 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 			InitialCluster:      strings.Join(initial, ","),
 			InitialClusterState: b.State,
 			InitialClusterToken: r.etcdToken,
+			Tuning:              EtcdTuningOf(r.inv.Etcd),
 		}
 		hf.Etcd = member
 		// A changed etcd configuration takes effect on a restart, which the
