@@ -188,6 +188,33 @@ func TestEtcdRollingUpgrade(t *testing.T) {
 	if err != nil || !strings.Contains(out, "No changes") {
 		t.Errorf("apply after the configuration change: %v\n%s", err, out)
 	}
+
+	// 6. A difference in the settings etcd reads only when its data
+	// directory is empty (a member's configuration back at
+	// initial-cluster-state "new"): rewritten, and the member not restarted.
+	pid := func() string {
+		out, err := l.Output(ctx, "etcd-2", "systemctl show --property MainPID --value etcd")
+		if err != nil || strings.TrimSpace(string(out)) == "0" {
+			t.Fatalf("etcd-2's etcd process: %q, %v", out, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	pidBefore := pid()
+	if out, err := l.Output(ctx, "etcd-2", `sed -i 's/^initial-cluster-state: "existing"$/initial-cluster-state: "new"/' /etc/etcd/etcd.yaml && grep -c '^initial-cluster-state: "new"$' /etc/etcd/etcd.yaml`); err != nil {
+		t.Fatalf("edit etcd-2's configuration: %v\n%s", err, out)
+	}
+	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	assertApplied(t, out, err)
+	if !strings.Contains(out, "recording the full member list") || strings.Contains(out, "restarting member") {
+		t.Errorf("a bootstrap-only difference: want the configuration rewritten without a restart\n%s", out)
+	}
+	if after := pid(); after != pidBefore {
+		t.Errorf("etcd-2's process changed from %s to %s: a bootstrap-only difference restarted it", pidBefore, after)
+	}
+	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	if err != nil || !strings.Contains(out, "No changes") {
+		t.Errorf("apply after the rewrite: %v\n%s", err, out)
+	}
 }
 
 // withEtcdTuning is the lab inventory with the etcd block's heartbeat,

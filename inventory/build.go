@@ -42,9 +42,10 @@ func (l *loader) build(raw *fileSchema) (*Inventory, hcl.Diagnostics) {
 	// ~/.ssh/config's User and Port can fill them before the transport's
 	// own defaults (root, 22) do: the inventory's explicit values win.
 	inv.SSH = SSHConfig{
-		KnownHosts:     l.path(DefaultKnownHosts),
-		HostKeyPolicy:  HostKeyPolicyStrict,
-		ConnectTimeout: DefaultConnectTimeout,
+		KnownHosts:      l.path(DefaultKnownHosts),
+		HostKeyPolicy:   HostKeyPolicyStrict,
+		ConnectTimeout:  DefaultConnectTimeout,
+		ConnectAttempts: DefaultConnectAttempts,
 	}
 	if len(raw.SSH) > 0 {
 		diags = append(diags, l.mergeSSH(&inv.SSH, raw.SSH[0])...)
@@ -334,6 +335,13 @@ func (l *loader) mergeSSH(dst *SSHConfig, sb *sshBlock) hcl.Diagnostics {
 			diags = append(diags, errorAt(sb.ConnectTimeoutRange, "Invalid connect_timeout", "%q is not a positive duration such as \"10s\".", *sb.ConnectTimeout))
 		} else {
 			dst.ConnectTimeout = d
+		}
+	}
+	if sb.ConnectAttempts != nil {
+		if n := *sb.ConnectAttempts; n < 1 || n > MaxConnectAttempts {
+			diags = append(diags, errorAt(sb.ConnectAttemptsRange, "Invalid connect_attempts", "%d is not from 1 to %d: give 1 for no retry, 2 (the default) for one short retry, more for hosts that are still booting.", n, MaxConnectAttempts))
+		} else {
+			dst.ConnectAttempts = n
 		}
 	}
 	if sb.Bastion != cty.NilVal && !sb.Bastion.IsNull() {

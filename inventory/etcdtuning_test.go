@@ -86,3 +86,39 @@ func TestEtcdTuning(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectAttempts: connect_attempts defaults to one short retry, a
+// host's ssh block overrides the top level's, and a value out of 1..30 is
+// refused at its line.
+func TestConnectAttempts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kprov.hcl")
+	load := func(src string) (*Inventory, string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte("cluster \"c\" {\n  kubernetes_version = \"1.37.2\"\n}\n"+src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		inv, diags := Load(path, Options{})
+		var errs []string
+		for _, d := range diags.Errs() {
+			errs = append(errs, d.Error())
+		}
+		return inv, strings.Join(errs, "\n")
+	}
+	inv, errs := load("ssh {\n  connect_attempts = 6\n}\nhost \"a\" {\n  address = \"192.0.2.1\"\n  roles = [\"master\"]\n}\n" +
+		"host \"b\" {\n  address = \"192.0.2.2\"\n  roles = [\"compute\"]\n  ssh {\n    connect_attempts = 1\n  }\n}\n")
+	if errs != "" {
+		t.Fatal(errs)
+	}
+	if a, b := inv.Host("a").SSH.ConnectAttempts, inv.Host("b").SSH.ConnectAttempts; a != 6 || b != 1 {
+		t.Errorf("connect_attempts: a %d (want the top level's 6), b %d (want its own 1)", a, b)
+	}
+	inv, errs = load("host \"a\" {\n  address = \"192.0.2.1\"\n  roles = [\"master\"]\n}\n")
+	if errs != "" || inv.Host("a").SSH.ConnectAttempts != DefaultConnectAttempts {
+		t.Errorf("default: %d, %q; want %d", inv.Host("a").SSH.ConnectAttempts, errs, DefaultConnectAttempts)
+	}
+	for _, n := range []string{"0", "31"} {
+		if _, errs := load("ssh {\n  connect_attempts = " + n + "\n}\nhost \"a\" {\n  address = \"192.0.2.1\"\n  roles = [\"master\"]\n}\n"); !strings.Contains(errs, "kprov.hcl:5,3-") || !strings.Contains(errs, "Invalid connect_attempts; "+n+" is not from 1 to 30") {
+			t.Errorf("connect_attempts = %s: %q", n, errs)
+		}
+	}
+}

@@ -60,13 +60,19 @@ const APIProxyArtifact = "kprov-apiproxy"
 
 // Defaults applied when the inventory leaves a field out.
 const (
-	DefaultPodSubnet       = "10.244.0.0/16"
-	DefaultServiceSubnet   = "10.96.0.0/12"
-	DefaultDNSDomain       = "cluster.local"
-	DefaultEtcdVersion     = "3.6.16"
-	DefaultEtcdDataDir     = "/var/lib/etcd"
-	DefaultKnownHosts      = "~/.ssh/known_hosts"
-	DefaultConnectTimeout  = 10 * time.Second
+	DefaultPodSubnet      = "10.244.0.0/16"
+	DefaultServiceSubnet  = "10.96.0.0/12"
+	DefaultDNSDomain      = "cluster.local"
+	DefaultEtcdVersion    = "3.6.16"
+	DefaultEtcdDataDir    = "/var/lib/etcd"
+	DefaultKnownHosts     = "~/.ssh/known_hosts"
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultConnectAttempts is the first attempt and one short retry: a
+	// host that refuses is reported within about a second, one that does
+	// not answer within connect_timeout. Hosts that are still booting want
+	// more (connect_attempts).
+	DefaultConnectAttempts = 2
+	MaxConnectAttempts     = 30
 	DefaultAPIServerPort   = 6443
 	DefaultAPIProxyPort    = 6444
 	InfraRoleLabel         = "node-role.kubernetes.io/infra"
@@ -149,6 +155,11 @@ type SSHConfig struct {
 	HostKeyPolicy  string   // strict | accept-new
 	Bastions       []string // jump chain, outermost first, each [user@]host[:port]
 	ConnectTimeout time.Duration
+	// ConnectAttempts bounds the connection attempts to the host: a
+	// refused, reset or unroutable connection and a rejected login are
+	// retried (1 s, then doubling), a host-key problem and an attempt that
+	// waited its whole ConnectTimeout are not.
+	ConnectAttempts int
 }
 
 // Etcd is the etcd block.

@@ -84,20 +84,22 @@ type apiEndpointBlock struct {
 }
 
 type sshBlock struct {
-	User           *string   `hcl:"user,optional"`
-	Port           *int      `hcl:"port,optional"`
-	IdentityFile   *string   `hcl:"identity_file,optional"`
-	KnownHosts     *string   `hcl:"known_hosts,optional"`
-	HostKeyPolicy  *string   `hcl:"host_key_policy,optional"`
-	Bastion        cty.Value `hcl:"bastion,optional"`
-	ConnectTimeout *string   `hcl:"connect_timeout,optional"`
+	User            *string   `hcl:"user,optional"`
+	Port            *int      `hcl:"port,optional"`
+	IdentityFile    *string   `hcl:"identity_file,optional"`
+	KnownHosts      *string   `hcl:"known_hosts,optional"`
+	HostKeyPolicy   *string   `hcl:"host_key_policy,optional"`
+	Bastion         cty.Value `hcl:"bastion,optional"`
+	ConnectTimeout  *string   `hcl:"connect_timeout,optional"`
+	ConnectAttempts *int      `hcl:"connect_attempts,optional"`
 
-	DefRange            hcl.Range `hcl:",def_range"`
-	PortRange           hcl.Range `hcl:"port,attr_range"`
-	UserRange           hcl.Range `hcl:"user,attr_range"`
-	HostKeyPolicyRange  hcl.Range `hcl:"host_key_policy,attr_range"`
-	BastionRange        hcl.Range `hcl:"bastion,attr_range"`
-	ConnectTimeoutRange hcl.Range `hcl:"connect_timeout,attr_range"`
+	DefRange             hcl.Range `hcl:",def_range"`
+	PortRange            hcl.Range `hcl:"port,attr_range"`
+	UserRange            hcl.Range `hcl:"user,attr_range"`
+	HostKeyPolicyRange   hcl.Range `hcl:"host_key_policy,attr_range"`
+	BastionRange         hcl.Range `hcl:"bastion,attr_range"`
+	ConnectTimeoutRange  hcl.Range `hcl:"connect_timeout,attr_range"`
+	ConnectAttemptsRange hcl.Range `hcl:"connect_attempts,attr_range"`
 }
 
 type etcdBlock struct {

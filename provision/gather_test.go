@@ -347,7 +347,7 @@ func TestGatherHosts(t *testing.T) {
 			// Reached, but its probe output is cut off: not trusted as facts.
 			"node-1": newFakeHost(t, "node-1", fakeRun{cmd: "sh -s", stdin: mustScript(t, "node-1", nil), stdout: "hostname=node-1\n"}),
 		},
-		errs: map[string]error{"etcd-3": fmt.Errorf("connect 10.0.0.13:22 (5 attempts): %w", ssh.ErrTimeout)},
+		errs: map[string]error{"etcd-3": fmt.Errorf("connect 10.0.0.13:22: %w", ssh.ErrTimeout)},
 	}
 	facts, err := Gather(t.Context(), inv, conn, GatherOptions{Files: files, EtcdTLS: &tls.Config{}})
 	if err != nil {
@@ -361,7 +361,7 @@ func TestGatherHosts(t *testing.T) {
 	if got := facts.Hosts["cp-1"]; !reflect.DeepEqual(got, wantCP) {
 		t.Errorf("cp-1:\ngot  %+v\nwant %+v", got, wantCP)
 	}
-	if got := facts.Hosts["etcd-3"]; got.Reachable || got.Error != "connect 10.0.0.13:22 (5 attempts): timed out" {
+	if got := facts.Hosts["etcd-3"]; got.Reachable || got.Error != "connect 10.0.0.13:22: timed out" {
 		t.Errorf("etcd-3: %+v, want unreachable with the transport's reason and no host prefix", got)
 	}
 	if got := facts.Hosts["node-1"]; got.Reachable || !strings.Contains(got.Error, "probe: output ends before its end marker") {

@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"time"
@@ -9,15 +10,12 @@ import (
 	"github.com/kprov/kprov/provision/ssh"
 )
 
-// Connection retries for hosts that are still booting: five attempts one,
-// two, four and eight seconds apart cover a VM or a lab machine whose sshd
-// comes up (and whose authorized_keys cloud-init writes) within about 15 s
-// of kprov starting, while a host that is really down still fails in well
-// under two minutes. A host-key problem is never retried (see provision/ssh).
-const (
-	DefaultSSHAttempts     = 5
-	DefaultSSHRetryBackoff = time.Second
-)
+// The wait before a connection retry, doubled after each (capped at 30 s);
+// the number of attempts is the inventory's connect_attempts (default 2: a
+// refusing host is reported within about a second). A host-key problem and
+// an attempt that waited its whole connect_timeout are never retried (see
+// provision/ssh).
+const DefaultSSHRetryBackoff = time.Second
 
 // SSHConfig maps a host's effective ssh settings (the inventory's ssh block
 // merged with the host's own) onto the transport's configuration.
@@ -60,7 +58,7 @@ func SSHConfig(inv *inventory.Inventory, h *inventory.Host) (ssh.Config, error) 
 		HostKeyPolicy:   ssh.HostKeyPolicy(s.HostKeyPolicy),
 		HostKey:         h.HostKey,
 		ConnectTimeout:  s.ConnectTimeout,
-		Attempts:        DefaultSSHAttempts,
+		Attempts:        cmp.Or(s.ConnectAttempts, inventory.DefaultConnectAttempts),
 		RetryBackoff:    DefaultSSHRetryBackoff,
 	}
 	for _, b := range s.Bastions {
@@ -112,6 +110,9 @@ func mergeSSH(defaults, host inventory.SSHConfig) inventory.SSHConfig {
 	}
 	if host.ConnectTimeout == 0 {
 		host.ConnectTimeout = defaults.ConnectTimeout
+	}
+	if host.ConnectAttempts == 0 {
+		host.ConnectAttempts = defaults.ConnectAttempts
 	}
 	return host
 }

@@ -30,7 +30,7 @@ func TestSSHConfig(t *testing.T) {
 	}
 	base := ssh.Config{Host: "cp-1", Address: "10.0.0.5",
 		KnownHostsFiles: []string{userKH, globalKH}, HostKeyPolicy: ssh.PolicyStrict,
-		ConnectTimeout: 10 * time.Second, Attempts: 5, RetryBackoff: time.Second}
+		ConnectTimeout: 10 * time.Second, Attempts: 2, RetryBackoff: time.Second}
 	want := func(change func(*ssh.Config)) ssh.Config {
 		c := base
 		change(&c)
@@ -54,12 +54,12 @@ func TestSSHConfig(t *testing.T) {
 			name: "inventory known_hosts first, identity, user, port, timeout",
 			ssh: with(func(s *inventory.SSHConfig) {
 				s.KnownHosts, s.IdentityFile, s.User, s.Port = "/inv/cluster.known_hosts", "/keys/id_ed25519", "deploy", 2222
-				s.ConnectTimeout, s.HostKeyPolicy = 3*time.Second, "accept-new"
+				s.ConnectTimeout, s.HostKeyPolicy, s.ConnectAttempts = 3*time.Second, "accept-new", 7
 			}),
 			want: want(func(c *ssh.Config) {
 				c.KnownHostsFiles = []string{"/inv/cluster.known_hosts", userKH, globalKH}
 				c.IdentityFiles, c.User, c.Port = []string{"/keys/id_ed25519"}, "deploy", 2222
-				c.ConnectTimeout, c.HostKeyPolicy = 3*time.Second, ssh.PolicyAcceptNew
+				c.ConnectTimeout, c.HostKeyPolicy, c.Attempts = 3*time.Second, ssh.PolicyAcceptNew, 7
 			}),
 		},
 		{
@@ -70,7 +70,7 @@ func TestSSHConfig(t *testing.T) {
 				c.HostKey = pinned
 				c.Bastions = []ssh.Config{{Host: "bastion.example", Address: "bastion.example", Port: 2200, User: "jump",
 					KnownHostsFiles: base.KnownHostsFiles, HostKeyPolicy: ssh.PolicyStrict,
-					ConnectTimeout: 10 * time.Second, Attempts: 5, RetryBackoff: time.Second}}
+					ConnectTimeout: 10 * time.Second, Attempts: 2, RetryBackoff: time.Second}}
 			}),
 		},
 		{
@@ -83,7 +83,7 @@ func TestSSHConfig(t *testing.T) {
 				kh := []string{"/inv/kh", userKH, globalKH}
 				c.KnownHostsFiles, c.IdentityFiles, c.HostKeyPolicy = kh, []string{"/keys/id"}, ssh.PolicyAcceptNew
 				hop := ssh.Config{IdentityFiles: []string{"/keys/id"}, KnownHostsFiles: kh, HostKeyPolicy: ssh.PolicyAcceptNew,
-					ConnectTimeout: 10 * time.Second, Attempts: 5, RetryBackoff: time.Second}
+					ConnectTimeout: 10 * time.Second, Attempts: 2, RetryBackoff: time.Second}
 				outer, inner := hop, hop
 				// No user@ or :port: left empty so ~/.ssh/config (or the transport's root/22) decides.
 				outer.Host, outer.Address = "outer.example", "outer.example"
@@ -98,7 +98,7 @@ func TestSSHConfig(t *testing.T) {
 			want: want(func(c *ssh.Config) {
 				c.User, c.Port = "deploy", 2022
 				c.Bastions = []ssh.Config{{Host: "b.example", Address: "b.example", KnownHostsFiles: base.KnownHostsFiles,
-					HostKeyPolicy: ssh.PolicyStrict, ConnectTimeout: 10 * time.Second, Attempts: 5, RetryBackoff: time.Second}}
+					HostKeyPolicy: ssh.PolicyStrict, ConnectTimeout: 10 * time.Second, Attempts: 2, RetryBackoff: time.Second}}
 			}),
 		},
 		{

@@ -240,17 +240,20 @@ func (p *Pool) dialHop(ctx context.Context, via *ssh.Client, hop Config) (*ssh.C
 }
 
 // retryable says whether another attempt could succeed. A host that is still
-// booting refuses connections, drops them, or rejects our key until cloud-init
-// has written authorized_keys, so those are retried. A host key problem is
-// never retried: it will not fix itself, and retrying a possible
-// man-in-the-middle only hands them more attempts. Neither is having no key
-// to offer at all.
+// booting refuses connections, drops them, has no route yet, or rejects our
+// key until cloud-init has written authorized_keys, so those are retried. A
+// host key problem is never retried: it will not fix itself, and retrying a
+// possible man-in-the-middle only hands them more attempts. Neither is
+// having no key to offer at all, nor an attempt that waited its whole
+// connect timeout: a host that has not answered in that long is down or
+// behind a firewall that drops, and a second wait would only double what an
+// unreachable host costs.
 func retryable(ctx context.Context, err error) bool {
 	var hk *HostKeyError
 	var noKeys noKeysError
 	switch {
 	case errors.As(err, &hk), errors.Is(err, ErrHostKeyUnknown), errors.Is(err, ErrHostKeyMismatch), errors.Is(err, ErrHostKeyRevoked),
-		errors.Is(err, ErrKeyFile), errors.Is(err, ErrSudo), errors.As(err, &noKeys):
+		errors.Is(err, ErrKeyFile), errors.Is(err, ErrSudo), errors.As(err, &noKeys), errors.Is(err, ErrTimeout):
 		return false
 	case ctx.Err() != nil:
 		return false

@@ -241,21 +241,38 @@ func TestSudo(t *testing.T) {
 	})
 }
 
-func TestConnectTimeout(t *testing.T) {
+// TestUnreachableCostsOneWait: a host that does not answer fails with
+// ErrTimeout, and an attempt that waited its whole connect timeout is not
+// retried however many attempts are allowed (the server saw
+// one connection), while a refused connection is retried up to the bound.
+func TestUnreachableCostsOneWait(t *testing.T) {
 	id := newIdentity(t)
 	s := newFakeServer(t, id.pub)
 	s.stall = true
 	s.start()
 	p, _ := newPool(t, Options{})
 	cfg := s.hostConfig("cp-1", id, knownHosts(t, "# none"))
-	cfg.ConnectTimeout = 200 * time.Millisecond
-	start := time.Now()
+	cfg.ConnectTimeout, cfg.Attempts, cfg.RetryBackoff = 200*time.Millisecond, 5, time.Millisecond
 	_, err := p.Connect(ctxT(t), cfg)
-	if !errors.Is(err, ErrTimeout) {
-		t.Fatalf("err = %v, want ErrTimeout", err)
+	if !errors.Is(err, ErrTimeout) || strings.Contains(err.Error(), "attempts") {
+		t.Fatalf("err = %v, want ErrTimeout after one attempt", err)
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("connect took %s with a 200ms timeout", d)
+	if n := s.conns.Load(); n != 1 {
+		t.Errorf("a host that did not answer in time got %d connections, want 1", n)
+	}
+
+	// A port nobody listens on refuses: retried, and the error says so.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().(*net.TCPAddr)
+	l.Close()
+	refused := cfg
+	refused.Address, refused.Port, refused.Attempts = "127.0.0.1", addr.Port, 2
+	_, err = p.Connect(ctxT(t), refused)
+	if err == nil || !strings.Contains(err.Error(), "(2 attempts)") || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("err = %v, want a refused connection after 2 attempts", err)
 	}
 }
 
