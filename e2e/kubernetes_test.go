@@ -43,7 +43,10 @@ import (
 //   - a day later (the state directory says the bootstrap token is 25 hours
 //     old, and the cluster has deleted it, as kubeadm does after 24 hours)
 //     a fifth machine added to the inventory joins: apply creates the token
-//     again first, and the new node is Ready.
+//     again first, and the new node is Ready;
+//   - compute-2 taken out of the inventory again is drained (a Deployment
+//     with a PodDisruptionBudget keeps running elsewhere) and its Node
+//     deleted, and the next apply prints No changes.
 //
 // The lab has a fifth machine, compute-2, that the inventory leaves out
 // until the last step.
@@ -139,7 +142,62 @@ func TestApplyStackedToReady(t *testing.T) {
 		t.Errorf("the join secrets were not renewed before compute-2 joined:\n%s", out)
 	}
 	assertNodesReady(t, ctx, kc, append(four, "compute-2"))
+
+	// 8. compute-2 leaves the inventory again: drained (a Deployment with a
+	// PodDisruptionBudget keeps its pods available), its Node deleted.
+	kubectlApply(t, ctx, kc, draineeManifest)
+	kubectl(t, ctx, kc, "-n", "default", "rollout", "status", "deployment/drainee", "--timeout=3m")
+	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	if err != nil || !regexp.MustCompile(`(?m)^\[nodes\] removing node compute-2: done`).MatchString(out) {
+		t.Fatalf("apply without compute-2: %v\n%s", err, out)
+	}
+	if got, err := kubectlTry(t, ctx, kc, "get", "node", "compute-2"); err == nil || !strings.Contains(string(got), "NotFound") {
+		t.Errorf("compute-2's Node after its removal: %v\n%s", err, got)
+	}
+	kubectl(t, ctx, kc, "-n", "default", "rollout", "status", "deployment/drainee", "--timeout=3m")
+	if where := string(kubectl(t, ctx, kc, "-n", "default", "get", "pods", "-l", "app=drainee", "-o", "jsonpath={.items[*].spec.nodeName}")); strings.Contains(where, "compute-2") || strings.TrimSpace(where) == "" {
+		t.Errorf("the drained Deployment's pods run on %q", where)
+	}
+	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	if err != nil || !strings.Contains(out, "No changes") {
+		t.Errorf("apply after compute-2's removal: %v\n%s", err, out)
+	}
 }
+
+// draineeManifest is a Deployment of two test servers whose
+// PodDisruptionBudget lets one go at a time.
+var draineeManifest = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: drainee
+  namespace: default
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: drainee}
+  template:
+    metadata:
+      labels: {app: drainee}
+    spec:
+      containers:
+      - name: server
+        image: ` + podServerImage + `
+        imagePullPolicy: Never
+        args: [serve]
+        readinessProbe:
+          httpGet: {path: /, port: 8080}
+          periodSeconds: 2
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: drainee
+  namespace: default
+spec:
+  minAvailable: 1
+  selector:
+    matchLabels: {app: drainee}
+`
 
 // inventoryWithoutHost writes beside inv (sharing its state directory) a
 // copy without the named host's block.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -182,6 +183,68 @@ func (a *applier) waitNodeReady(ctx context.Context, s plan.Step) error {
 		}
 		return nil
 	})
+}
+
+// drainNode drains the step's Node with kubectl on the step's Host (a
+// master). When the drain fails, the error names the pods that held it
+// and why (a PodDisruptionBudget that allows no eviction, a pod without a
+// controller), from kubectl's own lines.
+func (a *applier) drainNode(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
+	res, err := a.run(ctx, ex, scriptDrainNode(s.Node), drainTimeout+time.Minute)
+	out := string(res.Stdout)
+	if err != nil {
+		if why := drainBlockers(out); why != "" {
+			return false, fmt.Errorf("drain %s: %s; let those pods go (scale them elsewhere, relax the budget, or delete a pod that has no controller), then run kprov apply again: %w", s.Node, why, err)
+		}
+		return false, fmt.Errorf("drain %s: %w", s.Node, err)
+	}
+	return !strings.Contains(out, nodeGone), nil
+}
+
+var (
+	// kubectl drain's line for a pod whose eviction was refused, e.g.
+	// error when evicting pods/"web-1" -n "default" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.
+	evictRefused = regexp.MustCompile(`error when evicting pods/"([^"]+)" -n "([^"]+)"[^:]*: (.*)`)
+	// and its refusal of pods it would not delete without --force, e.g.
+	// error: unable to drain node "c-1" due to error: cannot delete Pods that declare no controller (use --force to override): default/bare, continuing command...
+	noController = regexp.MustCompile(`cannot delete Pods that declare no controller[^:]*: ([^,\n]+(?:, [^,\n]+)*?)(?:, continuing command\.\.\.)?$`)
+)
+
+// drainBlockers reads from kubectl drain's output the pods that kept the
+// node from draining, each once, with kubectl's reason.
+func drainBlockers(out string) string {
+	seen := map[string]bool{}
+	var blockers []string
+	for _, line := range strings.Split(out, "\n") {
+		if m := evictRefused.FindStringSubmatch(line); m != nil {
+			pod := m[2] + "/" + m[1]
+			if !seen[pod] {
+				seen[pod] = true
+				blockers = append(blockers, pod+" ("+strings.TrimSuffix(strings.TrimSpace(m[3]), ".")+")")
+			}
+		}
+		if m := noController.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
+			for _, pod := range strings.Split(m[1], ", ") {
+				if !seen[pod] {
+					seen[pod] = true
+					blockers = append(blockers, pod+" (no controller: deleting it would lose it)")
+				}
+			}
+		}
+	}
+	if len(blockers) == 0 {
+		return ""
+	}
+	return "pods that could not be evicted: " + strings.Join(blockers, ", ")
+}
+
+// deleteNode deletes the step's Node with kubectl on the step's Host.
+func (a *applier) deleteNode(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
+	res, err := a.run(ctx, ex, scriptDeleteNode(s.Node), a.opts.CommandTimeout)
+	if err != nil {
+		return false, fmt.Errorf("delete node %s: %w", s.Node, err)
+	}
+	return strings.Contains(string(res.Stdout), "deleted"), nil
 }
 
 // fetchKubeconfig copies the admin kubeconfig into the state directory,

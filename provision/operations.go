@@ -86,6 +86,14 @@ var executors = map[plan.Op]executor{
 	plan.OpWaitNodeReady: func(ctx context.Context, a *applier, _ ssh.Executor, s plan.Step) (bool, error) {
 		return false, a.waitNodeReady(ctx, s)
 	},
+	// A node already gone is done: the drain checks first, and the delete
+	// ignores a missing Node.
+	plan.OpDrainNode: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.drainNode(ctx, ex, s)
+	},
+	plan.OpDeleteNode: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.deleteNode(ctx, ex, s)
+	},
 	// An identical local copy is left alone.
 	plan.OpFetchKubeconfig: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
 		return a.fetchKubeconfig(ctx, ex, s)

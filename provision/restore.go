@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"time"
 
@@ -197,7 +196,7 @@ func (p *Pipeline) deleteStaleNodes(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("delete the old nodes: %w", err)
 	}
-	stale := StaleNodes(inv, nodes)
+	stale := roles.StaleNodes(inv, nodes)
 	for _, n := range stale {
 		if _, err := runCapped(ctx, ex, ssh.Command{Cmd: scriptDeleteNode(n), Timeout: DefaultCommandTimeout}); err != nil {
 			return nil, fmt.Errorf("%s: delete node %s: %w", master, n, err)
@@ -206,15 +205,3 @@ func (p *Pipeline) deleteStaleNodes(ctx context.Context) ([]string, error) {
 	return stale, nil
 }
 
-// StaleNodes are the nodes the API lists that are no Kubernetes node of
-// the inventory, sorted.
-func StaleNodes(inv *inventory.Inventory, nodes map[string]*plan.NodeFacts) []string {
-	var out []string
-	for name := range nodes {
-		if h := inv.Host(name); h == nil || !h.IsNode() {
-			out = append(out, name)
-		}
-	}
-	slices.Sort(out)
-	return out
-}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kprov/kprov/provision/backup"
 	"github.com/kprov/kprov/provision/plan"
+	"github.com/kprov/kprov/roles"
 )
 
 // TestCheckRestoreBackup: a backup of another cluster, or of the same
@@ -42,7 +43,7 @@ func TestStaleNodes(t *testing.T) {
 		nodes[old] = &plan.NodeFacts{Ready: false}
 		want = append(want, old)
 	}
-	if got := StaleNodes(inv, nodes); strings.Join(got, ",") != strings.Join(want, ",") {
+	if got := roles.StaleNodes(inv, nodes); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("stale nodes %v, want %v", got, want)
 	}
 }

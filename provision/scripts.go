@@ -416,6 +416,25 @@ func scriptDeleteNode(node string) string {
 	return kubectl + "delete node --ignore-not-found " + shellQuote(node)
 }
 
+// nodeGone is what scriptDrainNode prints when the node is already gone.
+const nodeGone = "node already gone"
+
+// drainTimeout bounds kubectl drain: pods whose PodDisruptionBudget allows
+// no eviction are retried every 5 s until then, and the failure names them.
+const drainTimeout = 5 * time.Minute
+
+// scriptDrainNode cordons a node and evicts its pods through the eviction
+// API, so PodDisruptionBudgets are respected. DaemonSet pods stay (their
+// controller would put them back), emptyDir data goes with its pod, and a
+// pod without a controller stops the drain instead of being deleted for
+// good (no --force). A node already gone is done.
+func scriptDrainNode(node string) string {
+	q := shellQuote(node)
+	return "n=$(" + kubectl + "get node " + q + " --request-timeout=20s --ignore-not-found -o name) || exit $?\n" +
+		"[ -n \"$n\" ] || { echo " + shellQuote(nodeGone) + "; exit 0; }\n" +
+		"exec " + kubectl + "drain " + q + " --ignore-daemonsets --delete-emptydir-data --timeout=" + drainTimeout.String() + " 2>&1"
+}
+
 // scriptTaintNode sets a node's taints; --overwrite makes it idempotent.
 func scriptTaintNode(node string, taints []string) string {
 	return kubectl + "taint node " + shellQuote(node) + " --overwrite " + shell.Join(taints...)

@@ -77,6 +77,9 @@ func Plan(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opts PlanO
 	out.Stages = append(out.Stages, images)
 	out.Stages = append(out.Stages, p.controlPlane()...)
 	out.Stages = append(out.Stages, p.nodes()...)
+	remove, notes := p.removeNodes()
+	out.Stages = append(out.Stages, remove...)
+	out.Notes = append(out.Notes, notes...)
 	if inv.Cluster.PodNetwork == inventory.PodNetworkNone {
 		out.Notes = append(out.Notes, `pod_network = "none": kprov installs no pod network, and nodes stay NotReady until yours runs; apply does not wait for Ready`)
 	}
@@ -622,4 +625,55 @@ func (p *planner) labelStep(host string, node *NodeSpec) (plan.Step, bool) {
 	}
 	return plan.Step{Op: plan.OpLabelNode, Host: host, Labels: node.Labels, Taints: taints,
 		Reason: "node-role labels cannot come from the kubelet itself; set them and the taints through the API"}, true
+}
+
+// StaleNodes are the nodes the API lists that are no Kubernetes node of
+// the inventory, sorted.
+func StaleNodes(inv *inventory.Inventory, nodes map[string]*plan.NodeFacts) []string {
+	var out []string
+	for name := range nodes {
+		if h := inv.Host(name); h == nil || !h.IsNode() {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// controlPlaneLabel marks the Node of a master (kubeadm sets it).
+const controlPlaneLabel = "node-role.kubernetes.io/control-plane"
+
+// removeNodes takes the nodes the cluster lists and the inventory no longer
+// has out of the cluster, one at a time, after every wanted node is Ready
+// (so their pods have somewhere to go): a Ready node is drained (cordoned,
+// its pods evicted as their PodDisruptionBudgets allow), then its Node is
+// deleted; a node that is not Ready has no kubelet to drain it, and its
+// pods go with its Node. All through kubectl on the first master, since the
+// inventory no longer says how to reach the machine: the notes say what is
+// left on it. A master's Node is left alone: removing a master (and its
+// stacked etcd member) is not planned yet, and the notes say so.
+func (p *planner) removeNodes() ([]plan.Stage, []string) {
+	var stages []plan.Stage
+	var notes []string
+	via := p.initMaster
+	for _, name := range StaleNodes(p.inv, p.facts.Nodes) {
+		nf := p.facts.Nodes[name]
+		if _, master := nf.Labels[controlPlaneLabel]; master {
+			notes = append(notes, fmt.Sprintf("node %s is a master the inventory no longer lists: kprov does not remove masters yet, so its Node (and a stacked etcd member) stay; put it back in the inventory", name))
+			continue
+		}
+		var steps []plan.Step
+		if nf.Ready {
+			steps = append(steps, plan.Step{Op: plan.OpDrainNode, Host: via, Node: name,
+				Reason: "the node is no longer in the inventory: cordon it and evict its pods, as their PodDisruptionBudgets allow, before it goes"})
+		}
+		reason := "the node is drained; its Node object goes"
+		if !nf.Ready {
+			reason = "the node is not Ready, so no kubelet can drain it: its Node object goes, and its pods with it"
+		}
+		steps = append(steps, plan.Step{Op: plan.OpDeleteNode, Host: via, Node: name, Reason: reason})
+		stages = append(stages, plan.Stage{Kind: plan.StageNodesRemove, Target: name, Title: "removing node " + name, Parallel: 1, Steps: steps})
+		notes = append(notes, fmt.Sprintf("node %s is no longer in the inventory: it is drained and its Node deleted through the API; kprov cannot reach the machine itself, so its kubelet, containerd and files stay there (it registers again if its kubelet restarts): wipe it, or list it in an inventory and run kprov reset --host %s", name, name))
+	}
+	return stages, notes
 }

@@ -303,3 +303,50 @@ func TestPlanEtcdTuningChangeRolls(t *testing.T) {
 		t.Errorf("restarted %v: want every member of %v once, the leader %s last", got, inv.Topology.EtcdMembers, leader)
 	}
 }
+
+// TestPlanRemovesStaleNodes: after every wanted node is Ready, each node the
+// cluster lists and the inventory does not is removed in its own stage,
+// one at a time, through kubectl on the first master: a Ready one drained,
+// then deleted; one that is not Ready only deleted; a master's Node left
+// alone with a note. The notes say what stays on the machines.
+func TestPlanRemovesStaleNodes(t *testing.T) {
+	inv := loadInventory(t, filepath.Join("..", "examples", "ha-external.kprov.hcl"))
+	st := newState(t, inv)
+	final, err := Render(inv, st, Options{EtcdBootstrap: FormedEtcdBootstrap(inv.Topology.EtcdMembers)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	facts := convergedFacts(t, inv, nil, final)
+	facts.Nodes["old-worker"] = &plan.NodeFacts{Ready: true, Labels: map[string]string{}}
+	facts.Nodes["dead-worker"] = &plan.NodeFacts{Ready: false, Labels: map[string]string{}}
+	facts.Nodes["old-master"] = &plan.NodeFacts{Ready: true, Labels: map[string]string{"node-role.kubernetes.io/control-plane": ""}}
+	pl, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range pl.Stages {
+		if s.Parallel != 1 || s.Kind != plan.StageNodesRemove {
+			t.Errorf("stage %s (parallel %d): want only one-at-a-time node removals", s.Name(), s.Parallel)
+		}
+		var steps []string
+		for _, step := range s.Steps {
+			if step.Host != inv.Topology.Masters[0] {
+				t.Errorf("%s: %s addressed to %s, want the first master %s", s.Name(), step.Op, step.Host, inv.Topology.Masters[0])
+			}
+			steps = append(steps, string(step.Op)+" "+step.Node)
+		}
+		got = append(got, s.Name()+": "+strings.Join(steps, ", "))
+	}
+	want := []string{"nodes/remove/dead-worker: delete-node dead-worker", "nodes/remove/old-worker: drain-node old-worker, delete-node old-worker"}
+	if !slices.Equal(got, want) {
+		t.Errorf("stages:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	notes := strings.Join(pl.Notes, "\n")
+	for _, w := range []string{"node old-master is a master the inventory no longer lists: kprov does not remove masters yet",
+		"node old-worker is no longer in the inventory: it is drained and its Node deleted", "kprov reset --host dead-worker"} {
+		if !strings.Contains(notes, w) {
+			t.Errorf("notes lack %q:\n%s", w, notes)
+		}
+	}
+}

@@ -59,6 +59,14 @@ const (
 	// the restore marker already holds ClusterToken and Path holds a
 	// member's data (kprov restore run again).
 	OpEtcdRestore Op = "etcd-restore"
+	// OpDrainNode cordons the Kubernetes node Node and evicts its pods
+	// with kubectl drain on the step's Host (a master, with the admin
+	// kubeconfig): PodDisruptionBudgets are respected, DaemonSet pods stay,
+	// and a pod without a controller stops it (nothing is forced).
+	OpDrainNode Op = "drain-node"
+	// OpDeleteNode deletes the Node object Node through the API (kubectl
+	// on the step's Host, a master).
+	OpDeleteNode Op = "delete-node"
 )
 
 // operation is what the plan knows of an Op: how a step of it reads on one
@@ -116,6 +124,8 @@ var operations = map[Op]operation{
 	OpUploadCerts:          {describe: func(s Step) string { return "--config " + s.Path }},
 	OpUnpackArchive:        {describe: func(s Step) string { return "into " + s.Path }},
 	OpImportImages:         {describe: importImages, plural: count("import-images")},
+	OpDrainNode:            {describe: func(s Step) string { return s.Node }},
+	OpDeleteNode:           {describe: func(s Step) string { return s.Node }},
 	OpEtcdRestore: {describe: func(s Step) string {
 		return fmt.Sprintf("%s into %s as %s %s", path.Base(s.Source), s.Path, s.Member, s.PeerURL)
 	}},

@@ -53,6 +53,10 @@ type Step struct {
 	// Kubernetes nodes.
 	Labels map[string]string `json:"labels,omitempty"`
 	Taints []string          `json:"taints,omitempty"`
+	// Node is the Kubernetes node a drain-node or delete-node step acts on
+	// through the API; it need not be an inventory host (the step's Host
+	// is the master whose kubectl does it).
+	Node string `json:"node,omitempty"`
 }
 
 // String renders a step on one line for the plan display, as its
@@ -86,6 +90,7 @@ const (
 	StageNodesJoin        StageKind = "nodes/join"   // workers join, in parallel
 	StageNodesLabels      StageKind = "nodes/labels" // labels and taints through the API
 	StageNodesReady       StageKind = "nodes/ready"  // every node reports Ready
+	StageNodesRemove      StageKind = "nodes/remove" // one node no longer in the inventory drained, then its Node deleted
 )
 
 // Stage is a group of steps with a concurrency bound: 1 where quorum demands
