@@ -281,11 +281,11 @@ func hostOrNone(h string) string {
 
 type etcdPlanner struct {
 	certsRolled map[string]bool // hosts whose Certs a restart stage uploads
-	in     EtcdInput
-	st     *planState
-	want   map[string]EtcdTarget
-	stages []plan.Stage
-	notes  []string
+	in          EtcdInput
+	st          *planState
+	want        map[string]EtcdTarget
+	stages      []plan.Stage
+	notes       []string
 }
 
 func (p *etcdPlanner) finalConfig(t EtcdTarget) File {

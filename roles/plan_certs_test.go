@@ -72,7 +72,9 @@ func TestPlanRollsRenewedMemberCerts(t *testing.T) {
 	if len(restarts) != len(members) || restarts[len(restarts)-1] != leader {
 		t.Errorf("restarts %v: want every member once, the leader %s last", restarts, leader)
 	}
-	if !slices.ContainsFunc(pl.Notes, func(n string) bool { return strings.Contains(n, "apiserver-etcd-client") && strings.Contains(n, "issue 16") }) {
+	if !slices.ContainsFunc(pl.Notes, func(n string) bool {
+		return strings.Contains(n, "apiserver-etcd-client") && strings.Contains(n, "issue 16")
+	}) {
 		t.Errorf("no note on the API server's renewed etcd client certificate: %q", pl.Notes)
 	}
 

@@ -142,28 +142,11 @@ func (r *Renewal) Save(now time.Time) ([]Change, error) {
 	if r.Empty() {
 		return nil, nil
 	}
-	hist := filepath.Join(r.dir, HistoryDir, now.UTC().Format("20060102T150405.000Z"))
 	var changes []Change
 	for _, l := range r.leaves {
-		for _, f := range []struct {
-			ext  string
-			mode fs.FileMode
-		}{{".crt", publicMode}, {".key", keyMode}} {
-			src := filepath.Join(r.dir, l.Base+f.ext)
-			data, err := readFile(src, f.ext == ".key")
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return changes, err
-			}
-			dst := filepath.Join(hist, l.Base+f.ext)
-			if err := ensureDir(filepath.Dir(dst)); err != nil {
-				return changes, err
-			}
-			if err := writeFile(dst, data, f.mode, false); err != nil {
-				return changes, fmt.Errorf("keep the old %s: %w", src, err)
-			}
+		kept, err := keepInHistory(r.dir, l.Base, now)
+		if err != nil {
+			return changes, err
 		}
 		if err := writeFile(filepath.Join(r.dir, l.Base+".key"), l.Pair.keyPEM, keyMode, true); err != nil {
 			return changes, err
@@ -171,10 +154,43 @@ func (r *Renewal) Save(now time.Time) ([]Change, error) {
 		if err := writeFile(filepath.Join(r.dir, l.Base+".crt"), l.Pair.CertPEM, publicMode, true); err != nil {
 			return changes, err
 		}
-		changes = append(changes, Change{Path: l.Base + ".crt",
-			Reason: "renewed (the old one is kept under " + filepath.Join(HistoryDir, filepath.Base(hist)) + ")"})
+		changes = append(changes, Change{Path: l.Base + ".crt", Reason: "renewed" + kept})
 	}
 	return changes, nil
+}
+
+// keepInHistory copies base.crt and base.key, where they exist, to
+// HistoryDir/<now, UTC>/base.* with their modes, never replacing a file
+// there, and returns " (the old one is kept under DIR)", or "" when there
+// was nothing to keep.
+func keepInHistory(dir, base string, now time.Time) (string, error) {
+	stamp := filepath.Join(HistoryDir, now.UTC().Format("20060102T150405.000Z"))
+	kept := false
+	for _, f := range []struct {
+		ext  string
+		mode fs.FileMode
+	}{{".crt", publicMode}, {".key", keyMode}} {
+		src := filepath.Join(dir, base+f.ext)
+		data, err := readFile(src, f.ext == ".key")
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		dst := filepath.Join(dir, stamp, base+f.ext)
+		if err := ensureDir(filepath.Dir(dst)); err != nil {
+			return "", err
+		}
+		if err := writeFile(dst, data, f.mode, false); err != nil {
+			return "", fmt.Errorf("keep the old %s: %w", src, err)
+		}
+		kept = true
+	}
+	if !kept {
+		return "", nil
+	}
+	return " (the old one is kept under " + stamp + ")", nil
 }
 
 // VerifyMemberCert checks that certPEM is a certificate an etcd member
