@@ -190,10 +190,19 @@ var upgradeStageLine = regexp.MustCompile(`^\[etcd\] upgrading member (\S+): etc
 // run (interrupted) may end with one begun and not done.
 func upgradeStages(t *testing.T, out string, interrupted bool) []string {
 	t.Helper()
+	return rollStages(t, out, upgradeStageLine, interrupted)
+}
+
+// rollStages reads a rolling restart's stages from apply's output by
+// stageLine (the member first, then " ...", ": done ..." or ": FAILED
+// ...") and returns the members whose stage finished, in order, checking
+// that each began only after the one before it was done.
+func rollStages(t *testing.T, out string, stageLine *regexp.Regexp, interrupted bool) []string {
+	t.Helper()
 	var done []string
 	open := ""
 	for _, line := range strings.Split(out, "\n") {
-		m := upgradeStageLine.FindStringSubmatch(line)
+		m := stageLine.FindStringSubmatch(line)
 		if m == nil {
 			continue
 		}

@@ -99,8 +99,9 @@ type CertsReport struct {
 	// expired or unreadable, and each unreachable host.
 	Problems []string `json:"problems,omitempty"`
 	// Failed is true when a certificate on a reachable host differs, is
-	// missing, expired or unreadable: kprov certs then exits 1. An
-	// unreachable host alone does not set it.
+	// missing, expired or unreadable, or one in the state directory has
+	// expired: kprov certs then exits 1. An unreachable host alone does
+	// not set it.
 	Failed bool `json:"failed"`
 }
 
@@ -128,7 +129,8 @@ func (p *Pipeline) Certs(ctx context.Context) (*CertsReport, error) {
 		rep.State = append(rep.State, StateCert{Path: l.Base + ".crt", Kind: l.Kind, CertInfo: *certInfo(l.Pair.Cert, now)})
 	}
 	for _, s := range rep.State {
-		if s.DaysLeft < 0 {
+		if s.DaysLeft < 0 || now.After(s.NotAfter) {
+			rep.Failed = true
 			rep.Problems = append(rep.Problems, fmt.Sprintf("state directory: %s expired on %s: run kprov certs renew --all", s.Path, s.NotAfter.Format(time.DateOnly)))
 		}
 	}

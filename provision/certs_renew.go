@@ -107,7 +107,7 @@ func (p *Pipeline) renewLocked(ctx context.Context, req RenewRequest, res *Renew
 		return err
 	}
 	res.Plan = pl
-	rep, err := p.confirmAndApply(ctx, pl, facts, req.AutoApprove, "certs renew", func() error {
+	save := func() error {
 		changes, err := renewal.Save(now)
 		res.Changes = changes
 		for _, ch := range changes {
@@ -117,7 +117,13 @@ func (p *Pipeline) renewLocked(ctx context.Context, req RenewRequest, res *Renew
 			return fmt.Errorf("state directory %s: %w (nothing was changed on any host; run kprov certs renew again)", c.Inventory.Cluster.StateDir, err)
 		}
 		return nil
-	})
+	}
+	if pl.Empty() {
+		// Only certificates no host holds (kprov's own healthcheck client
+		// with stacked etcd): nothing to roll out, nothing to confirm.
+		return save()
+	}
+	rep, err := p.confirmAndApply(ctx, pl, facts, req.AutoApprove, "certs renew", save)
 	res.Report = rep
 	if res.Changes == nil {
 		c.State = old // declined or failed before the state directory changed

@@ -93,7 +93,8 @@ func writeCerts(g *globalOptions, rep *provision.CertsReport) {
 	fmt.Fprintln(tw, "HOST\tFILE\tSTATE\tSUBJECT\tISSUER\tSERIAL\tFINGERPRINT\tNOT AFTER\tDAYS LEFT")
 	for _, h := range rep.Hosts {
 		if !h.Reachable {
-			fmt.Fprintf(tw, "%s\t-\tunreachable: %s\t\t\t\t\t\t\n", h.Host, h.Error)
+			// The error is in the problems below: kept out of the table's columns.
+			fmt.Fprintf(tw, "%s\t-\tunreachable\t-\t-\t-\t-\t-\t-\n", h.Host)
 			continue
 		}
 		for _, c := range h.Certs {
