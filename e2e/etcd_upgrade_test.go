@@ -288,14 +288,16 @@ func upgradeStages(t *testing.T, out string, interrupted bool) []string {
 	return rollStages(t, out, upgradeStageLine, interrupted)
 }
 
-// rollStages is upgradeStages for the stages whose lines stage matches
-// (the member in its first group, the state in its second).
-func rollStages(t *testing.T, out string, stage *regexp.Regexp, interrupted bool) []string {
+// rollStages reads a rolling restart's stages from apply's output by
+// stageLine (the member first, then " ...", ": done ..." or ": FAILED
+// ...") and returns the members whose stage finished, in order, checking
+// that each began only after the one before it was done.
+func rollStages(t *testing.T, out string, stageLine *regexp.Regexp, interrupted bool) []string {
 	t.Helper()
 	var done []string
 	open := ""
 	for _, line := range strings.Split(out, "\n") {
-		m := stage.FindStringSubmatch(line)
+		m := stageLine.FindStringSubmatch(line)
 		if m == nil {
 			continue
 		}

@@ -411,7 +411,7 @@ func (p *Pipeline) applyLocked(ctx context.Context, req ApplyRequest, res *Apply
 	if pl.Empty() {
 		return nil
 	}
-	rep, err := p.confirmAndApply(ctx, pl, facts, req.AutoApprove, "apply")
+	rep, err := p.confirmAndApply(ctx, pl, facts, req.AutoApprove, "apply", nil)
 	res.Report = rep
 	if err != nil {
 		return err
@@ -425,13 +425,21 @@ func (p *Pipeline) applyLocked(ctx context.Context, req ApplyRequest, res *Apply
 // confirmAndApply shows a plan with changes, asks unless autoApprove, and
 // carries it out; what ("apply", "restore") names the run in an error that
 // says where it stopped. The report is nil when nothing ran (declined, or
-// the options could not be made).
-func (p *Pipeline) confirmAndApply(ctx context.Context, pl *plan.Plan, facts *plan.Facts, autoApprove bool, what string) (*Report, error) {
+// the options could not be made). commit, when set, runs once the plan is
+// confirmed and before anything changes on a host: kprov certs renew
+// writes its reissued certificates to the state directory there, so a
+// declined renewal leaves the state directory as it was.
+func (p *Pipeline) confirmAndApply(ctx context.Context, pl *plan.Plan, facts *plan.Facts, autoApprove bool, what string, commit func() error) (*Report, error) {
 	if err := p.View.Plan(pl, p.Cluster.HostChanges(pl, facts)); err != nil {
 		return nil, err
 	}
 	if !autoApprove {
 		if err := p.View.Confirm(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if commit != nil {
+		if err := commit(); err != nil {
 			return nil, err
 		}
 	}

@@ -112,7 +112,7 @@ func (p *Pipeline) restoreLocked(ctx context.Context, req RestoreRequest, snapsh
 		return err
 	}
 	if !pl.Empty() {
-		rep, err := p.confirmAndApply(ctx, pl, facts, req.AutoApprove, "restore")
+		rep, err := p.confirmAndApply(ctx, pl, facts, req.AutoApprove, "restore", nil)
 		res.Report = rep
 		if err != nil && rep != nil {
 			return fmt.Errorf("%w; run kprov restore again to continue", err)

@@ -46,6 +46,11 @@ type EtcdInput struct {
 	// name; a member whose process does not run what the plan leaves there
 	// is restarted in the roll (rollConfig).
 	Binaries map[string]EtcdBinary
+	// Certs are, by host, the member certificate files (etcd/server.*,
+	// etcd/peer.*) a running member's host must get because they differ
+	// there (a renewal): they are uploaded in that member's rolling restart,
+	// one member at a time, never all at once in the prepare stage.
+	Certs map[string][]File
 }
 
 // EtcdBinary is the etcd binary on a member's host as the planner sees it.
@@ -173,7 +178,7 @@ func PlanEtcd(in EtcdInput) ([]plan.Stage, []string, error) {
 		st.members = append(st.members, &planMember{EtcdMember: m})
 	}
 
-	p := &etcdPlanner{in: in, st: st, want: want}
+	p := &etcdPlanner{in: in, st: st, want: want, certsRolled: map[string]bool{}}
 	if err := p.checkHosts(); err != nil {
 		return nil, nil, err
 	}
@@ -189,6 +194,7 @@ func PlanEtcd(in EtcdInput) ([]plan.Stage, []string, error) {
 		return nil, nil, err
 	}
 	p.rollConfig()
+	p.leftoverCerts()
 	p.finalize()
 	return p.stages, p.notes, nil
 }
@@ -274,11 +280,12 @@ func hostOrNone(h string) string {
 }
 
 type etcdPlanner struct {
-	in     EtcdInput
-	st     *planState
-	want   map[string]EtcdTarget
-	stages []plan.Stage
-	notes  []string
+	certsRolled map[string]bool // hosts whose Certs a restart stage uploads
+	in          EtcdInput
+	st          *planState
+	want        map[string]EtcdTarget
+	stages      []plan.Stage
+	notes       []string
 }
 
 func (p *etcdPlanner) finalConfig(t EtcdTarget) File {
@@ -625,7 +632,8 @@ func (p *etcdPlanner) via(stay []*planMember) string {
 func (p *etcdPlanner) rollConfig() {
 	type restart struct {
 		m       *planMember
-		config  bool // the configuration file is rewritten
+		config  bool   // the configuration file is rewritten
+		certs   []File // renewed certificates uploaded before the restart
 		upgrade *etcdUpgrade
 	}
 	var changed []restart
@@ -635,17 +643,20 @@ func (p *etcdPlanner) rollConfig() {
 			continue
 		}
 		r := restart{m: m, upgrade: p.upgradeOf(m)}
+		if !m.started && m.Running {
+			r.certs = p.in.Certs[m.Host]
+		}
 		final := p.finalConfig(t).Content
 		switch {
 		case sha(final) == m.ConfigSHA256:
-		case sha(p.normalize(final)) == m.ConfigCoreSHA256 && r.upgrade == nil:
+		case sha(p.normalize(final)) == m.ConfigCoreSHA256 && r.upgrade == nil && len(r.certs) == 0:
 			// Only bootstrap settings differ: rewrite in finalize, no restart.
 			m.added = true
 		default:
 			// A member restarting anyway takes its whole final configuration now.
 			r.config = true
 		}
-		if r.config || r.upgrade != nil {
+		if r.config || r.upgrade != nil || len(r.certs) > 0 {
 			changed = append(changed, r)
 		}
 	}
@@ -655,11 +666,19 @@ func (p *etcdPlanner) rollConfig() {
 		t := p.want[m.PeerURL]
 		voters := p.st.voters()
 		title, why := "restarting member "+m.Name, "etcd reads its configuration at start"
-		if r.upgrade != nil {
+		switch {
+		case r.upgrade != nil:
 			title, why = r.upgrade.title(m.Name), r.upgrade.reason
 			if r.config {
 				why += "; its configuration changed too"
 			}
+			if len(r.certs) > 0 {
+				why += "; its certificates were renewed too"
+			}
+		case len(r.certs) > 0 && !r.config:
+			title, why = "renewing the certificates of member "+m.Name, "etcd keeps the certificates it started with on its open peer and client connections: restart it so every connection uses the renewed ones"
+		case len(r.certs) > 0:
+			why += "; its certificates were renewed too"
 		}
 		steps := []plan.Step{
 			p.waitHealthy(m.Host, hostsOf(voters), "a member restarts only while every other member is healthy"),
@@ -667,6 +686,12 @@ func (p *etcdPlanner) rollConfig() {
 		}
 		if r.config {
 			steps = append(steps, p.upload(m.Host, p.finalConfig(t), "the member's configuration changed"))
+		}
+		for _, f := range r.certs {
+			steps = append(steps, p.upload(m.Host, f, "renewed from kprov's etcd CA (checked against the CA and the member's names before planning): this member alone gets it while the others keep serving"))
+		}
+		if len(r.certs) > 0 {
+			p.certsRolled[m.Host] = true
 		}
 		steps = append(steps,
 			plan.Step{Op: plan.OpRestartService, Host: m.Host, Service: p.in.Service, Reason: why},
@@ -681,6 +706,24 @@ func (p *etcdPlanner) rollConfig() {
 		if r.upgrade != nil {
 			m.Version = r.upgrade.to
 		}
+	}
+}
+
+// leftoverCerts uploads the renewed certificates of members no rolling
+// restart took (a member this plan starts or adds, or one that is not
+// running): such a member reads them when it starts. One member at a time,
+// so renewed certificates never reach every member at once.
+func (p *etcdPlanner) leftoverCerts() {
+	for _, t := range p.in.Want {
+		files := p.in.Certs[t.Name]
+		if len(files) == 0 || p.certsRolled[t.Name] {
+			continue
+		}
+		stage := plan.Stage{Kind: plan.StageEtcdRestart, Target: t.Name, Title: "writing the renewed certificates of member " + t.Name, Parallel: 1}
+		for _, f := range files {
+			stage.Steps = append(stage.Steps, p.upload(t.Name, f, "renewed from kprov's etcd CA; the member is not running, so it reads them when it starts"))
+		}
+		p.stages = append(p.stages, stage)
 	}
 }
 

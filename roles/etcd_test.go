@@ -53,6 +53,10 @@ type simCluster struct {
 	// version all members have run at once, which never goes back.
 	clusterMinor int
 	steps        int
+	// certs are the member certificate files on a machine (path ->
+	// content), served the ones its process read when it last started.
+	certs  map[string]map[string]string
+	served map[string]map[string]string
 }
 
 func newSim() *simCluster {
@@ -198,6 +202,16 @@ func (c *simCluster) apply(s plan.Step) error {
 	}
 	switch s.Op {
 	case plan.OpUploadFile:
+		if slices.Contains(MemberCertPaths, s.Path) {
+			if c.certs == nil {
+				c.certs = map[string]map[string]string{}
+			}
+			if c.certs[host] == nil {
+				c.certs[host] = map[string]string{}
+			}
+			c.certs[host][s.Path] = string(s.Content)
+			break
+		}
 		c.config[host] = string(s.Content)
 	case plan.OpStartService:
 		if c.running[host] {
@@ -245,6 +259,10 @@ func (c *simCluster) apply(s plan.Step) error {
 			return err
 		}
 		c.restarting[host] = true
+		if c.served == nil {
+			c.served = map[string]map[string]string{}
+		}
+		c.served[host] = maps.Clone(c.certs[host])
 	case plan.OpStopService:
 		if m := c.memberAt(host); m != nil {
 			return fmt.Errorf("stopping %s while it is still a member (%s, id %d)", host, m.name, m.id)

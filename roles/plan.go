@@ -59,6 +59,9 @@ func Plan(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opts PlanO
 		return nil, err
 	}
 	p.final = final
+	if p.rolledCerts, err = p.memberCertsToRoll(); err != nil {
+		return nil, err
+	}
 
 	out := &plan.Plan{Cluster: inv.Cluster.Name, FactsDigest: facts.Digest()}
 	out.Stages = append(out.Stages, p.prepare())
@@ -83,6 +86,9 @@ func Plan(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opts PlanO
 	if inv.Cluster.PodNetwork == inventory.PodNetworkNone {
 		out.Notes = append(out.Notes, `pod_network = "none": kprov installs no pod network, and nodes stay NotReady until yours runs; apply does not wait for Ready`)
 	}
+	if note := p.apiserverEtcdClientNote(out.Stages); note != "" {
+		out.Notes = append(out.Notes, note)
+	}
 	out.Stages = slices.DeleteFunc(out.Stages, func(s plan.Stage) bool { return len(s.Steps) == 0 })
 	if facts.Offline {
 		out.Notes = append(out.Notes, "planned offline against fresh hosts: nothing was checked on the hosts")
@@ -100,6 +106,77 @@ type planner struct {
 	final      *Rendering
 	etcdCache  map[string]File
 	renderErr  error
+	// rolledCerts are the member certificate files each running external
+	// etcd member's host must get, uploaded by the etcd planner's rolling
+	// restart rather than the prepare stage.
+	rolledCerts map[string][]File
+}
+
+// apiserverEtcdClientPath is the API server's etcd client certificate on a master with external etcd.
+const apiserverEtcdClientPath = pki.RemotePKIDir + "/apiserver-etcd-client.crt"
+
+// apiserverEtcdClientNote says what a plan that writes a renewed
+// apiserver-etcd-client to a master whose control plane runs leaves
+// undone: kprov does not restart kube-apiserver (the control plane's
+// rolling restart is issue 16's). etcd's client transport, which the API
+// server uses, loads the certificate files for every new connection, and
+// the old certificate stays valid until it expires, so nothing breaks.
+func (p *planner) apiserverEtcdClientNote(stages []plan.Stage) string {
+	var hosts []string
+	for _, s := range stages {
+		for _, step := range s.Steps {
+			if s.Kind == plan.StagePrepare && step.Path == apiserverEtcdClientPath && p.host(step.Host).ControlPlane {
+				hosts = append(hosts, step.Host)
+			}
+		}
+	}
+	if len(hosts) == 0 {
+		return ""
+	}
+	return "renewed apiserver-etcd-client on " + strings.Join(hosts, ", ") + ": kube-apiserver uses it for each new connection to etcd; kprov does not restart kube-apiserver for it (a rolling control-plane restart is left to issue 16), and the old certificate stays valid until it expires"
+}
+
+// MemberCertPaths are the files of an external etcd member's own
+// certificates on its host: a changed one is rolled out one member at a
+// time with a restart, never written to every member at once.
+var MemberCertPaths = []string{
+	pki.RemotePKIDir + "/etcd/peer.crt", pki.RemotePKIDir + "/etcd/peer.key",
+	pki.RemotePKIDir + "/etcd/server.crt", pki.RemotePKIDir + "/etcd/server.key",
+}
+
+// memberCertsToRoll picks, for every external etcd member whose process
+// runs on its host, the member certificate files that differ there, and
+// checks each certificate before any plan uploads it: it must chain to the
+// etcd CA every peer trusts, name the member and cover its address
+// (pki.VerifyMemberCert), so a member never serves a certificate its peers
+// or clients reject.
+func (p *planner) memberCertsToRoll() (map[string][]File, error) {
+	out := map[string][]File{}
+	if p.inv.Topology.EtcdMode != inventory.EtcdExternal {
+		return out, nil
+	}
+	for _, name := range p.inv.Topology.EtcdMembers {
+		running := slices.ContainsFunc(p.facts.Etcd, func(m plan.EtcdMember) bool { return m.Host == name && m.Running && !m.Learner })
+		if !running {
+			continue // prepare writes them before the member starts
+		}
+		hf := p.host(name)
+		for _, f := range p.final.Host(name).Files {
+			if !slices.Contains(MemberCertPaths, f.Path) {
+				continue
+			}
+			if have, ok := hf.Files[f.Path]; ok && have == f.SHA256() {
+				continue
+			}
+			if strings.HasSuffix(f.Path, ".crt") {
+				if err := pki.VerifyMemberCert(p.st.EtcdCA.Cert, f.Content, name, p.inv.Host(name).Address, p.opts.Now); err != nil {
+					return nil, fmt.Errorf("%s: %s: %w: kprov will not put it on the member; run kprov certs renew to issue it again", name, f.Path, err)
+				}
+			}
+			out[name] = append(out[name], f)
+		}
+	}
+	return out, nil
 }
 
 func (p *planner) host(name string) *plan.HostFacts {
@@ -259,6 +336,9 @@ func (p *planner) prepare() plan.Stage {
 			if f.Path == plan.EtcdConfigPath {
 				continue // written by the etcd stages, in membership order
 			}
+			if slices.ContainsFunc(p.rolledCerts[hfiles.Name], func(r File) bool { return r.Path == f.Path }) {
+				continue // a running member's renewed certificate: its rolling restart writes it
+			}
 			have, ok := hf.Files[f.Path]
 			if ok && have == f.SHA256() {
 				continue
@@ -355,6 +435,7 @@ func (p *planner) etcd() ([]plan.Stage, []string, error) {
 		Normalize: plan.NormalizeEtcdConfig,
 		Version:   etcdVersion(p.inv),
 		Binaries:  p.etcdBinaries(),
+		Certs:     p.rolledCerts,
 	})
 	if err == nil && p.renderErr != nil {
 		err = p.renderErr

@@ -332,12 +332,21 @@ func TestChangedAddressReissuesOnlyThatMember(t *testing.T) {
 			t.Errorf("reason %q does not name the new address", c.Reason)
 		}
 	}
-	wantFiles := []string{
+	var wantFiles []string
+	for _, f := range []string{
 		"pki/etcd/members/etcd-2/peer.crt", "pki/etcd/members/etcd-2/peer.key",
 		"pki/etcd/members/etcd-2/server.crt", "pki/etcd/members/etcd-2/server.key",
+	} {
+		// The replaced pair is kept in the history, under the issuing time.
+		wantFiles = append(wantFiles, HistoryDir+"/20260301T120000.000Z/"+f, f)
 	}
-	if got := changedFiles(before, snapshot(t, dir)); !slices.Equal(got, wantFiles) {
+	slices.Sort(wantFiles)
+	after := snapshot(t, dir)
+	if got := changedFiles(before, after); !slices.Equal(got, wantFiles) {
 		t.Errorf("rewrote %v, want %v", got, wantFiles)
+	}
+	if !bytes.Equal(after[HistoryDir+"/20260301T120000.000Z/pki/etcd/members/etcd-2/server.key"], before["pki/etcd/members/etcd-2/server.key"]) {
+		t.Error("the history does not hold the replaced key")
 	}
 	verify(t, "etcd-2 server", s.EtcdMembers["etcd-2"].Server.Cert, s.EtcdCA.Cert, x509.ExtKeyUsageServerAuth, "10.0.0.22")
 }

@@ -445,6 +445,12 @@ func (e *ensurer) leaf(base string, ca *Pair, spec certSpec) (*Pair, error) {
 	if p, err = ca.sign(spec, e.now); err != nil {
 		return nil, fmt.Errorf("%s: issue certificate: %w", e.path(base+".crt"), err)
 	}
+	// Nothing is lost: the pair replaced goes to the history first.
+	kept, err := keepInHistory(e.dir, base, e.now)
+	if err != nil {
+		return nil, err
+	}
+	reason += kept
 	// Key first, so a crash leaves a mismatched pair that the next run reissues.
 	if err := writeFile(e.path(base+".key"), p.keyPEM, keyMode, true); err != nil {
 		return nil, err
