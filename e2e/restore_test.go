@@ -23,6 +23,9 @@ import (
 	"github.com/kprov/kprov/lab"
 )
 
+// restoreSubnets is where the restore tests' new labs get their subnets.
+var restoreSubnets = netip.MustParsePrefix("198.19.0.0/16")
+
 // TestRestoreExternalEtcd is a scripted disaster-recovery rebuild on lab
 // machines (issue 14):
 //
@@ -80,18 +83,18 @@ func TestRestoreExternalEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// New machines, new names, another subnet: the old /24's twin in the
-	// upper half of the lab range, which the first-free pick never reaches
-	// while fewer than 256 labs run.
+	// New machines, new names, another subnet: the first free /24 of the
+	// upper half of the lab range (restoreSubnets), which the first-free
+	// pick of other labs never reaches while fewer than 256 labs run, picked
+	// under the lab's host-wide lock so a restore test running beside this
+	// one never takes the same.
 	var newSpecs []lab.MachineSpec
 	for _, s := range specs {
 		newSpecs = append(newSpecs, lab.MachineSpec{Name: strings.Replace(s.Name, "-", "-r", 1), Roles: s.Roles})
 	}
-	a := oldSubnet.Addr().As4()
-	a[1] ^= 1
-	newSubnet := netip.PrefixFrom(netip.AddrFrom4(a), 24)
-	l := UpLab(t, newSpecs, func(o *lab.Options) { o.Subnet = newSubnet })
-	if l.Subnet() == oldSubnet {
+	l := UpLab(t, newSpecs, func(o *lab.Options) { o.SubnetWithin = restoreSubnets })
+	newSubnet := l.Subnet()
+	if newSubnet == oldSubnet {
 		t.Fatalf("the new lab is on the old subnet %s", oldSubnet)
 	}
 	// The inventory of the rebuilt cluster: the new lab's hosts, the old

@@ -12,11 +12,21 @@ var labRange = netip.MustParsePrefix("198.18.0.0/15")
 
 // PickSubnet returns the first /24 of 198.18.0.0/15 that overlaps none of used.
 func PickSubnet(used []netip.Prefix) (netip.Prefix, error) {
-	first := labRange.Addr().As4()
-	for i := 0; i < 512; i++ {
+	return PickSubnetIn(labRange, used)
+}
+
+// PickSubnetIn returns the first /24 of within (a part of 198.18.0.0/15)
+// that overlaps none of used.
+func PickSubnetIn(within netip.Prefix, used []netip.Prefix) (netip.Prefix, error) {
+	within = within.Masked()
+	if within.Bits() < labRange.Bits() || within.Bits() > 24 || !labRange.Contains(within.Addr()) {
+		return netip.Prefix{}, fmt.Errorf("subnets from %s: want a part of %s of at least a /24", within, labRange)
+	}
+	first := within.Addr().As4()
+	for i := 0; i < 1<<(24-within.Bits()); i++ {
 		a := first
 		a[1] += byte(i / 256)
-		a[2] = byte(i % 256)
+		a[2] += byte(i % 256)
 		candidate := netip.PrefixFrom(netip.AddrFrom4(a), 24)
 		free := true
 		for _, u := range used {
@@ -29,7 +39,7 @@ func PickSubnet(used []netip.Prefix) (netip.Prefix, error) {
 			return candidate, nil
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("no free /24 left in %s", labRange)
+	return netip.Prefix{}, fmt.Errorf("no free /24 left in %s", within)
 }
 
 // checkSubnet refuses a subnet outside 198.18.0.0/15 or not a /24.

@@ -38,6 +38,10 @@ type Options struct {
 	Topology string
 	// Subnet is the lab's /24 inside 198.18.0.0/15; zero picks the first free one.
 	Subnet netip.Prefix
+	// SubnetWithin, when Subnet is zero, is the part of 198.18.0.0/15 the
+	// first free /24 is picked from (zero: all of it), under the host-wide
+	// lock, so labs coming up at once never pick the same one.
+	SubnetWithin netip.Prefix
 	// Mirror is the Debian mirror for debootstrap; empty reads the host's apt sources.
 	Mirror string
 	// KubernetesVersion and EtcdVersion are written into the inventory.
@@ -261,7 +265,11 @@ func (l *Lab) create(ctx context.Context, opts Options) (*State, error) {
 				return nil, fmt.Errorf("subnet %s overlaps %s, already on this host", subnet, u)
 			}
 		}
-	} else if subnet, err = PickSubnet(used); err != nil {
+	} else if !opts.SubnetWithin.IsValid() {
+		if subnet, err = PickSubnet(used); err != nil {
+			return nil, err
+		}
+	} else if subnet, err = PickSubnetIn(opts.SubnetWithin, used); err != nil {
 		return nil, err
 	}
 

@@ -39,6 +39,32 @@ func TestPickSubnet(t *testing.T) {
 	if _, err := PickSubnet([]netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")}); err == nil {
 		t.Error("PickSubnet found a subnet in a full range")
 	}
+	upper := netip.MustParsePrefix("198.19.0.0/16")
+	for _, tc := range []struct {
+		within string
+		used   []string
+		want   string
+	}{
+		{"198.19.0.0/16", []string{"198.18.0.0/24"}, "198.19.0.0/24"},
+		{"198.19.0.0/16", []string{"198.19.0.0/24", "198.19.1.0/24"}, "198.19.2.0/24"},
+		{"198.18.16.0/20", []string{"198.18.16.0/24"}, "198.18.17.0/24"},
+	} {
+		var used []netip.Prefix
+		for _, u := range tc.used {
+			used = append(used, netip.MustParsePrefix(u))
+		}
+		if got, err := PickSubnetIn(netip.MustParsePrefix(tc.within), used); err != nil || got.String() != tc.want {
+			t.Errorf("PickSubnetIn(%s, %v) = %v, %v; want %s", tc.within, tc.used, got, err, tc.want)
+		}
+	}
+	if got, err := PickSubnetIn(upper, []netip.Prefix{upper}); err == nil {
+		t.Errorf("PickSubnetIn found %s in a full %s", got, upper)
+	}
+	for _, bad := range []string{"10.0.0.0/16", "198.18.0.0/14", "198.19.0.0/25"} {
+		if got, err := PickSubnetIn(netip.MustParsePrefix(bad), nil); err == nil {
+			t.Errorf("PickSubnetIn(%s) = %s, want a refusal", bad, got)
+		}
+	}
 }
 
 func TestAddresses(t *testing.T) {
