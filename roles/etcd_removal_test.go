@@ -1,6 +1,8 @@
 package roles
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -111,5 +113,77 @@ func TestEtcdRemovalAddressing(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPlanReplaceLiveMember plans, with the real templates, the ha-external
+// example with etcd-1 swapped for etcd-4 while etcd-1 runs and leads: the
+// new member joins first, started with every current member in its
+// initial-cluster (etcd-1 included, at its peer URL, though no inventory
+// host has it any more: etcd checks the list against its member list);
+// then etcd-1 is removed through etcd-2 and stopped and wiped on its own
+// machine. Rendering once refused an initial-cluster naming a member
+// outside the inventory, so this apply failed on the lab.
+func TestPlanReplaceLiveMember(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "examples", "ha-external.kprov.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(src), `# A separate etcd cluster`, `host "etcd-4" {
+  address = "192.0.2.24"
+  roles   = ["etcd"]
+}
+
+# A separate etcd cluster`, 1)
+	text = strings.Replace(text, `for_each = range(1, 3 + 1)
+  labels   = [format("etcd-%d", host.value)]`, `for_each = range(2, 3 + 1)
+  labels   = [format("etcd-%d", host.value)]`, 1)
+	path := filepath.Join(t.TempDir(), "swap.kprov.hcl")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inv := loadInventory(t, path)
+	if got := strings.Join(inv.Topology.EtcdMembers, ","); got != "etcd-4,etcd-2,etcd-3" {
+		t.Fatalf("etcd members %s", got)
+	}
+	facts := plan.FreshFacts(hostNames(inv))
+	old := plan.EtcdMember{ID: 0x11, Name: "etcd-1", PeerURL: "https://192.0.2.21:2380", Host: plan.DepartingHostName("etcd-1", "192.0.2.21"), Departing: true,
+		Healthy: true, Running: true, HostReachable: true, Leader: true}
+	facts.Etcd = []plan.EtcdMember{old,
+		{ID: 0x12, Name: "etcd-2", PeerURL: "https://192.0.2.22:2380", Host: "etcd-2", Healthy: true, Running: true, HostReachable: true},
+		{ID: 0x13, Name: "etcd-3", PeerURL: "https://192.0.2.23:2380", Host: "etcd-3", Healthy: true, Running: true, HostReachable: true},
+	}
+	facts.EtcdSource = plan.EtcdSourceLive
+	pl, err := Plan(inv, facts, newState(t, inv), PlanOptions{Parallel: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var etcdStages []string
+	for _, st := range pl.Stages {
+		switch st.Kind {
+		case plan.StageEtcdAdd:
+			etcdStages = append(etcdStages, st.Name())
+			for _, s := range st.Steps {
+				if s.Op == plan.OpUploadFile && s.Path == plan.EtcdConfigPath {
+					want := "etcd-1=https://192.0.2.21:2380,etcd-2=https://192.0.2.22:2380,etcd-3=https://192.0.2.23:2380,etcd-4=https://192.0.2.24:2380"
+					if !strings.Contains(string(s.Content), want) || !strings.Contains(string(s.Content), "existing") {
+						t.Errorf("etcd-4 joins with:\n%s\nwant initial-cluster %s, state existing", s.Content, want)
+					}
+				}
+			}
+		case plan.StageEtcdRemove:
+			etcdStages = append(etcdStages, st.Name())
+			var hosts []string
+			for _, s := range st.Steps {
+				hosts = append(hosts, string(s.Op)+"@"+s.Host)
+			}
+			want := []string{"wait-etcd-healthy@etcd-2", "etcd-move-leader@etcd-2", "etcd-remove@etcd-2", "stop-service@" + old.Host, "wipe-data-dir@" + old.Host}
+			if !slices.Equal(hosts, want) {
+				t.Errorf("etcd-1's removal: %v, want %v", hosts, want)
+			}
+		}
+	}
+	if !slices.Equal(etcdStages, []string{"etcd/add/etcd-4", "etcd/remove/etcd-1"}) {
+		t.Errorf("etcd stages %v: want etcd-4 added before etcd-1 is removed", etcdStages)
 	}
 }
