@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/charmbracelet/log"
@@ -29,6 +30,10 @@ type ApplyOptions struct {
 	// Inventory maps the plan's host names to hosts (addresses, roles) and
 	// gives the etcd data directory wipe-data-dir may remove.
 	Inventory *inventory.Inventory
+	// Departing are the machines of etcd members outside the inventory
+	// that the plan stops and wipes after their removal (DepartingHosts):
+	// the only hosts apply connects to that the inventory does not list.
+	Departing []*inventory.Host
 	// EtcdTLS is kprov's etcd client configuration (EtcdClientTLS); needed
 	// when the plan has etcd steps.
 	EtcdTLS *tls.Config
@@ -235,6 +240,11 @@ func (a *applier) notifyStep(ev StepEvent) {
 func (a *applier) connect(ctx context.Context, name string) (ssh.Executor, error) {
 	h := a.inv.Host(name)
 	if h == nil {
+		if i := slices.IndexFunc(a.opts.Departing, func(d *inventory.Host) bool { return d.Name == name }); i >= 0 {
+			h = a.opts.Departing[i]
+		}
+	}
+	if h == nil {
 		return nil, fmt.Errorf("host %s is not in the inventory", name)
 	}
 	return a.conn.Connect(ctx, h)
@@ -254,8 +264,19 @@ func (a *applier) stage(ctx context.Context, st *plan.Stage, rep *Report) (Stage
 	}
 	sr := StageReport{Name: st.Name(), Parallel: st.Parallel, Hosts: len(hosts), Steps: len(st.Steps)}
 	var changedMu sync.Mutex
+	// A serial stage runs its hosts one after another in plan order, and
+	// stops at the first that fails: a removal's stop and wipe on the
+	// departing member's host must not run when its removal, through
+	// another host, did not take effect.
+	serial := max(st.Parallel, 1) == 1
+	var serialFailed atomic.Bool
 	_, err := ssh.ForEach(ctx, hosts, max(st.Parallel, 1), func(ctx context.Context, host string) (struct{}, error) {
+		if serial && serialFailed.Load() {
+			a.log.Debug("not run: an earlier host of the serial stage failed", "stage", st.Name(), "host", host)
+			return struct{}{}, nil
+		}
 		fail := func(step plan.Step, err error) (struct{}, error) {
+			serialFailed.Store(true)
 			a.notifyStep(StepEvent{Stage: st, Host: host, Step: step, Done: true, Err: err})
 			return struct{}{}, &ssh.HostError{Host: host, Err: &StepError{Host: host, Step: step, Err: err}}
 		}

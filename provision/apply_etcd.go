@@ -300,6 +300,12 @@ func (e *etcdOps) remove(ctx context.Context, s plan.Step) (bool, error) {
 	if m == nil {
 		return false, nil
 	}
+	if s.MemberID != 0 && m.ID != s.MemberID {
+		// The planned member is gone and another now has its peer URL
+		// (added since the facts were read): not the member the plan
+		// removes.
+		return false, fmt.Errorf("the member at %s is %x, not %x as planned: run kprov again to plan from the current members", peer, m.ID, s.MemberID)
+	}
 	cli, err := e.client()
 	if err != nil {
 		return false, err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"time"
 
@@ -116,29 +117,8 @@ func Gather(ctx context.Context, inv *inventory.Inventory, conn Connector, opts 
 	}
 	results, _ := ssh.ForEach(ctx, names, opts.Parallel, func(ctx context.Context, name string) (*probed, error) {
 		h := inv.Host(name)
-		p := &probed{host: h}
-		probe := hostProbe{Files: opts.Files[name], EtcdConfig: plan.EtcdConfigPath, EtcdDataDir: dataDir,
-			KubeletConf: plan.KubeletConfPath, APIServerManifest: plan.APIServerManifestPath, CNIBinDir: plan.CNIBinDir, Images: h.IsNode()}
-		script, err := probe.script()
-		if err != nil {
-			return p, err
-		}
-		ex, err := conn.Connect(ctx, h)
-		if err != nil {
-			return p, err
-		}
-		p.exec = ex
-		res, err := ex.Run(ctx, ssh.Command{Cmd: "sh -s", Stdin: strings.NewReader(script), Timeout: timeout, MaxOutput: probeMaxOutput})
-		if err != nil {
-			return p, fmt.Errorf("probe: %w", err)
-		}
-		if res.Truncated {
-			return p, fmt.Errorf("probe: output over %d bytes", probeMaxOutput)
-		}
-		if p.res, err = parseProbe(res.Stdout); err != nil {
-			return p, fmt.Errorf("probe: %w", err)
-		}
-		return p, nil
+		return probeHost(ctx, conn, h, hostProbe{Files: opts.Files[name], EtcdConfig: plan.EtcdConfigPath, EtcdDataDir: dataDir,
+			KubeletConf: plan.KubeletConfPath, APIServerManifest: plan.APIServerManifestPath, CNIBinDir: plan.CNIBinDir, Images: h.IsNode()}, timeout)
 	})
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("gather facts: %w", err)
@@ -188,9 +168,95 @@ func Gather(ctx context.Context, inv *inventory.Inventory, conn Connector, opts 
 		if err != nil {
 			return nil, fmt.Errorf("gather facts: %w", err)
 		}
+		g.departing(ctx, conn, members, hostProbe{EtcdConfig: plan.EtcdConfigPath, EtcdDataDir: dataDir,
+			KubeletConf: plan.KubeletConfPath, APIServerManifest: plan.APIServerManifestPath, CNIBinDir: plan.CNIBinDir}, timeout)
 		facts.Etcd, facts.EtcdSource = members, source
 	}
 	return facts, nil
+}
+
+// probeHost connects to one host and runs the probe there.
+func probeHost(ctx context.Context, conn Connector, h *inventory.Host, probe hostProbe, timeout time.Duration) (*probed, error) {
+	p := &probed{host: h}
+	script, err := probe.script()
+	if err != nil {
+		return p, err
+	}
+	ex, err := conn.Connect(ctx, h)
+	if err != nil {
+		return p, err
+	}
+	p.exec = ex
+	res, err := ex.Run(ctx, ssh.Command{Cmd: "sh -s", Stdin: strings.NewReader(script), Timeout: timeout, MaxOutput: probeMaxOutput})
+	if err != nil {
+		return p, fmt.Errorf("probe: %w", err)
+	}
+	if res.Truncated {
+		return p, fmt.Errorf("probe: output over %d bytes", probeMaxOutput)
+	}
+	if p.res, err = parseProbe(res.Stdout); err != nil {
+		return p, fmt.Errorf("probe: %w", err)
+	}
+	return p, nil
+}
+
+// departing ties each healthy member on no inventory host to the machine
+// at its peer URL's address (plan.EtcdMember.Departing), so a member that
+// leaves the cluster can be stopped and wiped on its own machine: a live
+// member replaced by another host in the inventory. The machine counts as
+// the member's only when it is reached with the inventory's ssh settings
+// (its host key known), runs etcd, and its etcd configuration advertises
+// exactly that peer URL; the member itself answered as this cluster's
+// member of that ID. A member that does not answer is left on no host:
+// its address may be another machine's by now.
+func (g *etcdGatherer) departing(ctx context.Context, conn Connector, members []plan.EtcdMember, probe hostProbe, timeout time.Duration) {
+	for i := range members {
+		m := &members[i]
+		if m.Host != "" || !m.Healthy {
+			continue
+		}
+		h := DepartingHost(*m)
+		if h == nil {
+			continue
+		}
+		p, err := probeHost(ctx, conn, h, probe, timeout)
+		if err != nil {
+			g.log.Warn("machine of an etcd member outside the inventory not reached; it is not stopped or wiped if the member is removed", "member", m.Name, "peer_url", m.PeerURL, "err", err)
+			continue
+		}
+		if p.res.EtcdConfig == nil || parseEtcdConfigIdentity(p.res.EtcdConfig).PeerURL != m.PeerURL || p.res.Facts.Services["etcd"] != "active" {
+			g.log.Warn("the machine at an etcd member's peer URL does not run that member; it is not stopped or wiped", "member", m.Name, "peer_url", m.PeerURL, "host", h.Name)
+			continue
+		}
+		m.Host, m.Departing, m.HostReachable, m.Running = h.Name, true, true, true
+		m.ConfigSHA256 = sha256Hex(p.res.EtcdConfig)
+		m.ConfigCoreSHA256 = sha256Hex(plan.NormalizeEtcdConfig(p.res.EtcdConfig))
+	}
+}
+
+// DepartingHost is the machine of an etcd member outside the inventory as
+// a host kprov can connect to: the address of its peer URL, the
+// inventory's ssh settings. Nil when the peer URL has no host part.
+func DepartingHost(m plan.EtcdMember) *inventory.Host {
+	u, err := url.Parse(m.PeerURL)
+	if err != nil || u.Hostname() == "" {
+		return nil
+	}
+	return &inventory.Host{Name: plan.DepartingHostName(m.Name, u.Hostname()), Address: u.Hostname(), Roles: []inventory.Role{inventory.RoleEtcd}}
+}
+
+// DepartingHosts are the machines of the facts' departing members that
+// were reached: the hosts outside the inventory an apply may connect to.
+func DepartingHosts(facts *plan.Facts) []*inventory.Host {
+	var out []*inventory.Host
+	for _, m := range facts.Etcd {
+		if m.Departing && m.HostReachable {
+			if h := DepartingHost(m); h != nil && h.Name == m.Host {
+				out = append(out, h)
+			}
+		}
+	}
+	return out
 }
 
 // withoutHost renders err without the "host: " prefix the transport adds:

@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/url"
@@ -75,6 +76,21 @@ func startMemberAs(t *testing.T, state string, certsOf, name, addr, initialClust
 	return m
 }
 
+// testEtcdTLS issues the PKI for req in state and returns kprov's etcd
+// client configuration from it.
+func testEtcdTLS(t *testing.T, state string, req pki.Request) *tls.Config {
+	t.Helper()
+	st, _, err := pki.Ensure(state, req, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := EtcdClientTLS(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tlsCfg
+}
+
 func waitReady(t *testing.T, es ...testMember) {
 	t.Helper()
 	for _, e := range es {
@@ -109,14 +125,7 @@ func TestGatherLiveEtcd(t *testing.T) {
 		inv.Topology.EtcdHosts = append(inv.Topology.EtcdHosts, name)
 	}
 	inv.Topology.EtcdMembers = inv.Topology.EtcdHosts
-	st, _, err := pki.Ensure(state, req, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsCfg, err := EtcdClientTLS(st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tlsCfg := testEtcdTLS(t, state, req)
 
 	var initial []string
 	for i, addr := range etcdTestAddrs[:3] {

@@ -447,6 +447,7 @@ func (p *Pipeline) confirmAndApply(ctx context.Context, pl *plan.Plan, facts *pl
 	if err != nil {
 		return nil, err
 	}
+	opts.Departing = DepartingHosts(facts)
 	rep, err := Apply(ctx, pl, p.Conn, opts)
 	switch {
 	case err == nil:

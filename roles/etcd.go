@@ -132,7 +132,7 @@ func names(ms []*planMember) []string {
 func hostsOf(ms []*planMember) []string {
 	var out []string
 	for _, m := range ms {
-		if m.Host != "" {
+		if m.Host != "" && !m.Departing {
 			out = append(out, m.Host)
 		}
 	}
@@ -220,7 +220,7 @@ func (p *etcdPlanner) checkHosts() error {
 		if m.ID != 0 {
 			id += fmt.Sprintf(" (ID %x)", m.ID)
 		}
-		if m.Host != "" && m.Name != "" && m.Name != m.Host && inventoryHost[m.Name] {
+		if m.Host != "" && !m.Departing && m.Name != "" && m.Name != m.Host && inventoryHost[m.Name] {
 			return &RefusalError{Member: id,
 				Observed: fmt.Sprintf("its name is inventory host %s's, but its peer URL %s is the address of inventory host %s", m.Name, m.PeerURL, m.Host),
 				Action: fmt.Sprintf("kprov stops and wipes a member only on the host its peer URL names, and cannot tell whether this one runs on %s or on %s: "+
@@ -562,11 +562,16 @@ func (p *etcdPlanner) promote(m *planMember, t EtcdTarget, why string) {
 // then its service stopped and its data wiped, so a removal that fails leaves
 // a working member behind.
 //
-// Every step goes to the member's host, the one its peer URL names, never to
-// the host its name suggests: a stale member may carry a healthy member's name
-// (RELIABILITY 19). A member on no inventory host is removed through a member
-// that stays, by ID and peer URL, and nothing is stopped or wiped anywhere:
-// no host is provably its.
+// The steps that talk to etcd (the health wait, the leadership move, the
+// removal) go through a healthy member that stays (via): the departing
+// member's own host may be down, or outside the inventory. The removal is
+// by the member's ID and exact peer URL. The steps on the departing
+// member's machine (stop, wipe) go to the host its peer URL names, never to
+// the host its name suggests (a stale member may carry a healthy member's
+// name, RELIABILITY 19), and only when that machine was reached: an
+// inventory host, or the machine of a healthy member outside the inventory
+// (plan.EtcdMember.Departing). Otherwise nothing is stopped or wiped, and
+// the plan says what is left behind.
 func (p *etcdPlanner) remove(m *planMember, reason string) error {
 	voters := p.st.voters()
 	var expect []*planMember
@@ -575,27 +580,35 @@ func (p *etcdPlanner) remove(m *planMember, reason string) error {
 			expect = append(expect, v)
 		}
 	}
-	host, title := m.Host, "removing member "+m.Name
+	via := p.via(expect)
+	if via == "" {
+		return &RefusalError{Member: m.Name, Observed: fmt.Sprintf("no healthy member on an inventory host is left to remove it through (peer URL %s)", m.PeerURL),
+			Action: "remove it with " + removeHint(m)}
+	}
+	title := "removing member " + m.Name
 	switch {
-	case m.Host == "":
-		host = p.via(expect)
-		if host == "" {
-			return &RefusalError{Member: m.Name, Observed: fmt.Sprintf("its peer URL %s is no inventory host's, and no inventory host is left to reach the cluster through", m.PeerURL),
-				Action: "remove it with " + removeHint(m)}
-		}
-		title += " at " + m.PeerURL + " (on no inventory host: nothing is stopped or wiped)"
-		reason += fmt.Sprintf("; its peer URL is no inventory host's, so it is removed through %s and nothing is stopped or wiped", host)
+	case m.Host == "" || m.Departing:
+		title += " at " + m.PeerURL
 	case m.Host != m.Name:
 		title += " (host " + m.Host + ")"
 	}
+	onMachine := m.Host != "" && m.HostReachable
+	if !onMachine {
+		left := p.leftBehind(m)
+		title += " (" + left + ")"
+		p.notes = append(p.notes, fmt.Sprintf("etcd member %s (ID %x, %s) is removed through %s; %s", m.Name, m.ID, m.PeerURL, via, left))
+	}
+	reason += fmt.Sprintf("; removed by ID and peer URL through %s, a member that stays", via)
 	stage := plan.Stage{Kind: plan.StageEtcdRemove, Target: m.Name, Title: title, Parallel: 1, Quorum: quorumNote(len(voters))}
-	stage.Steps = append(stage.Steps, p.waitHealthy(host, hostsOf(expect), "every remaining member must be healthy before a member is removed"))
+	stage.Steps = append(stage.Steps, p.waitHealthy(via, hostsOf(expect), "every remaining member must be healthy before a member is removed"))
 	if !m.Learner && m.Healthy {
-		stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpEtcdMoveLeader, Host: host, Member: m.Name, PeerURL: m.PeerURL,
+		stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpEtcdMoveLeader, Host: via, Member: m.Name, PeerURL: m.PeerURL,
 			Reason: "if this member leads, leadership moves to a healthy member first so the cluster never waits out an election"})
 	}
-	stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpEtcdRemove, Host: host, Member: m.Name, MemberID: m.ID, PeerURL: m.PeerURL, Reason: reason})
-	if m.Host != "" && m.HostReachable {
+	stage.Steps = append(stage.Steps, plan.Step{Op: plan.OpEtcdRemove, Host: via, Member: m.Name, MemberID: m.ID, PeerURL: m.PeerURL, Reason: reason})
+	if onMachine {
+		// A serial stage stops at its first failed host, so these run
+		// only once the removal above has taken effect.
 		stage.Steps = append(stage.Steps,
 			plan.Step{Op: plan.OpStopService, Host: m.Host, Service: p.in.Service, Reason: "stop the removed member, only now that it is out of the member list"},
 			plan.Step{Op: plan.OpWipeDataDir, Host: m.Host, Path: p.in.DataDir, Reason: "a removed member's data must not let it rejoin with its old identity"},
@@ -606,10 +619,30 @@ func (p *etcdPlanner) remove(m *planMember, reason string) error {
 	return nil
 }
 
-// via is the host the etcd steps removing a member on no inventory host run
-// on: apply reaches etcd through any etcd host, so it is the first healthy
-// member that stays, or else the first wanted one.
+// leftBehind says what a removal leaves on the member's machine when kprov
+// cannot reach it.
+func (p *etcdPlanner) leftBehind(m *planMember) string {
+	what := fmt.Sprintf("its data dir %s and its %s unit are left on it", p.in.DataDir, p.in.Service)
+	switch {
+	case m.Host == "" && !m.Healthy:
+		return "on no inventory host and not answering, so no machine is provably its: nothing is stopped or wiped; " + what
+	case m.Host == "":
+		return "on no inventory host and its machine not reached: nothing is stopped or wiped; " + what
+	default:
+		return m.Host + " unreachable: " + what
+	}
+}
+
+// via is the inventory host the etcd steps of a removal run on: apply
+// reaches etcd through the inventory's etcd hosts, so it is the first
+// healthy member that stays, else any healthy one on an inventory host,
+// else the first wanted member.
 func (p *etcdPlanner) via(stay []*planMember) string {
+	for _, m := range stay {
+		if _, wanted := p.want[m.PeerURL]; wanted && m.Host != "" && !m.Departing {
+			return m.Host
+		}
+	}
 	if hs := hostsOf(stay); len(hs) > 0 {
 		return hs[0]
 	}

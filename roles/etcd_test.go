@@ -34,11 +34,20 @@ func (m *simMember) addr() string {
 type simCluster struct {
 	members []*simMember
 	nextID  uint64
-	hosts   map[string]bool   // the inventory's hosts
-	running map[string]bool   // machine -> etcd process running
-	dead    map[string]bool   // machine is down: its member is unhealthy and it cannot be reached
-	config  map[string]string // machine -> config file content
-	hasData map[string]bool   // machine -> data directory exists
+	// hosts are inventory hosts besides the wanted members (planVersion
+	// adds those); inv is the inventory of the last plan: a member that
+	// leaves is on no inventory host, as when a person takes its host out
+	// of the inventory file.
+	hosts map[string]bool
+	inv   map[string]bool
+	// departing maps the departing-host names of the last plan's facts to
+	// their machines: a healthy member outside the inventory, whose
+	// machine kprov reaches for stop and wipe only.
+	departing map[string]string
+	running   map[string]bool   // machine -> etcd process running
+	dead      map[string]bool   // machine is down: its member is unhealthy and it cannot be reached
+	config    map[string]string // machine -> config file content
+	hasData   map[string]bool   // machine -> data directory exists
 	// binary is the etcd version of the binary on a machine, version the
 	// one its process runs (it takes the binary's at start); a machine
 	// without a binary version runs an unversioned etcd, as in the
@@ -60,7 +69,7 @@ type simCluster struct {
 }
 
 func newSim() *simCluster {
-	return &simCluster{nextID: 100, hosts: map[string]bool{}, running: map[string]bool{}, dead: map[string]bool{}, config: map[string]string{}, hasData: map[string]bool{},
+	return &simCluster{nextID: 100, hosts: map[string]bool{}, inv: map[string]bool{}, departing: map[string]string{}, running: map[string]bool{}, dead: map[string]bool{}, config: map[string]string{}, hasData: map[string]bool{},
 		binary: map[string]string{}, version: map[string]string{}, restarting: map[string]bool{}}
 }
 
@@ -80,7 +89,6 @@ func testNormalize(b []byte) []byte { return plan.NormalizeEtcdConfig(b) }
 // addExisting creates a live member on the inventory host of the same name,
 // formed earlier and running with the final config.
 func (c *simCluster) addExisting(name string, want []EtcdTarget) {
-	c.hosts[name] = true
 	c.nextID++
 	c.members = append(c.members, &simMember{id: c.nextID, name: name, peerURL: simPeerURL(name)})
 	c.running[name] = true
@@ -174,14 +182,21 @@ func (c *simCluster) facts() []plan.EtcdMember {
 	for _, m := range c.members {
 		em := plan.EtcdMember{ID: m.id, Name: m.name, PeerURL: m.peerURL, Learner: m.learner, Leader: m.leader,
 			Healthy: c.healthy(m) && (c.hasQuorum() || m.learner)}
-		if a := m.addr(); c.hosts[a] {
+		a := m.addr()
+		switch {
+		case c.inv[a]:
 			cfg := c.config[a]
 			em.Host, em.HostReachable, em.Running = a, !c.dead[a], c.running[a] && !c.dead[a]
 			em.ConfigSHA256, em.ConfigCoreSHA256 = sha([]byte(cfg)), sha(testNormalize([]byte(cfg)))
 			if em.Healthy {
 				em.Version = c.version[a]
 			}
-		} else {
+		case em.Healthy:
+			// Outside the inventory and answering: gathering reaches its
+			// machine at the peer URL's address (provision.Gather).
+			em.Host, em.Departing, em.HostReachable, em.Running = plan.DepartingHostName(m.name, a), true, true, true
+			c.departing[em.Host] = a
+		default:
 			em.Running = em.Healthy // on no inventory host, answering is the only sign it runs
 		}
 		out = append(out, em)
@@ -193,11 +208,20 @@ func (c *simCluster) facts() []plan.EtcdMember {
 func (c *simCluster) apply(s plan.Step) error {
 	c.steps++
 	host := s.Host
-	if !c.hosts[host] {
+	if machine, ok := c.departing[host]; ok {
+		// The machine of a member outside the inventory: apply connects
+		// to it only to stop and wipe what it ran.
+		if s.Op != plan.OpStopService && s.Op != plan.OpWipeDataDir {
+			return fmt.Errorf("step %s on %s, a machine outside the inventory", s.Op, host)
+		}
+		host = machine
+	} else if !c.inv[host] {
 		// apply connects to every step's host, and only the inventory's.
 		return fmt.Errorf("step %s on %q, which is not an inventory host", s.Op, host)
 	}
-	if c.dead[host] && s.Op != plan.OpEtcdRemove && s.Op != plan.OpWaitEtcdHealthy && s.Op != plan.OpEtcdMoveLeader {
+	if c.dead[host] {
+		// apply connects to a step's host before it runs the step, even
+		// one that only talks to etcd.
 		return fmt.Errorf("step %s on dead host %s", s.Op, host)
 	}
 	switch s.Op {
@@ -334,7 +358,7 @@ func (c *simCluster) apply(s plan.Step) error {
 		for _, v := range s.Voters {
 			// apply checks the voters by inventory host.
 			m := c.memberAt(v)
-			if !c.hosts[v] || m == nil || m.learner || !c.healthy(m) {
+			if !c.inv[v] || m == nil || m.learner || !c.healthy(m) {
 				return fmt.Errorf("wait for %v: %s is not a healthy voting member on an inventory host", s.Voters, v)
 			}
 		}
@@ -436,16 +460,23 @@ func planFor(c *simCluster, want []EtcdTarget) ([]plan.Stage, error) {
 // with artifact, the inventory provides that version's binary, which
 // replaces every other one.
 func planVersion(c *simCluster, want []EtcdTarget, version string, artifact bool) ([]plan.Stage, error) {
+	stages, _, err := planNotes(c, want, version, artifact)
+	return stages, err
+}
+
+// planNotes is planVersion with the plan's notes.
+func planNotes(c *simCluster, want []EtcdTarget, version string, artifact bool) ([]plan.Stage, []string, error) {
+	c.inv = maps.Clone(c.hosts)
 	for _, t := range want {
-		c.addHosts(t.Name)
+		c.inv[t.Name] = true
 	}
+	c.departing = map[string]string{}
 	bins := map[string]EtcdBinary{}
 	for _, t := range want {
 		bins[t.Name] = EtcdBinary{Replaced: artifact && c.binary[t.Name] != version, Version: c.binary[t.Name]}
 	}
-	stages, _, err := PlanEtcd(EtcdInput{Live: c.facts(), Want: want, Hosts: slices.Sorted(maps.Keys(c.hosts)),
+	return PlanEtcd(EtcdInput{Live: c.facts(), Want: want, Hosts: slices.Sorted(maps.Keys(c.inv)),
 		DataDir: "/var/lib/etcd", Service: "etcd", Config: testConfig, Normalize: testNormalize, Version: version, Binaries: bins})
-	return stages, err
 }
 
 func flatten(stages []plan.Stage) []plan.Step {
@@ -694,6 +725,9 @@ func TestEtcdStaleMembers(t *testing.T) {
 		// removed is the machine of the member the first stage removes;
 		// untouched is the host of the healthy member sharing its name.
 		removed, untouched string
+		// wiped: the removed member answered, so gathering reached its
+		// machine outside the inventory, where it is stopped and wiped.
+		wiped bool
 	}{
 		{
 			// The defect in issue 12: a dead "e3" whose peer URL is another
@@ -732,7 +766,7 @@ func TestEtcdStaleMembers(t *testing.T) {
 			setup:   func(c *simCluster) { c.addStale("x9", "x9", true, false) },
 			want:    seq("e", 1, 3),
 			stages:  []string{"etcd/remove/x9"},
-			removed: "x9",
+			removed: "x9", wiped: true,
 		},
 		{
 			// Added with e4's old address, which no inventory host has now.
@@ -740,7 +774,7 @@ func TestEtcdStaleMembers(t *testing.T) {
 			setup:   func(c *simCluster) { c.addStale("e4", "old-e4", true, true) },
 			want:    seq("e", 1, 4),
 			stages:  []string{"etcd/remove/e4", "etcd/add/e4", "etcd/finalize-config"},
-			removed: "old-e4", untouched: "e4",
+			removed: "old-e4", untouched: "e4", wiped: true,
 		},
 		{
 			// An initial-cluster listing e2 twice would stop the learner
@@ -786,9 +820,16 @@ func TestEtcdStaleMembers(t *testing.T) {
 			}
 			stale := c.memberAt(tc.removed)
 			rm := stages[0]
+			machine := plan.DepartingHostName(stale.name, tc.removed)
+			wipes := 0
 			for _, s := range rm.Steps {
 				if s.Op == plan.OpStopService || s.Op == plan.OpWipeDataDir {
-					t.Errorf("%s on %s: the removed member is on no inventory host, so nothing may be stopped or wiped", s.Op, s.Host)
+					wipes++
+					if !tc.wiped || s.Host != machine {
+						t.Errorf("%s on %s: the removed member is on no inventory host, so only its own machine %s, reached because it answered, may be stopped or wiped", s.Op, s.Host, machine)
+					}
+				} else if s.Host == machine || !c.inv[s.Host] {
+					t.Errorf("%s on %s: etcd is asked through an inventory host that stays", s, s.Host)
 				}
 				if tc.untouched != "" && s.Host == tc.untouched {
 					t.Errorf("%s addressed to %s, whose member shares the removed one's name", s, s.Host)
@@ -800,7 +841,13 @@ func TestEtcdStaleMembers(t *testing.T) {
 					t.Errorf("%s names member ID %d, want %d", s, s.MemberID, stale.id)
 				}
 			}
+			if tc.wiped && wipes != 2 {
+				t.Errorf("the removed member answered and its machine was reached: want it stopped and wiped there, got steps %v", hostSteps(stages))
+			}
 			c.run(t, flatten(stages), -1)
+			if tc.wiped && (c.running[tc.removed] || c.hasData[tc.removed]) {
+				t.Errorf("%s: running %v, data %v after its removal", tc.removed, c.running[tc.removed], c.hasData[tc.removed])
+			}
 			if u := tc.untouched; u != "" && (!c.running[u] || !c.hasData[u]) {
 				t.Errorf("%s: running %v, data %v after the plan", u, c.running[u], c.hasData[u])
 			}
@@ -913,6 +960,10 @@ func modelScenario(t *testing.T, start, target, keep, failed int, stale string) 
 		c.assertConverged(t, want)
 		for cut := 1; cut < len(steps); cut++ {
 			c := setup()
+			// The inventory and the machines reached, as when the plan was made.
+			if _, err := planFor(c, want); err != nil {
+				t.Fatal(err)
+			}
 			c.run(t, steps, cut)
 			again, err := planFor(c, want)
 			if err != nil {

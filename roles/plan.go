@@ -465,20 +465,31 @@ func (p *planner) etcdBinaries() map[string]EtcdBinary {
 // are cached by their inputs.
 func (p *planner) etcdConfig(t EtcdTarget, initial []EtcdTarget, state string) File {
 	names := make([]string, len(initial))
+	var outside map[string]string
+	keyed := make([]string, len(initial))
 	for i, m := range initial {
-		names[i] = m.Name
+		names[i], keyed[i] = m.Name, m.Name
+		if !slices.Contains(p.inv.Topology.EtcdMembers, m.Name) {
+			// A live member leaving the inventory: still in etcd's member
+			// list, so in the joining member's initial-cluster.
+			if outside == nil {
+				outside = map[string]string{}
+			}
+			outside[m.Name] = m.PeerURL
+			keyed[i] += "=" + m.PeerURL
+		}
 	}
-	key := t.Name + "|" + state + "|" + strings.Join(names, ",")
+	key := t.Name + "|" + state + "|" + strings.Join(keyed, ",")
 	if f, ok := p.etcdCache[key]; ok {
 		return f
 	}
 	boot := p.formed()
 	var r *Rendering
 	var err error
-	if formed := boot[t.Name]; formed.State == state && slices.Equal(formed.Cluster, names) {
+	if formed := boot[t.Name]; formed.State == state && slices.Equal(formed.Cluster, names) && outside == nil {
 		r = p.final
 	} else {
-		boot[t.Name] = EtcdBootstrap{State: state, Cluster: names}
+		boot[t.Name] = EtcdBootstrap{State: state, Cluster: names, Outside: outside}
 		// An etcd member's configuration depends only on the masters and
 		// the etcd members, so render just those hosts, not every node.
 		sub := *p.inv

@@ -70,6 +70,12 @@ type Options struct {
 type EtcdBootstrap struct {
 	State   string   // EtcdStateNew or EtcdStateExisting
 	Cluster []string // members in initial-cluster, in order; the member itself included
+	// Outside are the peer URLs, by name, of the members of Cluster on no
+	// etcd host of the inventory: live members that are leaving (a member
+	// replaced while it runs, a scale-in). A member joins with every
+	// current member in its initial-cluster, those included, since etcd
+	// checks the list against its member list.
+	Outside map[string]string
 }
 
 // FreshEtcdBootstrap brings a new cluster up one member at a time: the first
@@ -334,7 +340,10 @@ func checkBootstrap(name string, b EtcdBootstrap, members []string) error {
 		return fmt.Errorf("render: etcd member %q: initial-cluster %v must include the member itself", name, b.Cluster)
 	}
 	for _, m := range b.Cluster {
-		if !slices.Contains(members, m) {
+		if _, outside := b.Outside[m]; outside && slices.Contains(members, m) {
+			return fmt.Errorf("render: etcd member %q: initial-cluster member %q is an etcd member of the inventory and also given a peer URL outside it", name, m)
+		}
+		if _, outside := b.Outside[m]; !outside && !slices.Contains(members, m) {
 			return fmt.Errorf("render: etcd member %q: initial-cluster names %q, which is not an etcd member of the inventory", name, m)
 		}
 	}
@@ -478,6 +487,10 @@ func (r *renderer) host(h *inventory.Host) (*HostFiles, error) {
 		member := &EtcdTarget{Name: h.Name, ClientURL: clientURL(h.Address), PeerURL: peerURL(h.Address), Bootstrap: b}
 		var initial []string
 		for _, name := range b.Cluster {
+			if u, outside := b.Outside[name]; outside {
+				initial = append(initial, name+"="+u)
+				continue
+			}
 			initial = append(initial, name+"="+peerURL(r.inv.Host(name).Address))
 		}
 		data.Etcd = &EtcdData{

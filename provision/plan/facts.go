@@ -18,7 +18,15 @@ type EtcdMember struct {
 	// member's host (start, stop, wipe) goes to this host, never to the one
 	// its self-reported Name suggests: a stale member may carry a healthy
 	// member's name (RELIABILITY 19).
-	Host          string `json:"host,omitempty"`
+	Host string `json:"host,omitempty"`
+	// Departing: no inventory host has the address in the member's peer
+	// URL, and Host names the machine at that address instead
+	// (DepartingHostName), reached with the inventory's ssh settings so a
+	// member that leaves can be stopped and wiped on its own machine. Only
+	// a healthy member is tied to its machine this way: one that does not
+	// answer as this cluster's member may sit at an address another
+	// machine has now.
+	Departing     bool   `json:"departing,omitempty"`
 	Learner       bool   `json:"learner"`
 	Leader        bool   `json:"leader"`
 	Healthy       bool   `json:"healthy"`        // answers on its client URL and follows the leader
@@ -167,4 +175,12 @@ func (f *Facts) Digest() string {
 	}
 	sum := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// DepartingHostName names the machine of a member on no inventory host in
+// plan steps: its member name and the address of its peer URL, e.g.
+// "etcd-1@10.0.0.11". An inventory host name cannot hold "@", so it never
+// names an inventory host.
+func DepartingHostName(member, address string) string {
+	return member + "@" + address
 }

@@ -1,0 +1,317 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/lab"
+	"github.com/kprov/kprov/provision/plan"
+)
+
+// membershipSpecs is the membership lab: the upgrade lab's three members
+// and master, and three spare etcd machines that boot with it but join
+// the inventory only when a step of the test puts them there.
+func membershipSpecs() []lab.MachineSpec {
+	specs := upgradeSpecs()
+	for _, n := range []string{"etcd-4", "etcd-5", "etcd-6"} {
+		specs = append(specs, lab.MachineSpec{Name: n, Roles: []inventory.Role{inventory.RoleEtcd}})
+	}
+	return specs
+}
+
+// TestEtcdMembership changes external etcd's membership on one lab, with
+// the load harness running throughout (writes acknowledged and read back,
+// every member's status polled):
+//
+//   - a non-leader member's machine is stopped (plug pulled) and swapped
+//     for a spare in the inventory: apply removes the dead member by its
+//     ID through a live one, saying what it leaves on the dead machine,
+//     then adds the spare as a learner and promotes it;
+//   - a live member is swapped for a spare: the spare joins first, then
+//     the old member is removed (leadership moved away if it leads),
+//     stopped and wiped on its own machine. That apply is interrupted with
+//     Ctrl-C once the learner is listed; the re-run finishes it without
+//     adding it again (same member ID, never two learners);
+//   - 3 → 5 → 3: learners one at a time, each promoted before the next;
+//     the scale-in removes the leader of the moment among others, last.
+//
+// After each change a second apply prints No changes; at the end no
+// acknowledged write is lost, no more than one learner was ever listed, and
+// a quorum of healthy voters never went missing.
+func TestEtcdMembership(t *testing.T) {
+	l := UpLab(t, membershipSpecs())
+	inv := l.InventoryPath()
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	full, err := os.ReadFile(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setEtcd := func(members ...string) {
+		t.Helper()
+		writeFile(t, inv, withEtcdHosts(t, string(full), members...))
+	}
+	converge := func(step string) string {
+		t.Helper()
+		start := time.Now()
+		out, err := kprovErr(t, "-f", inv, "apply", "--auto-approve")
+		if err != nil {
+			t.Fatalf("%s: apply: %v\n%s", step, err, out)
+		}
+		t.Logf("%s: applied in %s", step, time.Since(start).Round(time.Second))
+		again, err := kprovErr(t, "-f", inv, "apply", "--auto-approve")
+		if err != nil || !strings.Contains(again, "No changes") {
+			t.Errorf("%s: the apply after it: %v, want No changes\n%s", step, err, again)
+		}
+		return out
+	}
+
+	// The cluster: etcd-1..3 and the master.
+	setEtcd("etcd-1", "etcd-2", "etcd-3")
+	out, err := kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	assertApplied(t, out, err)
+	cli := etcdClient(t, ctx, l, inv)
+	defer cli.Close()
+	before := members(t, ctx, cli)
+	assertMembers(t, before, "etcd-1", "etcd-2", "etcd-3")
+	load := startEtcdLoad(t, ctx, l, inv)
+
+	// (a) A dead member replaced: a non-leader's machine stopped, swapped for etcd-4.
+	leader := leaderName(t, ctx, cli)
+	dead := "etcd-3"
+	if leader == dead {
+		dead = "etcd-2"
+	}
+	deadID := before[dead].ID
+	if err := l.Stop(ctx, dead, 0); err != nil {
+		t.Fatal(err)
+	}
+	stay := slices.DeleteFunc([]string{"etcd-1", "etcd-2", "etcd-3"}, func(n string) bool { return n == dead })
+	setEtcd(append(slices.Clone(stay), "etcd-4")...)
+	out = converge("replace dead " + dead)
+	assertStagesInTurn(t, out)
+	if i, j := strings.Index(out, "[etcd] removing member "+dead), strings.Index(out, "[etcd] adding member 3/3 (etcd-4)"); i < 0 || j < 0 || i > j {
+		t.Errorf("replace dead %s: want its removal before etcd-4 is added:\n%s", dead, out)
+	}
+	if !strings.Contains(out, "are left on it") {
+		t.Errorf("replace dead %s: the plan does not say what is left on the dead machine:\n%s", dead, out)
+	}
+	now := members(t, ctx, cli)
+	assertMembers(t, now, append(slices.Clone(stay), "etcd-4")...)
+	for _, m := range now {
+		if m.ID == deadID {
+			t.Errorf("the dead member's ID %x is still listed", deadID)
+		}
+	}
+
+	// (b) A live member replaced: etcd-1 swapped for etcd-5, interrupted
+	// once etcd-5 is listed as a learner.
+	stay = slices.DeleteFunc(stay, func(n string) bool { return n == "etcd-1" })
+	oldID := now["etcd-1"].ID
+	setEtcd(append(slices.Clone(stay), "etcd-4", "etcd-5")...)
+	run := startApplyUntil(t, ctx, "[etcd] adding member 3/3 (etcd-5) ...", "-f", inv, "apply", "--auto-approve")
+	learner := waitLearner(t, ctx, cli, mustAddress(t, l, "etcd-5"))
+	if err := run.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	first, err := run.wait()
+	t.Logf("interrupted with etcd-5 listed (ID %x, learner %v): %s", learner.ID, learner.IsLearner, failureLine(first))
+	if exitCode(err) != 1 {
+		t.Errorf("the interrupted apply: %v, want exit 1\n%s", err, first)
+	}
+	out = converge("replace live etcd-1")
+	assertStagesInTurn(t, out)
+	if strings.Contains(out, "etcd learner added") {
+		t.Errorf("the re-run added etcd-5 again:\n%s", out)
+	}
+	now = members(t, ctx, cli)
+	assertMembers(t, now, append(slices.Clone(stay), "etcd-4", "etcd-5")...)
+	if now["etcd-5"].ID != learner.ID {
+		t.Errorf("etcd-5 is member %x, the interrupted run added %x: added twice", now["etcd-5"].ID, learner.ID)
+	}
+	for _, m := range now {
+		if m.ID == oldID {
+			t.Errorf("etcd-1's member %x is still listed", oldID)
+		}
+	}
+	assertRetired(t, ctx, l, "etcd-1")
+
+	// (c) 3 → 5: etcd-1 (wiped: a fresh machine now) and etcd-6 join one at a time.
+	three := append(slices.Clone(stay), "etcd-4", "etcd-5")
+	five := append(slices.Clone(three), "etcd-1", "etcd-6")
+	setEtcd(five...)
+	out = converge("3 → 5")
+	assertStagesInTurn(t, out)
+	now = members(t, ctx, cli)
+	assertMembers(t, now, five...)
+
+	// 5 → 3: the leader of the moment and one more leave, the leader last.
+	leader = leaderName(t, ctx, cli)
+	var keep []string
+	for _, n := range five {
+		if n != leader && len(keep) < 3 {
+			keep = append(keep, n)
+		}
+	}
+	var leave []string
+	for _, n := range five {
+		if !slices.Contains(keep, n) {
+			leave = append(leave, n)
+		}
+	}
+	setEtcd(keep...)
+	out = converge(fmt.Sprintf("5 → 3 (%s leave, %s leads)", strings.Join(leave, ", "), leader))
+	assertStagesInTurn(t, out)
+	removed := removalOrder(out)
+	if len(removed) != 2 || removed[1] != leader {
+		t.Errorf("5 → 3 removed %v; want two, the leader %s last:\n%s", removed, leader, out)
+	}
+	now = members(t, ctx, cli)
+	assertMembers(t, now, keep...)
+	for _, n := range leave {
+		assertRetired(t, ctx, l, n)
+	}
+
+	load.stop()
+	load.verify(t, ctx, cli)
+	figures := load.figures()
+	t.Logf("load during the membership changes: %s", figures)
+	assertPlanned(t, figures)
+}
+
+// withEtcdHosts is the lab inventory with only the named etcd hosts (in
+// lab order) and every other host.
+func withEtcdHosts(t *testing.T, text string, etcd ...string) string {
+	t.Helper()
+	block := regexp.MustCompile(`(?ms)^host "([^"]+)" \{\n.*?^\}\n`)
+	out := block.ReplaceAllStringFunc(text, func(b string) string {
+		name := block.FindStringSubmatch(b)[1]
+		if strings.HasPrefix(name, "etcd-") && !slices.Contains(etcd, name) {
+			return ""
+		}
+		return b
+	})
+	for _, n := range etcd {
+		if !strings.Contains(out, fmt.Sprintf("host %q {", n)) {
+			t.Fatalf("no host %s in the lab inventory:\n%s", n, text)
+		}
+	}
+	return out
+}
+
+// members lists etcd's members by name.
+func members(t *testing.T, ctx context.Context, cli *clientv3.Client) map[string]*etcdMemberInfo {
+	t.Helper()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*etcdMemberInfo{}
+	for _, m := range list.Members {
+		out[m.Name] = &etcdMemberInfo{ID: m.ID, IsLearner: m.IsLearner, PeerURLs: m.PeerURLs}
+	}
+	return out
+}
+
+type etcdMemberInfo struct {
+	ID        uint64
+	IsLearner bool
+	PeerURLs  []string
+}
+
+// assertMembers checks the members are exactly the named ones, all voters.
+func assertMembers(t *testing.T, got map[string]*etcdMemberInfo, want ...string) {
+	t.Helper()
+	var names []string
+	for n, m := range got {
+		names = append(names, n)
+		if m.IsLearner {
+			t.Errorf("%s (%x) is still a learner", n, m.ID)
+		}
+	}
+	slices.Sort(names)
+	w := slices.Sorted(slices.Values(want))
+	if !slices.Equal(names, w) {
+		t.Fatalf("etcd members %v, want %v", names, w)
+	}
+}
+
+// waitLearner polls etcd until a member with the address's peer URL is
+// listed and returns it.
+func waitLearner(t *testing.T, ctx context.Context, cli *clientv3.Client, addr string) *etcdMemberInfo {
+	t.Helper()
+	peer := plan.EtcdPeerURL(addr)
+	for ctx.Err() == nil {
+		if list, err := cli.MemberList(ctx); err == nil {
+			for _, m := range list.Members {
+				if slices.Contains(m.PeerURLs, peer) {
+					return &etcdMemberInfo{ID: m.ID, IsLearner: m.IsLearner, PeerURLs: m.PeerURLs}
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no member with peer URL %s: %v", peer, ctx.Err())
+	return nil
+}
+
+// assertRetired checks a removed member's machine: etcd stopped, its data
+// directory gone or empty.
+func assertRetired(t *testing.T, ctx context.Context, l *lab.Lab, machine string) {
+	t.Helper()
+	out, err := l.Output(ctx, machine, "systemctl is-active etcd; ls -A /var/lib/etcd 2>/dev/null | wc -l")
+	if s := strings.Fields(string(out)); len(s) != 2 || s[0] == "active" || s[1] != "0" {
+		t.Errorf("%s after its removal: %q (%v), want etcd not active and no data", machine, out, err)
+	}
+}
+
+// membershipStageLine is an etcd membership stage's line in apply's output.
+var membershipStageLine = regexp.MustCompile(`^\[etcd\] (adding|removing) member (.*?)( \.\.\.|: done in .*|: FAILED .*)$`)
+
+// assertStagesInTurn checks that every membership stage began only after
+// the one before it was done: one change at a time.
+func assertStagesInTurn(t *testing.T, out string) {
+	t.Helper()
+	open := ""
+	for _, line := range strings.Split(out, "\n") {
+		m := membershipStageLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		what := m[1] + " " + m[2]
+		switch {
+		case m[3] == " ...":
+			if open != "" {
+				t.Errorf("%s began while %s was not done:\n%s", what, open, out)
+			}
+			open = what
+		case strings.HasPrefix(m[3], ": done"):
+			open = ""
+		default:
+			t.Errorf("%s failed:\n%s", what, out)
+		}
+	}
+}
+
+// removalOrder is the members whose removal stages finished, in order.
+func removalOrder(out string) []string {
+	var done []string
+	for _, line := range strings.Split(out, "\n") {
+		if m := membershipStageLine.FindStringSubmatch(line); m != nil && m[1] == "removing" && strings.HasPrefix(m[3], ": done") {
+			done = append(done, strings.Fields(m[2])[0])
+		}
+	}
+	return done
+}

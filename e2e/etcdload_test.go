@@ -1,0 +1,278 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kprov/kprov/inventory"
+	"github.com/kprov/kprov/lab"
+)
+
+// etcdLoadPrefix is where the load writes its keys.
+const etcdLoadPrefix = "/kprov-e2e/load/"
+
+// etcdLoad is the load harness every day-2 etcd test runs beside the
+// operation it tests. A writer puts a key with a unique value every 25 ms
+// and records which puts etcd acknowledged and which failed; a watcher,
+// every 100 ms, lists the members (so it follows members added and
+// removed), asks each one for its status, and records how many were
+// learners at once, how many did not answer at once, and the moments
+// without a quorum of healthy voters. At the end verify reads every
+// acknowledged key back.
+type etcdLoad struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	acked   map[string]string
+	failed  int
+	lastAck time.Time
+	maxGap  time.Duration
+	maxDown int
+	// maxLearners is the most learners one member list held.
+	maxLearners int
+	// noQuorumSince is when the current moment without a quorum of
+	// healthy voters began (zero: there is one); maxNoQuorum the longest
+	// such moment, noQuorumPolls how many polls saw one.
+	noQuorumSince time.Time
+	maxNoQuorum   time.Duration
+	noQuorumPolls int
+	polls         int
+	maxMembers    int
+	minVoters     int
+	lost          int
+}
+
+// loadFigures is what etcdLoad measured.
+type loadFigures struct {
+	acked, failed int
+	// lost is acknowledged writes that did not read back (set once
+	// verify has run; -1 before).
+	lost        int
+	maxGap      time.Duration
+	maxDown     int
+	maxLearners int
+	// maxNoQuorum is the longest moment without a quorum of healthy
+	// voters, noQuorumPolls the polls that saw one (0: never).
+	maxNoQuorum   time.Duration
+	noQuorumPolls int
+	polls         int
+	maxMembers    int
+	minVoters     int
+}
+
+func (f loadFigures) String() string {
+	lost := "not checked yet"
+	if f.lost >= 0 {
+		lost = fmt.Sprint(f.lost)
+	}
+	noQuorum := "none"
+	if f.noQuorumPolls > 0 {
+		noQuorum = fmt.Sprintf("%s (%d polls)", f.maxNoQuorum.Round(time.Millisecond), f.noQuorumPolls)
+	}
+	return fmt.Sprintf("%d acknowledged, %d failed, %s lost, longest gap without a write %s, at most %d member(s) not answering at once, "+
+		"at most %d learner(s) at once, longest moment without a quorum of healthy voters: %s; %d status polls, at most %d members, at least %d voters",
+		f.acked, f.failed, lost, f.maxGap.Round(time.Millisecond), f.maxDown, f.maxLearners, noQuorum, f.polls, f.maxMembers, f.minVoters)
+}
+
+// startEtcdLoad starts the writer (about 40 puts a second) and the status
+// watcher (every member every 100 ms), each with its own etcd client.
+func startEtcdLoad(t *testing.T, ctx context.Context, l *lab.Lab, inv string) *etcdLoad {
+	t.Helper()
+	lctx, cancel := context.WithCancel(ctx)
+	ld := &etcdLoad{cancel: cancel, acked: map[string]string{}, lastAck: time.Now(), minVoters: -1, lost: -1}
+	writer := etcdClient(t, lctx, l, inv)
+	watcher := etcdClient(t, lctx, l, inv)
+	if _, err := watcher.MemberList(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ld.wg.Go(func() {
+		defer writer.Close()
+		tick := time.NewTicker(25 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-lctx.Done():
+				return
+			case <-tick.C:
+			}
+			key, val := fmt.Sprintf("%s%06d", etcdLoadPrefix, i), fmt.Sprintf("v%d-%d", i, time.Now().UnixNano())
+			pctx, pcancel := context.WithTimeout(lctx, 2*time.Second)
+			_, err := writer.Put(pctx, key, val)
+			pcancel()
+			now := time.Now()
+			ld.mu.Lock()
+			if err == nil {
+				ld.acked[key] = val
+				ld.maxGap = max(ld.maxGap, now.Sub(ld.lastAck))
+				ld.lastAck = now
+			} else if lctx.Err() == nil {
+				ld.failed++
+			}
+			ld.mu.Unlock()
+		}
+	})
+	ld.wg.Go(func() {
+		defer watcher.Close()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-lctx.Done():
+				return
+			case <-tick.C:
+			}
+			ld.poll(lctx, watcher)
+			if lctx.Err() != nil {
+				return
+			}
+		}
+	})
+	t.Cleanup(func() { ld.stop() })
+	return ld
+}
+
+// poll lists the members and asks each for its status, all at once.
+// A member list that cannot be had (linearizably: it needs a leader and
+// a quorum) is a moment without quorum; so is one in which fewer voters
+// answer, following a leader, than the quorum of the voters listed.
+func (ld *etcdLoad) poll(ctx context.Context, cli *clientv3.Client) {
+	lctx, cancel := context.WithTimeout(ctx, time.Second)
+	list, err := cli.MemberList(lctx)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	now := time.Now()
+	voters, healthy, learners, down := 0, 0, 0, 0
+	if err == nil {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for _, m := range list.Members {
+			if m.IsLearner {
+				learners++
+			} else {
+				voters++
+			}
+			if len(m.ClientURLs) == 0 {
+				mu.Lock()
+				down++ // added, not started yet
+				mu.Unlock()
+				continue
+			}
+			wg.Go(func() {
+				sctx, scancel := context.WithTimeout(ctx, time.Second)
+				defer scancel()
+				st, err := cli.Status(sctx, m.ClientURLs[0])
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err != nil || st.Leader == 0 || st.Header.GetClusterId() != list.Header.GetClusterId():
+					down++
+				case !m.IsLearner:
+					healthy++
+				}
+			})
+		}
+		wg.Wait()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+	ld.mu.Lock()
+	defer ld.mu.Unlock()
+	ld.polls++
+	quorate := err == nil && healthy >= inventory.Quorum(voters)
+	if err == nil {
+		ld.maxDown = max(ld.maxDown, down)
+		ld.maxLearners = max(ld.maxLearners, learners)
+		ld.maxMembers = max(ld.maxMembers, len(list.Members))
+		if ld.minVoters < 0 || voters < ld.minVoters {
+			ld.minVoters = voters
+		}
+	}
+	switch {
+	case !quorate:
+		ld.noQuorumPolls++
+		if ld.noQuorumSince.IsZero() {
+			ld.noQuorumSince = now
+		}
+		ld.maxNoQuorum = max(ld.maxNoQuorum, now.Sub(ld.noQuorumSince))
+	case !ld.noQuorumSince.IsZero():
+		ld.maxNoQuorum = max(ld.maxNoQuorum, now.Sub(ld.noQuorumSince))
+		ld.noQuorumSince = time.Time{}
+	}
+}
+
+// stop ends the writer and the watcher and returns the figures.
+func (ld *etcdLoad) stop() loadFigures {
+	ld.cancel()
+	ld.wg.Wait()
+	return ld.figures()
+}
+
+func (ld *etcdLoad) figures() loadFigures {
+	ld.mu.Lock()
+	defer ld.mu.Unlock()
+	return loadFigures{acked: len(ld.acked), failed: ld.failed, lost: ld.lost, maxGap: ld.maxGap, maxDown: ld.maxDown,
+		maxLearners: ld.maxLearners, maxNoQuorum: ld.maxNoQuorum, noQuorumPolls: ld.noQuorumPolls, polls: ld.polls,
+		maxMembers: ld.maxMembers, minVoters: max(ld.minVoters, 0)}
+}
+
+// verify reads every acknowledged key back, linearizably: none may be
+// lost or hold another value. The figures count what was lost.
+func (ld *etcdLoad) verify(t *testing.T, ctx context.Context, cli *clientv3.Client) {
+	t.Helper()
+	resp, err := cli.Get(ctx, etcdLoadPrefix, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, kv := range resp.Kvs {
+		got[string(kv.Key)] = string(kv.Value)
+	}
+	ld.mu.Lock()
+	defer ld.mu.Unlock()
+	if len(ld.acked) < 100 {
+		t.Errorf("only %d writes were acknowledged: the load did not run", len(ld.acked))
+	}
+	lost := 0
+	for k, v := range ld.acked {
+		if got[k] != v {
+			lost++
+			if lost <= 5 {
+				t.Errorf("acknowledged write %s=%s reads back as %q", k, v, got[k])
+			}
+		}
+	}
+	ld.lost = lost
+	if lost > 0 {
+		t.Errorf("%d of %d acknowledged writes lost", lost, len(ld.acked))
+	}
+	if ld.polls == 0 {
+		t.Error("the status watcher never polled")
+	}
+}
+
+// assertPlanned checks the figures a planned operation must keep: never
+// more than one learner, never a moment without a quorum of healthy
+// voters, no acknowledged write lost (verify must have run).
+func assertPlanned(t *testing.T, f loadFigures) {
+	t.Helper()
+	if f.maxLearners > 1 {
+		t.Errorf("etcd listed %d learners at once", f.maxLearners)
+	}
+	if f.noQuorumPolls > 0 {
+		t.Errorf("%d status polls saw no quorum of healthy voters, the longest moment %s", f.noQuorumPolls, f.maxNoQuorum.Round(time.Millisecond))
+	}
+	if f.lost != 0 {
+		t.Errorf("%d acknowledged writes lost (verify run: %v)", f.lost, f.lost >= 0)
+	}
+}
