@@ -290,3 +290,39 @@ func unmount(path string) error {
 	}
 	return nil
 }
+
+// The host's inotify limits the lab needs. Every machine's systemd,
+// containerd (its CNI configuration watcher), kubelet and API server take
+// inotify instances from root's one per-user allowance, which the kernel
+// shares across every container: the default 128 runs out with two
+// Kubernetes labs up at once, and then containerd starts without its CRI
+// plugin ("couldn't initialize inotify: too many open files") and kubeadm
+// fails. Raised, never lowered.
+var inotifyLimits = []struct {
+	path string
+	min  int
+}{
+	{"/proc/sys/fs/inotify/max_user_instances", 8192},
+	{"/proc/sys/fs/inotify/max_user_watches", 1048576},
+}
+
+// raiseInotifyLimits raises the host's inotify limits to inotifyLimits.
+func raiseInotifyLimits() error {
+	for _, l := range inotifyLimits {
+		b, err := os.ReadFile(l.path)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", l.path, err)
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return fmt.Errorf("read %s: %q is not a number", l.path, b)
+		}
+		if n >= l.min {
+			continue
+		}
+		if err := os.WriteFile(l.path, []byte(strconv.Itoa(l.min)), 0o644); err != nil {
+			return fmt.Errorf("raise %s from %d to %d (lab machines share root's inotify allowance): %w", l.path, n, l.min, err)
+		}
+	}
+	return nil
+}

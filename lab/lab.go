@@ -429,6 +429,9 @@ func (l *Lab) boot(ctx context.Context, m *MachineState) error {
 	if err := l.teardown(ctx, m); err != nil {
 		return err
 	}
+	if err := raiseInotifyLimits(); err != nil {
+		return err
+	}
 	dir := l.machineDir(m.Name)
 	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
 	for _, d := range []string{upper, work, m.Merged} {
