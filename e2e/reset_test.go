@@ -16,8 +16,10 @@ import (
 // resetSpecs is the smallest lab where one etcd member can be reset as a
 // scale-in: five external etcd members (four stay, which tolerate a
 // failure) and the master an inventory needs. The refusal for one member
-// of three is proven without a lab, by roles' TestPlanResetEtcdQuorum and
-// provision's TestResetRefusedOnThreeMembers, with the same planner.
+// of three is proven without a lab, by roles' TestPlanResetEtcdQuorum with
+// the planner the CLI runs; on the lab the same rule refuses two members of
+// the four left after the scale-in (4 -> 2), which costs one more kprov run,
+// not a second lab.
 func resetSpecs() []lab.MachineSpec {
 	var specs []lab.MachineSpec
 	for _, n := range []string{"etcd-1", "etcd-2", "etcd-3", "etcd-4", "etcd-5"} {
@@ -63,6 +65,8 @@ func assertClean(t *testing.T, ctx context.Context, l *lab.Lab, machines ...stri
 //     etcd's status never showed more than one member not answering (the
 //     one removed); etcd-1 holds nothing of kprov's; a second run prints
 //     No changes;
+//   - kprov reset --host etcd-2 --host etcd-3 is then refused (exit 1):
+//     four members would keep two;
 //   - kprov reset --auto-approve takes every host back to clean (checked
 //     path by path on the machines), and a second run prints No changes;
 //   - a fresh kprov apply then forms the cluster again (five members, the
@@ -139,6 +143,16 @@ func TestResetExternalEtcd(t *testing.T) {
 		t.Errorf("members after reset --host etcd-1: %v, want etcd-2..5", names)
 	}
 	assertClean(t, ctx, l, "etcd-1")
+
+	// Two of the four left: refused, nothing changed.
+	out, err = kprovErr(t, "-f", inv, "reset", "--host", "etcd-2", "--host", "etcd-3", "--auto-approve")
+	if exitCode(err) != 1 || !strings.Contains(out, "has 4 voting members and would keep 2, fewer than 3") || !strings.Contains(out, "grow the cluster first") {
+		t.Errorf("reset of two of four members: %v, want exit 1 refusing it and saying what to do\n%s", err, out)
+	}
+	if list, err := cli.MemberList(ctx); err != nil || len(list.Members) != 4 {
+		t.Errorf("after the refused reset: %v, %v; want the four members", list, err)
+	}
+
 	out, err = kprovErr(t, "-f", inv, "reset", "--host", "etcd-1", "--auto-approve")
 	if err != nil || !strings.Contains(out, "No changes") {
 		t.Errorf("a second reset --host etcd-1: %v, want No changes\n%s", err, out)

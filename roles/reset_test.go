@@ -344,6 +344,11 @@ func TestPlanResetWholeCluster(t *testing.T) {
 	if ops := opsOn(stage, "master-1"); len(ops) == 0 || ops[0] != string(plan.OpKubeadmReset) {
 		t.Errorf("master-1: %v, want kubeadm reset first", ops)
 	}
+	for _, c := range pl.HostChanges(inv, facts) {
+		if want := map[bool]string{true: "no changes", false: "reset"}[c.Host == "compute-2"]; c.Kind != want {
+			t.Errorf("%s: %s, want %s", c.Host, c.Kind, want)
+		}
+	}
 	if pl.Summary.HostsToReset != len(inv.Hosts)-1 {
 		t.Errorf("summary %+v, want %d hosts to reset", pl.Summary, len(inv.Hosts)-1)
 	}
