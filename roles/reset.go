@@ -367,6 +367,16 @@ func (r *resetPlanner) some(out *plan.Plan) error {
 			break
 		}
 	}
+	// The masters whose stacked etcd members are in the cluster, as each
+	// reset leaves it.
+	var stacked []string
+	if r.inv.Topology.EtcdMode == inventory.EtcdStacked {
+		for _, m := range r.inv.Topology.Masters {
+			if r.host(m).ControlPlane {
+				stacked = append(stacked, m)
+			}
+		}
+	}
 	drain := plan.Stage{Kind: plan.StageResetDrain, Title: "draining the nodes to reset", Parallel: 1}
 	del := plan.Stage{Kind: plan.StageResetDeleteNodes, Title: "deleting the reset nodes' Node objects", Parallel: 1}
 	for _, t := range targets {
@@ -393,6 +403,10 @@ func (r *resetPlanner) some(out *plan.Plan) error {
 			continue
 		}
 		steps, notes := r.hostSteps(h, !slices.Contains(removed, t), false)
+		if slices.Contains(stacked, t) && len(steps) > 0 && steps[0].Op == plan.OpKubeadmReset {
+			steps = r.stackedRemoval(t, stacked, steps)
+			stacked = slices.DeleteFunc(stacked, func(m string) bool { return m == t })
+		}
 		out.Notes = append(out.Notes, notes...)
 		out.Stages = append(out.Stages, plan.Stage{Kind: plan.StageReset, Target: t, Title: "resetting " + t + ": kubeadm state, units and kprov's files",
 			Parallel: 1, Steps: steps})
@@ -400,6 +414,24 @@ func (r *resetPlanner) some(out *plan.Plan) error {
 	out.Stages = append(out.Stages, del)
 	out.Notes = append(out.Notes, fmt.Sprintf("the inventory still lists %s: the next kprov apply adds it back unless it is removed from the inventory", strings.Join(targets, ", ")))
 	return nil
+}
+
+// stackedRemoval wraps a stacked master's kubeadm reset, whose
+// remove-etcd-member phase takes its etcd member out of the cluster, in the
+// etcd planner's rules for a removal: every member healthy first,
+// leadership moved away if the member leads, and every member that stays
+// healthy afterwards, before anything else goes.
+func (r *resetPlanner) stackedRemoval(host string, members []string, steps []plan.Step) []plan.Step {
+	stay := slices.DeleteFunc(slices.Clone(members), func(m string) bool { return m == host })
+	peer := plan.EtcdPeerURL(r.inv.Host(host).Address)
+	out := []plan.Step{
+		{Op: plan.OpWaitEtcdHealthy, Host: host, Voters: slices.Clone(members), Reason: "every stacked etcd member must be healthy before this master's member leaves"},
+		{Op: plan.OpEtcdMoveLeader, Host: host, Member: host, PeerURL: peer,
+			Reason: "if this master's member leads, leadership moves to a member that stays before kubeadm removes it"},
+		steps[0],
+		{Op: plan.OpWaitEtcdHealthy, Host: host, Voters: stay, Reason: "the members that stay must be healthy before anything else changes"},
+	}
+	return append(out, steps[1:]...)
 }
 
 // etcdRemoval plans the external etcd members' removal with the etcd

@@ -253,6 +253,24 @@ func TestPlanResetMasters(t *testing.T) {
 		}
 	}
 
+	// One master of five with stacked etcd: a scale-in, its member removed
+	// by kubeadm reset between the etcd planner's waits, leadership moved
+	// away first.
+	five := withMasters(t, 5)
+	st5 := newState(t, five)
+	pl5, err := PlanReset(five, appliedFacts(t, five, st5), st5, PlanOptions{Parallel: 10}, ResetInput{Hosts: []string{"master-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	for _, s := range pl5.Stages[1].Steps[:5] {
+		steps = append(steps, string(s.Op)+" "+strings.Join(s.Voters, ","))
+	}
+	if want := []string{"wait-etcd-healthy master-1,master-2,master-3,master-4,master-5", "etcd-move-leader ", "kubeadm-reset ",
+		"wait-etcd-healthy master-2,master-3,master-4,master-5", "remove-images "}; !slices.Equal(steps[:4], want[:4]) || pl5.Stages[1].Steps[2].Command != "kubeadm reset -f" {
+		t.Errorf("stacked master's reset starts %q, want %q with kubeadm reset -f", steps, want[:4])
+	}
+
 	st := newState(t, external)
 	facts := appliedFacts(t, external, st)
 	pl, err := PlanReset(external, facts, st, PlanOptions{Parallel: 10}, ResetInput{Hosts: []string{"master-1"}})
@@ -417,4 +435,23 @@ func TestPlanResetOnlyKprovsFiles(t *testing.T) {
 			}
 		}
 	}
+}
+
+// withMasters is examples/ha-stacked.kprov.hcl with n masters.
+func withMasters(t *testing.T, n int) *inventory.Inventory {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "examples", "ha-stacked.kprov.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := "for_each = range(1, 3 + 1)\n  labels   = [format(\"master-%d\", host.value)]"
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("the example's master block changed: want %q in it", old)
+	}
+	text := strings.Replace(string(b), old, strings.Replace(old, "3 + 1", fmt.Sprintf("%d + 1", n), 1), 1)
+	path := filepath.Join(t.TempDir(), "cluster.kprov.hcl")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return loadInventory(t, path)
 }
