@@ -38,12 +38,15 @@ var resetPaths = append(slices.Clone(kprovPaths),
 	"/etc/systemd/system/kprov-pod-routes.service", "/etc/systemd/system/kprov-apiproxy.service",
 )
 
-// assertClean checks that the machines hold none of resetPaths and run
-// none of kprov's services.
+// assertClean checks that the machines hold none of resetPaths, run none
+// of kprov's services, and have no process left of etcd, containerd, the
+// kubelet or a container kubeadm started (a shim or a pod surviving the
+// reset would hold ports and inotify instances the next apply needs).
 func assertClean(t *testing.T, ctx context.Context, l *lab.Lab, machines ...string) {
 	t.Helper()
 	for _, m := range machines {
-		out, err := l.Output(ctx, m, "ls -d "+strings.Join(resetPaths, " ")+" 2>/dev/null; for u in etcd kubelet containerd kprov-apiproxy kprov-pod-routes; do if systemctl is-active --quiet $u; then echo active: $u; fi; done; true")
+		out, err := l.Output(ctx, m, "ls -d "+strings.Join(resetPaths, " ")+" 2>/dev/null; for u in etcd kubelet containerd kprov-apiproxy kprov-pod-routes; do if systemctl is-active --quiet $u; then echo active: $u; fi; done; "+
+			"pgrep -l '^(kube-|kubelet$|etcd$|containerd|coredns$|pause$)' | sed 's/^/running: /'; true")
 		if err != nil {
 			t.Errorf("%s: %v", m, err)
 			continue
