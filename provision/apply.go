@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -376,7 +375,7 @@ func (a *applier) changedBy(ctx context.Context, ex ssh.Executor, cmd string) (b
 	if err != nil {
 		return false, err
 	}
-	return strings.Contains(string(res.Stdout), "changed"), nil
+	return changedOutput(res), nil
 }
 
 // upload writes a file. An artifact (Source) is checked against the

@@ -238,15 +238,6 @@ func drainBlockers(out string) string {
 	return "pods that could not be evicted: " + strings.Join(blockers, ", ")
 }
 
-// deleteNode deletes the step's Node with kubectl on the step's Host.
-func (a *applier) deleteNode(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
-	res, err := a.run(ctx, ex, scriptDeleteNode(s.Node), a.opts.CommandTimeout)
-	if err != nil {
-		return false, fmt.Errorf("delete node %s: %w", s.Node, err)
-	}
-	return strings.Contains(string(res.Stdout), "deleted"), nil
-}
-
 // fetchKubeconfig copies the admin kubeconfig into the state directory,
 // 0600 (it holds the cluster-admin key), through a temporary name.
 func (a *applier) fetchKubeconfig(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {

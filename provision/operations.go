@@ -86,14 +86,6 @@ var executors = map[plan.Op]executor{
 	plan.OpWaitNodeReady: func(ctx context.Context, a *applier, _ ssh.Executor, s plan.Step) (bool, error) {
 		return false, a.waitNodeReady(ctx, s)
 	},
-	// A node already gone is done: the drain checks first, and the delete
-	// ignores a missing Node.
-	plan.OpDrainNode: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
-		return a.drainNode(ctx, ex, s)
-	},
-	plan.OpDeleteNode: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
-		return a.deleteNode(ctx, ex, s)
-	},
 	// An identical local copy is left alone.
 	plan.OpFetchKubeconfig: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
 		return a.fetchKubeconfig(ctx, ex, s)
@@ -116,6 +108,24 @@ var executors = map[plan.Op]executor{
 	// A data directory with the restore marker of this restore is done.
 	plan.OpEtcdRestore: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
 		return a.etcdRestore(ctx, ex, s)
+	},
+	// kprov reset: each checks the live state first (kubeadm's files, the
+	// images containerd lists, the file, the Node object) and does nothing
+	// when it is gone already.
+	plan.OpKubeadmReset: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.kubeadmReset(ctx, ex, s)
+	},
+	plan.OpRemoveImages: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.changedBy(ctx, ex, scriptRemoveImages(s.Images))
+	},
+	plan.OpRemoveFile: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.removeFile(ctx, ex, s)
+	},
+	plan.OpDrainNode: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.drainNode(ctx, ex, s)
+	},
+	plan.OpDeleteNode: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {
+		return a.deleteNode(ctx, ex, s)
 	},
 	// A marker holding the archive's checksum says it was unpacked already.
 	plan.OpUnpackArchive: func(ctx context.Context, a *applier, ex ssh.Executor, s plan.Step) (bool, error) {

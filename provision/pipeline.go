@@ -149,11 +149,24 @@ func (p *Pipeline) Facts(ctx context.Context) (*plan.Facts, error) {
 // hostFacts is Facts without what is read on the operator's machine
 // (the image archives): what kprov status shows.
 func (p *Pipeline) hostFacts(ctx context.Context) (*plan.Facts, error) {
+	return p.factsWith(ctx, nil)
+}
+
+// factsWith is hostFacts with more paths checksummed on each host (kprov
+// reset's, roles.ResetFiles).
+func (p *Pipeline) factsWith(ctx context.Context, extra map[string][]string) (*plan.Facts, error) {
 	c := p.Cluster
 	inv := c.Inventory
 	files, err := ManagedFiles(c)
 	if err != nil {
 		return nil, err
+	}
+	for host, paths := range extra {
+		for _, f := range paths {
+			if !slices.Contains(files[host], f) {
+				files[host] = append(files[host], f)
+			}
+		}
 	}
 	opts := GatherOptions{Parallel: p.Parallel, Files: files, Logger: p.Logger}
 	if inv.Topology.EtcdMode == inventory.EtcdExternal {

@@ -432,7 +432,7 @@ func scriptDrainNode(node string) string {
 	q := shellQuote(node)
 	return "n=$(" + kubectl + "get node " + q + " --request-timeout=20s --ignore-not-found -o name) || exit $?\n" +
 		"[ -n \"$n\" ] || { echo " + shellQuote(nodeGone) + "; exit 0; }\n" +
-		"exec " + kubectl + "drain " + q + " --ignore-daemonsets --delete-emptydir-data --timeout=" + drainTimeout.String() + " 2>&1"
+		kubectl + "drain " + q + " --ignore-daemonsets --delete-emptydir-data --timeout=" + drainTimeout.String() + " 2>&1"
 }
 
 // scriptTaintNode sets a node's taints; --overwrite makes it idempotent.
@@ -471,4 +471,66 @@ func scriptLockRefresh(lockPath, owner string) string {
 // changed nothing (refused, or no changes) leaves the host as it was.
 func scriptLockRelease(lockPath, owner string) string {
 	return fmt.Sprintf(`if [ "$(cat %[1]s 2>/dev/null)" = %[2]s ]; then rm -f %[1]s; rmdir %[3]s 2>/dev/null || :; fi`, shellQuote(lockPath), shellQuote(owner), shellQuote(path.Dir(lockPath)))
+}
+
+// kubeadmStatePresent is true (exit 0) when kubeadm has state on the host
+// that kubeadm reset undoes: a join or init result, a join cut short, or a
+// running kubelet.
+var kubeadmStatePresent = `[ -e ` + plan.KubeletConfPath + ` ] || [ -e ` + plan.BootstrapKubeletConfPath + ` ] || [ -e ` + plan.APIServerManifestPath +
+	` ] || [ -e ` + plan.KubeletConfigPath + ` ] || systemctl is-active --quiet kubelet`
+
+// scriptKubeadmReset runs kubeadm reset with the planner's words (kubeadm
+// reset -f, perhaps --skip-phases remove-etcd-member) while kubeadm has
+// state on the host; its output goes to stderr, so only "changed" is on
+// stdout. kubeadm empties its directories but leaves them: the ones left
+// empty are removed.
+func scriptKubeadmReset(command string) string {
+	return binPath + "if " + kubeadmStatePresent + "; then " + command + " >&2 && echo changed || exit $?; " +
+		"rmdir -- /etc/kubernetes/manifests /var/lib/kubelet 2>/dev/null; fi; exit 0"
+}
+
+// scriptRemoveImages removes from containerd's k8s.io namespace each image
+// of want ("REF sha256:DIGEST") that containerd lists with that digest,
+// and no other.
+func scriptRemoveImages(want []plan.ImageRef) string {
+	var wants []string
+	for _, r := range want {
+		wants = append(wants, shellQuote(r.Ref+" "+r.Digest))
+	}
+	ns := plan.ImagesK8sNamespace
+	return binPath + `l=$(ctr -n ` + ns + ` images ls) || exit $?
+n=0
+for want in ` + strings.Join(wants, " ") + `; do
+  if printf '%s\n' "$l" | awk 'NR > 1 && NF >= 3 {print $1 " " $3}' | grep -qxF -e "$want"; then ctr -n ` + ns + ` images rm "${want%% *}" >/dev/null || exit $?; n=$((n + 1)); fi
+done
+if [ "$n" -gt 0 ]; then echo changed; fi`
+}
+
+// scriptRemoveKprovFile removes one file kprov put on the host (or a symbolic
+// link there: rm removes the link, never what it points to); with sum set,
+// only while the file has that SHA-256 (a binary kprov installed, not one
+// put there since). Then each of dirs (plan.EmptyDirsAbove) that is left
+// empty goes; rmdir removes nothing else.
+func scriptRemoveKprovFile(file, sum string, dirs []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "f=%s\nif [ -e \"$f\" ] || [ -L \"$f\" ]; then\n", shellQuote(file))
+	if sum != "" {
+		fmt.Fprintf(&b, "  s=$(sha256sum < \"$f\") || exit 1\n  if [ \"${s%%%% *}\" != %s ]; then echo \"$f has changed since kprov installed it: left in place\" >&2; else rm -f -- \"$f\" && echo changed || exit 1; fi\n", shellQuote(sum))
+	} else {
+		b.WriteString("  rm -f -- \"$f\" && echo changed || exit 1\n")
+	}
+	b.WriteString("fi\n")
+	for _, d := range dirs {
+		fmt.Fprintf(&b, "rmdir -- %s 2>/dev/null\n", shellQuote(d))
+	}
+	b.WriteString("exit 0")
+	return b.String()
+}
+
+// scriptDeleteNodeIfPresent deletes a Node object that exists, saying
+// "changed" only then.
+func scriptDeleteNodeIfPresent(node string) string {
+	n := shellQuote(node)
+	return binPath + "if " + strings.TrimPrefix(kubectl, binPath) + "get node " + n + " --ignore-not-found -o name --request-timeout=20s | grep -q .; then " +
+		strings.TrimPrefix(kubectl, binPath) + "delete node " + n + " --request-timeout=60s >/dev/null && echo changed; fi"
 }

@@ -60,6 +60,13 @@ func TestScriptsGolden(t *testing.T) {
 		{"break a stale cluster lock", scriptLockBreakStale(plan.LockPath, "ops@laptop pid 42 since 2026-12-01T12:00:00Z", DefaultLockStaleAfter)},
 		{"refresh the cluster lock (heartbeat)", scriptLockRefresh(plan.LockPath, "ops@laptop pid 42 since 2026-12-01T12:00:00Z")},
 		{"release the cluster lock", scriptLockRelease(plan.LockPath, "ops@laptop pid 42 since 2026-12-01T12:00:00Z")},
+		{"kubeadm reset (kprov reset of the whole cluster)", scriptKubeadmReset("kubeadm reset -f --skip-phases remove-etcd-member")},
+		{"remove the images kprov imported (kprov reset)", scriptRemoveImages([]plan.ImageRef{
+			{Ref: "registry.k8s.io/pause:3.10", Digest: "sha256:" + strings.Repeat("cd", 32)}})},
+		{"remove a rendered file (kprov reset)", scriptRemoveKprovFile(plan.KubeletPatchPath, "", plan.EmptyDirsAbove(plan.KubeletPatchPath))},
+		{"remove a binary kprov installed, only with the artifact's checksum (kprov reset)", scriptRemoveKprovFile("/usr/local/bin/etcd", strings.Repeat("ef", 32), plan.EmptyDirsAbove("/usr/local/bin/etcd"))},
+		{"drain a node (a node taken out of the inventory, kprov reset --host)", scriptDrainNode("compute-1")},
+		{"delete a reset node's Node object (kprov reset --host)", scriptDeleteNodeIfPresent("compute-1")},
 	}
 	var b bytes.Buffer
 	b.WriteString("# Every command kprov runs on a host (provision/scripts.go), with sample arguments.\n")

@@ -24,7 +24,9 @@ func planCerts(c *simCluster, want []EtcdTarget, certs map[string][]File) ([]pla
 	for _, t := range want {
 		c.addHosts(t.Name)
 	}
-	stages, _, err := PlanEtcd(EtcdInput{Live: c.facts(), Want: want, Hosts: slices.Sorted(maps.Keys(c.hosts)),
+	c.inv = maps.Clone(c.hosts)
+	c.departing = map[string]string{}
+	stages, _, err := PlanEtcd(EtcdInput{Live: c.facts(), Want: want, Hosts: slices.Sorted(maps.Keys(c.inv)),
 		DataDir: "/var/lib/etcd", Service: "etcd", Config: testConfig, Normalize: testNormalize, Certs: certs})
 	return stages, err
 }
@@ -119,11 +121,13 @@ func TestEtcdCertificateRollWithUpgrade(t *testing.T) {
 	for _, t := range want {
 		c.addHosts(t.Name)
 	}
+	c.inv = maps.Clone(c.hosts)
+	c.departing = map[string]string{}
 	bins := map[string]EtcdBinary{}
 	for _, tg := range want {
 		bins[tg.Name] = EtcdBinary{Replaced: true, Version: "3.6.15"}
 	}
-	stages, _, err := PlanEtcd(EtcdInput{Live: c.facts(), Want: want, Hosts: slices.Sorted(maps.Keys(c.hosts)),
+	stages, _, err := PlanEtcd(EtcdInput{Live: c.facts(), Want: want, Hosts: slices.Sorted(maps.Keys(c.inv)),
 		DataDir: "/var/lib/etcd", Service: "etcd", Config: testConfig, Normalize: testNormalize, Version: "3.6.16", Binaries: bins, Certs: certs})
 	if err != nil {
 		t.Fatal(err)

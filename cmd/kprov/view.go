@@ -27,6 +27,23 @@ type textView struct {
 	stdin   io.Reader
 	// stdinTerminal says whether someone can answer Confirm.
 	stdinTerminal bool
+	// confirm is what Confirm asks and says; the zero value is apply's.
+	confirm confirmWords
+}
+
+// confirmWords are the words of one command's confirmation.
+type confirmWords struct {
+	question string // e.g. "Apply?"
+	declined string // the error when the answer is not yes
+	// noTerminal says how to go on when nobody can answer.
+	noTerminal string
+}
+
+// applyConfirm is apply's (and restore's) confirmation.
+var applyConfirm = confirmWords{
+	question:   "Apply?",
+	declined:   "apply cancelled; nothing was changed",
+	noTerminal: "to apply it, run kprov apply --auto-approve (or save it with kprov plan --out FILE, review it, and run kprov apply FILE --auto-approve)",
 }
 
 var _ provision.View = (*textView)(nil)
@@ -45,17 +62,20 @@ func (v *textView) Plan(p *plan.Plan, changes []plan.HostChange) error {
 // pipeline asks only for a plan with changes, so a script can run apply on
 // a converged cluster without --auto-approve.
 func (v *textView) Confirm(context.Context) error {
-	if !v.stdinTerminal {
-		return usageError("stdin is not a terminal, so nobody can confirm the plan above; nothing was changed: " +
-			"to apply it, run kprov apply --auto-approve (or save it with kprov plan --out FILE, review it, and run kprov apply FILE --auto-approve)")
+	w := v.confirm
+	if w.question == "" {
+		w = applyConfirm
 	}
-	fmt.Fprint(v.g.stdout, "\nApply? Only 'yes' is accepted. [yes/no]: ")
+	if !v.stdinTerminal {
+		return usageError("stdin is not a terminal, so nobody can confirm the plan above; nothing was changed: %s", w.noTerminal)
+	}
+	fmt.Fprintf(v.g.stdout, "\n%s Only 'yes' is accepted. [yes/no]: ", w.question)
 	line, err := bufio.NewReader(v.stdin).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	if strings.TrimSpace(line) != "yes" {
-		return &exitCodeError{code: exitError, err: errors.New("apply cancelled; nothing was changed")}
+		return &exitCodeError{code: exitError, err: errors.New(w.declined)}
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package plan
 
 import (
 	"net"
+	pathpkg "path"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -127,4 +129,69 @@ func NormalizeEtcdConfig(b []byte) []byte {
 		keep = append(keep, line)
 	}
 	return []byte(strings.Join(keep, "\n"))
+}
+
+// Files kubeadm leaves on a node, besides KubeletConfPath and
+// APIServerManifestPath: whichever of them is there, kubeadm reset has
+// something to undo (a join cut short leaves the bootstrap kubeconfig or
+// the kubelet's configuration without kubelet.conf).
+const (
+	BootstrapKubeletConfPath = "/etc/kubernetes/bootstrap-kubelet.conf"
+	KubeletConfigPath        = "/var/lib/kubelet/config.yaml"
+)
+
+// KprovDirs are the directories kprov creates for its files. After kprov
+// reset removes a file, each of these above it that is left empty is
+// removed too (rmdir, which never removes anything else), deepest first.
+var KprovDirs = []string{
+	KubeadmPatchesDir, "/etc/kprov", "/etc/etcd",
+	"/etc/kubernetes/pki/etcd", "/etc/kubernetes/pki", "/etc/kubernetes/manifests", "/etc/kubernetes",
+	"/etc/containerd", CNIConfDir, "/etc/cni", CNIBinDir, "/opt/cni",
+	ImageImportDir, "/var/lib/kprov",
+}
+
+// removableFiles are the files kprov writes outside its own directories.
+var removableFiles = []string{
+	EtcdUnitPath, SysctlPath, ModulesPath, ContainerdUnitPath, SwapOffUnitPath,
+	KubeletUnitPath, KubeadmUnitPath, PodRoutesUnitPath, APIProxyUnitPath,
+}
+
+// Removable reports whether kprov reset may remove path: a clean absolute
+// path inside one of KprovDirs, one of the units and settings files kprov
+// renders elsewhere, or a binary in BinDir (which a remove-file step
+// removes only while it has the artifact's checksum). The executor checks
+// it, so a plan edited by hand cannot turn a remove-file step on anything else.
+func Removable(path string) bool {
+	if path == "" || path[0] != '/' || pathpkg.Clean(path) != path {
+		return false
+	}
+	if slices.Contains(removableFiles, path) || pathpkg.Dir(path) == BinDir {
+		return true
+	}
+	for _, d := range KprovDirs {
+		if strings.HasPrefix(path, d+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// EmptyDirsAbove lists the directories of KprovDirs above path, and those
+// of KprovDirs inside them, deepest first: the ones kprov reset removes
+// when they are left empty once path is gone (an empty ImageImportDir
+// would otherwise keep /var/lib/kprov).
+func EmptyDirsAbove(path string) []string {
+	var out []string
+	for d := pathpkg.Dir(path); d != "/" && d != "."; d = pathpkg.Dir(d) {
+		if !slices.Contains(KprovDirs, d) {
+			continue
+		}
+		for _, k := range KprovDirs {
+			if (k == d || strings.HasPrefix(k, d+"/")) && !slices.Contains(out, k) {
+				out = append(out, k)
+			}
+		}
+	}
+	slices.SortStableFunc(out, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	return out
 }

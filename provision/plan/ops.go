@@ -59,13 +59,27 @@ const (
 	// the restore marker already holds ClusterToken and Path holds a
 	// member's data (kprov restore run again).
 	OpEtcdRestore Op = "etcd-restore"
+	// OpKubeadmReset runs the step's Command (kubeadm reset -f, with
+	// --skip-phases remove-etcd-member when every member goes) on a host
+	// that holds kubeadm's state: kubelet.conf, bootstrap-kubelet.conf, the
+	// API server manifest, /var/lib/kubelet/config.yaml, or a running kubelet.
+	OpKubeadmReset Op = "kubeadm-reset"
+	// OpRemoveImages removes from containerd's k8s.io namespace the step's
+	// Images that the host lists with the same digest: the ones kprov
+	// imported from the inventory's archives, and no others.
+	OpRemoveImages Op = "remove-images"
+	// OpRemoveFile removes the file Path kprov put on the host (only a path
+	// Removable accepts), and when SHA256 is set only while the file has
+	// that checksum (a binary of the artifacts block); then the directories
+	// of KprovDirs above it that are left empty.
+	OpRemoveFile Op = "remove-file"
 	// OpDrainNode cordons the Kubernetes node Node and evicts its pods
-	// with kubectl drain on the step's Host (a master, with the admin
-	// kubeconfig): PodDisruptionBudgets are respected, DaemonSet pods stay,
-	// and a pod without a controller stops it (nothing is forced).
+	// with kubectl drain on the step's Host (a master that stays, with the
+	// admin kubeconfig): PodDisruptionBudgets are respected, DaemonSet pods
+	// stay, and a pod without a controller stops it (nothing is forced).
 	OpDrainNode Op = "drain-node"
 	// OpDeleteNode deletes the Node object Node through the API (kubectl
-	// on the step's Host, a master).
+	// on the step's Host, a master that stays).
 	OpDeleteNode Op = "delete-node"
 )
 
@@ -124,6 +138,9 @@ var operations = map[Op]operation{
 	OpUploadCerts:          {describe: func(s Step) string { return "--config " + s.Path }},
 	OpUnpackArchive:        {describe: func(s Step) string { return "into " + s.Path }},
 	OpImportImages:         {describe: importImages, plural: count("import-images")},
+	OpKubeadmReset:         {describe: func(s Step) string { return strings.TrimPrefix(s.Command, "kubeadm reset ") }},
+	OpRemoveImages:         {describe: func(s Step) string { return fmt.Sprintf("(%d kprov imported)", len(s.Images)) }},
+	OpRemoveFile:           {describe: func(s Step) string { return s.Path }},
 	OpDrainNode:            {describe: func(s Step) string { return s.Node }},
 	OpDeleteNode:           {describe: func(s Step) string { return s.Node }},
 	OpEtcdRestore: {describe: func(s Step) string {

@@ -87,10 +87,13 @@ const (
 	StageJoinSecrets      StageKind = "control-plane/join-secrets" // the join secrets renewed on a master before anything joins
 	StageControlPlaneJoin StageKind = "control-plane/join"         // one further master joins
 	StageKubeconfig       StageKind = "control-plane/kubeconfig"
-	StageNodesJoin        StageKind = "nodes/join"   // workers join, in parallel
-	StageNodesLabels      StageKind = "nodes/labels" // labels and taints through the API
-	StageNodesReady       StageKind = "nodes/ready"  // every node reports Ready
-	StageNodesRemove      StageKind = "nodes/remove" // one node no longer in the inventory drained, then its Node deleted
+	StageNodesJoin        StageKind = "nodes/join"         // workers join, in parallel
+	StageNodesLabels      StageKind = "nodes/labels"       // labels and taints through the API
+	StageNodesReady       StageKind = "nodes/ready"        // every node reports Ready
+	StageNodesRemove      StageKind = "nodes/remove"       // one node no longer in the inventory drained, then its Node deleted
+	StageResetDrain       StageKind = "reset/drain"        // kprov reset --host: the nodes drained through a master that stays
+	StageReset            StageKind = "reset"              // kprov reset: hosts taken back to clean (kubeadm reset, units stopped, kprov's files removed)
+	StageResetDeleteNodes StageKind = "reset/delete-nodes" // kprov reset --host: the reset nodes' Node objects deleted
 )
 
 // Stage is a group of steps with a concurrency bound: 1 where quorum demands
@@ -178,6 +181,7 @@ type Summary struct {
 	MastersToJoin      int `json:"masters_to_join"`
 	NodesToJoin        int `json:"nodes_to_join"`
 	FilesToWrite       int `json:"files_to_write"`
+	HostsToReset       int `json:"hosts_to_reset,omitempty"`
 }
 
 // Empty reports whether the plan changes nothing.
@@ -203,6 +207,9 @@ func (p *Plan) Has(kind StageKind) bool {
 // String renders the summary line, e.g.
 // "Plan: 12 hosts to prepare, 3 etcd members to add, 2 masters to join, 0 to remove".
 func (s Summary) String() string {
+	if s.HostsToReset > 0 {
+		return fmt.Sprintf("Plan: %d hosts to reset, %d etcd members to remove", s.HostsToReset, s.EtcdMembersRemoved)
+	}
 	return fmt.Sprintf("Plan: %d hosts to prepare, %d etcd members to add, %d masters to join, %d nodes to join, %d etcd restarts, %d to remove",
 		s.HostsToPrepare, s.EtcdMembersToAdd, s.MastersToJoin, s.NodesToJoin, s.EtcdRestarts, s.EtcdMembersRemoved)
 }
@@ -210,7 +217,7 @@ func (s Summary) String() string {
 // Count fills in the summary from the stages and steps.
 func (p *Plan) Count() {
 	s := Summary{}
-	prepared := map[string]bool{}
+	prepared, reset := map[string]bool{}, map[string]bool{}
 	for _, st := range p.Stages {
 		for _, step := range st.Steps {
 			switch step.Op {
@@ -234,11 +241,15 @@ func (p *Plan) Count() {
 			if st.Kind == StagePrepare {
 				prepared[step.Host] = true
 			}
+			if st.Kind == StageReset {
+				reset[step.Host] = true
+			}
 		}
 	}
 	if p.Has(StageEtcdBootstrap) {
 		s.EtcdMembersToAdd++ // the first member of a new cluster is added by starting it
 	}
 	s.HostsToPrepare = len(prepared)
+	s.HostsToReset = len(reset)
 	p.Summary = s
 }

@@ -13,7 +13,7 @@ import (
 type HostChange struct {
 	Host  string
 	Roles string
-	Kind  string // create, change or no changes
+	Kind  string // create, change, reset (kprov reset takes it back to clean) or no changes
 	Steps int
 }
 
@@ -21,9 +21,13 @@ type HostChange struct {
 // creates it (nothing of kprov's there yet), changes it, or leaves it alone.
 func (p *Plan) HostChanges(inv *inventory.Inventory, facts *Facts) []HostChange {
 	count := map[string]int{}
+	reset := map[string]bool{}
 	for _, st := range p.Stages {
 		for _, s := range st.Steps {
 			count[s.Host]++
+			if st.Kind == StageReset {
+				reset[s.Host] = true
+			}
 		}
 	}
 	out := make([]HostChange, 0, len(inv.Hosts))
@@ -31,7 +35,9 @@ func (p *Plan) HostChanges(inv *inventory.Inventory, facts *Facts) []HostChange 
 		c := HostChange{Host: h.Name, Roles: RoleList(h), Steps: count[h.Name], Kind: "no changes"}
 		if c.Steps > 0 {
 			c.Kind = "change"
-			if hf := facts.Hosts[h.Name]; hf == nil || len(hf.Files) == 0 {
+			if hf := facts.Hosts[h.Name]; reset[h.Name] {
+				c.Kind = "reset"
+			} else if hf == nil || len(hf.Files) == 0 {
 				c.Kind = "create"
 			}
 		}
@@ -71,7 +77,7 @@ func (p *Plan) WriteText(w io.Writer, changes []HostChange, opts TextOptions) er
 	for _, c := range changes {
 		width = max(width, len(c.Host))
 	}
-	symbol := map[string]string{"create": "+", "change": "~", "no changes": " "}
+	symbol := map[string]string{"create": "+", "change": "~", "reset": "-", "no changes": " "}
 	for _, c := range changes {
 		detail := c.Kind
 		if c.Steps > 0 {
