@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,8 +34,11 @@ import (
 //     compute-r1) on another subnet, its inventory keeping the old name;
 //   - a wrong age identity and a backup of another cluster are refused
 //     before any host is touched (no state directory, nothing on the hosts);
-//   - kprov restore rebuilds the cluster: the snapshot restored into
-//     master-r1's data directory, kubeadm init over it with the same CAs;
+//   - kprov restore is interrupted (Ctrl-C) once master-r1's member is
+//     restored, as kubeadm init starts; run again, it continues without
+//     restoring the member again and rebuilds the cluster: the snapshot
+//     restored into master-r1's data directory, kubeadm init over it with
+//     the same CAs;
 //     every key reads back, the only member is master-r1, the revision is
 //     above the snapshot's, the ConfigMap and Deployment are there, the old
 //     admin.conf's client certificate and the old token are accepted, the
@@ -125,10 +129,25 @@ func TestRestoreStackedEtcd(t *testing.T) {
 		t.Errorf("a refused restore touched the hosts:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 
-	// The restore.
-	out := runRestore(t, "restore", "-f", newInv, "restore", file, "--identity", identity, "--auto-approve")
-	if !strings.Contains(out, "kubeadm init on master-r1") {
-		t.Errorf("restore output shows no kubeadm init on master-r1:\n%s", out)
+	// Interrupted (Ctrl-C) once master-r1's member is restored, as kubeadm
+	// init starts on it: the run after it continues from there and never
+	// restores that member again.
+	run := startApplyUntil(t, ctx, "[control-plane] kubeadm init on master-r1", "-f", newInv, "restore", file, "--identity", identity, "--auto-approve")
+	if err := run.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if first, err := run.wait(); err == nil {
+		t.Logf("the interrupted restore finished before Ctrl-C reached it:\n%s", first)
+	} else if !strings.Contains(first, "restoring the snapshot") {
+		t.Errorf("the interrupted restore did not restore master-r1 first:\n%s", first)
+	}
+	marker, _ := l.Output(ctx, "master-r1", "cat /etc/kprov/etcd-restored; ls -A /var/lib/etcd; systemctl is-active kprov-kubeadm.service; true")
+	t.Logf("master-r1 after the interrupted restore: %s", bytes.Join(bytes.Fields(marker), []byte(" ")))
+
+	// The restore, run again.
+	out := runRestore(t, "restore after the interruption", "-f", newInv, "restore", file, "--identity", identity, "--auto-approve")
+	if strings.Contains(out, "restoring the snapshot") {
+		t.Errorf("the run after the interruption restored master-r1 again:\n%s", out)
 	}
 	cli = etcdClientState(t, ctx, l, stateDir)
 	defer cli.Close()
