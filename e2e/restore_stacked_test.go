@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/lab"
@@ -30,8 +31,9 @@ import (
 //     straight to the master's member), and Kubernetes objects are made: a
 //     ConfigMap, a ServiceAccount and a token for it, a Deployment;
 //   - kprov backup takes an age-encrypted backup; the old admin.conf is kept;
-//   - the lab is destroyed; a new one comes up with other names (master-r1,
-//     compute-r1) on another subnet, its inventory keeping the old name;
+//   - the lab is destroyed; a new one comes up with other names and three
+//     masters (master-r1..3, compute-r1) on another subnet, its inventory
+//     keeping the old name;
 //   - a wrong age identity and a backup of another cluster are refused
 //     before any host is touched (no state directory, nothing on the hosts);
 //   - kprov restore is interrupted (Ctrl-C) once master-r1's member is
@@ -39,7 +41,8 @@ import (
 //     restoring the member again and rebuilds the cluster: the snapshot
 //     restored into master-r1's data directory, kubeadm init over it with
 //     the same CAs;
-//     every key reads back, the only member is master-r1, the revision is
+//     master-r2 and master-r3 join its member one at a time; every key
+//     reads back, the members are master-r1..3 alone, the revision is
 //     above the snapshot's, the ConfigMap and Deployment are there, the old
 //     admin.conf's client certificate and the old token are accepted, the
 //     old Node objects are gone and the new nodes Ready;
@@ -99,7 +102,12 @@ func TestRestoreStackedEtcd(t *testing.T) {
 
 	// The disaster: every machine of the old lab is gone.
 	cluster := old.Name()
-	l, newSubnet, newInv := afterDisaster(t, ctx, old, specs)
+	// The new cluster has three masters: master-r1 is restored, master-r2
+	// and master-r3 join its member.
+	newSpecs := append(slices.Clone(specs),
+		lab.MachineSpec{Name: "master-2", Roles: []inventory.Role{inventory.RoleMaster}},
+		lab.MachineSpec{Name: "master-3", Roles: []inventory.Role{inventory.RoleMaster}})
+	l, newSubnet, newInv := afterDisaster(t, ctx, old, newSpecs)
 	stateDir := filepath.Join(filepath.Dir(newInv), ".kprov", cluster)
 
 	// Refused before any host is touched: a wrong identity, and a backup
@@ -157,8 +165,16 @@ func TestRestoreStackedEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	prefix := strings.TrimSuffix(newSubnet.Addr().String(), ".0") + "."
-	if len(list.Members) != 1 || list.Members[0].Name != "master-r1" || list.Members[0].IsLearner || !strings.HasPrefix(list.Members[0].PeerURLs[0], "https://"+prefix) {
-		t.Errorf("members %v, want master-r1 alone, voting, on %s", list.Members, newSubnet)
+	var names []string
+	for _, m := range list.Members {
+		names = append(names, m.Name)
+		if m.IsLearner || !strings.HasPrefix(m.PeerURLs[0], "https://"+prefix) {
+			t.Errorf("member %s: learner %v, peer URLs %v; want a voter on %s", m.Name, m.IsLearner, m.PeerURLs, newSubnet)
+		}
+	}
+	slices.Sort(names)
+	if strings.Join(names, ",") != "master-r1,master-r2,master-r3" {
+		t.Errorf("members %v, want master-r1..3 alone", names)
 	}
 
 	// Credentials issued before the disaster: the old admin.conf's client
@@ -195,12 +211,13 @@ func TestRestoreStackedEtcd(t *testing.T) {
 
 	// Only the new nodes, Ready; kprov status healthy.
 	newKC := filepath.Join(stateDir, "admin.conf")
-	assertNodesReady(t, ctx, newKC, []string{"master-r1", "compute-r1"})
+	newNodes := []string{"master-r1", "master-r2", "master-r3", "compute-r1"}
+	assertNodesReady(t, ctx, newKC, newNodes)
 	status, err := kprovErr(t, "-f", newInv, "status")
-	if err != nil || !strings.Contains(status, "etcd: 1 voting, quorum 1, 1 healthy") {
+	if err != nil || !strings.Contains(status, "etcd: 3 voting, quorum 2, 3 healthy") {
 		t.Errorf("kprov status after the restore: %v\n%s", err, status)
 	}
-	for _, m := range []string{"master-r1", "compute-r1"} {
+	for _, m := range newNodes {
 		if !regexp.MustCompile(`(?m)^` + m + ` .*node Ready`).MatchString(status) {
 			t.Errorf("kprov status does not show %s Ready:\n%s", m, status)
 		}
@@ -215,7 +232,15 @@ func TestRestoreStackedEtcd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(again.Members) != 1 || again.Members[0].ID != list.Members[0].ID || again.Header.ClusterId != list.Header.ClusterId {
+	ids := func(r *clientv3.MemberListResponse) []uint64 {
+		var out []uint64
+		for _, m := range r.Members {
+			out = append(out, m.ID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if !slices.Equal(ids(list), ids(again)) || again.Header.ClusterId != list.Header.ClusterId {
 		t.Errorf("members changed by the second restore: %v, then %v", list.Members, again.Members)
 	}
 	out = kprov(t, "-f", newInv, "apply", "--auto-approve")
