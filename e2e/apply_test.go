@@ -200,6 +200,13 @@ func etcdClientState(t *testing.T, ctx context.Context, l *lab.Lab, stateDir str
 			eps = append(eps, plan.EtcdClientURL(m.Address.String()))
 		}
 	}
+	if len(eps) == 0 { // stacked etcd: a member on every master
+		for _, m := range l.Machines() {
+			if slices.Contains(m.Roles, inventory.RoleMaster) {
+				eps = append(eps, plan.EtcdClientURL(m.Address.String()))
+			}
+		}
+	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), Context: ctx})
 	if err != nil {
 		t.Fatal(err)

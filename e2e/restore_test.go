@@ -51,22 +51,13 @@ func TestRestoreExternalEtcd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := UpLab(t, specs)
+	old := upAppliedLab(t, specs)
 	inv := old.InventoryPath()
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
-	start := time.Now()
-	out, err := kprovErr(t, "-f", inv, "apply", "--auto-approve")
-	assertApplied(t, out, err)
-	t.Logf("apply took %s", time.Since(start).Round(time.Second))
 
 	cli := etcdClient(t, ctx, old, inv)
-	const keys = 1000
-	for i := range keys {
-		if _, err := cli.Put(ctx, fmt.Sprintf("/kprov-e2e/restore/%04d", i), fmt.Sprintf("value-%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeRestoreKeys(t, ctx, cli)
 	cli.Close()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "lab.kprov-backup")
@@ -76,30 +67,10 @@ func TestRestoreExternalEtcd(t *testing.T) {
 	}
 	t.Logf("backup: revision %d, %d keys, %d bytes", b.Manifest.Revision, b.Manifest.TotalKeys, b.Size)
 
-	// The disaster: every machine of the old lab is gone.
-	cluster, oldSubnet := old.Name(), old.Subnet()
-	logger := log.NewWithOptions(os.Stderr, log.Options{Prefix: t.Name()})
-	if err := lab.Down(ctx, old.Name(), old.Dir(), logger); err != nil {
-		t.Fatal(err)
-	}
-
-	// New machines, new names, another subnet: the first free /24 of the
-	// upper half of the lab range (restoreSubnets), which the first-free
-	// pick of other labs never reaches while fewer than 256 labs run, picked
-	// under the lab's host-wide lock so a restore test running beside this
-	// one never takes the same.
-	var newSpecs []lab.MachineSpec
-	for _, s := range specs {
-		newSpecs = append(newSpecs, lab.MachineSpec{Name: strings.Replace(s.Name, "-", "-r", 1), Roles: s.Roles})
-	}
-	l := UpLab(t, newSpecs, func(o *lab.Options) { o.SubnetWithin = restoreSubnets })
-	newSubnet := l.Subnet()
-	if newSubnet == oldSubnet {
-		t.Fatalf("the new lab is on the old subnet %s", oldSubnet)
-	}
-	// The inventory of the rebuilt cluster: the new lab's hosts, the old
-	// cluster's name (a backup restores only onto its own cluster).
-	newInv := sameClusterInventory(t, l, cluster, "restore.kprov.hcl")
+	// The disaster: every machine of the old lab is gone; new machines,
+	// new names, another subnet, the old cluster's name.
+	cluster := old.Name()
+	l, newSubnet, newInv := afterDisaster(t, ctx, old, specs)
 	stateDir := filepath.Join(filepath.Dir(newInv), ".kprov", cluster)
 
 	// Refused before any host is touched: a corrupted backup, and a backup
@@ -148,31 +119,10 @@ func TestRestoreExternalEtcd(t *testing.T) {
 	}
 
 	// The restore, run again after the interruption.
-	start = time.Now()
-	out, err = kprovErr(t, "-f", newInv, "restore", file, "--auto-approve")
-	took := time.Since(start)
-	t.Logf("restore took %s:\n%s", took.Round(time.Second), out)
-	if err != nil {
-		t.Fatalf("restore: %v", err)
-	}
+	runRestore(t, "restore", "-f", newInv, "restore", file, "--auto-approve")
 	cli = etcdClientState(t, ctx, l, stateDir)
 	defer cli.Close()
-	resp, err := cli.Get(ctx, "/kprov-e2e/restore/", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.Kvs) != keys {
-		t.Errorf("read back %d keys, want %d", len(resp.Kvs), keys)
-	}
-	for i, kv := range resp.Kvs {
-		if want := fmt.Sprintf("value-%d", i); string(kv.Key) != fmt.Sprintf("/kprov-e2e/restore/%04d", i) || string(kv.Value) != want {
-			t.Errorf("key %d: %s = %q, want %q", i, kv.Key, kv.Value, want)
-			break
-		}
-	}
-	if resp.Header.Revision <= b.Manifest.Revision+1_000_000_000-1 {
-		t.Errorf("revision served %d, want above the snapshot's %d plus the bump", resp.Header.Revision, b.Manifest.Revision)
-	}
+	assertRestoredKeys(t, ctx, cli, b.Manifest.Revision)
 	list, err := cli.MemberList(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -209,12 +159,7 @@ func TestRestoreExternalEtcd(t *testing.T) {
 	}
 
 	// Run again: nothing restored twice, the same members, the keys still there.
-	start = time.Now()
-	out, err = kprovErr(t, "-f", newInv, "restore", file, "--auto-approve")
-	t.Logf("second restore took %s:\n%s", time.Since(start).Round(time.Second), out)
-	if err != nil {
-		t.Fatalf("second restore: %v", err)
-	}
+	out := runRestore(t, "second restore", "-f", newInv, "restore", file, "--auto-approve")
 	if strings.Contains(out, "etcd-restore") || strings.Contains(out, "restoring the snapshot") {
 		t.Errorf("the second restore restored again:\n%s", out)
 	}
@@ -231,7 +176,7 @@ func TestRestoreExternalEtcd(t *testing.T) {
 	if !slices.Equal(ids, ids2) || again.Header.ClusterId != list.Header.ClusterId {
 		t.Errorf("members changed by the second restore: %x (cluster %x), then %x (cluster %x)", ids, list.Header.ClusterId, ids2, again.Header.ClusterId)
 	}
-	if resp, err := cli.Get(ctx, "/kprov-e2e/restore/", clientv3.WithPrefix()); err != nil || len(resp.Kvs) != keys {
+	if resp, err := cli.Get(ctx, "/kprov-e2e/restore/", clientv3.WithPrefix()); err != nil || len(resp.Kvs) != restoreKeys {
 		t.Errorf("after the second restore: %v keys, %v", len(resp.Kvs), err)
 	}
 	out = kprov(t, "-f", newInv, "apply", "--auto-approve")
@@ -262,4 +207,99 @@ func sameClusterInventory(t *testing.T, l *lab.Lab, cluster, name string) string
 		t.Fatalf("%s: %s", path, diags.Error())
 	}
 	return path
+}
+
+// restoreKeys is how many keys the restore tests write before the backup.
+const restoreKeys = 1000
+
+// writeRestoreKeys writes the restore tests' keys with etcd's client.
+func writeRestoreKeys(t *testing.T, ctx context.Context, cli *clientv3.Client) {
+	t.Helper()
+	for i := range restoreKeys {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/kprov-e2e/restore/%04d", i), fmt.Sprintf("value-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// assertRestoredKeys reads back every key writeRestoreKeys wrote, with its
+// value, and checks the revision served is the snapshot's plus the bump at
+// least.
+func assertRestoredKeys(t *testing.T, ctx context.Context, cli *clientv3.Client, snapshotRevision int64) {
+	t.Helper()
+	resp, err := cli.Get(ctx, "/kprov-e2e/restore/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != restoreKeys {
+		t.Errorf("read back %d keys, want %d", len(resp.Kvs), restoreKeys)
+	}
+	for i, kv := range resp.Kvs {
+		if want := fmt.Sprintf("value-%d", i); string(kv.Key) != fmt.Sprintf("/kprov-e2e/restore/%04d", i) || string(kv.Value) != want {
+			t.Errorf("key %d: %s = %q, want %q", i, kv.Key, kv.Value, want)
+			break
+		}
+	}
+	if resp.Header.Revision < snapshotRevision+1_000_000_000 {
+		t.Errorf("revision served %d, want above the snapshot's %d plus the bump", resp.Header.Revision, snapshotRevision)
+	}
+}
+
+// runRestore runs kprov with args (a restore), logs how long it took and
+// what it printed, and fails the test when it fails.
+func runRestore(t *testing.T, what string, args ...string) string {
+	t.Helper()
+	start := time.Now()
+	out, err := kprovErr(t, args...)
+	t.Logf("%s took %s:\n%s", what, time.Since(start).Round(time.Second), out)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return out
+}
+
+// upAppliedLab boots a lab of specs and applies its inventory: the cluster
+// a restore test backs up.
+func upAppliedLab(t *testing.T, specs []lab.MachineSpec) *lab.Lab {
+	t.Helper()
+	l := UpLab(t, specs)
+	start := time.Now()
+	out, err := kprovErr(t, "-f", l.InventoryPath(), "apply", "--auto-approve")
+	assertApplied(t, out, err)
+	t.Logf("apply took %s", time.Since(start).Round(time.Second))
+	return l
+}
+
+// afterDisaster destroys the old lab and boots its machines renamed on
+// another subnet (upRestoreLab); it returns the new lab, its subnet, and
+// the inventory of the rebuilt cluster: the new lab's hosts with the old
+// cluster's name (a backup restores only onto its own cluster).
+func afterDisaster(t *testing.T, ctx context.Context, old *lab.Lab, specs []lab.MachineSpec) (*lab.Lab, netip.Prefix, string) {
+	t.Helper()
+	cluster, oldSubnet := old.Name(), old.Subnet()
+	logger := log.NewWithOptions(os.Stderr, log.Options{Prefix: t.Name()})
+	if err := lab.Down(ctx, old.Name(), old.Dir(), logger); err != nil {
+		t.Fatal(err)
+	}
+	l, subnet := upRestoreLab(t, specs, oldSubnet)
+	return l, subnet, sameClusterInventory(t, l, cluster, "restore.kprov.hcl")
+}
+
+// upRestoreLab boots the machines of specs renamed (master-1 becomes
+// master-r1) on another subnet than old: the first free /24 of the upper
+// half of the lab range (restoreSubnets), which the first-free pick of
+// other labs never reaches while fewer than 256 labs run, picked under the
+// lab's host-wide lock so a restore test running beside this one never
+// takes the same.
+func upRestoreLab(t *testing.T, specs []lab.MachineSpec, old netip.Prefix) (*lab.Lab, netip.Prefix) {
+	t.Helper()
+	var renamed []lab.MachineSpec
+	for _, s := range specs {
+		renamed = append(renamed, lab.MachineSpec{Name: strings.Replace(s.Name, "-", "-r", 1), Roles: s.Roles})
+	}
+	l := UpLab(t, renamed, func(o *lab.Options) { o.SubnetWithin = restoreSubnets })
+	if l.Subnet() == old {
+		t.Fatalf("the new lab is on the old subnet %s", old)
+	}
+	return l, l.Subnet()
 }

@@ -3,8 +3,6 @@ package lab
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +19,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"github.com/kprov/kprov/internal/atomicfile"
+	"github.com/kprov/kprov/internal/filehash"
 )
 
 // ManifestFile lists every cached artifact with its SHA-256, in sha256sum's format.
@@ -758,18 +757,7 @@ func buildInModule(ctx context.Context, b goBuild, outDir string, logger *log.Lo
 }
 
 // fileSHA256 returns the hex SHA-256 of a file.
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
+func fileSHA256(path string) (string, error) { return filehash.SHA256(path) }
 
 // readManifest reads a sha256sum-format file into path -> hex digest; a missing file is empty.
 func readManifest(path string) (map[string]string, error) {

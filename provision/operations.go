@@ -6,6 +6,7 @@ import (
 	"path"
 	"strings"
 
+	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/provision/ssh"
 )
@@ -177,8 +178,30 @@ func (a *applier) etcdRestore(ctx context.Context, ex ssh.Executor, s plan.Step)
 	if _, err := a.run(ctx, ex, scriptMakeDirs([]string{path.Dir(plan.EtcdRestoreSnapshotPath)}), a.opts.CommandTimeout); err != nil {
 		return false, fmt.Errorf("create %s: %w", path.Dir(plan.EtcdRestoreSnapshotPath), err)
 	}
+	if a.inv.Topology.EtcdMode == inventory.EtcdStacked {
+		return a.etcdRestoreStacked(ctx, ex, s)
+	}
 	if _, err := a.upload(ctx, ex, plan.Step{Path: plan.EtcdRestoreSnapshotPath, Mode: 0o600, Secret: true, Source: s.Source, SHA256: s.SHA256}); err != nil {
 		return false, fmt.Errorf("upload the snapshot to %s: %w", plan.EtcdRestoreSnapshotPath, err)
 	}
 	return a.changedBy(ctx, ex, scriptEtcdRestore(s, plan.EtcdRestoreMarkerPath, plan.EtcdRestoreSnapshotPath))
+}
+
+// etcdRestoreStacked restores a stacked member, whose host has no etcdutl
+// (kubeadm runs etcd from an image): etcdutl's own Go code restores the
+// snapshot on the operator's machine with the step's member list, token,
+// revision bump and compaction mark, exactly as the etcdutl command line
+// does for an external member; the data directory goes to the host as a
+// gzipped tar, checked against its SHA-256 there, and is moved into place
+// by the same guarded script (scriptEtcdRestoreArchive).
+func (a *applier) etcdRestoreStacked(ctx context.Context, ex ssh.Executor, s plan.Step) (bool, error) {
+	archive, sum, cleanup, err := RestoreDataArchive(s)
+	if err != nil {
+		return false, fmt.Errorf("restore the snapshot for %s on this machine: %w", s.Member, err)
+	}
+	defer cleanup()
+	if _, err := a.upload(ctx, ex, plan.Step{Path: plan.EtcdRestoreArchivePath, Mode: 0o600, Secret: true, Source: archive, SHA256: sum}); err != nil {
+		return false, fmt.Errorf("upload the restored data directory to %s: %w", plan.EtcdRestoreArchivePath, err)
+	}
+	return a.changedBy(ctx, ex, scriptEtcdRestoreArchive(s, plan.EtcdRestoreMarkerPath, plan.EtcdRestoreArchivePath, sum))
 }

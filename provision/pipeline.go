@@ -121,11 +121,9 @@ func ManagedFiles(c *Cluster) (map[string][]string, error) {
 		}
 	}
 	// kprov restore tells a member it restored from one it must not touch
-	// by this marker (roles.RestoredMember).
-	if inv.Topology.EtcdMode == inventory.EtcdExternal {
-		for _, name := range inv.Topology.EtcdMembers {
-			files[name] = append(files[name], plan.EtcdRestoreMarkerPath)
-		}
+	// by this marker (roles.RestoredMember); stacked members are the masters.
+	for _, name := range inv.Topology.EtcdMembers {
+		files[name] = append(files[name], plan.EtcdRestoreMarkerPath)
 	}
 	return files, nil
 }

@@ -71,7 +71,9 @@ type RestoreResult struct {
 // snapshot's, then run apply's own sequence for Kubernetes (kubeadm init on
 // the first master against the restored etcd with the backed-up CAs, the
 // other masters and the nodes joining), and finally delete the Node objects
-// of hosts the inventory no longer has.
+// of hosts the inventory no longer has. With stacked etcd the restored
+// member is the first master's, started by its kubeadm init, so the
+// revision is checked after the apply.
 //
 // Every part checks the live state first, so a restore interrupted anywhere
 // and run again continues: members restored by this restore are recognised
@@ -120,17 +122,30 @@ func (p *Pipeline) restoreLocked(ctx context.Context, req RestoreRequest, snapsh
 			return err
 		}
 	}
-	if res.Members, res.Revision, err = p.restoredRevision(ctx, req.Backup.Manifest.Revision); err != nil {
-		return err
+	// A stacked member runs only once kubeadm init started it, so its
+	// revision is checked after the apply; external members run now.
+	stacked := inv.Topology.EtcdMode == inventory.EtcdStacked
+	if !stacked {
+		if res.Members, res.Revision, err = p.restoredRevision(ctx, req.Backup.Manifest.Revision); err != nil {
+			return err
+		}
 	}
 	res.EtcdTime = p.now().Sub(start)
 
 	start = p.now()
 	res.Apply = &ApplyResult{}
 	if err := p.applyLocked(ctx, ApplyRequest{AutoApprove: req.AutoApprove}, res.Apply); err != nil {
+		if stacked {
+			return fmt.Errorf("etcd's data is restored on %s; bringing Kubernetes back: %w; run kprov restore again to continue", inv.Topology.Masters[0], err)
+		}
 		return fmt.Errorf("etcd is restored (revision %d); bringing Kubernetes back: %w; run kprov restore again to continue", res.Revision, err)
 	}
 	res.ApplyTime = p.now().Sub(start)
+	if stacked {
+		if res.Members, res.Revision, err = p.restoredRevision(ctx, req.Backup.Manifest.Revision); err != nil {
+			return err
+		}
+	}
 	if res.DeletedNodes, err = p.deleteStaleNodes(ctx); err != nil {
 		return err
 	}

@@ -300,29 +300,52 @@ func scriptEtcdRestored(dataDir, marker, token string) string {
 }
 
 // scriptEtcdRestore restores an etcd snapshot into an external member's
-// data directory for kprov restore (RELIABILITY 22). It is a no-op when the
-// data directory holds a member's data and the restore marker holds this
-// restore's token: the member was restored by an earlier run of the same
-// restore, and restoring it twice would throw away what it has served
-// since. It never replaces a data directory that holds anything else (exit
-// 3, nothing changed): kprov restore refuses such hosts before this, and
-// this is the last guard. etcdutl writes into a directory of its own beside
-// the data directory; the marker is written before that directory is moved
-// into place, so an interruption leaves either an empty data directory
-// (restored again next time) or a restored one with its marker.
+// data directory for kprov restore (RELIABILITY 22), with the host's
+// etcdutl. It is a no-op when the data directory holds a member's data and
+// the restore marker holds this restore's token: the member was restored by
+// an earlier run of the same restore, and restoring it twice would throw
+// away what it has served since. It never replaces a data directory that
+// holds anything else (exit 3, nothing changed): kprov restore refuses such
+// hosts before this, and this is the last guard. etcdutl writes into a
+// directory of its own beside the data directory; the marker is written
+// before that directory is moved into place, so an interruption leaves
+// either an empty data directory (restored again next time) or a restored
+// one with its marker.
 func scriptEtcdRestore(s plan.Step, marker, snapshot string) string {
-	return fmt.Sprintf(binPath+`d=%s; m=%s; t=%s; s=%s
+	fill := fmt.Sprintf(`etcdutl snapshot restore "$s" --name %s --initial-cluster %s --initial-cluster-token "$t" --initial-advertise-peer-urls %s --data-dir "$tmp" --bump-revision %d --mark-compacted || exit $?`,
+		shellQuote(s.Member), shellQuote(s.InitialCluster), shellQuote(s.PeerURL), plan.EtcdRestoreRevisionBump)
+	return binPath + restoreInto(s, marker, snapshot, fill)
+}
+
+// scriptEtcdRestoreArchive is scriptEtcdRestore for a stacked member, which
+// has no etcdutl on its host (kubeadm runs etcd from an image): etcdutl's
+// own code restored the data directory on the operator's machine (the same
+// member list, token, revision bump and compaction mark), and this unpacks
+// that archive, checked against its SHA-256 first, with the same guards,
+// marker and order.
+func scriptEtcdRestoreArchive(s plan.Step, marker, archive, sha256 string) string {
+	fill := fmt.Sprintf(`got=$(sha256sum < "$s") || exit 1
+if [ "${got%%%% *}" != %s ]; then echo "$s has sha256 ${got%%%% *}, want %s: refusing to unpack it" >&2; rm -f -- "$s"; exit 3; fi
+mkdir -m 0700 -- "$tmp" && tar -xzf "$s" -C "$tmp" --no-same-owner || exit $?
+if [ ! -d "$tmp/member" ]; then echo "the restored archive holds no member/ directory" >&2; exit 3; fi`, shellQuote(sha256), sha256)
+	return restoreInto(s, marker, archive, fill)
+}
+
+// restoreInto is the frame both restore scripts share: the no-op for a
+// member this restore filled, the refusals, and the marker written before
+// the directory fill made is moved into place.
+func restoreInto(s plan.Step, marker, source, fill string) string {
+	return fmt.Sprintf(`d=%s; m=%s; t=%s; s=%s
 if [ -d "$d/member" ] && [ -f "$m" ] && [ "$(cat -- "$m")" = "$t" ]; then rm -f -- "$s"; exit 0; fi
 if [ -L "$d" ]; then echo "refusing to restore into $d: it is a symbolic link" >&2; exit 3; fi
 if [ -e "$d" ] && [ -n "$(ls -A -- "$d")" ]; then echo "refusing to restore into $d: it is not empty and was not filled by this restore (token $t); kprov restore never replaces a data directory: wipe it or use a fresh host" >&2; exit 3; fi
 tmp="$d.kprov-restore"
 rm -rf -- "$tmp"
-etcdutl snapshot restore "$s" --name %s --initial-cluster %s --initial-cluster-token "$t" --initial-advertise-peer-urls %s --data-dir "$tmp" --bump-revision %d --mark-compacted || exit $?
+%s
 mkdir -p -- "$(dirname -- "$m")" && printf '%%s\n' "$t" > "$m.tmp" && mv -f -- "$m.tmp" "$m" || exit $?
 if [ -d "$d" ]; then rmdir -- "$d" || exit $?; fi
 mv -- "$tmp" "$d" && chmod 0700 "$d" && rm -f -- "$s" && echo changed`,
-		shellQuote(s.Path), shellQuote(marker), shellQuote(s.ClusterToken), shellQuote(snapshot),
-		shellQuote(s.Member), shellQuote(s.InitialCluster), shellQuote(s.PeerURL), plan.EtcdRestoreRevisionBump)
+		shellQuote(s.Path), shellQuote(marker), shellQuote(s.ClusterToken), shellQuote(source), fill)
 }
 
 // scriptExists prints "present" when path exists.

@@ -37,6 +37,7 @@ func TestScriptsGolden(t *testing.T) {
 		{"wipe the etcd data directory", scriptWipeDataDir("/var/lib/etcd")},
 		{"etcd member restored already? (kprov restore)", scriptEtcdRestored("/var/lib/etcd", plan.EtcdRestoreMarkerPath, "kprov-lab-restore-0123abcd")},
 		{"restore an etcd member from a snapshot (kprov restore)", scriptEtcdRestore(sampleRestoreStep, plan.EtcdRestoreMarkerPath, plan.EtcdRestoreSnapshotPath)},
+		{"put a stacked member's restored data directory in place (kprov restore)", scriptEtcdRestoreArchive(sampleRestoreStep, plan.EtcdRestoreMarkerPath, plan.EtcdRestoreArchivePath, strings.Repeat("7", 64))},
 		{"archive unpacked already?", scriptArchiveUnpacked(plan.CNIPluginsMarkerPath, strings.Repeat("5", 64))},
 		{"unpack the cni-plugins archive", scriptUnpackArchive(plan.CNIBinDir+"/.kprov-archive.tgz", strings.Repeat("5", 64), plan.CNIBinDir, plan.CNIPluginsMarkerPath)},
 		{"kubeadm already ran?", scriptExists("/etc/kubernetes/manifests/kube-apiserver.yaml")},

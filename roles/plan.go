@@ -513,6 +513,14 @@ func (p *planner) etcdConfig(t EtcdTarget, initial []EtcdTarget, state string) F
 	return File{}
 }
 
+// restoredStackedData reports whether kprov restore filled the stacked
+// member's data directory on host: it holds a member's data and the restore
+// marker is there. Only then may kubeadm init run over a data directory
+// that is not empty.
+func (p *planner) restoredStackedData(host string) bool {
+	return p.facts.EtcdDataPresent[host] && p.host(host).Files[plan.EtcdRestoreMarkerPath] != ""
+}
+
 func kubeadmCommand(args []string) string { return "kubeadm " + strings.Join(args, " ") }
 
 // controlPlane initializes the first master and joins the others one at a
@@ -529,11 +537,18 @@ func (p *planner) controlPlane() []plan.Stage {
 	stacked := p.inv.Topology.EtcdMode == inventory.EtcdStacked
 	if p.initMaster != "" && !p.host(p.initMaster).ControlPlane {
 		node := p.final.Host(p.initMaster).Node
+		cmd, reason := kubeadmCommand(node.KubeadmArgs), "no master runs a control plane yet; kubeadm uses kprov's CA from /etc/kubernetes/pki"
+		if stacked && p.restoredStackedData(p.initMaster) {
+			// kubeadm's documented way to bring a stacked control plane
+			// back from a snapshot: init with the data directory filled.
+			// Only the check that wants it empty is skipped.
+			cmd += " " + KubeadmRestoredEtcdPreflight(p.inv.Etcd.DataDir)
+			reason = "no master runs a control plane yet; kubeadm's etcd starts from the data directory kprov restore filled, with kprov's CAs from /etc/kubernetes/pki"
+		}
 		stages = append(stages, plan.Stage{
 			Kind: plan.StageControlPlaneInit, Target: p.initMaster, Title: "kubeadm init on " + p.initMaster, Parallel: 1, Quorum: "the first master founds the control plane",
 			Steps: []plan.Step{
-				{Op: plan.OpKubeadmInit, Host: p.initMaster, Command: kubeadmCommand(node.KubeadmArgs),
-					Reason: "no master runs a control plane yet; kubeadm uses kprov's CA from /etc/kubernetes/pki"},
+				{Op: plan.OpKubeadmInit, Host: p.initMaster, Command: cmd, Reason: reason},
 				{Op: plan.OpWaitAPIServer, Host: p.initMaster, Reason: "the API server must answer before anything joins it"},
 			},
 		})

@@ -91,15 +91,17 @@ func (e *LiveClusterError) Error() string {
 // CheckRestoreHosts refuses a restore while any host holds a live cluster:
 // an etcd host whose data directory holds a member's data, or that runs
 // etcd, unless this restore filled it (RestoredMember); and, until every
-// etcd member is restored, a Kubernetes host whose kubelet runs or has
-// joined a cluster, or that runs a control plane. Once every member is
-// restored, the Kubernetes hosts are this restore's own work in progress
-// (the apply that follows the etcd restore was interrupted) and are left
-// to that apply, which converges from wherever it stopped.
-func CheckRestoreHosts(inv *inventory.Inventory, facts *plan.Facts, token string) error {
+// member the restore fills (restored: every external member, or the first
+// master with stacked etcd) is restored, a Kubernetes host whose kubelet
+// runs or has joined a cluster, or that runs a control plane. Once they
+// are all restored, the other hosts are this restore's own work in
+// progress (the apply that follows the etcd restore was interrupted, a
+// stacked master joined with its member) and are left to that apply, which
+// converges from wherever it stopped.
+func CheckRestoreHosts(inv *inventory.Inventory, facts *plan.Facts, token string, restored []string) error {
 	members := inv.Topology.EtcdMembers
-	allRestored := len(members) > 0
-	for _, m := range members {
+	allRestored := len(restored) > 0
+	for _, m := range restored {
 		if !RestoredMember(facts, m, token) {
 			allRestored = false
 		}
@@ -111,7 +113,7 @@ func CheckRestoreHosts(inv *inventory.Inventory, facts *plan.Facts, token string
 			continue // unreachable hosts are refused by the planner, with their errors
 		}
 		var found []string
-		if slices.Contains(members, h.Name) && !RestoredMember(facts, h.Name, token) {
+		if slices.Contains(members, h.Name) && !allRestored && !RestoredMember(facts, h.Name, token) {
 			if facts.EtcdDataPresent[h.Name] {
 				found = append(found, fmt.Sprintf("etcd data directory %s holds a member's data (not from this restore)", inv.Etcd.DataDir))
 			}
@@ -139,22 +141,31 @@ func CheckRestoreHosts(inv *inventory.Inventory, facts *plan.Facts, token string
 	return nil
 }
 
-// PlanRestore plans the etcd half of kprov restore for an external etcd
-// cluster (RELIABILITY 22): the hosts prepared as apply prepares them
-// (binaries, certificates, units; etcd not started), then on every member
-// not restored yet the snapshot restored with etcdutl as a member of the
-// new cluster and its configuration written as a formed cluster's
+// PlanRestore plans the etcd half of kprov restore (RELIABILITY 22).
+//
+// External etcd: the hosts prepared as apply prepares them (binaries,
+// certificates, units; etcd not started), then on every member not
+// restored yet the snapshot restored with etcdutl as a member of the new
+// cluster and its configuration written as a formed cluster's
 // (initial-cluster-state existing, the full member list), then every member
 // started together (a restored member alone cannot elect a leader) and a
-// wait for one leader with every member healthy. It is pure, like Plan; the
-// Kubernetes half is apply's ordinary plan, made after this one ran.
+// wait for one leader with every member healthy.
 //
-// The returned token is the new cluster's initial-cluster-token
-// (RestoreToken).
+// Stacked etcd: the hosts prepared the same way, then the snapshot restored
+// into the first master's data directory as a cluster of that one member
+// (kubeadm's way: `kubeadm init` on the first master finds the data
+// directory filled and its etcd starts from it; the other masters join it
+// one at a time as in any apply, each adding its member). Nothing is
+// started here: kubeadm runs etcd.
+//
+// It is pure, like Plan; the Kubernetes half is apply's ordinary plan, made
+// after this one ran. The returned token is the new cluster's
+// initial-cluster-token (RestoreToken).
 func PlanRestore(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opts PlanOptions, in RestoreInput) (*plan.Plan, string, error) {
-	if inv.Topology.EtcdMode != inventory.EtcdExternal || len(inv.Topology.EtcdMembers) == 0 {
-		return nil, "", fmt.Errorf("kprov restore rebuilds clusters with external etcd only so far; for stacked etcd follow docs/disaster-recovery.md by hand")
+	if len(inv.Topology.EtcdMembers) == 0 {
+		return nil, "", fmt.Errorf("inventory %s has no etcd members to restore the snapshot onto", inv.Path)
 	}
+	stacked := inv.Topology.EtcdMode == inventory.EtcdStacked
 	if opts.Parallel < 1 {
 		opts.Parallel = 1
 	}
@@ -169,21 +180,26 @@ func PlanRestore(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opt
 	}
 	p.final = final
 
-	var members []EtcdTarget
-	for _, name := range inv.Topology.EtcdMembers {
-		m := final.Host(name).Etcd
-		members = append(members, EtcdTarget{Name: m.Name, PeerURL: m.PeerURL})
+	members := RestoreMembers(inv, final, p.initMaster)
+	var names []string
+	for _, m := range members {
+		names = append(names, m.Name)
 	}
 	token := RestoreToken(inv.Cluster.Name, in.SnapshotSHA256, members)
-	if err := CheckRestoreHosts(inv, facts, token); err != nil {
+	if err := CheckRestoreHosts(inv, facts, token, names); err != nil {
 		return nil, token, err
 	}
 	initial := RestoreInitialCluster(members)
 
 	out := &plan.Plan{Cluster: inv.Cluster.Name, FactsDigest: facts.Digest()}
 	out.Stages = append(out.Stages, p.prepare())
-	restore := plan.Stage{Kind: plan.StageEtcdRestore, Parallel: len(members), Quorum: quorumNote(len(members)),
-		Title: fmt.Sprintf("restoring the snapshot (revision %d) on every etcd member as a new cluster", in.Revision)}
+	title := fmt.Sprintf("restoring the snapshot (revision %d) on every etcd member as a new cluster", in.Revision)
+	reason := "etcdutl snapshot restore with the new member list and a new cluster token, the revision bumped and the old ones marked compacted so no watcher sees time run backwards"
+	if stacked {
+		title = fmt.Sprintf("restoring the snapshot (revision %d) into %s's etcd data directory as a new one-member cluster", in.Revision, p.initMaster)
+		reason = "etcdutl's snapshot restore (run on this machine: kubeadm's etcd has no etcdutl on the host) with this one member and a new cluster token, the revision bumped and the old ones marked compacted; kubeadm init starts etcd from it, and the other masters join it"
+	}
+	restore := plan.Stage{Kind: plan.StageEtcdRestore, Parallel: len(members), Quorum: quorumNote(len(members)), Title: title}
 	start := plan.Stage{Kind: plan.StageEtcdStartRestore, Parallel: len(members), Quorum: quorumNote(len(members)),
 		Title: "starting the restored etcd members together"}
 	var restored []string
@@ -195,8 +211,10 @@ func PlanRestore(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opt
 		} else {
 			restore.Steps = append(restore.Steps, plan.Step{Op: plan.OpEtcdRestore, Host: m.Name, Path: inv.Etcd.DataDir,
 				Source: in.SnapshotPath, SHA256: in.SnapshotSHA256, Member: m.Name, PeerURL: m.PeerURL,
-				InitialCluster: initial, ClusterToken: token,
-				Reason: "etcdutl snapshot restore with the new member list and a new cluster token, the revision bumped and the old ones marked compacted so no watcher sees time run backwards"})
+				InitialCluster: initial, ClusterToken: token, Reason: reason})
+		}
+		if stacked {
+			continue // kubeadm writes the member's manifest and starts it
 		}
 		var cfg File
 		for _, f := range final.Host(m.Name).Files {
@@ -215,7 +233,7 @@ func PlanRestore(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opt
 		start.Steps = append(start.Steps, plan.Step{Op: plan.OpStartService, Host: m.Name, Service: plan.EtcdUnit,
 			Reason: "restored members start together: none can elect a leader alone"})
 	}
-	if running < len(members) {
+	if !stacked && running < len(members) {
 		start.Steps = append(start.Steps, plan.Step{Op: plan.OpWaitEtcdHealthy, Host: members[0].Name, Voters: inv.Topology.EtcdMembers,
 			Reason: "one leader and every restored member healthy before Kubernetes is brought back on them"})
 	}
@@ -225,6 +243,40 @@ func PlanRestore(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opt
 		out.Notes = append(out.Notes, fmt.Sprintf("already restored by an earlier run of this restore (data directory and %s with token %s), not restored again: %s",
 			plan.EtcdRestoreMarkerPath, token, strings.Join(restored, ", ")))
 	}
+	if stacked && len(inv.Topology.Masters) > 1 {
+		out.Notes = append(out.Notes, fmt.Sprintf("stacked etcd: only %s is restored; the other masters join it with empty data directories, one at a time, each adding its member",
+			p.initMaster))
+	}
 	out.Count()
 	return out, token, nil
+}
+
+// RestoreMembers are the members kprov restore fills from the snapshot, in
+// order: every external member with the name and peer URL it is rendered
+// with; with stacked etcd only the first master (initMaster), named after
+// its node and with the peer URL kubeadm gives its member
+// (https://ADDRESS:2380), so the member kubeadm's etcd manifest describes
+// is the one the data directory holds.
+func RestoreMembers(inv *inventory.Inventory, final *Rendering, initMaster string) []EtcdTarget {
+	if inv.Topology.EtcdMode == inventory.EtcdStacked {
+		h := inv.Host(initMaster)
+		if h == nil {
+			return nil
+		}
+		return []EtcdTarget{{Name: h.Name, PeerURL: plan.EtcdPeerURL(h.Address)}}
+	}
+	var members []EtcdTarget
+	for _, name := range inv.Topology.EtcdMembers {
+		m := final.Host(name).Etcd
+		members = append(members, EtcdTarget{Name: m.Name, PeerURL: m.PeerURL})
+	}
+	return members
+}
+
+// KubeadmRestoredEtcdPreflight is the one preflight error kubeadm init must
+// be told to ignore on a stacked first master whose data directory kprov
+// restore filled: kubeadm's DirAvailable check of the etcd data directory
+// (named after the path, "/" replaced by "-"). Every other check still runs.
+func KubeadmRestoredEtcdPreflight(dataDir string) string {
+	return "--ignore-preflight-errors=DirAvailable-" + strings.ReplaceAll(dataDir, "/", "-")
 }

@@ -232,12 +232,124 @@ func TestPlanRestoreKubernetesHostsOnceEtcdIsRestored(t *testing.T) {
 	}
 }
 
-// TestPlanRestoreStackedRefused: stacked etcd is not restored by kprov yet.
-func TestPlanRestoreStackedRefused(t *testing.T) {
+// TestPlanRestoreStacked plans a stacked restore onto fresh hosts: the
+// hosts prepared, then only the first master's data directory restored as
+// a one-member cluster named after its node with kubeadm's peer URL, and
+// nothing started (kubeadm init starts etcd). The apply that follows runs
+// kubeadm init over that data directory, told to skip only kubeadm's check
+// that wants it empty; the other masters join as in any apply.
+func TestPlanRestoreStacked(t *testing.T) {
 	inv := loadInventory(t, filepath.Join("..", "examples", "ha-stacked.kprov.hcl"))
 	st := newState(t, inv)
-	_, _, err := PlanRestore(inv, plan.FreshFacts(hostNames(inv)), st, PlanOptions{}, restoreInput())
-	if err == nil || !strings.Contains(err.Error(), "external etcd only") {
-		t.Fatalf("err = %v", err)
+	facts := plan.FreshFacts(hostNames(inv))
+	pl, token, err := PlanRestore(inv, facts, st, PlanOptions{Parallel: 10}, restoreInput())
+	if err != nil {
+		t.Fatal(err)
 	}
+	var kinds []plan.StageKind
+	for _, s := range pl.Stages {
+		kinds = append(kinds, s.Kind)
+	}
+	if strings.Join(stageKinds(kinds), " ") != strings.Join(stageKinds([]plan.StageKind{plan.StagePrepare, plan.StageEtcdRestore}), " ") {
+		t.Fatalf("stages %v, want prepare and restore only (kubeadm starts etcd)", kinds)
+	}
+	m1 := inv.Topology.Masters[0]
+	if got := stepsOf(pl.Stages[1]); strings.Join(got, ",") != "etcd-restore "+m1 {
+		t.Fatalf("restore stage %v, want only %s restored", got, m1)
+	}
+	s := pl.Stages[1].Steps[0]
+	peer := "https://" + inv.Host(m1).Address + ":2380"
+	if s.Member != m1 || s.PeerURL != peer || s.InitialCluster != m1+"="+peer || s.ClusterToken != token || s.Path != inv.Etcd.DataDir || s.SHA256 != restoreSnapshotSHA {
+		t.Errorf("restore step %+v, want member %s at %s alone", s, m1, peer)
+	}
+	if len(pl.Notes) == 0 || !strings.Contains(strings.Join(pl.Notes, "\n"), "join it with empty data directories") {
+		t.Errorf("notes %q should say the other masters join", pl.Notes)
+	}
+
+	// Plain apply on fresh hosts: kubeadm init with every preflight check.
+	normal, err := Plan(inv, facts, st, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := initCommand(t, normal); strings.Contains(got, "ignore-preflight") {
+		t.Errorf("kubeadm init on fresh hosts ignores preflight errors: %s", got)
+	}
+	// The apply after the restore filled the data directory: only the
+	// data directory's emptiness check is skipped.
+	facts.EtcdDataPresent = map[string]bool{m1: true}
+	facts.Hosts[m1].Files = map[string]string{plan.EtcdRestoreMarkerPath: RestoreMarker(token).SHA256()}
+	after, err := Plan(inv, facts, st, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := initCommand(t, after), "kubeadm init --config "+plan.KubeadmInitPath+" --upload-certs --ignore-preflight-errors=DirAvailable--var-lib-etcd"; got != want {
+		t.Errorf("kubeadm init after the restore:\n got %s\nwant %s", got, want)
+	}
+	// Data without a restore marker is not kprov's to init over.
+	facts.Hosts[m1].Files = nil
+	if got := initCommand(t, mustPlan(t, inv, facts, st)); strings.Contains(got, "ignore-preflight") {
+		t.Errorf("kubeadm init over data kprov restore did not write: %s", got)
+	}
+}
+
+// TestPlanRestoreStackedResumes: the first master restored by this restore
+// is not restored again; once it is, masters that joined (etcd data, a
+// running kubelet, a control plane) are the restore's own apply at work,
+// not a live cluster. Before it is, they are refused.
+func TestPlanRestoreStackedResumes(t *testing.T) {
+	inv := loadInventory(t, filepath.Join("..", "examples", "ha-stacked.kprov.hcl"))
+	st := newState(t, inv)
+	facts := plan.FreshFacts(hostNames(inv))
+	_, token, err := PlanRestore(inv, facts, st, PlanOptions{}, restoreInput())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1, m2 := inv.Topology.Masters[0], inv.Topology.Masters[1]
+	facts.EtcdDataPresent = map[string]bool{m1: true, m2: true}
+	facts.Hosts[m1].Files = map[string]string{plan.EtcdRestoreMarkerPath: RestoreMarker(token).SHA256()}
+	for _, m := range []string{m1, m2} {
+		facts.Hosts[m].ControlPlane, facts.Hosts[m].Joined = true, true
+		facts.Hosts[m].Services = map[string]string{"kubelet": "active"}
+	}
+	pl, token2, err := PlanRestore(inv, facts, st, PlanOptions{}, restoreInput())
+	if err != nil {
+		t.Fatalf("a run after the first master's restore refused its own work: %v", err)
+	}
+	if token2 != token {
+		t.Fatalf("token changed between runs: %s, %s", token, token2)
+	}
+	for _, stg := range pl.Stages {
+		if stg.Kind == plan.StageEtcdRestore {
+			t.Errorf("restored again: %v", stepsOf(stg))
+		}
+	}
+	// The first master's data is not this restore's: every host is live.
+	facts.Hosts[m1].Files = map[string]string{plan.EtcdRestoreMarkerPath: RestoreMarker("kprov-example-restore-00000000").SHA256()}
+	_, _, err = PlanRestore(inv, facts, st, PlanOptions{}, restoreInput())
+	var live *LiveClusterError
+	if !errors.As(err, &live) || len(live.Hosts) != 2 || !strings.Contains(err.Error(), m1+": etcd data directory") || !strings.Contains(err.Error(), m2+": etcd data directory") {
+		t.Fatalf("err = %v, want %s and %s refused", err, m1, m2)
+	}
+}
+
+func initCommand(t *testing.T, pl *plan.Plan) string {
+	t.Helper()
+	for _, stg := range pl.Stages {
+		for _, s := range stg.Steps {
+			if s.Op == plan.OpKubeadmInit {
+				return s.Command
+			}
+		}
+	}
+	t.Fatal("no kubeadm init in the plan")
+	return ""
+}
+
+func mustPlan(t *testing.T, inv *inventory.Inventory, facts *plan.Facts, st *pki.State) *plan.Plan {
+	t.Helper()
+	pl, err := Plan(inv, facts, st, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pl
 }

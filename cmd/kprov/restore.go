@@ -33,7 +33,7 @@ func newRestoreCmd(g *globalOptions) *cobra.Command {
 	o := &restoreOptions{}
 	cmd := &cobra.Command{
 		Use:   "restore BACKUP",
-		Short: "Rebuild the cluster from a backup onto the inventory's hosts (external etcd)",
+		Short: "Rebuild the cluster from a backup onto the inventory's hosts",
 		Long: `restore rebuilds the cluster of a kprov backup onto the hosts of the
 inventory, which may be new machines with new names and addresses (same
 cluster name and etcd mode; any number of etcd members).
@@ -48,13 +48,15 @@ join secrets are issued anew for the new hosts.
 Then, under the cluster lock, it refuses hosts that hold a live cluster
 (etcd data or a running etcd, a running or joined kubelet) and lists them
 all; it wipes nothing. It shows the plan and asks (--auto-approve for
-scripts): the hosts prepared, the snapshot restored with etcdutl on every
-etcd member as a new cluster (new member list, new cluster token, revision
-bumped, old revisions marked compacted), all members started together. It
-waits for one leader, every member healthy and a revision above the
-snapshot's, then runs apply's own sequence for Kubernetes (kubeadm init
-against the restored etcd with the same CAs, joins), and deletes the Node
-objects of hosts the inventory no longer has.
+scripts): the hosts prepared, the snapshot restored with etcdutl as a new
+cluster (new member list, new cluster token, revision bumped, old
+revisions marked compacted). External etcd: on every member, all started
+together, then one leader, every member healthy and a revision above the
+snapshot's. Stacked etcd: into the first master's data directory as a
+one-member cluster, which kubeadm init starts from. Then apply's own
+sequence for Kubernetes (kubeadm init against the restored etcd with the
+same CAs, the other masters joining one at a time, the nodes), and the Node
+objects of hosts the inventory no longer has are deleted.
 
 Run again after an interruption, it continues: a member this restore
 already restored is never restored twice.`,

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,8 +14,8 @@ import (
 
 	"filippo.io/age"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
+
+	"github.com/kprov/kprov/internal/etcdtest"
 )
 
 // testKeys is how many keys the test etcd holds.
@@ -40,49 +38,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freeURL is an http URL on 127.0.0.1 with a port the kernel just handed
-// out and that was closed again.
-func freeURL(t *testing.T) url.URL {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return url.URL{Scheme: "http", Host: l.Addr().String()}
-}
-
 // startEtcd starts a one-member embedded etcd with n keys written (some
 // overwritten, one deleted, so revision and key count differ) and returns
 // a client on it.
 func startEtcd(t *testing.T, dir string, n int) *clientv3.Client {
 	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Name = "etcd-test"
-	cfg.Dir = dir
-	peer, client := freeURL(t), freeURL(t)
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.TickMs, cfg.ElectionMs = 20, 200
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		t.Fatal(err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("etcd not ready after 30s")
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client.String()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdtest.Start(t, dir, "etcd-test", etcdtest.FreeURL(t))
 	ctx := t.Context()
 	for i := range n {
 		if _, err := cli.Put(ctx, fmt.Sprintf("/test/key-%04d", i), strings.Repeat("v", i%100)); err != nil {

@@ -19,7 +19,7 @@ const (
 	EtcdConfigPath  = "/etc/etcd/etcd.yaml"          // an external etcd member's configuration
 	EtcdUnitPath    = "/etc/systemd/system/etcd.service"
 	// EtcdRestoreMarkerPath records the cluster token of the restore that
-	// filled an external etcd member's data directory (kprov restore). It
+	// filled an etcd member's data directory (kprov restore). It
 	// is written before the restored data is moved into place, so a data
 	// directory that holds a member's data and a marker with this restore's
 	// token was restored by this restore: a second run leaves it alone.
@@ -29,6 +29,10 @@ const (
 	// EtcdRestoreSnapshotPath is where kprov restore uploads the snapshot on
 	// an etcd host; removed once the member is restored.
 	EtcdRestoreSnapshotPath = "/var/lib/kprov/restore-snapshot.db"
+	// EtcdRestoreArchivePath is where kprov restore uploads a stacked
+	// member's restored data directory (a gzipped tar made on the
+	// operator's machine); removed once it is in place.
+	EtcdRestoreArchivePath = "/var/lib/kprov/restore-data.tar.gz"
 	// EtcdRestoreRevisionBump is etcdutl's --bump-revision for a restore:
 	// far above any revision a cluster reaches between backups, so no
 	// Kubernetes watcher ever sees a revision go back (etcd's advice for
