@@ -45,6 +45,7 @@ import (
 //   - a changed host key is refused, and a stopped etcd machine makes apply
 //     refuse in preflight, naming it.
 func TestApplyExternalEtcd(t *testing.T) {
+	t.Parallel() // a long lab test: runs beside another (scripts/test: -parallel 2)
 	specs, err := lab.TopologyMachines("ha-external")
 	if err != nil {
 		t.Fatal(err)

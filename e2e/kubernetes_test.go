@@ -51,6 +51,7 @@ import (
 // The lab has a fifth machine, compute-2, that the inventory leaves out
 // until the last step.
 func TestApplyStackedToReady(t *testing.T) {
+	t.Parallel() // a long lab test: runs beside another (scripts/test: -parallel 2)
 	specs, err := lab.TopologyMachines("ha-stacked")
 	if err != nil {
 		t.Fatal(err)

@@ -49,6 +49,7 @@ import (
 //   - kprov status is healthy; kprov restore again restores nothing (the
 //     serving member is never restored over); kprov apply prints No changes.
 func TestRestoreStackedEtcd(t *testing.T) {
+	t.Parallel() // a long lab test: runs beside another (scripts/test: -parallel 2)
 	specs := []lab.MachineSpec{
 		{Name: "master-1", Roles: []inventory.Role{inventory.RoleMaster}},
 		{Name: "compute-1", Roles: []inventory.Role{inventory.RoleCompute}},
