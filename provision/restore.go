@@ -219,4 +219,3 @@ func (p *Pipeline) deleteStaleNodes(ctx context.Context) ([]string, error) {
 	}
 	return stale, nil
 }
-
