@@ -45,7 +45,7 @@ import (
 //   - a changed host key is refused, and a stopped etcd machine makes apply
 //     refuse in preflight, naming it.
 func TestApplyExternalEtcd(t *testing.T) {
-	t.Parallel() // a long lab test: runs beside another (scripts/test: -parallel 2)
+	runsBeside(t, true)
 	specs, err := lab.TopologyMachines("ha-external")
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func TestApplyExternalEtcd(t *testing.T) {
 		t.Errorf("breaking the lock was not warned about:\n%s", out)
 	}
 	ids := checkEtcd(t, ctx, l, inv)
-	status := kprov(t, "-f", inv, "status")
+	status := statusHealthy(t, ctx, inv, 3*time.Minute)
 	if !strings.Contains(status, "etcd: 3 voting, quorum 2, 3 healthy") || strings.Count(status, " voter ") != 3 {
 		t.Errorf("kprov status:\n%s", status)
 	}

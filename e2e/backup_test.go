@@ -74,7 +74,7 @@ func kprovJSON(t *testing.T, args ...string) (backupJSON, string, error) {
 //
 // TestRestoreExternalEtcd restores from such a backup onto new machines.
 func TestBackup(t *testing.T) {
-	t.Parallel() // a long lab test: runs beside another (scripts/test: -parallel 2)
+	runsBeside(t, true)
 	specs, err := lab.TopologyMachines("ha-external")
 	if err != nil {
 		t.Fatal(err)

@@ -85,7 +85,7 @@ func certsReport(t *testing.T, inv string) *provision.CertsReport {
 //   - kprov apply has nothing to do, nor has kprov certs renew
 //     --expiring-within 30d.
 func TestCertsRenew(t *testing.T) {
-	t.Parallel() // a long lab test: runs beside another (scripts/test: -parallel 2)
+	runsBeside(t, false)
 	l := UpLab(t, upgradeSpecs())
 	inv := l.InventoryPath()
 	stateDir := filepath.Join(filepath.Dir(inv), ".kprov", l.Name())

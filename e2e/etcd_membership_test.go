@@ -51,7 +51,7 @@ func membershipSpecs() []lab.MachineSpec {
 // acknowledged write is lost, no more than one learner was ever listed, and
 // a quorum of healthy voters never went missing.
 func TestEtcdMembership(t *testing.T) {
-	t.Parallel() // a long lab test: runs beside another (scripts/test: -parallel 2)
+	runsBeside(t, false)
 	l := UpLab(t, membershipSpecs())
 	inv := l.InventoryPath()
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)

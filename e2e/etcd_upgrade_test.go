@@ -48,7 +48,7 @@ func upgradeSpecs() []lab.MachineSpec {
 //     same, every member reports the new version, and a second apply has
 //     nothing to do.
 func TestEtcdRollingUpgrade(t *testing.T) {
-	t.Parallel() // a long lab test: runs beside another (scripts/test: -parallel 2)
+	runsBeside(t, false)
 	to := lab.DefaultEtcdVersion
 	l := UpLab(t, upgradeSpecs())
 	inv := l.InventoryPath()

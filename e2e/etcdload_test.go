@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -34,20 +35,19 @@ type etcdLoad struct {
 	acked   map[string]string
 	failed  int
 	lastAck time.Time
-	maxGap  time.Duration
-	maxDown int
+	// commits are the round trips (request sent, acknowledgement seen)
+	// of the acknowledged writes, in the order they were sent.
+	commits []span
+	// suspects are the polls that found no quorum, in order.
+	suspects []suspectPoll
+	maxGap   time.Duration
+	maxDown  int
 	// maxLearners is the most learners one member list held.
 	maxLearners int
-	// noQuorumSince is when the current moment without a quorum of
-	// healthy voters began (zero: there is one); maxNoQuorum the longest
-	// such moment, noQuorumPolls how many polls saw one.
-	noQuorumSince time.Time
-	maxNoQuorum   time.Duration
-	noQuorumPolls int
-	polls         int
-	maxMembers    int
-	minVoters     int
-	lost          int
+	polls       int
+	maxMembers  int
+	minVoters   int
+	lost        int
 }
 
 // loadFigures is what etcdLoad measured.
@@ -60,9 +60,11 @@ type loadFigures struct {
 	maxDown     int
 	maxLearners int
 	// maxNoQuorum is the longest moment without a quorum of healthy
-	// voters, noQuorumPolls the polls that saw one (0: never).
+	// voters, noQuorumPolls the polls that saw one (0: never);
+	// slowPolls found no quorum while a write committed inside them.
 	maxNoQuorum   time.Duration
 	noQuorumPolls int
+	slowPolls     int
 	polls         int
 	maxMembers    int
 	minVoters     int
@@ -78,8 +80,8 @@ func (f loadFigures) String() string {
 		noQuorum = fmt.Sprintf("%s (%d polls)", f.maxNoQuorum.Round(time.Millisecond), f.noQuorumPolls)
 	}
 	return fmt.Sprintf("%d acknowledged, %d failed, %s lost, longest gap without a write %s, at most %d member(s) not answering at once, "+
-		"at most %d learner(s) at once, longest moment without a quorum of healthy voters: %s; %d status polls, at most %d members, at least %d voters",
-		f.acked, f.failed, lost, f.maxGap.Round(time.Millisecond), f.maxDown, f.maxLearners, noQuorum, f.polls, f.maxMembers, f.minVoters)
+		"at most %d learner(s) at once, longest moment without a quorum of healthy voters: %s; %d status polls (%d without an answer while a write committed), at most %d members, at least %d voters",
+		f.acked, f.failed, lost, f.maxGap.Round(time.Millisecond), f.maxDown, f.maxLearners, noQuorum, f.polls, f.slowPolls, f.maxMembers, f.minVoters)
 }
 
 // startEtcdLoad starts the writer (about 40 puts a second) and the status
@@ -103,7 +105,8 @@ func startEtcdLoad(t *testing.T, ctx context.Context, l *lab.Lab, inv string) *e
 				return
 			case <-tick.C:
 			}
-			key, val := fmt.Sprintf("%s%06d", etcdLoadPrefix, i), fmt.Sprintf("v%d-%d", i, time.Now().UnixNano())
+			sent := time.Now()
+			key, val := fmt.Sprintf("%s%06d", etcdLoadPrefix, i), fmt.Sprintf("v%d-%d", i, sent.UnixNano())
 			pctx, pcancel := context.WithTimeout(lctx, 2*time.Second)
 			_, err := writer.Put(pctx, key, val)
 			pcancel()
@@ -111,6 +114,7 @@ func startEtcdLoad(t *testing.T, ctx context.Context, l *lab.Lab, inv string) *e
 			ld.mu.Lock()
 			if err == nil {
 				ld.acked[key] = val
+				ld.commits = append(ld.commits, span{sent, now})
 				ld.maxGap = max(ld.maxGap, now.Sub(ld.lastAck))
 				ld.lastAck = now
 			} else if lctx.Err() == nil {
@@ -144,6 +148,7 @@ func startEtcdLoad(t *testing.T, ctx context.Context, l *lab.Lab, inv string) *e
 // a quorum) is a moment without quorum; so is one in which fewer voters
 // answer, following a leader, than the quorum of the voters listed.
 func (ld *etcdLoad) poll(ctx context.Context, cli *clientv3.Client) {
+	start := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, time.Second)
 	list, err := cli.MemberList(lctx)
 	cancel()
@@ -198,17 +203,47 @@ func (ld *etcdLoad) poll(ctx context.Context, cli *clientv3.Client) {
 			ld.minVoters = voters
 		}
 	}
-	switch {
-	case !quorate:
-		ld.noQuorumPolls++
-		if ld.noQuorumSince.IsZero() {
-			ld.noQuorumSince = now
-		}
-		ld.maxNoQuorum = max(ld.maxNoQuorum, now.Sub(ld.noQuorumSince))
-	case !ld.noQuorumSince.IsZero():
-		ld.maxNoQuorum = max(ld.maxNoQuorum, now.Sub(ld.noQuorumSince))
-		ld.noQuorumSince = time.Time{}
+	if !quorate {
+		ld.suspects = append(ld.suspects, suspectPoll{span: span{start, now}, index: ld.polls})
 	}
+}
+
+// span is a stretch of time.
+type span struct{ from, to time.Time }
+
+// within reports whether s lies wholly inside o.
+func (s span) within(o span) bool { return !s.from.Before(o.from) && !s.to.After(o.to) }
+
+// suspectPoll is a poll that found no quorum; index counts the polls.
+type suspectPoll struct {
+	span
+	index int
+}
+
+// judgeQuorum splits the suspect polls into slow ones (a write's whole
+// round trip lies inside the poll: a quorum committed it) and ones
+// without quorum, and returns the latter's count and longest moment:
+// consecutive polls without quorum make one moment, from the first one's
+// start to the last one's end. commits are in the order sent, so their
+// start times are sorted.
+func judgeQuorum(suspects []suspectPoll, commits []span) (noQuorum, slow int, longest time.Duration) {
+	var moment span
+	lastIndex := -2
+	for _, p := range suspects {
+		i, _ := slices.BinarySearchFunc(commits, p.from, func(c span, t time.Time) int { return c.from.Compare(t) })
+		if i < len(commits) && commits[i].within(p.span) {
+			slow++
+			continue
+		}
+		noQuorum++
+		if p.index != lastIndex+1 {
+			moment.from = p.from
+		}
+		moment.to = p.to
+		lastIndex = p.index
+		longest = max(longest, moment.to.Sub(moment.from))
+	}
+	return noQuorum, slow, longest
 }
 
 // stop ends the writer and the watcher and returns the figures.
@@ -221,8 +256,9 @@ func (ld *etcdLoad) stop() loadFigures {
 func (ld *etcdLoad) figures() loadFigures {
 	ld.mu.Lock()
 	defer ld.mu.Unlock()
+	noQuorum, slow, longest := judgeQuorum(ld.suspects, ld.commits)
 	return loadFigures{acked: len(ld.acked), failed: ld.failed, lost: ld.lost, maxGap: ld.maxGap, maxDown: ld.maxDown,
-		maxLearners: ld.maxLearners, maxNoQuorum: ld.maxNoQuorum, noQuorumPolls: ld.noQuorumPolls, polls: ld.polls,
+		maxLearners: ld.maxLearners, maxNoQuorum: longest, noQuorumPolls: noQuorum, slowPolls: slow, polls: ld.polls,
 		maxMembers: ld.maxMembers, minVoters: max(ld.minVoters, 0)}
 }
 
@@ -274,5 +310,27 @@ func assertPlanned(t *testing.T, f loadFigures) {
 	}
 	if f.lost != 0 {
 		t.Errorf("%d acknowledged writes lost (verify run: %v)", f.lost, f.lost >= 0)
+	}
+}
+
+// TestJudgeQuorum checks how the harness judges polls that found no
+// quorum: one with a write's whole round trip inside it is slow, not
+// quorum-less; a write that only overlaps it proves nothing; consecutive
+// quorum-less polls make one moment.
+func TestJudgeQuorum(t *testing.T) {
+	at := func(ms int) time.Time { return time.Unix(0, 0).Add(time.Duration(ms) * time.Millisecond) }
+	commits := []span{{at(0), at(50)}, {at(120), at(180)}, {at(950), at(1100)}, {at(2000), at(2040)}}
+	suspects := []suspectPoll{
+		{span{at(100), at(1100)}, 3},  // holds 120-180: slow
+		{span{at(1000), at(1500)}, 7}, // 950-1100 starts before it: no quorum
+		{span{at(1600), at(1900)}, 8}, // nothing inside: no quorum, same moment
+		{span{at(2050), at(2100)}, 10},
+	}
+	noQuorum, slow, longest := judgeQuorum(suspects, commits)
+	if noQuorum != 3 || slow != 1 || longest != 900*time.Millisecond {
+		t.Errorf("judgeQuorum: %d without quorum, %d slow, longest %s; want 3, 1, 900ms", noQuorum, slow, longest)
+	}
+	if n, s, l := judgeQuorum(nil, commits); n != 0 || s != 0 || l != 0 {
+		t.Errorf("judgeQuorum with no suspects: %d, %d, %s", n, s, l)
 	}
 }

@@ -6,8 +6,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,6 +101,9 @@ func UpLab(t *testing.T, specs []lab.MachineSpec, options ...func(*lab.Options))
 		for _, m := range l.Machines() {
 			out, err := l.Output(dctx, m.Name, "journalctl -u ssh -u 'kprov-*' -u etcd -u containerd -u kubelet -n 80 --no-pager -o short-precise; tail -n 40 /var/lib/kprov/kubeadm.log 2>/dev/null; true")
 			t.Logf("%s journal (ssh, kprov units, etcd, containerd, kubelet) and kubeadm's last output, err=%v:\n%s", m.Name, err, out)
+			if err != nil {
+				t.Log(unansweredMachine(dctx, l, m.Name))
+			}
 		}
 	})
 	return l
@@ -155,4 +162,97 @@ func TestUpLabAPI(t *testing.T) {
 			t.Errorf("%s: %+v after restore", st.Name, st)
 		}
 	}
+}
+
+// unansweredMachine says what the lab knows of a machine that did not
+// answer SSH: whether its systemd-nspawn runs, and the end of its console
+// (where systemd reports a failed sshd, a crash or a shutdown).
+func unansweredMachine(ctx context.Context, l *lab.Lab, name string) string {
+	var b strings.Builder
+	for _, st := range l.Status(ctx) {
+		if st.Name == name {
+			fmt.Fprintf(&b, "%s did not answer: lab state %s, ssh %v, cut %v, paused %v\n", name, st.State, st.SSH, st.Cut, st.Paused)
+		}
+	}
+	console, err := os.ReadFile(filepath.Join(l.Dir(), "machines", name, "console.log"))
+	if err != nil {
+		fmt.Fprintf(&b, "console: %v", err)
+		return b.String()
+	}
+	lines := strings.Split(strings.TrimRight(string(console), "\n"), "\n")
+	fmt.Fprintf(&b, "the last lines of its console:\n%s", strings.Join(lines[max(len(lines)-40, 0):], "\n"))
+	return b.String()
+}
+
+// Long lab tests run beside one another, but two Kubernetes control
+// planes with several masters each are more than 2 cores carry: API
+// servers and controllers then miss their leases and restart, and a
+// health check right after an apply sees it. labSlots bounds the long
+// tests running at once (KPROV_E2E_LABS, default 2); heavyLab lets only
+// one test with several Kubernetes masters hold a slot at a time, so it
+// runs beside an etcd-only or single-node one. go test's -parallel must
+// be at least the number of long tests, so that a test waiting for
+// heavyLab holds no slot of go test's own.
+var (
+	labSlots = make(chan struct{}, labsAtOnce())
+	heavyLab sync.Mutex
+)
+
+func labsAtOnce() int {
+	if n, err := strconv.Atoi(os.Getenv("KPROV_E2E_LABS")); err == nil && n > 0 {
+		return n
+	}
+	return 2
+}
+
+// runsBeside marks a long lab test parallel and waits for its turn: for
+// heavyLab first when heavy (several Kubernetes masters), then for a slot.
+// Both are given back after the test's lab is down (cleanups run in
+// reverse order, and this runs before the lab is made).
+func runsBeside(t *testing.T, heavy bool) {
+	t.Parallel()
+	start := time.Now()
+	if heavy {
+		heavyLab.Lock()
+		t.Cleanup(heavyLab.Unlock)
+	}
+	labSlots <- struct{}{}
+	t.Cleanup(func() { <-labSlots })
+	if waited := time.Since(start); waited > time.Second {
+		t.Logf("waited %s for its turn (heavy: %v)", waited.Round(time.Second), heavy)
+	}
+}
+
+// statusHealthy runs kprov status until it reports a healthy cluster
+// (exit 0) and returns that output; the test fails with the last output
+// if it does not within the given time. Right after an apply a loaded
+// machine can leave a member or a control-plane component catching up
+// for a moment; what the test claims is that the cluster is healthy,
+// which status shows once it is.
+func statusHealthy(t *testing.T, ctx context.Context, inv string, within time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for attempt := 1; ; attempt++ {
+		out, err := kprovErr(t, "-f", inv, "status")
+		if err == nil {
+			if attempt > 1 {
+				t.Logf("kprov status healthy at attempt %d", attempt)
+			}
+			return out
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("kprov status not healthy within %s (%d attempts): %v\n%s", within, attempt, err, out)
+		}
+		t.Logf("kprov status attempt %d: %v: %s", attempt, err, lastLine(out))
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// lastLine is the last non-empty line of out.
+func lastLine(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	return lines[len(lines)-1]
 }

@@ -51,7 +51,7 @@ import (
 // The lab has a fifth machine, compute-2, that the inventory leaves out
 // until the last step.
 func TestApplyStackedToReady(t *testing.T) {
-	t.Parallel() // a long lab test: runs beside another (scripts/test: -parallel 2)
+	runsBeside(t, true)
 	specs, err := lab.TopologyMachines("ha-stacked")
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +110,7 @@ func TestApplyStackedToReady(t *testing.T) {
 	assertNodesReady(t, ctx, kc, four)
 	assertControlPlanePods(t, ctx, kc, []string{"master-1", "master-2", "master-3"}, true)
 	assertJoinedInTurn(t, ctx, l, []string{"master-1", "master-2", "master-3"})
-	status := kprov(t, "-f", inv, "status")
+	status := statusHealthy(t, ctx, inv, 3*time.Minute)
 	for _, m := range four {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(m) + ` .*node Ready`).MatchString(status) {
 			t.Errorf("kprov status does not show %s Ready:\n%s", m, status)

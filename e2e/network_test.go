@@ -291,7 +291,7 @@ func kubectlTry(t *testing.T, ctx context.Context, kubeconfig string, args ...st
 // bridge configuration nor its routes unit, and is NotReady; a second apply
 // prints No changes.
 func TestPodNetworkNone(t *testing.T) {
-	t.Parallel() // a long lab test: runs beside another (scripts/test: -parallel 2)
+	runsBeside(t, false)
 	specs, err := lab.TopologyMachines("single")
 	if err != nil {
 		t.Fatal(err)

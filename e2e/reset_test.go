@@ -75,7 +75,7 @@ func assertClean(t *testing.T, ctx context.Context, l *lab.Lab, machines ...stri
 //   - a fresh kprov apply then forms the cluster again (five members, the
 //     master Ready), and a second apply prints No changes.
 func TestResetExternalEtcd(t *testing.T) {
-	t.Parallel() // a long lab test: runs beside another (scripts/test: -parallel 2)
+	runsBeside(t, false)
 	l := UpLab(t, resetSpecs())
 	inv := l.InventoryPath()
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)

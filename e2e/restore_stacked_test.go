@@ -49,7 +49,7 @@ import (
 //   - kprov status is healthy; kprov restore again restores nothing (the
 //     serving member is never restored over); kprov apply prints No changes.
 func TestRestoreStackedEtcd(t *testing.T) {
-	t.Parallel() // a long lab test: runs beside another (scripts/test: -parallel 2)
+	runsBeside(t, true)
 	specs := []lab.MachineSpec{
 		{Name: "master-1", Roles: []inventory.Role{inventory.RoleMaster}},
 		{Name: "compute-1", Roles: []inventory.Role{inventory.RoleCompute}},
@@ -214,9 +214,9 @@ func TestRestoreStackedEtcd(t *testing.T) {
 	newKC := filepath.Join(stateDir, "admin.conf")
 	newNodes := []string{"master-r1", "master-r2", "master-r3", "compute-r1"}
 	assertNodesReady(t, ctx, newKC, newNodes)
-	status, err := kprovErr(t, "-f", newInv, "status")
-	if err != nil || !strings.Contains(status, "etcd: 3 voting, quorum 2, 3 healthy") {
-		t.Errorf("kprov status after the restore: %v\n%s", err, status)
+	status := statusHealthy(t, ctx, newInv, 3*time.Minute)
+	if !strings.Contains(status, "etcd: 3 voting, quorum 2, 3 healthy") {
+		t.Errorf("kprov status after the restore:\n%s", status)
 	}
 	for _, m := range newNodes {
 		if !regexp.MustCompile(`(?m)^` + m + ` .*node Ready`).MatchString(status) {

@@ -47,7 +47,7 @@ var restoreSubnets = netip.MustParsePrefix("198.19.0.0/16")
 //   - a second kprov restore restores nothing again, and kprov apply then
 //     prints No changes.
 func TestRestoreExternalEtcd(t *testing.T) {
-	t.Parallel() // a long lab test: runs beside another (scripts/test: -parallel 2)
+	runsBeside(t, true)
 	specs, err := lab.TopologyMachines("ha-external")
 	if err != nil {
 		t.Fatal(err)

@@ -118,7 +118,7 @@ func Gather(ctx context.Context, inv *inventory.Inventory, conn Connector, opts 
 	results, _ := ssh.ForEach(ctx, names, opts.Parallel, func(ctx context.Context, name string) (*probed, error) {
 		h := inv.Host(name)
 		return probeHost(ctx, conn, h, hostProbe{Files: opts.Files[name], EtcdConfig: plan.EtcdConfigPath, EtcdDataDir: dataDir,
-			KubeletConf: plan.KubeletConfPath, APIServerManifest: plan.APIServerManifestPath, CNIBinDir: plan.CNIBinDir, Images: h.IsNode()}, timeout)
+			KubeletConf: plan.KubeletConfPath, APIServerManifest: plan.APIServerManifestPath, CNIBinDir: plan.CNIBinDir, Images: h.IsNode(), ImagesTimeout: timeout / 3}, timeout)
 	})
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("gather facts: %w", err)

@@ -168,7 +168,8 @@ func testProbe(host string, files []string) hostProbe {
 
 func defaultProbe(files []string) hostProbe {
 	return hostProbe{Files: files, EtcdConfig: plan.EtcdConfigPath, EtcdDataDir: "/var/lib/etcd",
-		KubeletConf: plan.KubeletConfPath, APIServerManifest: plan.APIServerManifestPath, CNIBinDir: plan.CNIBinDir}
+		KubeletConf: plan.KubeletConfPath, APIServerManifest: plan.APIServerManifestPath, CNIBinDir: plan.CNIBinDir,
+		ImagesTimeout: DefaultProbeTimeout / 3}
 }
 
 // freshHost is the probe output of an untouched Debian host.
@@ -603,7 +604,7 @@ func TestProbeImagesRunsLocally(t *testing.T) {
 		}
 		cmd := exec.Command("sh", "-s")
 		cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin")
-		cmd.Stdin = strings.NewReader(probeImages + "echo end=ok\n")
+		cmd.Stdin = strings.NewReader(probeImages(20*time.Second) + "echo end=ok\n")
 		out, err := cmd.Output()
 		if err != nil {
 			t.Fatal(err)

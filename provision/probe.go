@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kprov/kprov/provision/plan"
 )
@@ -27,8 +28,10 @@ type hostProbe struct {
 	APIServerManifest string
 	// Images lists containerd's images in the k8s.io namespace (on
 	// Kubernetes nodes); the probe reports why when it cannot.
-	Images    bool
-	CNIBinDir string // the executables in it are the CNI plugins the host has
+	Images bool
+	// ImagesTimeout bounds listing the images (see probeImages).
+	ImagesTimeout time.Duration
+	CNIBinDir     string // the executables in it are the CNI plugins the host has
 }
 
 // probeResult is what one host's probe found: its facts, plus what only

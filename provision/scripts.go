@@ -86,7 +86,7 @@ exists() { if [ -e "$2" ]; then echo "$1=yes"; else echo "$1=no"; fi; }
 		fmt.Fprintf(&b, "sum %s\n", shellQuote(f))
 	}
 	if p.Images {
-		b.WriteString(probeImages)
+		b.WriteString(probeImages(p.ImagesTimeout))
 	}
 	fmt.Fprintf(&b, "exists joined %s\n", shellQuote(p.KubeletConf))
 	fmt.Fprintf(&b, "exists control_plane %s\n", shellQuote(p.APIServerManifest))
@@ -112,13 +112,19 @@ const ctrPrintImages = `printf '%s\n' "$l" | awk 'NR > 1 && NF >= 3 {print "imag
 // images in the k8s.io namespace, or why they cannot be listed. It never
 // fails the probe: a host without containerd yet (a fresh one) has no
 // images, which the plan handles by importing them. ctr is bounded by
-// timeout where coreutils has it, so a hung containerd cannot hold the probe.
-var probeImages = `t=; if command -v timeout >/dev/null 2>&1; then t="timeout 60"; fi
-if ! command -v ctr >/dev/null 2>&1; then echo "images=unknown: ctr not found"
+// timeout (limit, at least a second) where coreutils has it, so a hung or
+// overloaded containerd costs the images only: the limit is a part of the
+// probe's own timeout, and a probe that ran out of time would report the
+// whole host as unreachable.
+func probeImages(limit time.Duration) string {
+	secs := max(int(limit/time.Second), 1)
+	return fmt.Sprintf(`t=; if command -v timeout >/dev/null 2>&1; then t="timeout %d"; fi
+`, secs) + `if ! command -v ctr >/dev/null 2>&1; then echo "images=unknown: ctr not found"
 elif [ ! -S ` + containerdSocket + ` ]; then echo "images=unknown: containerd is not running"
 elif l=$($t ctr -n ` + plan.ImagesK8sNamespace + ` images ls 2>/dev/null); then echo images=listed; ` + ctrPrintImages + `
 else echo "images=unknown: ctr images ls failed"; fi
 `
+}
 
 // scriptListImages lists containerd's k8s.io images as "image=REF DIGEST"
 // lines, and fails with ctr's error when containerd cannot answer.

@@ -22,7 +22,7 @@ import (
 // shows up in review as a diff of that file.
 func TestScriptsGolden(t *testing.T) {
 	probe, err := hostProbe{Files: []string{"/etc/kprov/kubeadm-init.yaml", "/usr/local/bin/kubelet"}, EtcdConfig: "/etc/etcd/etcd.yaml",
-		EtcdDataDir: "/var/lib/etcd", KubeletConf: "/etc/kubernetes/kubelet.conf", APIServerManifest: "/etc/kubernetes/manifests/kube-apiserver.yaml", CNIBinDir: plan.CNIBinDir, Images: true}.script()
+		EtcdDataDir: "/var/lib/etcd", KubeletConf: "/etc/kubernetes/kubelet.conf", APIServerManifest: "/etc/kubernetes/manifests/kube-apiserver.yaml", CNIBinDir: plan.CNIBinDir, Images: true, ImagesTimeout: DefaultProbeTimeout / 3}.script()
 	if err != nil {
 		t.Fatal(err)
 	}
