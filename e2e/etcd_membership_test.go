@@ -45,7 +45,9 @@ func membershipSpecs() []lab.MachineSpec {
 //     Ctrl-C once the learner is listed; the re-run finishes it without
 //     adding it again (same member ID, never two learners);
 //   - 3 → 5 → 3: learners one at a time, each promoted before the next;
-//     the scale-in removes the leader of the moment among others, last.
+//     the scale-in removes the leader of the moment among others, last;
+//   - at five members, a configuration change rolls through them, and a
+//     machine is stopped in the middle of it (rollWithMachineStopped).
 //
 // After each change a second apply prints No changes; at the end no
 // acknowledged write is lost, no more than one learner was ever listed, and
@@ -60,9 +62,14 @@ func TestEtcdMembership(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tuned := false // from (d) on, the inventory carries a configuration change
 	setEtcd := func(members ...string) {
 		t.Helper()
-		writeFile(t, inv, withEtcdHosts(t, string(full), members...))
+		text := withEtcdHosts(t, string(full), members...)
+		if tuned {
+			text = withEtcdTuning(t, text, "150ms", "1500ms", "4GiB")
+		}
+		writeFile(t, inv, text)
 	}
 	converge := func(step string) string {
 		t.Helper()
@@ -157,6 +164,9 @@ func TestEtcdMembership(t *testing.T) {
 	assertStagesInTurn(t, out)
 	now = members(t, ctx, cli)
 	assertMembers(t, now, five...)
+
+	// (d) A machine stopped in the middle of a rolling restart.
+	rollWithMachineStopped(t, ctx, l, inv, cli, load, five, func() { tuned = true; setEtcd(five...) }, converge)
 
 	// 5 → 3: the leader of the moment and one more leave, the leader last.
 	leader = leaderName(t, ctx, cli)
@@ -315,4 +325,128 @@ func removalOrder(out string) []string {
 		}
 	}
 	return done
+}
+
+// rollWithMachineStopped changes the configuration of five members (tune
+// writes the change into the inventory), which restarts each in turn, and
+// once the second restart has begun stops the machine of a member that
+// neither was restarted yet nor leads. kprov must stop at the health wait
+// after that restart, name the stopped member and say what to do, and
+// begin no other restart; etcd keeps its quorum throughout (two of five
+// down at most). With the machine back, the re-run (converge) restarts
+// exactly the members that do not run the new settings yet, the leader
+// last, and then every member serves with them.
+func rollWithMachineStopped(t *testing.T, ctx context.Context, l *lab.Lab, inv string, cli *clientv3.Client, load *etcdLoad,
+	five []string, tune func(), converge func(string) string) {
+	t.Helper()
+	const quota = 4 << 30
+	tune()
+	leader := leaderName(t, ctx, cli)
+	run := startApplyUntil(t, ctx, "[etcd] restarting member ", "-f", inv, "apply", "--auto-approve")
+	for range 2 { // the first one's done line, then the second one's begin line
+		if !run.waitLine("[etcd] restarting member ") {
+			out, err := run.wait()
+			t.Fatalf("the configuration change ended before its second restart began: %v\n%s", err, out)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(run.stdout.String()), "\n")
+	m := restartStageLine.FindStringSubmatch(lines[len(lines)-1])
+	firstDone := rollStages(t, run.stdout.String(), restartStageLine, true)
+	if m == nil || m[2] != " ..." || len(firstDone) != 1 {
+		out, _ := run.wait()
+		t.Fatalf("want the first restart done and the second begun, got %q (done: %v)\n%s", lines[len(lines)-1], firstDone, out)
+	}
+	second := m[1]
+	victim := ""
+	for _, n := range five {
+		if n != firstDone[0] && n != second && n != leader {
+			victim = n
+			break
+		}
+	}
+	if err := l.Stop(ctx, victim, 0); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run.wait()
+	t.Logf("%s stopped while %s restarted (%s done, %s leads): %s", victim, second, firstDone[0], leader, failureLine(out))
+	if exitCode(err) != 1 {
+		t.Errorf("the roll with %s stopped: %v, want exit 1\n%s", victim, err, out)
+	}
+	for _, want := range []string{"etcd member " + victim + " not healthy for ", "restarted nothing else", "bring " + victim + " back", "run kprov apply again"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the roll with %s stopped does not say %q:\n%s", victim, want, out)
+		}
+	}
+	began := 0
+	for _, line := range strings.Split(out, "\n") {
+		if m := restartStageLine.FindStringSubmatch(line); m != nil && m[2] == " ..." {
+			began++
+		}
+	}
+	if began != 2 {
+		t.Errorf("%d restarts began with %s stopped, want 2 (the first and the one under way):\n%s", began, victim, out)
+	}
+	if load.figures().maxDown > 2 {
+		t.Errorf("etcd's status showed %d members not answering at once: kprov restarted one while %s was down", load.figures().maxDown, victim)
+	}
+
+	if err := l.Start(ctx, victim, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	tuned := waitQuotas(t, ctx, cli, len(five))
+	leader = leaderName(t, ctx, cli)
+	out = converge(fmt.Sprintf("the configuration change with %s back", victim))
+	again := rollStages(t, out, restartStageLine, false)
+	t.Logf("before the re-run the new settings ran on %v; the re-run restarted %v (leader %s)", tuned, again, leader)
+	for _, n := range five {
+		switch {
+		case slices.Contains(tuned[quota], n) && slices.Contains(again, n):
+			t.Errorf("the re-run restarted %s, which already ran the new settings", n)
+		case !slices.Contains(tuned[quota], n) && !slices.Contains(again, n):
+			t.Errorf("the re-run did not restart %s, which ran the old settings", n)
+		}
+	}
+	if n := len(again); n > 0 && slices.Contains(again, leader) && again[n-1] != leader {
+		t.Errorf("the re-run restarted %v; want the leader %s last", again, leader)
+	}
+	if q := waitQuotas(t, ctx, cli, len(five)); len(q[quota]) != len(five) {
+		t.Errorf("after the re-run the members serve with these backend quotas: %v; want %d everywhere", q, quota)
+	}
+}
+
+// waitQuotas waits until n members answer for their status and returns
+// them by the backend quota each reports.
+func waitQuotas(t *testing.T, ctx context.Context, cli *clientv3.Client, n int) map[int64][]string {
+	t.Helper()
+	var last error
+	for ctx.Err() == nil {
+		byQuota, answered := map[int64][]string{}, 0
+		list, err := cli.MemberList(ctx)
+		if err == nil {
+			for _, m := range list.Members {
+				if len(m.ClientURLs) == 0 {
+					continue
+				}
+				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				st, serr := cli.Status(sctx, m.ClientURLs[0])
+				cancel()
+				if serr != nil {
+					err = fmt.Errorf("%s: %w", m.Name, serr)
+					continue
+				}
+				byQuota[st.DbSizeQuota] = append(byQuota[st.DbSizeQuota], m.Name)
+				answered++
+			}
+		}
+		if answered == n {
+			return byQuota
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	t.Fatalf("%d members never answered for their status: %v", n, last)
+	return nil
 }

@@ -36,10 +36,13 @@ func upgradeSpecs() []lab.MachineSpec {
 // the inventory to lab.DefaultEtcdVersion with its artifacts and applies
 // while a writer puts keys and a watcher polls every member's status:
 //
-//   - the first upgrade apply is interrupted (SIGINT) once the first member
-//     is upgraded: kprov status shows the members' versions side by side,
-//     and the next apply finishes the upgrade without restarting a member
-//     that already runs the new version;
+//   - the upgrade is interrupted three times: killed (SIGKILL) in its
+//     prepare stage, which restarts nobody; stopped (SIGINT) once the
+//     first member is upgraded, when kprov status shows the members'
+//     versions side by side; killed as the next member's upgrade begins.
+//     The next apply (over the killed run's stale lock) finishes the
+//     upgrade without restarting a member that already runs the new
+//     version;
 //   - the new binaries reached every member (the prepare stage) before the
 //     first restart, members were upgraded one at a time (each stage done
 //     before the next began, never two members unanswering at once in
@@ -72,11 +75,28 @@ func TestEtcdRollingUpgrade(t *testing.T) {
 	defer cli.Close()
 	assertVersions(t, ctx, cli, map[string]string{"etcd-1": upgradeFrom, "etcd-2": upgradeFrom, "etcd-3": upgradeFrom})
 
-	// 2. The new release, under load; interrupted after the first member.
+	// 2. The new release, under load, interrupted three times: killed
+	// (SIGKILL) as the prepare stage uploads the new binaries, which
+	// restarts no member; stopped with Ctrl-C once the first member is
+	// upgraded; killed as the next member's upgrade begins.
 	writeFile(t, inv, string(newInv))
 	load := startEtcdLoad(t, ctx, l, inv)
+	run := startApplyUntil(t, ctx, "[prepare] preparing hosts", "-f", inv, "apply", "--auto-approve")
+	if err := run.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed, _ := run.wait()
+	if strings.Contains(killed, "[etcd] upgrading member ") {
+		t.Errorf("the run killed in its prepare stage had begun an upgrade:\n%s", killed)
+	}
+	for m, v := range waitMemberVersions(t, ctx, cli) {
+		if v != upgradeFrom {
+			t.Errorf("%s runs %s after a run killed in its prepare stage", m, v)
+		}
+	}
+	waitStaleLock(t, inv)
 	leader := leaderName(t, ctx, cli)
-	run := startApplyUntil(t, ctx, "[etcd] upgrading member ", "-f", inv, "apply", "--auto-approve")
+	run = startApplyUntil(t, ctx, "[etcd] upgrading member ", "-f", inv, "apply", "--auto-approve", "--break-lock")
 	if !run.waitLine("[etcd] upgrading member ") { // the first one's done line
 		out, err := run.wait()
 		t.Fatalf("the upgrade ended before its first member was done: %v\n%s", err, out)
@@ -97,13 +117,22 @@ func TestEtcdRollingUpgrade(t *testing.T) {
 	if !strings.Contains(status, "members run different versions (") || !strings.Contains(status, to+" on ") || !strings.Contains(status, upgradeFrom+" on ") {
 		t.Errorf("kprov status in the middle of the upgrade does not show both versions:\n%s", status)
 	}
+	run = startApplyUntil(t, ctx, "[etcd] upgrading member ", "-f", inv, "apply", "--auto-approve")
+	if err := run.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed, _ = run.wait()
+	if done := upgradeStages(t, killed, true); len(done) > 0 || slices.Contains(firstDone, upgradingMember(killed)) {
+		t.Errorf("the run killed as an upgrade began upgraded %v and began %s (the Ctrl-C run upgraded %v)", done, upgradingMember(killed), firstDone)
+	}
+	t.Logf("killed as the upgrade of %s began", upgradingMember(killed))
 	running := waitMemberVersions(t, ctx, cli)
-	// The interrupted run may have moved leadership off the member it
+	// The interrupted runs may have moved leadership off the member they
 	// restarted last; the re-run's facts show the leader of now.
 	leaderNow := leaderName(t, ctx, cli)
 
 	// 3. The re-run finishes it.
-	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")
+	out, err = applyOverStaleLock(t, inv)
 	assertApplied(t, out, err)
 	figures := load.stop()
 	t.Logf("writes during the upgrade: %s", figures)
@@ -126,7 +155,11 @@ func TestEtcdRollingUpgrade(t *testing.T) {
 	case running[leaderNow] != to && second[n-1] != leaderNow:
 		t.Errorf("the re-run upgraded %v; want the leader %s last", second, leaderNow)
 	}
-	if !strings.Contains(first, "[prepare] preparing hosts") || strings.Index(first, "[prepare] preparing hosts: binaries, files and units: done") > strings.Index(first, "[etcd] upgrading member ") {
+	// The run killed in its prepare stage may, at the most, have uploaded
+	// everything; otherwise the Ctrl-C run prepared the hosts before its
+	// first restart.
+	prepared := strings.Index(first, "[prepare] preparing hosts: binaries, files and units: done")
+	if strings.Contains(first, "[prepare] preparing hosts") && (prepared < 0 || prepared > strings.Index(first, "[etcd] upgrading member ")) {
 		t.Errorf("the first restart came before the prepare stage had uploaded the binaries:\n%s", first)
 	}
 	if figures.maxDown > 1 {
@@ -278,6 +311,18 @@ var (
 	upgradeStageLine = regexp.MustCompile(`^\[etcd\] upgrading member (\S+): etcd \S+ to \S+( \.\.\.|: done in .*|: FAILED .*)$`)
 	restartStageLine = regexp.MustCompile(`^\[etcd\] restarting member (\S+)( \.\.\.|: done in .*|: FAILED .*)$`)
 )
+
+// upgradingMember is the member whose upgrade stage began last in apply's
+// output ("" when none did).
+func upgradingMember(out string) string {
+	member := ""
+	for _, line := range strings.Split(out, "\n") {
+		if m := upgradeStageLine.FindStringSubmatch(line); m != nil && m[2] == " ..." {
+			member = m[1]
+		}
+	}
+	return member
+}
 
 // upgradeStages reads the upgrade stages from apply's output and returns
 // the members whose stage finished, in order. Each stage must begin only

@@ -311,6 +311,14 @@ func kubeadmRuns(t *testing.T, ctx context.Context, l *lab.Lab, machine string) 
 // heartbeat is fresh), then once more with --break-lock, and returns that run.
 func applyOverStaleLock(t *testing.T, inv string) (string, error) {
 	t.Helper()
+	waitStaleLock(t, inv)
+	return kprovErr(t, "-f", inv, "apply", "--auto-approve", "--break-lock")
+}
+
+// waitStaleLock runs apply until it refuses the cluster lock of a killed
+// apply as stale (a holder that has stopped), so --break-lock may break it.
+func waitStaleLock(t *testing.T, inv string) {
+	t.Helper()
 	deadline := time.Now().Add(3 * provision.DefaultLockStaleAfter)
 	for {
 		out, err := kprovErr(t, "-f", inv, "apply", "--auto-approve")
@@ -324,7 +332,6 @@ func applyOverStaleLock(t *testing.T, inv string) (string, error) {
 			t.Fatalf("apply over a dead apply's lock: %v\n%s", err, out)
 		}
 	}
-	return kprovErr(t, "-f", inv, "apply", "--auto-approve", "--break-lock")
 }
 
 // adminKubeconfig is the admin kubeconfig apply fetched into the state directory.

@@ -390,53 +390,124 @@ func (e *etcdOps) moveLeader(ctx context.Context, s plan.Step) (bool, error) {
 }
 
 // checkHealthy is nil when every named voter is a voting member, answers on
-// its own client URL for the same cluster, and all of them follow one leader.
+// its own client URL for the same cluster, and all of them follow one
+// leader; otherwise a healthProblems naming each voter that is not (or the
+// cluster as a whole, when its member list cannot be had).
 func (e *etcdOps) checkHealthy(ctx context.Context, voters []string) error {
 	list, err := e.memberList(ctx)
 	if err != nil {
-		return err
+		return healthProblems{{text: err.Error()}}
 	}
 	leaders := map[uint64]bool{}
-	var problems []string
+	var problems healthProblems
+	add := func(name, format string, args ...any) {
+		problems = append(problems, healthProblem{member: name, text: name + " " + fmt.Sprintf(format, args...)})
+	}
 	for _, name := range voters {
 		h := e.a.inv.Host(name)
 		if h == nil {
-			problems = append(problems, name+" is not in the inventory")
+			add(name, "is not in the inventory")
 			continue
 		}
 		m := byPeerURL(list.Members, plan.EtcdPeerURL(h.Address))
 		switch {
 		case m == nil:
-			problems = append(problems, name+" is not a member")
+			add(name, "is not a member")
 			continue
 		case m.IsLearner:
-			problems = append(problems, name+" is still a learner")
+			add(name, "is still a learner")
 			continue
 		}
 		st, err := e.memberStatus(ctx, m)
 		switch {
 		case err != nil:
-			problems = append(problems, fmt.Sprintf("%s does not answer: %v", name, err))
+			add(name, "does not answer: %v", err)
 		case st.Header.GetClusterId() != list.Header.GetClusterId():
-			problems = append(problems, fmt.Sprintf("%s answers for another cluster (%x, not %x)", name, st.Header.GetClusterId(), list.Header.GetClusterId()))
+			add(name, "answers for another cluster (%x, not %x)", st.Header.GetClusterId(), list.Header.GetClusterId())
 		case st.Header.GetMemberId() != m.ID:
-			problems = append(problems, fmt.Sprintf("%s answers as member %x, not %x", name, st.Header.GetMemberId(), m.ID))
+			add(name, "answers as member %x, not %x", st.Header.GetMemberId(), m.ID)
 		case st.Leader == 0:
-			problems = append(problems, name+" has no leader")
+			add(name, "has no leader")
 		default:
 			leaders[st.Leader] = true
 		}
 	}
 	if len(problems) == 0 && len(leaders) > 1 {
-		problems = append(problems, fmt.Sprintf("the members follow %d different leaders", len(leaders)))
+		problems = append(problems, healthProblem{text: fmt.Sprintf("the members follow %d different leaders", len(leaders))})
 	}
 	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "; "))
+		return problems
 	}
 	return nil
 }
 
-// poll calls check until it returns nil or the run's wait timeout passes.
+// healthProblem is one voter that is not healthy (member "" when the
+// problem is the cluster's as a whole).
+type healthProblem struct{ member, text string }
+
+// healthProblems is what checkHealthy found.
+type healthProblems []healthProblem
+
+func (p healthProblems) Error() string {
+	texts := make([]string, len(p))
+	for i, x := range p {
+		texts[i] = x.text
+	}
+	return strings.Join(texts, "; ")
+}
+
+// otherDownGrace is how long a health wait lets a voter its stage did
+// not start or change stay unhealthy before it stops. The members the
+// stage just started (plan.Step.Starting) get the whole wait timeout;
+// another one was not touched by the stage, so its being down is news the
+// operator must act on, and waiting longer would not bring it back.
+const otherDownGrace = time.Minute
+
+// downWatch follows, poll after poll, which voters other than the
+// starting ones have been unhealthy without a break, and since when.
+type downWatch struct {
+	starting []string
+	grace    time.Duration
+	since    map[string]time.Time
+}
+
+// observe records one poll's problems at now and returns the voters,
+// starting ones aside, that have been unhealthy for the grace period or
+// longer, in name order.
+func (w *downWatch) observe(now time.Time, problems healthProblems) []string {
+	if w.since == nil {
+		w.since = map[string]time.Time{}
+	}
+	seen := map[string]bool{}
+	for _, p := range problems {
+		if p.member == "" || slices.Contains(w.starting, p.member) {
+			continue
+		}
+		seen[p.member] = true
+		if _, ok := w.since[p.member]; !ok {
+			w.since[p.member] = now
+		}
+	}
+	var down []string
+	for name, since := range w.since {
+		switch {
+		case !seen[name]:
+			delete(w.since, name)
+		case now.Sub(since) >= w.grace:
+			down = append(down, name)
+		}
+	}
+	slices.Sort(down)
+	return down
+}
+
+// stopPolling ends a poll at once with err: waiting longer cannot help.
+type stopPolling struct{ err error }
+
+func (s *stopPolling) Error() string { return s.err.Error() }
+
+// poll calls check until it returns nil or the run's wait timeout passes,
+// or at once when check returns a *stopPolling.
 func (e *etcdOps) poll(ctx context.Context, what string, check func(context.Context) error) error {
 	wctx, cancel := context.WithTimeout(ctx, e.a.opts.WaitTimeout)
 	defer cancel()
@@ -444,6 +515,9 @@ func (e *etcdOps) poll(ctx context.Context, what string, check func(context.Cont
 		err := check(wctx)
 		if err == nil {
 			return nil
+		}
+		if stop, ok := errors.AsType[*stopPolling](err); ok {
+			return stop.err
 		}
 		e.a.log.Debug("waiting", "for", what, "now", err)
 		select {
@@ -458,8 +532,37 @@ func (e *etcdOps) poll(ctx context.Context, what string, check func(context.Cont
 }
 
 // waitHealthy waits until the step's voters are healthy (RELIABILITY 1, 2).
+// A voter the stage did not start (not in s.Starting) that stays
+// unhealthy for otherDownGrace stops the wait (and so the apply) with
+// what to do: no later stage may take another member down while it is.
 func (e *etcdOps) waitHealthy(ctx context.Context, s plan.Step) error {
-	return e.poll(ctx, "etcd healthy", func(ctx context.Context) error { return e.checkHealthy(ctx, s.Voters) })
+	w := &downWatch{starting: s.Starting, grace: min(otherDownGrace, e.a.opts.WaitTimeout)}
+	return e.poll(ctx, "etcd healthy", func(ctx context.Context) error {
+		err := e.checkHealthy(ctx, s.Voters)
+		problems, ok := errors.AsType[healthProblems](err)
+		if !ok {
+			return err
+		}
+		if down := w.observe(time.Now(), problems); len(down) > 0 {
+			return &stopPolling{othersDown(down, w.grace, problems)}
+		}
+		return err
+	})
+}
+
+// othersDown is the error that stops a health wait on voters that were
+// down for grace: which, why, and what the operator does next.
+func othersDown(down []string, grace time.Duration, problems healthProblems) error {
+	var why []string
+	for _, p := range problems {
+		if slices.Contains(down, p.member) {
+			why = append(why, p.text)
+		}
+	}
+	names := strings.Join(down, ", ")
+	return fmt.Errorf("etcd member %s not healthy for %s (%s); this stage did not touch it, and a member restarts or changes only while every other voter is healthy, "+
+		"so kprov stopped here and restarted nothing else: bring %s back (its machine up, then `systemctl status etcd` there), then run kprov apply again, which goes on from here",
+		names, grace, strings.Join(why, "; "), names)
 }
 
 // caughtUpRatio is how much of the leader's log a learner must hold: etcd

@@ -298,8 +298,8 @@ func (p *etcdPlanner) upload(host string, f File, reason string) plan.Step {
 		SHA256: hex.EncodeToString(sum[:]), Secret: f.Secret, Reason: reason}
 }
 
-func (p *etcdPlanner) waitHealthy(host string, voters []string, reason string) plan.Step {
-	return plan.Step{Op: plan.OpWaitEtcdHealthy, Host: host, Voters: slices.Clone(voters), Reason: reason}
+func (p *etcdPlanner) waitHealthy(host string, voters []string, reason string, starting ...string) plan.Step {
+	return plan.Step{Op: plan.OpWaitEtcdHealthy, Host: host, Voters: slices.Clone(voters), Starting: starting, Reason: reason}
 }
 
 // addStage opens the serial stage that adds one member.
@@ -330,7 +330,7 @@ func (p *etcdPlanner) bootstrap() {
 		Steps: []plan.Step{
 			p.upload(first.Name, cfg, "the first member starts alone as a new cluster; the others join it as learners one at a time"),
 			{Op: plan.OpStartService, Host: first.Name, Service: p.in.Service, Reason: "start the first member"},
-			p.waitHealthy(first.Name, []string{first.Name}, "the new cluster must have elected its leader before anything joins it"),
+			p.waitHealthy(first.Name, []string{first.Name}, "the new cluster must have elected its leader before anything joins it", first.Name),
 		},
 	})
 	p.st.members = append(p.st.members, &planMember{EtcdMember: plan.EtcdMember{Name: first.Name, PeerURL: first.PeerURL, Host: first.Name,
@@ -374,7 +374,7 @@ func (p *etcdPlanner) recover() error {
 				expect = append(expect, m)
 			}
 		}
-		stage.Steps = append(stage.Steps, p.waitHealthy(stopped[0].Host, hostsOf(expect), "the started members must rejoin before any membership change"))
+		stage.Steps = append(stage.Steps, p.waitHealthy(stopped[0].Host, hostsOf(expect), "the started members must rejoin before any membership change", hostsOf(stopped)...))
 		p.stages = append(p.stages, stage)
 	}
 
@@ -555,7 +555,7 @@ func (p *etcdPlanner) promote(m *planMember, t EtcdTarget, why string) {
 		plan.Step{Op: plan.OpEtcdPromote, Host: t.Name, Member: t.Name, MemberID: m.ID, Reason: "make the caught-up learner a voting member"},
 	)
 	m.Learner, m.Running, m.Healthy, m.added = false, true, true, true
-	stage.Steps = append(stage.Steps, p.waitHealthy(t.Name, hostsOf(p.st.voters()), "every voting member, the new one included, must be healthy before the next change"))
+	stage.Steps = append(stage.Steps, p.waitHealthy(t.Name, hostsOf(p.st.voters()), "every voting member, the new one included, must be healthy before the next change", t.Name))
 }
 
 // remove takes one member out: leadership moved away, member removed, and only
@@ -730,7 +730,7 @@ func (p *etcdPlanner) rollConfig() {
 			plan.Step{Op: plan.OpRestartService, Host: m.Host, Service: p.in.Service, Reason: why},
 			plan.Step{Op: plan.OpWaitCaughtUp, Host: m.Host, Member: m.Name,
 				Reason: "the restarted member must have applied what the leader had applied, so the next restart leaves a majority that holds every write"},
-			p.waitHealthy(m.Host, hostsOf(voters), "the restarted member must be back and every voter healthy before the next one restarts"),
+			p.waitHealthy(m.Host, hostsOf(voters), "the restarted member must be back and every voter healthy before the next one restarts", m.Host),
 		)
 		p.stages = append(p.stages, plan.Stage{
 			Kind: plan.StageEtcdRestart, Target: m.Name, Title: title, Parallel: 1, Quorum: quorumNote(len(voters)), Steps: steps,

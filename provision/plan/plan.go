@@ -41,6 +41,10 @@ type Step struct {
 	MemberID uint64   `json:"member_id,omitempty"` // for remove, promote (0 when assigned at apply time)
 	PeerURL  string   `json:"peer_url,omitempty"`
 	Voters   []string `json:"voters,omitempty"` // for waits: the voting members expected healthy
+	// Starting are, for a health wait, the voters its stage just started
+	// or changed: they get the whole wait. Any other voter was not
+	// touched, and one that stays unhealthy stops the wait after a minute.
+	Starting []string `json:"starting,omitempty"`
 	// InitialCluster and ClusterToken are what an etcd-restore step gives
 	// etcdutl snapshot restore: the new member list (name=peerURL,...) and
 	// the new cluster's token.
