@@ -108,6 +108,9 @@ func TestEtcdMembership(t *testing.T) {
 	}
 	stay := slices.DeleteFunc([]string{"etcd-1", "etcd-2", "etcd-3"}, func(n string) bool { return n == dead })
 	setEtcd(append(slices.Clone(stay), "etcd-4")...)
+	if status, _ := kprovErr(t, "-f", inv, "status"); !strings.Contains(status, "etcd: member "+dead+" (") || !strings.Contains(status, "is on no host of the inventory") {
+		t.Errorf("kprov status with %s out of the inventory does not name it as departing:\n%s", dead, status)
+	}
 	out = converge("replace dead " + dead)
 	assertStagesInTurn(t, out)
 	if i, j := strings.Index(out, "[etcd] removing member "+dead), strings.Index(out, "[etcd] adding member 3/3 (etcd-4)"); i < 0 || j < 0 || i > j {

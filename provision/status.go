@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"slices"
 
 	"github.com/kprov/kprov/inventory"
 	"github.com/kprov/kprov/provision/plan"
@@ -22,6 +23,9 @@ type MemberStatus struct {
 	DBSize    int64  `json:"db_size"`
 	Version   string `json:"version,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// Departing: no inventory host has its peer URL's address, so the
+	// next apply removes it (a scale-in or a replacement under way).
+	Departing bool `json:"departing,omitempty"`
 }
 
 // EtcdStatus reads the etcd cluster's members (external, or stacked on the masters) and each member's
@@ -39,6 +43,7 @@ func EtcdStatus(ctx context.Context, inv *inventory.Inventory, conn Connector, t
 		ms := MemberStatus{ID: m.ID, Name: memberName(m), Learner: m.IsLearner}
 		if len(m.PeerURLs) > 0 {
 			ms.PeerURL = m.PeerURLs[0]
+			ms.Departing = !slices.ContainsFunc(inv.Hosts, func(h *inventory.Host) bool { return plan.EtcdPeerURL(h.Address) == ms.PeerURL })
 		}
 		st, err := a.etcd.memberStatus(ctx, m)
 		if err != nil {

@@ -125,6 +125,11 @@ func writeStatus(g *globalOptions, rep *provision.StatusReport) {
 	if mixed := mixedEtcdVersions(rep.Etcd); mixed != "" {
 		fmt.Fprintf(g.stdout, "etcd: %s\n", mixed)
 	}
+	for _, m := range rep.Etcd {
+		if m.Departing {
+			fmt.Fprintf(g.stdout, "etcd: member %s (%s) is on no host of the inventory: kprov apply removes it from the cluster (kprov plan shows how)\n", m.Name, m.PeerURL)
+		}
+	}
 }
 
 // mixedEtcdVersions says which members run which etcd version when they do
