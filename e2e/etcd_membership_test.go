@@ -3,9 +3,11 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -46,6 +48,9 @@ func membershipSpecs() []lab.MachineSpec {
 //     adding it again (same member ID, never two learners);
 //   - 3 → 5 → 3: learners one at a time, each promoted before the next;
 //     the scale-in removes the leader of the moment among others, last;
+//   - every operation is interrupted once at least (Ctrl-C or SIGKILL,
+//     once a change took effect or as one begins), and the re-run
+//     finishes it without repeating a change that took effect;
 //   - at five members, a configuration change rolls through them, and a
 //     machine is stopped in the middle of it (rollWithMachineStopped).
 //
@@ -71,10 +76,12 @@ func TestEtcdMembership(t *testing.T) {
 		}
 		writeFile(t, inv, text)
 	}
-	converge := func(step string) string {
+	// converge applies (extra: e.g. --break-lock after a killed run) and
+	// checks that the next apply has nothing to do.
+	converge := func(step string, extra ...string) string {
 		t.Helper()
 		start := time.Now()
-		out, err := kprovErr(t, "-f", inv, "apply", "--auto-approve")
+		out, err := kprovErr(t, append([]string{"-f", inv, "apply", "--auto-approve"}, extra...)...)
 		if err != nil {
 			t.Fatalf("%s: apply: %v\n%s", step, err, out)
 		}
@@ -111,8 +118,15 @@ func TestEtcdMembership(t *testing.T) {
 	if status, _ := kprovErr(t, "-f", inv, "status"); !strings.Contains(status, "etcd: member "+dead+" (") || !strings.Contains(status, "is on no host of the inventory") {
 		t.Errorf("kprov status with %s out of the inventory does not name it as departing:\n%s", dead, status)
 	}
+	// Stopped (Ctrl-C) once the removal took effect: the re-run does not
+	// remove it again and adds etcd-4.
+	stopped := interruptApply(t, ctx, inv, regexp.MustCompile(`^\[etcd\] removing member `+dead+`.*: done in `), syscall.SIGINT)
 	out = converge("replace dead " + dead)
 	assertStagesInTurn(t, out)
+	if strings.Contains(out, "[etcd] removing member "+dead) {
+		t.Errorf("the re-run removed %s again:\n%s", dead, out)
+	}
+	out = stopped + out
 	if i, j := strings.Index(out, "[etcd] removing member "+dead), strings.Index(out, "[etcd] adding member 3/3 (etcd-4)"); i < 0 || j < 0 || i > j {
 		t.Errorf("replace dead %s: want its removal before etcd-4 is added:\n%s", dead, out)
 	}
@@ -142,7 +156,13 @@ func TestEtcdMembership(t *testing.T) {
 	if exitCode(err) != 1 {
 		t.Errorf("the interrupted apply: %v, want exit 1\n%s", err, first)
 	}
-	out = converge("replace live etcd-1")
+	// Killed (SIGKILL) as etcd-1's removal begins, etcd-5 promoted.
+	killed := interruptApply(t, ctx, inv, regexp.MustCompile(`^\[etcd\] removing member etcd-1 .*\.\.\.$`), syscall.SIGKILL)
+	if strings.Contains(killed, "etcd learner added") {
+		t.Errorf("the second run added etcd-5 again:\n%s", killed)
+	}
+	waitStaleLock(t, inv)
+	out = converge("replace live etcd-1", "--break-lock")
 	assertStagesInTurn(t, out)
 	if strings.Contains(out, "etcd learner added") {
 		t.Errorf("the re-run added etcd-5 again:\n%s", out)
@@ -163,10 +183,20 @@ func TestEtcdMembership(t *testing.T) {
 	three := append(slices.Clone(stay), "etcd-4", "etcd-5")
 	five := append(slices.Clone(three), "etcd-1", "etcd-6")
 	setEtcd(five...)
+	// Stopped (Ctrl-C) as etcd-6's addition begins, etcd-1 added: the
+	// re-run adds etcd-6 only (etcd-1 keeps its member ID).
+	interruptApply(t, ctx, inv, regexp.MustCompile(`^\[etcd\] adding member 5/5 \(etcd-6\) \.\.\.$`), syscall.SIGINT)
+	added := members(t, ctx, cli)["etcd-1"]
 	out = converge("3 → 5")
 	assertStagesInTurn(t, out)
+	if strings.Contains(out, "adding member 4/5 (etcd-1)") {
+		t.Errorf("the re-run added etcd-1 again:\n%s", out)
+	}
 	now = members(t, ctx, cli)
 	assertMembers(t, now, five...)
+	if added == nil || now["etcd-1"].ID != added.ID {
+		t.Errorf("etcd-1 was member %v when the run was stopped, %x now: added twice", added, now["etcd-1"].ID)
+	}
 
 	// (d) A machine stopped in the middle of a rolling restart.
 	rollWithMachineStopped(t, ctx, l, inv, cli, load, five, func() { tuned = true; setEtcd(five...) }, converge)
@@ -186,9 +216,15 @@ func TestEtcdMembership(t *testing.T) {
 		}
 	}
 	setEtcd(keep...)
-	out = converge(fmt.Sprintf("5 → 3 (%s leave, %s leads)", strings.Join(leave, ", "), leader))
+	// Killed (SIGKILL) once the first removal took effect.
+	killed = interruptApply(t, ctx, inv, regexp.MustCompile(`^\[etcd\] removing member .*: done in `), syscall.SIGKILL)
+	waitStaleLock(t, inv)
+	out = converge(fmt.Sprintf("5 → 3 (%s leave, %s leads)", strings.Join(leave, ", "), leader), "--break-lock")
 	assertStagesInTurn(t, out)
-	removed := removalOrder(out)
+	if first, again := removalOrder(killed), removalOrder(out); len(first) != 1 || slices.Contains(again, first[0]) {
+		t.Errorf("5 → 3: the killed run removed %v, the re-run %v: want one, then the other", first, again)
+	}
+	removed := removalOrder(killed + out)
 	if len(removed) != 2 || removed[1] != leader {
 		t.Errorf("5 → 3 removed %v; want two, the leader %s last:\n%s", removed, leader, out)
 	}
@@ -340,7 +376,7 @@ func removalOrder(out string) []string {
 // exactly the members that do not run the new settings yet, the leader
 // last, and then every member serves with them.
 func rollWithMachineStopped(t *testing.T, ctx context.Context, l *lab.Lab, inv string, cli *clientv3.Client, load *etcdLoad,
-	five []string, tune func(), converge func(string) string) {
+	five []string, tune func(), converge func(string, ...string) string) {
 	t.Helper()
 	const quota = 4 << 30
 	tune()
@@ -452,4 +488,40 @@ func waitQuotas(t *testing.T, ctx context.Context, cli *clientv3.Client, n int) 
 	}
 	t.Fatalf("%d members never answered for their status: %v", n, last)
 	return nil
+}
+
+// interruptApply starts apply on inv, sends sig once it prints a line
+// matching re, and returns its output. A run that ends first fails the
+// test; one that does not exit 1 (Ctrl-C) or die (SIGKILL) does too.
+func interruptApply(t *testing.T, ctx context.Context, inv string, re *regexp.Regexp, sig syscall.Signal) string {
+	t.Helper()
+	run := &applyRun{cmd: exec.CommandContext(ctx, kprovBin, "-f", inv, "apply", "--auto-approve")}
+	stdout, err := run.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.cmd.Stderr = &run.stderr
+	if err := run.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	run.sc = bufio.NewScanner(stdout)
+	matched := false
+	for !matched && run.sc.Scan() {
+		line := run.sc.Text()
+		run.stdout.WriteString(line + "\n")
+		matched = re.MatchString(line)
+	}
+	if !matched {
+		out, err := run.wait()
+		t.Fatalf("apply ended before printing a line matching %s: %v\n%s", re, err, out)
+	}
+	if err := run.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run.wait()
+	t.Logf("apply interrupted (%s) at %q: %s", sig, re, failureLine(out))
+	if code := exitCode(err); (sig == syscall.SIGINT && code != 1) || (sig == syscall.SIGKILL && err == nil) {
+		t.Errorf("apply interrupted with %s: %v\n%s", sig, err, out)
+	}
+	return out
 }
