@@ -56,13 +56,15 @@ func TestApplyStackedToReady(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	specs = append(specs, lab.MachineSpec{Name: "compute-2", Roles: []inventory.Role{inventory.RoleCompute}})
+	specs = append(specs, lab.MachineSpec{Name: "compute-2", Roles: []inventory.Role{inventory.RoleCompute}},
+		lab.MachineSpec{Name: "master-4", Roles: []inventory.Role{inventory.RoleMaster}})
 	l := UpLab(t, specs)
-	full := l.InventoryPath()
-	inv := inventoryWithoutHost(t, full, "compute-2")
+	// master-4 waits, idle, until step 9 swaps it in for master-3.
+	full := inventoryWithoutHosts(t, l.InventoryPath(), "master-4")
+	inv := inventoryWithoutHosts(t, l.InventoryPath(), "master-4", "compute-2")
 	var four []string
 	for _, m := range l.Machines() {
-		if m.Name != "compute-2" {
+		if m.Name != "compute-2" && m.Name != "master-4" {
 			four = append(four, m.Name)
 		}
 	}
@@ -163,6 +165,35 @@ func TestApplyStackedToReady(t *testing.T) {
 	if err != nil || !strings.Contains(out, "No changes") {
 		t.Errorf("apply after compute-2's removal: %v\n%s", err, out)
 	}
+
+	// 9. master-3 swapped for master-4, both alive: master-4 joins first,
+	// then master-3 is drained, its stacked etcd member removed through
+	// master-1 (leadership moved away if it leads), its Node deleted.
+	swap := inventoryWithoutHosts(t, l.InventoryPath(), "compute-2", "master-3")
+	if plan, err := kprovErr(t, "-f", swap, "plan"); err != nil || !strings.Contains(plan, "removing master master-3 and its etcd member") {
+		t.Fatalf("plan with master-3 swapped for master-4: %v\n%s", err, plan)
+	}
+	out, err = kprovErr(t, "-f", swap, "apply", "--auto-approve")
+	if err != nil {
+		t.Fatalf("apply with master-3 swapped for master-4: %v\n%s", err, out)
+	}
+	joined, removed := strings.Index(out, "joining master-4 to the control plane"), strings.Index(out, "[nodes] removing master master-3 and its etcd member: done")
+	if joined < 0 || removed < 0 || joined > removed {
+		t.Errorf("want master-4 joined before master-3 was removed:\n%s", out)
+	}
+	afterSwap := []string{"master-1", "master-2", "master-4", "compute-1"}
+	assertNodesReady(t, ctx, kc, afterSwap)
+	if got, err := kubectlTry(t, ctx, kc, "get", "node", "master-3"); err == nil || !strings.Contains(string(got), "NotFound") {
+		t.Errorf("master-3's Node after its removal: %v\n%s", err, got)
+	}
+	status = statusHealthy(t, ctx, swap, 3*time.Minute)
+	if !strings.Contains(status, "etcd: 3 voting, quorum 2, 3 healthy") || regexp.MustCompile(`(?m)^master-3\s`).MatchString(status) {
+		t.Errorf("kprov status after the swap: want three healthy members, none on master-3:\n%s", status)
+	}
+	out, err = kprovErr(t, "-f", swap, "apply", "--auto-approve")
+	if err != nil || !strings.Contains(out, "No changes") {
+		t.Errorf("apply after the swap: %v\n%s", err, out)
+	}
 }
 
 // draineeManifest is a Deployment of two test servers whose
@@ -200,23 +231,25 @@ spec:
     matchLabels: {app: drainee}
 `
 
-// inventoryWithoutHost writes beside inv (sharing its state directory) a
-// copy without the named host's block.
-func inventoryWithoutHost(t *testing.T, inv, host string) string {
+// inventoryWithoutHosts writes beside inv (sharing its state directory) a
+// copy without the named hosts' blocks.
+func inventoryWithoutHosts(t *testing.T, inv string, hosts ...string) string {
 	t.Helper()
 	b, err := os.ReadFile(inv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(string(b), "\n")
-	start := slices.Index(lines, "host "+strconv.Quote(host)+" {")
-	if start < 0 {
-		t.Fatalf("no host %s in %s", host, inv)
+	for _, host := range hosts {
+		start := slices.Index(lines, "host "+strconv.Quote(host)+" {")
+		if start < 0 {
+			t.Fatalf("no host %s in %s", host, inv)
+		}
+		end := start + slices.Index(lines[start:], "}")
+		lines = append(slices.Clone(lines[:start]), lines[end+1:]...)
 	}
-	end := start + slices.Index(lines[start:], "}")
-	path := filepath.Join(filepath.Dir(inv), "without-"+host+".kprov.hcl")
-	out := append(slices.Clone(lines[:start]), lines[end+1:]...)
-	if err := os.WriteFile(path, []byte(strings.Join(out, "\n")), 0o644); err != nil {
+	path := filepath.Join(filepath.Dir(inv), "without-"+strings.Join(hosts, "-")+".kprov.hcl")
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path

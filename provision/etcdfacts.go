@@ -59,9 +59,64 @@ func (g *etcdGatherer) reachable(name string) *probed {
 // etcd host with an active service that answers MemberList, or, when none
 // does, the member configs on hosts that hold etcd data (fromConfigs).
 func (g *etcdGatherer) members(ctx context.Context) ([]plan.EtcdMember, string, error) {
-	for _, name := range g.inv.Topology.EtcdHosts {
+	members := g.liveVia(ctx, g.inv.Topology.EtcdHosts, func(p *probed) bool { return p.res.Facts.Services["etcd"] == "active" })
+	if members != nil {
+		return members, plan.EtcdSourceLive, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
+	members = g.fromConfigs()
+	if len(members) == 0 {
+		return nil, "", nil
+	}
+	g.log.Warn("no etcd member answered; member list rebuilt from config files", "members", len(members))
+	return members, plan.EtcdSourceConfig, nil
+}
+
+// GatherStackedEtcd reads the masters' stacked etcd members into facts
+// (stackedMembers), through the masters facts found reachable. The
+// pipeline calls it only when the API lists a master the inventory no
+// longer has: nothing else in a stacked plan needs the member list.
+func GatherStackedEtcd(ctx context.Context, inv *inventory.Inventory, conn Connector, facts *plan.Facts, tlsCfg *tls.Config, logger *log.Logger) {
+	hosts := map[string]*probed{}
+	for _, name := range inv.Topology.Masters {
+		h, hf := inv.Host(name), facts.Hosts[name]
+		if hf == nil || !hf.Reachable {
+			continue
+		}
+		ex, err := conn.Connect(ctx, h)
+		if err != nil {
+			logger.Warn("stacked etcd: master unreachable", "host", name, "err", err)
+			continue
+		}
+		hosts[name] = &probed{host: h, exec: ex, res: &probeResult{Facts: hf}}
+	}
+	g := &etcdGatherer{inv: inv, hosts: hosts, tls: tlsCfg, timeout: DefaultEtcdTimeout, log: logger}
+	if members := g.stackedMembers(ctx); members != nil {
+		facts.Etcd, facts.EtcdSource = members, plan.EtcdSourceLive
+	}
+}
+
+// stackedMembers reads the masters' stacked etcd members, live, through
+// the first master whose control plane runs and whose etcd answers; nil
+// when none does (no control plane yet). Stacked etcd runs as a static
+// pod, not a service, so a member that answers counts as running.
+func (g *etcdGatherer) stackedMembers(ctx context.Context) []plan.EtcdMember {
+	members := g.liveVia(ctx, g.inv.Topology.Masters, func(p *probed) bool { return p.res.Facts.ControlPlane })
+	for i := range members {
+		members[i].Running = members[i].Healthy
+	}
+	return members
+}
+
+// liveVia returns the live member list with each member's status, read
+// through the first of hosts that was reached, serves etcd (serves), and
+// answers MemberList; nil when none does.
+func (g *etcdGatherer) liveVia(ctx context.Context, hosts []string, serves func(*probed) bool) []plan.EtcdMember {
+	for _, name := range hosts {
 		p := g.reachable(name)
-		if p == nil || p.res.Facts.Services["etcd"] != "active" {
+		if p == nil || !serves(p) {
 			continue
 		}
 		cli, err := g.client(ctx, p)
@@ -77,7 +132,7 @@ func (g *etcdGatherer) members(ctx context.Context) ([]plan.EtcdMember, string, 
 		if err != nil {
 			cli.Close()
 			if ctx.Err() != nil {
-				return nil, "", ctx.Err()
+				return nil
 			}
 			g.log.Warn("etcd member list failed", "host", name, "err", err)
 			continue
@@ -85,17 +140,9 @@ func (g *etcdGatherer) members(ctx context.Context) ([]plan.EtcdMember, string, 
 		g.log.Debug("etcd member list", "via", name, "members", len(list.Members))
 		members := g.withStatus(ctx, cli, list)
 		cli.Close()
-		return members, plan.EtcdSourceLive, nil
+		return members
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, "", err
-	}
-	members := g.fromConfigs()
-	if len(members) == 0 {
-		return nil, "", nil
-	}
-	g.log.Warn("no etcd member answered; member list rebuilt from config files", "members", len(members))
-	return members, plan.EtcdSourceConfig, nil
+	return nil
 }
 
 // client opens an etcd client whose every connection is tunnelled through

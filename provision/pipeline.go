@@ -191,6 +191,15 @@ func (p *Pipeline) factsWith(ctx context.Context, extra map[string][]string) (*p
 		// again, which is harmless; say why instead of failing the plan.
 		p.warn("cannot list nodes; labels and taints will be set again", "master", name, "err", err)
 	}
+	// A master the inventory no longer lists takes its stacked etcd
+	// member with it: the planner needs the members for that alone.
+	if inv.Topology.EtcdMode == inventory.EtcdStacked && len(roles.StaleMasters(inv, facts.Nodes)) > 0 {
+		tlsCfg, err := EtcdClientTLS(c.State)
+		if err != nil {
+			return nil, err
+		}
+		GatherStackedEtcd(ctx, inv, p.Conn, facts, tlsCfg, p.logger())
+	}
 	if fi, err := os.Stat(c.KubeconfigPath()); err == nil && fi.Size() > 0 {
 		facts.KubeconfigFetched = true
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -78,9 +78,12 @@ func Plan(inv *inventory.Inventory, facts *plan.Facts, st *pki.State, opts PlanO
 		return nil, err
 	}
 	out.Stages = append(out.Stages, images)
+	// A dead master's stacked member leaves before a new master joins;
+	// every other removal waits until the wanted nodes are Ready.
+	removeFirst, remove, notes := p.removeNodes()
+	out.Stages = append(out.Stages, removeFirst...)
 	out.Stages = append(out.Stages, p.controlPlane()...)
 	out.Stages = append(out.Stages, p.nodes()...)
-	remove, notes := p.removeNodes()
 	out.Stages = append(out.Stages, remove...)
 	out.Notes = append(out.Notes, notes...)
 	if inv.Cluster.PodNetwork == inventory.PodNetworkNone {
@@ -750,6 +753,14 @@ func StaleNodes(inv *inventory.Inventory, nodes map[string]*plan.NodeFacts) []st
 // controlPlaneLabel marks the Node of a master (kubeadm sets it).
 const controlPlaneLabel = "node-role.kubernetes.io/control-plane"
 
+// StaleMasters are the stale nodes (StaleNodes) that are masters.
+func StaleMasters(inv *inventory.Inventory, nodes map[string]*plan.NodeFacts) []string {
+	return slices.DeleteFunc(StaleNodes(inv, nodes), func(name string) bool {
+		_, master := nodes[name].Labels[controlPlaneLabel]
+		return !master
+	})
+}
+
 // removeNodes takes the nodes the cluster lists and the inventory no longer
 // has out of the cluster, one at a time, after every wanted node is Ready
 // (so their pods have somewhere to go): a Ready node is drained (cordoned,
@@ -757,16 +768,21 @@ const controlPlaneLabel = "node-role.kubernetes.io/control-plane"
 // deleted; a node that is not Ready has no kubelet to drain it, and its
 // pods go with its Node. All through kubectl on the first master, since the
 // inventory no longer says how to reach the machine: the notes say what is
-// left on it. A master's Node is left alone: removing a master (and its
-// stacked etcd member) is not planned yet, and the notes say so.
-func (p *planner) removeNodes() ([]plan.Stage, []string) {
-	var stages []plan.Stage
-	var notes []string
+// left on it.
+//
+// A master with stacked etcd also takes its etcd member out, between the
+// drain and the Node's deletion (removeMaster). When that member is not
+// healthy (the master is dead), its stage comes first, before any master
+// joins (first): a join adds a member, and with a dead one still listed
+// the cluster would count it towards the quorum the join needs. A master
+// with external etcd is left alone with a note.
+func (p *planner) removeNodes() (first, later []plan.Stage, notes []string) {
 	via := p.initMaster
 	for _, name := range StaleNodes(p.inv, p.facts.Nodes) {
 		nf := p.facts.Nodes[name]
-		if _, master := nf.Labels[controlPlaneLabel]; master {
-			notes = append(notes, fmt.Sprintf("node %s is a master the inventory no longer lists: kprov does not remove masters yet, so its Node (and a stacked etcd member) stay; put it back in the inventory", name))
+		_, master := nf.Labels[controlPlaneLabel]
+		if master && p.inv.Topology.EtcdMode != inventory.EtcdStacked {
+			notes = append(notes, fmt.Sprintf("node %s is a master the inventory no longer lists: kprov removes masters with stacked etcd only so far, so its Node stays and its control plane keeps running against the external etcd; put it back in the inventory, or stop its control plane (kubeadm reset on it) and delete the Node", name))
 			continue
 		}
 		var steps []plan.Step
@@ -774,13 +790,86 @@ func (p *planner) removeNodes() ([]plan.Stage, []string) {
 			steps = append(steps, plan.Step{Op: plan.OpDrainNode, Host: via, Node: name,
 				Reason: "the node is no longer in the inventory: cordon it and evict its pods, as their PodDisruptionBudgets allow, before it goes"})
 		}
+		title := "removing node " + name
+		dead := false
+		if master {
+			etcdSteps, member, note := p.removeMaster(name, via)
+			if note != "" {
+				notes = append(notes, note)
+				continue
+			}
+			steps = append(steps, etcdSteps...)
+			title = "removing master " + name
+			if member != nil {
+				title += " and its etcd member"
+				dead = !member.Healthy
+			}
+		}
 		reason := "the node is drained; its Node object goes"
 		if !nf.Ready {
 			reason = "the node is not Ready, so no kubelet can drain it: its Node object goes, and its pods with it"
 		}
 		steps = append(steps, plan.Step{Op: plan.OpDeleteNode, Host: via, Node: name, Reason: reason})
-		stages = append(stages, plan.Stage{Kind: plan.StageNodesRemove, Target: name, Title: "removing node " + name, Parallel: 1, Steps: steps})
-		notes = append(notes, fmt.Sprintf("node %s is no longer in the inventory: it is drained and its Node deleted through the API; kprov cannot reach the machine itself, so its kubelet, containerd and files stay there (it registers again if its kubelet restarts): wipe it, or list it in an inventory and run kprov reset --host %s", name, name))
+		stage := plan.Stage{Kind: plan.StageNodesRemove, Target: name, Title: title, Parallel: 1, Steps: steps}
+		if dead {
+			first = append(first, stage)
+		} else {
+			later = append(later, stage)
+		}
+		left := "its kubelet, containerd and files stay there (it registers again if its kubelet restarts)"
+		if master {
+			left = "its kubelet, containerd, files and control-plane manifests stay there (its kubelet restarts them, and its API server, without an etcd member, fails)"
+		}
+		notes = append(notes, fmt.Sprintf("node %s is no longer in the inventory: it is drained and its Node deleted through the API; kprov cannot reach the machine itself, so %s: wipe it, or list it in an inventory and run kprov reset --host %s", name, left, name))
 	}
-	return stages, notes
+	return first, later, notes
+}
+
+// removeMaster is the etcd part of taking out a master the inventory no
+// longer lists, with stacked etcd: its member (named after its node, on no
+// inventory host) leaves through via, a master that stays, the way every
+// removal does (RELIABILITY): every staying member healthy, leadership
+// moved away if it leads, removed by ID and peer URL, every staying member
+// healthy again. It returns nothing but a note when the removal must wait
+// (a staying member is not healthy: one more member down would cost the
+// quorum) and no steps when the member is already gone.
+func (p *planner) removeMaster(name, via string) ([]plan.Step, *plan.EtcdMember, string) {
+	var member *plan.EtcdMember
+	var staying []string
+	for i, m := range p.facts.Etcd {
+		switch {
+		case m.Name == name && m.Host == "":
+			member = &p.facts.Etcd[i]
+		case m.Host != "" && slices.Contains(p.inv.Topology.Masters, m.Host) && !m.Learner:
+			staying = append(staying, m.Host)
+			if !m.Healthy {
+				return nil, nil, fmt.Sprintf("master %s is no longer in the inventory, but its etcd member is not removed while the member on %s is not healthy: removing it then could cost etcd its quorum; bring %s back (kprov status) and run kprov apply again", name, m.Host, m.Host)
+			}
+		}
+	}
+	if member == nil {
+		return nil, nil, ""
+	}
+	// Masters of the inventory that have no member yet join in this apply
+	// (before this stage, unless the departing member is dead): the waits
+	// expect them.
+	voters := slices.Clone(staying)
+	if member.Healthy {
+		voters = slices.Clone(p.inv.Topology.Masters)
+	}
+	slices.Sort(voters)
+	wait := func(reason string) plan.Step {
+		return plan.Step{Op: plan.OpWaitEtcdHealthy, Host: via, Voters: voters, Reason: reason}
+	}
+	steps := []plan.Step{wait("every member that stays must be healthy before a member is removed")}
+	if member.Healthy && !member.Learner {
+		steps = append(steps, plan.Step{Op: plan.OpEtcdMoveLeader, Host: via, Member: member.Name, PeerURL: member.PeerURL,
+			Reason: "if this member leads, leadership moves to a healthy member first so the cluster never waits out an election"})
+	}
+	steps = append(steps,
+		plan.Step{Op: plan.OpEtcdRemove, Host: via, Member: member.Name, MemberID: member.ID, PeerURL: member.PeerURL,
+			Reason: fmt.Sprintf("master %s's stacked etcd member leaves the cluster by its ID and peer URL, through %s, a master that stays", name, via)},
+		wait("every member that stays must be healthy after the removal"),
+	)
+	return steps, member, ""
 }

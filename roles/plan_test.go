@@ -3,6 +3,7 @@ package roles
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -343,10 +344,132 @@ func TestPlanRemovesStaleNodes(t *testing.T) {
 		t.Errorf("stages:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	notes := strings.Join(pl.Notes, "\n")
-	for _, w := range []string{"node old-master is a master the inventory no longer lists: kprov does not remove masters yet",
+	for _, w := range []string{"node old-master is a master the inventory no longer lists: kprov removes masters with stacked etcd only so far",
 		"node old-worker is no longer in the inventory: it is drained and its Node deleted", "kprov reset --host dead-worker"} {
 		if !strings.Contains(notes, w) {
 			t.Errorf("notes lack %q:\n%s", w, notes)
 		}
+	}
+}
+
+// stackedFacts are converged facts of the ha-stacked example with its
+// masters' stacked members, plus a master the inventory no longer lists
+// (old-master at 10.0.0.99, its Node Ready and its member healthy as given).
+func stackedFacts(t *testing.T, inv *inventory.Inventory, final *Rendering, oldHealthy bool) *plan.Facts {
+	t.Helper()
+	facts := convergedFacts(t, inv, nil, final)
+	for i, m := range inv.Topology.Masters {
+		facts.Etcd = append(facts.Etcd, plan.EtcdMember{ID: uint64(i + 1), Name: m, PeerURL: plan.EtcdPeerURL(inv.Host(m).Address), Host: m,
+			Healthy: true, Running: true, HostReachable: true, Leader: i == 0})
+	}
+	facts.Etcd = append(facts.Etcd, plan.EtcdMember{ID: 99, Name: "old-master", PeerURL: plan.EtcdPeerURL("10.0.0.99"), Healthy: oldHealthy, Running: oldHealthy})
+	facts.Nodes["old-master"] = &plan.NodeFacts{Ready: oldHealthy, Labels: map[string]string{"node-role.kubernetes.io/control-plane": ""}}
+	facts.EtcdSource = plan.EtcdSourceLive
+	return facts
+}
+
+// A master taken out of the inventory with stacked etcd: drained, its
+// member removed through the first master (every staying member healthy
+// before and after, leadership moved first), then its Node deleted; after
+// every other stage when it is alive, before every control-plane stage
+// when it is dead (its member unhealthy, its Node not Ready), and not at
+// all while a staying member is unhealthy.
+func TestPlanRemovesStackedMaster(t *testing.T) {
+	inv := loadInventory(t, filepath.Join("..", "examples", "ha-stacked.kprov.hcl"))
+	st := newState(t, inv)
+	final, err := Render(inv, st, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	via := inv.Topology.Masters[0]
+	masters := strings.Join(inv.Topology.Masters, ",")
+	stages := func(pl *plan.Plan) []string {
+		var out []string
+		for _, s := range pl.Stages {
+			var steps []string
+			for _, step := range s.Steps {
+				x := string(step.Op)
+				if step.Node != "" {
+					x += " " + step.Node
+				}
+				if step.PeerURL != "" {
+					x += fmt.Sprintf(" %x %s", step.MemberID, step.PeerURL)
+				}
+				if len(step.Voters) > 0 {
+					x += " " + strings.Join(step.Voters, ",")
+				}
+				if step.Host != via {
+					x += " on " + step.Host
+				}
+				steps = append(steps, x)
+			}
+			out = append(out, s.Name()+" "+s.Title+": "+strings.Join(steps, "; "))
+		}
+		return out
+	}
+	peer := plan.EtcdPeerURL("10.0.0.99")
+
+	alive, err := Plan(inv, stackedFacts(t, inv, final, true), st, PlanOptions{Parallel: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"nodes/remove/old-master removing master old-master and its etcd member: drain-node old-master; wait-etcd-healthy " + masters +
+		"; etcd-move-leader 0 " + peer + "; etcd-remove 63 " + peer + "; wait-etcd-healthy " + masters + "; delete-node old-master"}
+	if got := stages(alive); !slices.Equal(got, want) {
+		t.Errorf("alive old master:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	dead, err := Plan(inv, stackedFacts(t, inv, final, false), st, PlanOptions{Parallel: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"nodes/remove/old-master removing master old-master and its etcd member: wait-etcd-healthy " + masters +
+		"; etcd-remove 63 " + peer + "; wait-etcd-healthy " + masters + "; delete-node old-master"}
+	if got := stages(dead); !slices.Equal(got, want) {
+		t.Errorf("dead old master:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	// The dead one goes before a new master joins: master-3 fresh.
+	facts := stackedFacts(t, inv, final, false)
+	newest := inv.Topology.Masters[len(inv.Topology.Masters)-1]
+	facts.Hosts[newest] = &plan.HostFacts{Reachable: true, Runtime: facts.Hosts[newest].Runtime}
+	delete(facts.Nodes, newest)
+	facts.Etcd = slices.DeleteFunc(facts.Etcd, func(m plan.EtcdMember) bool { return m.Host == newest })
+	joining, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	removal, join := -1, -1
+	for i, s := range joining.Stages {
+		switch {
+		case s.Kind == plan.StageNodesRemove:
+			removal = i
+			for _, step := range s.Steps {
+				if step.Op == plan.OpWaitEtcdHealthy && slices.Contains(step.Voters, newest) {
+					t.Errorf("the removal before %s joins waits for %s to be healthy: %v", newest, newest, step.Voters)
+				}
+			}
+		case s.Target == newest && join < 0 && slices.ContainsFunc(s.Steps, func(x plan.Step) bool { return x.Op == plan.OpKubeadmJoin }):
+			join = i
+		}
+	}
+	if removal < 0 || join < 0 || removal > join {
+		t.Errorf("want the dead master's removal (stage %d) before %s joins (stage %d):\n%s", removal, newest, join, strings.Join(stages(joining), "\n"))
+	}
+
+	// A staying member unhealthy: no removal, a note saying why.
+	facts = stackedFacts(t, inv, final, true)
+	facts.Etcd[1].Healthy = false
+	held, err := Plan(inv, facts, st, PlanOptions{Parallel: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range held.Stages {
+		if s.Kind == plan.StageNodesRemove {
+			t.Errorf("a removal planned while %s's member is unhealthy: %s", facts.Etcd[1].Host, s.Name())
+		}
+	}
+	if notes := strings.Join(held.Notes, "\n"); !strings.Contains(notes, "its etcd member is not removed while the member on "+facts.Etcd[1].Host+" is not healthy") {
+		t.Errorf("notes do not say why old-master stays:\n%s", notes)
 	}
 }
