@@ -122,6 +122,13 @@ func TestApplyStackedToReady(t *testing.T) {
 		t.Errorf("kprov status does not show three healthy stacked members:\n%s", status)
 	}
 
+	// Kubelets renew their own client certificates.
+	for _, m := range four {
+		if out, err := l.Output(ctx, m, "grep -x 'rotateCertificates: true' /var/lib/kubelet/config.yaml"); err != nil {
+			t.Errorf("%s's kubelet does not rotate its client certificate: %v\n%s", m, err, out)
+		}
+	}
+
 	// 5. Converged: nothing to do, nothing asked.
 	out, err = kprovErr(t, "-f", inv, "apply")
 	if err != nil || !strings.Contains(out, "No changes") {
