@@ -187,16 +187,13 @@ func unansweredMachine(ctx context.Context, l *lab.Lab, name string) string {
 // Long lab tests run beside one another, but two Kubernetes control
 // planes with several masters each are more than 2 cores carry: API
 // servers and controllers then miss their leases and restart, and a
-// health check right after an apply sees it. labSlots bounds the long
-// tests running at once (KPROV_E2E_LABS, default 2); heavyLab lets only
-// one test with several Kubernetes masters hold a slot at a time, so it
-// runs beside an etcd-only or single-node one. go test's -parallel must
-// be at least the number of long tests, so that a test waiting for
-// heavyLab holds no slot of go test's own.
-var (
-	labSlots = make(chan struct{}, labsAtOnce())
-	heavyLab sync.Mutex
-)
+// health check right after an apply sees it. labTurns lets at most
+// KPROV_E2E_LABS long tests (default 2) run at once, and among them at
+// most one heavy one (several Kubernetes masters), which runs beside an
+// etcd-only or single-node one. go test's -parallel must be at least the
+// number of long tests, so that all of them wait here and not in go
+// test's own queue.
+var labTurns = newLabScheduler(labsAtOnce())
 
 func labsAtOnce() int {
 	if n, err := strconv.Atoi(os.Getenv("KPROV_E2E_LABS")); err == nil && n > 0 {
@@ -205,19 +202,76 @@ func labsAtOnce() int {
 	return 2
 }
 
-// runsBeside marks a long lab test parallel and waits for its turn: for
-// heavyLab first when heavy (several Kubernetes masters), then for a slot.
-// Both are given back after the test's lab is down (cleanups run in
-// reverse order, and this runs before the lab is made).
+// labScheduler hands out the turns. A heavy test that could run (no
+// other heavy one runs) has the first claim on a free slot: a light test
+// never takes the last free slot from it, so the heavy tests, which run
+// one at a time and make the suite's critical path, each have a light
+// one beside them instead of all running alone at the end.
+type labScheduler struct {
+	mu           sync.Mutex
+	cond         *sync.Cond
+	slots        int
+	running      int
+	heavyRunning bool
+	heavyWaiting int
+}
+
+func newLabScheduler(slots int) *labScheduler {
+	s := &labScheduler{slots: slots}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+// canRun says whether a test may start now (s.mu held).
+func (s *labScheduler) canRun(heavy bool) bool {
+	switch {
+	case s.running >= s.slots:
+		return false
+	case heavy:
+		return !s.heavyRunning
+	default:
+		// The last free slot is kept for a heavy test that could run.
+		return s.heavyWaiting == 0 || s.heavyRunning || s.running < s.slots-1
+	}
+}
+
+// acquire waits for a turn.
+func (s *labScheduler) acquire(heavy bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if heavy {
+		s.heavyWaiting++
+	}
+	for !s.canRun(heavy) {
+		s.cond.Wait()
+	}
+	if heavy {
+		s.heavyWaiting--
+		s.heavyRunning = true
+	}
+	s.running++
+}
+
+// release gives a turn back.
+func (s *labScheduler) release(heavy bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.running--
+	if heavy {
+		s.heavyRunning = false
+	}
+	s.cond.Broadcast()
+}
+
+// runsBeside marks a long lab test parallel and waits for its turn
+// (heavy: several Kubernetes masters). The turn is given back after the
+// test's lab is down: cleanups run in reverse order, and this runs before
+// the lab is made.
 func runsBeside(t *testing.T, heavy bool) {
 	t.Parallel()
 	start := time.Now()
-	if heavy {
-		heavyLab.Lock()
-		t.Cleanup(heavyLab.Unlock)
-	}
-	labSlots <- struct{}{}
-	t.Cleanup(func() { <-labSlots })
+	labTurns.acquire(heavy)
+	t.Cleanup(func() { labTurns.release(heavy) })
 	if waited := time.Since(start); waited > time.Second {
 		t.Logf("waited %s for its turn (heavy: %v)", waited.Round(time.Second), heavy)
 	}
@@ -255,4 +309,41 @@ func statusHealthy(t *testing.T, ctx context.Context, inv string, within time.Du
 func lastLine(out string) string {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	return lines[len(lines)-1]
+}
+
+// TestLabScheduler: with two slots, a heavy test runs beside a light one,
+// never beside another heavy one, and a light test leaves the last free
+// slot to a heavy one that could run.
+func TestLabScheduler(t *testing.T) {
+	s := newLabScheduler(2)
+	s.acquire(false) // a light test runs; no heavy one waits yet
+	s.mu.Lock()
+	s.heavyWaiting++ // a heavy test starts waiting
+	if s.canRun(false) {
+		t.Error("a light test took the last free slot from a waiting heavy one")
+	}
+	if !s.canRun(true) {
+		t.Error("a heavy test cannot run beside a light one")
+	}
+	s.heavyWaiting--
+	s.mu.Unlock()
+	s.acquire(true)
+	s.mu.Lock()
+	if s.canRun(true) || s.canRun(false) {
+		t.Error("a third test may start with two slots taken")
+	}
+	s.mu.Unlock()
+	s.release(false)
+	s.mu.Lock()
+	if s.canRun(true) {
+		t.Error("a second heavy test may run beside the first")
+	}
+	if !s.canRun(false) {
+		t.Error("a light test may not run beside a heavy one")
+	}
+	s.mu.Unlock()
+	s.release(true)
+	if s.running != 0 || s.heavyRunning {
+		t.Errorf("after every release: %d running, heavy running %v", s.running, s.heavyRunning)
+	}
 }
