@@ -110,6 +110,11 @@ func TestCertsRenew(t *testing.T) {
 	}
 	before := certsReport(t, inv)
 	oldServed := servedSerials(t, ctx, l, stateDir)
+	kc := filepath.Join(stateDir, "admin.conf")
+	oldAdmin, err := os.ReadFile(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	out = kprov(t, "-f", inv, "certs", "renew", "--expiring-within", "30d")
 	if !strings.Contains(out, "No changes") {
 		t.Errorf("renew --expiring-within 30d on fresh certificates:\n%s", out)
@@ -192,6 +197,33 @@ func TestCertsRenew(t *testing.T) {
 	if b, a := notAfter(before, "master-1", "/etc/kubernetes/pki/apiserver-etcd-client.crt"), notAfter(after, "master-1", "/etc/kubernetes/pki/apiserver-etcd-client.crt"); !a.After(b) {
 		t.Errorf("master-1 apiserver-etcd-client: not-after %s after, %s before", a, b)
 	}
+
+	// kubeadm's certificates on master-1, its control plane restarted,
+	// and the admin kubeconfig fetched again (a new client certificate
+	// that the restarted API server accepts).
+	if !strings.Contains(out, "[certs] renewing kubeadm's certificates on master-1: done") || !strings.Contains(out, "renewed kubeadm's certificates on master-1 (its control plane restarted)") {
+		t.Errorf("renew --all does not report kubeadm's certificates renewed on master-1:\n%s", out)
+	}
+	kubeadmNotAfter := func(rep *provision.CertsReport, path string) time.Time {
+		for _, h := range rep.Hosts {
+			for _, c := range h.Certs {
+				if h.Host == "master-1" && c.Path == path && c.State == provision.CertKubeadm && c.Host != nil {
+					return c.Host.NotAfter
+				}
+			}
+		}
+		t.Errorf("kprov certs lists no kubeadm %s on master-1", path)
+		return time.Time{}
+	}
+	for _, f := range []string{"/etc/kubernetes/pki/apiserver.crt", "/etc/kubernetes/pki/front-proxy-client.crt"} {
+		if b, a := kubeadmNotAfter(before, f), kubeadmNotAfter(after, f); !a.After(b) {
+			t.Errorf("master-1 %s: not-after %s after the renewal, %s before", f, a, b)
+		}
+	}
+	if newAdmin, err := os.ReadFile(kc); err != nil || string(newAdmin) == string(oldAdmin) {
+		t.Errorf("the state directory's admin.conf was not fetched again after the renewal: %v", err)
+	}
+	assertNodesReady(t, ctx, kc, []string{"master-1"})
 
 	// 4. Nothing left to do, for apply and for the renewal.
 	out, err = kprovErr(t, "-f", inv, "apply", "--auto-approve")

@@ -158,7 +158,10 @@ func TestEtcdRollingUpgrade(t *testing.T) {
 	// The run killed in its prepare stage may, at the most, have uploaded
 	// everything; otherwise the Ctrl-C run prepared the hosts before its
 	// first restart.
-	prepared := strings.Index(first, "[prepare] preparing hosts: binaries, files and units: done")
+	prepared := -1
+	if loc := regexp.MustCompile(`(?m)^\[prepare\] preparing hosts: .*: done in `).FindStringIndex(first); loc != nil {
+		prepared = loc[0]
+	}
 	if strings.Contains(first, "[prepare] preparing hosts") && (prepared < 0 || prepared > strings.Index(first, "[etcd] upgrading member ")) {
 		t.Errorf("the first restart came before the prepare stage had uploaded the binaries:\n%s", first)
 	}

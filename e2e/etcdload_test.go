@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -64,10 +65,12 @@ type loadFigures struct {
 	// slowPolls found no quorum while a write committed inside them.
 	maxNoQuorum   time.Duration
 	noQuorumPolls int
-	slowPolls     int
-	polls         int
-	maxMembers    int
-	minVoters     int
+	// noQuorumSeen says when each poll without quorum was and what it saw.
+	noQuorumSeen []string
+	slowPolls    int
+	polls        int
+	maxMembers   int
+	minVoters    int
 }
 
 func (f loadFigures) String() string {
@@ -155,9 +158,11 @@ func (ld *etcdLoad) poll(ctx context.Context, cli *clientv3.Client) {
 	if ctx.Err() != nil {
 		return
 	}
-	now := time.Now()
 	voters, healthy, learners, down := 0, 0, 0, 0
-	if err == nil {
+	var why []string // what kept members from counting, for a poll without quorum
+	if err != nil {
+		why = append(why, "member list: "+err.Error())
+	} else {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		for _, m := range list.Members {
@@ -169,6 +174,7 @@ func (ld *etcdLoad) poll(ctx context.Context, cli *clientv3.Client) {
 			if len(m.ClientURLs) == 0 {
 				mu.Lock()
 				down++ // added, not started yet
+				why = append(why, m.Name+": not started")
 				mu.Unlock()
 				continue
 			}
@@ -179,8 +185,15 @@ func (ld *etcdLoad) poll(ctx context.Context, cli *clientv3.Client) {
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
-				case err != nil || st.Leader == 0 || st.Header.GetClusterId() != list.Header.GetClusterId():
+				case err != nil:
 					down++
+					why = append(why, fmt.Sprintf("%s: %v", m.Name, err))
+				case st.Leader == 0:
+					down++
+					why = append(why, m.Name+": no leader")
+				case st.Header.GetClusterId() != list.Header.GetClusterId():
+					down++
+					why = append(why, m.Name+": another cluster")
 				case !m.IsLearner:
 					healthy++
 				}
@@ -191,6 +204,9 @@ func (ld *etcdLoad) poll(ctx context.Context, cli *clientv3.Client) {
 			return
 		}
 	}
+	// The poll spans the member list and every status call: a write
+	// committed inside that span proves a quorum then (judgeQuorum).
+	end := time.Now()
 	ld.mu.Lock()
 	defer ld.mu.Unlock()
 	ld.polls++
@@ -204,7 +220,9 @@ func (ld *etcdLoad) poll(ctx context.Context, cli *clientv3.Client) {
 		}
 	}
 	if !quorate {
-		ld.suspects = append(ld.suspects, suspectPoll{span: span{start, now}, index: ld.polls})
+		slices.Sort(why)
+		ld.suspects = append(ld.suspects, suspectPoll{span: span{start, end}, index: ld.polls,
+			detail: fmt.Sprintf("%d of %d voters healthy: %s", healthy, voters, strings.Join(why, "; "))})
 	}
 }
 
@@ -214,10 +232,12 @@ type span struct{ from, to time.Time }
 // within reports whether s lies wholly inside o.
 func (s span) within(o span) bool { return !s.from.Before(o.from) && !s.to.After(o.to) }
 
-// suspectPoll is a poll that found no quorum; index counts the polls.
+// suspectPoll is a poll that found no quorum; index counts the polls,
+// detail says what it saw.
 type suspectPoll struct {
 	span
-	index int
+	index  int
+	detail string
 }
 
 // judgeQuorum splits the suspect polls into slow ones (a write's whole
@@ -226,7 +246,7 @@ type suspectPoll struct {
 // consecutive polls without quorum make one moment, from the first one's
 // start to the last one's end. commits are in the order sent, so their
 // start times are sorted.
-func judgeQuorum(suspects []suspectPoll, commits []span) (noQuorum, slow int, longest time.Duration) {
+func judgeQuorum(suspects []suspectPoll, commits []span) (noQuorum, slow int, longest time.Duration, seen []string) {
 	var moment span
 	lastIndex := -2
 	for _, p := range suspects {
@@ -236,6 +256,7 @@ func judgeQuorum(suspects []suspectPoll, commits []span) (noQuorum, slow int, lo
 			continue
 		}
 		noQuorum++
+		seen = append(seen, fmt.Sprintf("at %s for %s: %s", p.from.Format("15:04:05.000"), p.to.Sub(p.from).Round(time.Millisecond), p.detail))
 		if p.index != lastIndex+1 {
 			moment.from = p.from
 		}
@@ -243,7 +264,7 @@ func judgeQuorum(suspects []suspectPoll, commits []span) (noQuorum, slow int, lo
 		lastIndex = p.index
 		longest = max(longest, moment.to.Sub(moment.from))
 	}
-	return noQuorum, slow, longest
+	return noQuorum, slow, longest, seen
 }
 
 // stop ends the writer and the watcher and returns the figures.
@@ -256,9 +277,9 @@ func (ld *etcdLoad) stop() loadFigures {
 func (ld *etcdLoad) figures() loadFigures {
 	ld.mu.Lock()
 	defer ld.mu.Unlock()
-	noQuorum, slow, longest := judgeQuorum(ld.suspects, ld.commits)
+	noQuorum, slow, longest, seen := judgeQuorum(ld.suspects, ld.commits)
 	return loadFigures{acked: len(ld.acked), failed: ld.failed, lost: ld.lost, maxGap: ld.maxGap, maxDown: ld.maxDown,
-		maxLearners: ld.maxLearners, maxNoQuorum: longest, noQuorumPolls: noQuorum, slowPolls: slow, polls: ld.polls,
+		maxLearners: ld.maxLearners, maxNoQuorum: longest, noQuorumPolls: noQuorum, noQuorumSeen: seen, slowPolls: slow, polls: ld.polls,
 		maxMembers: ld.maxMembers, minVoters: max(ld.minVoters, 0)}
 }
 
@@ -306,7 +327,7 @@ func assertPlanned(t *testing.T, f loadFigures) {
 		t.Errorf("etcd listed %d learners at once", f.maxLearners)
 	}
 	if f.noQuorumPolls > 0 {
-		t.Errorf("%d status polls saw no quorum of healthy voters, the longest moment %s", f.noQuorumPolls, f.maxNoQuorum.Round(time.Millisecond))
+		t.Errorf("%d status polls saw no quorum of healthy voters, the longest moment %s:\n%s", f.noQuorumPolls, f.maxNoQuorum.Round(time.Millisecond), strings.Join(f.noQuorumSeen, "\n"))
 	}
 	if f.lost != 0 {
 		t.Errorf("%d acknowledged writes lost (verify run: %v)", f.lost, f.lost >= 0)
@@ -321,16 +342,19 @@ func TestJudgeQuorum(t *testing.T) {
 	at := func(ms int) time.Time { return time.Unix(0, 0).Add(time.Duration(ms) * time.Millisecond) }
 	commits := []span{{at(0), at(50)}, {at(120), at(180)}, {at(950), at(1100)}, {at(2000), at(2040)}}
 	suspects := []suspectPoll{
-		{span{at(100), at(1100)}, 3},  // holds 120-180: slow
-		{span{at(1000), at(1500)}, 7}, // 950-1100 starts before it: no quorum
-		{span{at(1600), at(1900)}, 8}, // nothing inside: no quorum, same moment
-		{span{at(2050), at(2100)}, 10},
+		{span{at(100), at(1100)}, 3, "etcd-2: timeout"},    // holds 120-180: slow
+		{span{at(1000), at(1500)}, 7, "etcd-2: timeout"},   // 950-1100 starts before it: no quorum
+		{span{at(1600), at(1900)}, 8, "etcd-2: no leader"}, // nothing inside: no quorum, same moment
+		{span{at(2050), at(2100)}, 10, "etcd-3: refused"},
 	}
-	noQuorum, slow, longest := judgeQuorum(suspects, commits)
+	noQuorum, slow, longest, seen := judgeQuorum(suspects, commits)
 	if noQuorum != 3 || slow != 1 || longest != 900*time.Millisecond {
 		t.Errorf("judgeQuorum: %d without quorum, %d slow, longest %s; want 3, 1, 900ms", noQuorum, slow, longest)
 	}
-	if n, s, l := judgeQuorum(nil, commits); n != 0 || s != 0 || l != 0 {
+	if len(seen) != 3 || !strings.Contains(seen[0], "for 500ms: ") {
+		t.Errorf("judgeQuorum's account of the polls without quorum: %q", seen)
+	}
+	if n, s, l, _ := judgeQuorum(nil, commits); n != 0 || s != 0 || l != 0 {
 		t.Errorf("judgeQuorum with no suspects: %d, %d, %s", n, s, l)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kprov/kprov/provision/pki"
+	"github.com/kprov/kprov/provision/plan"
 	"github.com/kprov/kprov/roles"
 )
 
@@ -19,6 +20,10 @@ type RenewRequest struct {
 	// expiring within ExpiringWithin.
 	All            bool
 	ExpiringWithin time.Duration
+	// ControlPlane renews kubeadm's certificates on the masters too (every
+	// master with --all, else those with one expiring within
+	// ExpiringWithin), one master at a time (roles.RenewControlPlaneStages).
+	ControlPlane bool
 }
 
 // RenewResult is what a renewal saw and did.
@@ -28,6 +33,8 @@ type RenewResult struct {
 	Renewed []pki.Leaf
 	// Changes are the state directory's files replaced, each with where the old one is kept.
 	Changes []pki.Change
+	// Masters are the masters whose kubeadm certificates are renewed.
+	Masters []string
 }
 
 // ErrNotConverged is a renewal refused because the hosts differ from the
@@ -91,23 +98,46 @@ func (p *Pipeline) renewLocked(ctx context.Context, req RenewRequest, res *Renew
 			bases = append(bases, l.Base)
 		}
 	}
-	if len(bases) == 0 {
+	var masters []string
+	if req.ControlPlane {
+		if masters, err = p.kubeadmCertsToRenew(ctx, facts, req, now); err != nil {
+			return err
+		}
+	}
+	if len(bases) == 0 && len(masters) == 0 {
 		return nil
 	}
 	old := c.State
-	renewed, renewal, err := old.ReissueEtcdLeaves(roles.PKIRequest(c.Inventory), bases, now)
-	if err != nil {
-		return fmt.Errorf("state directory %s: %w", c.Inventory.Cluster.StateDir, err)
+	var renewal *pki.Renewal
+	if len(bases) > 0 {
+		var renewed *pki.State
+		renewed, renewal, err = old.ReissueEtcdLeaves(roles.PKIRequest(c.Inventory), bases, now)
+		if err != nil {
+			return fmt.Errorf("state directory %s: %w", c.Inventory.Cluster.StateDir, err)
+		}
+		res.Renewed = renewal.Leaves()
+		c.State = renewed
 	}
-	res.Renewed = renewal.Leaves()
-	c.State = renewed
 	pl, err := p.Plan(facts)
 	if err != nil {
 		c.State = old
 		return err
 	}
-	res.Plan = pl
+	// kubeadm's certificates are renewed after etcd's roll, master by master.
+	if cp := roles.RenewControlPlaneStages(c.Inventory, masters); len(cp) > 0 {
+		pl.Stages = append(pl.Stages, cp...)
+		pl.Count()
+		// Those stages restart kube-apiserver with its renewed etcd
+		// client, on every master when all of them are renewed.
+		if all, _ := p.kubeadmCertsToRenew(ctx, facts, RenewRequest{All: true}, now); len(all) == len(masters) {
+			pl.Notes = slices.DeleteFunc(pl.Notes, func(n string) bool { return strings.HasPrefix(n, roles.APIServerEtcdClientNotePrefix) })
+		}
+	}
+	res.Plan, res.Masters = pl, masters
 	save := func() error {
+		if renewal == nil {
+			return nil
+		}
 		changes, err := renewal.Save(now)
 		res.Changes = changes
 		for _, ch := range changes {
@@ -130,4 +160,36 @@ func (p *Pipeline) renewLocked(ctx context.Context, req RenewRequest, res *Renew
 		res.Renewed = slices.Clip(res.Renewed[:0])
 	}
 	return err
+}
+
+// kubeadmCertsToRenew are the masters whose control plane runs and whose
+// kubeadm certificates are to be renewed: every one with req.All, else
+// those holding a kubeadm certificate (kprov certs' listing) that expires
+// within req.ExpiringWithin.
+func (p *Pipeline) kubeadmCertsToRenew(ctx context.Context, facts *plan.Facts, req RenewRequest, now time.Time) ([]string, error) {
+	var running []string
+	for _, m := range p.Cluster.Inventory.Topology.Masters {
+		if hf := facts.Hosts[m]; hf != nil && hf.Reachable && hf.ControlPlane {
+			running = append(running, m)
+		}
+	}
+	if req.All || len(running) == 0 {
+		return running, nil
+	}
+	rep, err := p.Certs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, hc := range rep.Hosts {
+		if !slices.Contains(running, hc.Host) {
+			continue
+		}
+		if slices.ContainsFunc(hc.Certs, func(c HostCert) bool {
+			return c.Kprov == nil && c.Host != nil && c.Host.NotAfter.Before(now.Add(req.ExpiringWithin))
+		}) {
+			out = append(out, hc.Host)
+		}
+	}
+	return out, nil
 }

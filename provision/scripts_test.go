@@ -68,6 +68,8 @@ func TestScriptsGolden(t *testing.T) {
 		{"remove a binary kprov installed, only with the artifact's checksum (kprov reset)", scriptRemoveKprovFile("/usr/local/bin/etcd", strings.Repeat("ef", 32), plan.EmptyDirsAbove("/usr/local/bin/etcd"))},
 		{"drain a node (a node taken out of the inventory, kprov reset --host)", scriptDrainNode("compute-1")},
 		{"delete a reset node's Node object (kprov reset --host)", scriptDeleteNodeIfPresent("compute-1")},
+		{"renew kubeadm's certificates on a master (kprov certs renew)", roles.RenewKubeadmCertsCommand},
+		{"restart a control-plane component for its renewed certificates (kprov certs renew)", roles.RestartComponentCommand("kube-apiserver")},
 	}
 	var b bytes.Buffer
 	b.WriteString("# Every command kprov runs on a host (provision/scripts.go), with sample arguments.\n")

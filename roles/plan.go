@@ -136,8 +136,12 @@ func (p *planner) apiserverEtcdClientNote(stages []plan.Stage) string {
 	if len(hosts) == 0 {
 		return ""
 	}
-	return "renewed apiserver-etcd-client on " + strings.Join(hosts, ", ") + ": kube-apiserver uses it for each new connection to etcd; kprov does not restart kube-apiserver for it (a rolling control-plane restart is left to issue 16), and the old certificate stays valid until it expires"
+	return APIServerEtcdClientNotePrefix + strings.Join(hosts, ", ") + ": kube-apiserver uses it for each new connection to etcd; this plan does not restart kube-apiserver for it (kprov certs renew restarts it with the control plane unless --etcd-only), and the old certificate stays valid until it expires"
 }
+
+// APIServerEtcdClientNotePrefix begins the note on a renewed
+// apiserver-etcd-client that no restart follows.
+const APIServerEtcdClientNotePrefix = "renewed apiserver-etcd-client on "
 
 // MemberCertPaths are the files of an external etcd member's own
 // certificates on its host: a changed one is rolled out one member at a

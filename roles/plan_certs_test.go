@@ -73,7 +73,7 @@ func TestPlanRollsRenewedMemberCerts(t *testing.T) {
 		t.Errorf("restarts %v: want every member once, the leader %s last", restarts, leader)
 	}
 	if !slices.ContainsFunc(pl.Notes, func(n string) bool {
-		return strings.Contains(n, "apiserver-etcd-client") && strings.Contains(n, "issue 16")
+		return strings.Contains(n, "apiserver-etcd-client") && strings.Contains(n, "does not restart kube-apiserver")
 	}) {
 		t.Errorf("no note on the API server's renewed etcd client certificate: %q", pl.Notes)
 	}

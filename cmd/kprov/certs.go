@@ -135,13 +135,14 @@ type renewOptions struct {
 	parallel       int
 	breakLock      bool
 	detail         bool
+	etcdOnly       bool
 }
 
 func newCertsRenewCmd(g *globalOptions) *cobra.Command {
 	o := &renewOptions{}
 	cmd := &cobra.Command{
-		Use:   "renew (--all | --expiring-within DURATION)",
-		Short: "Renew the etcd certificates from kprov's etcd CA and roll them out one member at a time",
+		Use:   "renew (--all | --expiring-within DURATION) [--etcd-only]",
+		Short: "Renew the etcd and control-plane certificates and roll them out one member and one master at a time",
 		Long: `renew issues new etcd member (server, peer) and client certificates
 (kprov's healthcheck client, the API server's apiserver-etcd-client) from
 the etcd CA in the state directory (the CA itself is never rotated), either
@@ -155,9 +156,16 @@ away first), each followed by a wait for the member to catch up and every
 voter to be healthy. Each member certificate is checked against the etcd
 CA and the member's names before the plan is shown. Once confirmed (or
 --auto-approve) the new certificates go into the state directory, the old
-ones kept under pki-history/, and the plan is carried out. kube-apiserver
-is not restarted for its renewed etcd client certificate (see
-docs/certs.md). With nothing to renew it prints "No changes".`,
+ones kept under pki-history/, and the plan is carried out.
+
+Then, unless --etcd-only, kubeadm's certificates on the masters (all
+masters with --all, else those holding one that expires within DURATION),
+one master at a time, the first master last: kubeadm certs renew all,
+then with stacked etcd its member restarted and every member healthy
+again, then kube-apiserver restarted and answering, then the controller
+manager and the scheduler restarted; at the end the admin kubeconfig in
+the state directory is fetched again. Kubelets renew their own client
+certificates. With nothing to renew it prints "No changes".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.parallel < 1 {
@@ -182,7 +190,8 @@ docs/certs.md). With nothing to renew it prints "No changes".`,
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&o.all, "all", false, "renew every etcd certificate kprov issued")
+	f.BoolVar(&o.all, "all", false, "renew every etcd certificate kprov issued, and kubeadm's on every master")
+	f.BoolVar(&o.etcdOnly, "etcd-only", false, "renew the etcd certificates only, not kubeadm's on the masters")
 	f.StringVar(&o.expiringWithin, "expiring-within", "", "renew those that expire within `DURATION` (e.g. 30d, 720h)")
 	f.BoolVar(&o.autoApprove, "auto-approve", false, "renew without asking (needed when stdin is not a terminal and there is something to renew)")
 	f.IntVar(&o.parallel, "parallel", ssh.DefaultParallel, "at most `N` hosts worked on at once where quorum allows")
@@ -227,7 +236,7 @@ func (g *globalOptions) renewCerts(ctx context.Context, o *renewOptions, within 
 	defer pool.Close()
 	res, err := p.RenewCerts(ctx, provision.RenewRequest{
 		ApplyRequest: provision.ApplyRequest{AutoApprove: o.autoApprove, BreakLock: o.breakLock, LockOwner: lockOwner(start)},
-		All:          o.all, ExpiringWithin: within,
+		All:          o.all, ExpiringWithin: within, ControlPlane: !o.etcdOnly,
 	})
 	view.finish()
 	if res.Report != nil {
@@ -236,12 +245,15 @@ func (g *globalOptions) renewCerts(ctx context.Context, o *renewOptions, within 
 	if err != nil {
 		return err
 	}
-	if len(res.Renewed) == 0 {
+	if len(res.Renewed) == 0 && len(res.Masters) == 0 {
 		fmt.Fprintln(g.stdout, "No changes. No certificate to renew.")
 		return nil
 	}
 	for _, ch := range res.Changes {
 		fmt.Fprintf(g.stdout, "renewed %s%s\n", ch.Path, strings.TrimPrefix(ch.Reason, "renewed"))
+	}
+	for _, m := range res.Masters {
+		fmt.Fprintf(g.stdout, "renewed kubeadm's certificates on %s (its control plane restarted)\n", m)
 	}
 	return nil
 }

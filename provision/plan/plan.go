@@ -77,27 +77,28 @@ type StageKind string
 
 // The kinds of stage the planner makes, in the order a plan runs them.
 const (
-	StagePrepare          StageKind = "prepare"                    // files, binaries and units on every host, in parallel
-	StageEtcdBootstrap    StageKind = "etcd/bootstrap"             // the first member starts alone as a new cluster
-	StageEtcdStartStopped StageKind = "etcd/start-stopped"         // members that are down start (together on a cold start)
-	StageEtcdAdd          StageKind = "etcd/add"                   // one member added as a learner and promoted
-	StageEtcdRemove       StageKind = "etcd/remove"                // one member removed, then stopped and wiped
-	StageEtcdRestart      StageKind = "etcd/restart"               // one member restarted for a changed configuration or a new etcd binary
-	StageEtcdFinalize     StageKind = "etcd/finalize-config"       // every member's config records the full member list
-	StageEtcdRestore      StageKind = "etcd/restore"               // kprov restore: every member's data directory restored from one snapshot
-	StageEtcdStartRestore StageKind = "etcd/start-restored"        // kprov restore: the restored members start together
-	StageImages           StageKind = "images"                     // image archives imported on the nodes that lack their images, in parallel
-	StageControlPlaneInit StageKind = "control-plane/init"         // kubeadm init on the first master
-	StageJoinSecrets      StageKind = "control-plane/join-secrets" // the join secrets renewed on a master before anything joins
-	StageControlPlaneJoin StageKind = "control-plane/join"         // one further master joins
-	StageKubeconfig       StageKind = "control-plane/kubeconfig"
-	StageNodesJoin        StageKind = "nodes/join"         // workers join, in parallel
-	StageNodesLabels      StageKind = "nodes/labels"       // labels and taints through the API
-	StageNodesReady       StageKind = "nodes/ready"        // every node reports Ready
-	StageNodesRemove      StageKind = "nodes/remove"       // one node no longer in the inventory drained, then its Node deleted
-	StageResetDrain       StageKind = "reset/drain"        // kprov reset --host: the nodes drained through a master that stays
-	StageReset            StageKind = "reset"              // kprov reset: hosts taken back to clean (kubeadm reset, units stopped, kprov's files removed)
-	StageResetDeleteNodes StageKind = "reset/delete-nodes" // kprov reset --host: the reset nodes' Node objects deleted
+	StagePrepare           StageKind = "prepare"                    // files, binaries and units on every host, in parallel
+	StageEtcdBootstrap     StageKind = "etcd/bootstrap"             // the first member starts alone as a new cluster
+	StageEtcdStartStopped  StageKind = "etcd/start-stopped"         // members that are down start (together on a cold start)
+	StageEtcdAdd           StageKind = "etcd/add"                   // one member added as a learner and promoted
+	StageEtcdRemove        StageKind = "etcd/remove"                // one member removed, then stopped and wiped
+	StageEtcdRestart       StageKind = "etcd/restart"               // one member restarted for a changed configuration or a new etcd binary
+	StageEtcdFinalize      StageKind = "etcd/finalize-config"       // every member's config records the full member list
+	StageEtcdRestore       StageKind = "etcd/restore"               // kprov restore: every member's data directory restored from one snapshot
+	StageEtcdStartRestore  StageKind = "etcd/start-restored"        // kprov restore: the restored members start together
+	StageImages            StageKind = "images"                     // image archives imported on the nodes that lack their images, in parallel
+	StageControlPlaneInit  StageKind = "control-plane/init"         // kubeadm init on the first master
+	StageJoinSecrets       StageKind = "control-plane/join-secrets" // the join secrets renewed on a master before anything joins
+	StageControlPlaneJoin  StageKind = "control-plane/join"         // one further master joins
+	StageKubeconfig        StageKind = "control-plane/kubeconfig"
+	StageNodesJoin         StageKind = "nodes/join"          // workers join, in parallel
+	StageNodesLabels       StageKind = "nodes/labels"        // labels and taints through the API
+	StageNodesReady        StageKind = "nodes/ready"         // every node reports Ready
+	StageNodesRemove       StageKind = "nodes/remove"        // one node no longer in the inventory drained, then its Node deleted
+	StageCertsControlPlane StageKind = "certs/control-plane" // kprov certs renew: one master's kubeadm certificates renewed, its control plane restarted
+	StageResetDrain        StageKind = "reset/drain"         // kprov reset --host: the nodes drained through a master that stays
+	StageReset             StageKind = "reset"               // kprov reset: hosts taken back to clean (kubeadm reset, units stopped, kprov's files removed)
+	StageResetDeleteNodes  StageKind = "reset/delete-nodes"  // kprov reset --host: the reset nodes' Node objects deleted
 )
 
 // Stage is a group of steps with a concurrency bound: 1 where quorum demands
