@@ -152,7 +152,10 @@ func startEtcdLoad(t *testing.T, ctx context.Context, l *lab.Lab, inv string) *e
 // answer, following a leader, than the quorum of the voters listed.
 func (ld *etcdLoad) poll(ctx context.Context, cli *clientv3.Client) {
 	start := time.Now()
-	lctx, cancel := context.WithTimeout(ctx, time.Second)
+	// The poll's calls get as long as a write does (2 s): under a loaded
+	// machine a linearizable member list can take over a second while
+	// writes commit, and a longer poll holds a whole write's round trip.
+	lctx, cancel := context.WithTimeout(ctx, pollTimeout)
 	list, err := cli.MemberList(lctx)
 	cancel()
 	if ctx.Err() != nil {
@@ -179,7 +182,7 @@ func (ld *etcdLoad) poll(ctx context.Context, cli *clientv3.Client) {
 				continue
 			}
 			wg.Go(func() {
-				sctx, scancel := context.WithTimeout(ctx, time.Second)
+				sctx, scancel := context.WithTimeout(ctx, pollTimeout)
 				defer scancel()
 				st, err := cli.Status(sctx, m.ClientURLs[0])
 				mu.Lock()
@@ -225,6 +228,9 @@ func (ld *etcdLoad) poll(ctx context.Context, cli *clientv3.Client) {
 			detail: fmt.Sprintf("%d of %d voters healthy: %s", healthy, voters, strings.Join(why, "; "))})
 	}
 }
+
+// pollTimeout bounds each call of a status poll.
+const pollTimeout = 2 * time.Second
 
 // span is a stretch of time.
 type span struct{ from, to time.Time }

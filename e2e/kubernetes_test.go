@@ -51,7 +51,7 @@ import (
 // The lab has a fifth machine, compute-2, that the inventory leaves out
 // until the last step.
 func TestApplyStackedToReady(t *testing.T) {
-	runsBeside(t, true)
+	runsAlone(t)
 	specs, err := lab.TopologyMachines("ha-stacked")
 	if err != nil {
 		t.Fatal(err)
