@@ -91,6 +91,18 @@ type applyRun struct {
 // starting with prefix; the test fails if the run ends first.
 func startApplyUntil(t *testing.T, ctx context.Context, prefix string, args ...string) *applyRun {
 	t.Helper()
+	r := startApply(t, ctx, args...)
+	if !r.waitLine(prefix) {
+		out, err := r.wait()
+		t.Fatalf("kprov ended before printing %q: %v\n%s", prefix, err, out)
+	}
+	return r
+}
+
+// startApply starts kprov with args, its stdout read line by line by the
+// run's wait methods.
+func startApply(t *testing.T, ctx context.Context, args ...string) *applyRun {
+	t.Helper()
 	r := &applyRun{cmd: exec.CommandContext(ctx, kprovBin, args...)}
 	stdout, err := r.cmd.StdoutPipe()
 	if err != nil {
@@ -101,20 +113,22 @@ func startApplyUntil(t *testing.T, ctx context.Context, prefix string, args ...s
 		t.Fatal(err)
 	}
 	r.sc = bufio.NewScanner(stdout)
-	if !r.waitLine(prefix) {
-		out, err := r.wait()
-		t.Fatalf("kprov ended before printing %q: %v\n%s", prefix, err, out)
-	}
 	return r
 }
 
 // waitLine reads stdout up to a line starting with prefix; false if the run
 // ended first.
 func (r *applyRun) waitLine(prefix string) bool {
+	return r.waitFor(func(line string) bool { return strings.HasPrefix(line, prefix) })
+}
+
+// waitFor reads stdout up to a line match accepts; false if the run ended
+// first.
+func (r *applyRun) waitFor(match func(string) bool) bool {
 	for r.sc.Scan() {
 		line := r.sc.Text()
 		r.stdout.WriteString(line + "\n")
-		if strings.HasPrefix(line, prefix) {
+		if match(line) {
 			return true
 		}
 	}

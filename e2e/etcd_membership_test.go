@@ -3,11 +3,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -495,22 +493,8 @@ func waitQuotas(t *testing.T, ctx context.Context, cli *clientv3.Client, n int) 
 // test; one that does not exit 1 (Ctrl-C) or die (SIGKILL) does too.
 func interruptApply(t *testing.T, ctx context.Context, inv string, re *regexp.Regexp, sig syscall.Signal) string {
 	t.Helper()
-	run := &applyRun{cmd: exec.CommandContext(ctx, kprovBin, "-f", inv, "apply", "--auto-approve")}
-	stdout, err := run.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	run.cmd.Stderr = &run.stderr
-	if err := run.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	run.sc = bufio.NewScanner(stdout)
-	matched := false
-	for !matched && run.sc.Scan() {
-		line := run.sc.Text()
-		run.stdout.WriteString(line + "\n")
-		matched = re.MatchString(line)
-	}
+	run := startApply(t, ctx, "-f", inv, "apply", "--auto-approve")
+	matched := run.waitFor(re.MatchString)
 	if !matched {
 		out, err := run.wait()
 		t.Fatalf("apply ended before printing a line matching %s: %v\n%s", re, err, out)
