@@ -45,9 +45,10 @@ done`, pattern, name)
 // RenewControlPlaneStages renews kubeadm's certificates on the named
 // masters, one master at a time: kubeadm certs renew, then each
 // control-plane component restarted and checked before the next (with
-// stacked etcd its member first, every member healthy again before the API
-// server restarts; then the API server, live again before the controller
-// manager and the scheduler restart). The masters are taken in inventory
+// stacked etcd its member first, only while every member is healthy, and
+// every member healthy again before the API server restarts; then the
+// API server, live again before the controller manager and the scheduler
+// restart). The masters are taken in inventory
 // order with the first master last, and the admin kubeconfig in the state
 // directory is fetched again from it at the end (its renewed client
 // certificate).
@@ -72,6 +73,8 @@ func RenewControlPlaneStages(inv *inventory.Inventory, masters []string) []plan.
 			steps = append(steps, plan.Step{Op: plan.OpRunCommand, Host: m, Command: RestartComponentCommand(component), Reason: why})
 		}
 		if stacked {
+			steps = append(steps, plan.Step{Op: plan.OpWaitEtcdHealthy, Host: m, Voters: slices.Clone(inv.Topology.Masters),
+				Reason: "a member restarts only while every other member is healthy"})
 			restart("etcd", "the stacked etcd member reads its renewed server and peer certificates at start")
 			steps = append(steps, plan.Step{Op: plan.OpWaitEtcdHealthy, Host: m, Voters: slices.Clone(inv.Topology.Masters), Starting: []string{m},
 				Reason: "every member healthy again before the API server restarts"})
